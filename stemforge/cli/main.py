@@ -1,0 +1,50 @@
+"""The ``stemforge`` Typer application: one module per command group registers its commands."""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from stemforge import __version__
+
+app = typer.Typer(
+    name="stemforge",
+    help=(
+        "Turn singing-voice corpora into training data, train a U-Net, separate songs.\n\n"
+        "Every command that reads or writes a DataDir defaults to ./stemforge-data "
+        "(or $STEMFORGE_DATA) and says which one it used."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+#: Command modules, in the order their commands appear in ``--help``; each has ``register(app)``.
+COMMAND_MODULES = [
+    "ingest",
+    "datadir",
+    "synth",
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stemforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """stemforge command-line interface."""
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"stemforge.cli.{_name}").register(app)
+
+
+def main() -> None:
+    app()

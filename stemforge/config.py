@@ -1,0 +1,103 @@
+"""Frozen configuration dataclasses with a stable hash.
+
+A configuration is recorded by every DataDir, shard and checkpoint; a reader facing another
+configuration refuses with :class:`~stemforge.errors.ConfigMismatchError` naming both values.
+The hash is the first 12 hex digits of the SHA-256 of the canonical JSON of ``to_dict()``, so it
+is stable across Python versions, processes and machines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from stemforge.errors import ConfigMismatchError, StemforgeError
+
+T = TypeVar("T", bound="_Config")
+
+
+class _Config:
+    """Mixin: dict round trip and a stable content hash for frozen dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - names
+        if unknown:
+            raise StemforgeError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+        values = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name in data:
+                v = data[f.name]
+                values[f.name] = tuple(v) if isinstance(v, list) else v
+        return cls(**values)
+
+    @property
+    def hash(self) -> str:
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def describe(self) -> str:
+        """Short human-readable form used in error messages: ``hash (k=v, ...)``."""
+        body = ", ".join(f"{k}={v}" for k, v in self.to_dict().items())
+        return f"{self.hash} ({body})"
+
+
+@dataclass(frozen=True)
+class SpectrogramConfig(_Config):
+    """How audio becomes the stored magnitudes.
+
+    Defaults follow the seed article's reference implementation: mono, 16 kHz, Hann window,
+    ``n_fft`` 1024, ``hop_length`` 512 with ``center=True`` (as ``librosa.stft``, zero padding),
+    ``n_bins = n_fft // 2 + 1 = 513`` bins stored. Each track's mixture, vocals and
+    accompaniment magnitudes are divided by one number, the maximum of the mixture magnitude
+    (``normalization="max_mixture"``), so their ratios are kept.
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 512
+    window: str = "hann"
+    center: bool = True
+    pad_mode: str = "constant"
+    normalization: str = "max_mixture"
+    resample_quality: str = "HQ"
+
+    def __post_init__(self) -> None:
+        if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop_length <= 0:
+            raise StemforgeError(f"SpectrogramConfig: sizes must be positive: {self}")
+        if self.normalization != "max_mixture":
+            raise StemforgeError(f"SpectrogramConfig: unknown normalization {self.normalization!r}")
+
+    @property
+    def n_bins(self) -> int:
+        """Stored frequency bins: ``n_fft // 2 + 1``."""
+        return self.n_fft // 2 + 1
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames ``librosa.stft`` gives for ``n_samples`` samples at this config."""
+        if self.center:
+            return 1 + n_samples // self.hop_length
+        return 1 + max(0, n_samples - self.n_fft) // self.hop_length
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds per frame hop."""
+        return self.hop_length / self.sample_rate
+
+
+def check_config(what: str, expected: _Config, found_hash: str, found: object | None = None) -> None:
+    """Raise ConfigMismatchError when ``found_hash`` is not ``expected.hash``.
+
+    ``what`` names the object (a DataDir path, a shard, a checkpoint); ``found`` is the stored
+    configuration (a dict) when known, so that the message shows both values.
+    """
+    if found_hash != expected.hash:
+        found_text = found_hash if found is None else f"{found_hash} ({found})"
+        raise ConfigMismatchError(what, expected.describe(), found_text)

@@ -1,0 +1,50 @@
+"""Typed errors raised by library code.
+
+Library code raises these and never prints or exits; the CLI maps each to a one-line message
+and an exit code (see ``stemforge.cli.common``).
+"""
+
+from __future__ import annotations
+
+
+class StemforgeError(Exception):
+    """Base class of every error stemforge raises on purpose."""
+
+
+class AudioError(StemforgeError):
+    """A file cannot be decoded, is truncated, empty, silent where it must not be, or mismatched."""
+
+    def __init__(self, path: object, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class DatasetLayoutError(StemforgeError):
+    """A corpus root does not have the layout its recipe expects."""
+
+
+class ManifestError(StemforgeError):
+    """A manifest or DataDir is missing, malformed, or inconsistent with its shards."""
+
+
+class ConfigMismatchError(StemforgeError):
+    """A stored object was made with another configuration than the reader's."""
+
+    def __init__(self, what: str, expected: object, found: object):
+        self.what = what
+        self.expected = expected
+        self.found = found
+        super().__init__(f"{what}: configuration mismatch: expected {expected}, found {found}")
+
+
+class CheckpointError(StemforgeError):
+    """A checkpoint (or imported weights file) is missing, foreign or incomplete."""
+
+
+class DataDirLockedError(StemforgeError):
+    """Another process holds the write lock of a DataDir."""
+
+
+class AlignmentError(StemforgeError):
+    """An original/karaoke pair cannot be aligned with enough confidence."""

@@ -1,0 +1,90 @@
+"""What every recipe returns: :class:`TrackSource`, a description of one track on disk.
+
+A recipe module has the same surface for every corpus:
+
+* ``NAME``: the corpus name used on the command line (``stemforge ingest NAME ROOT``);
+* a module docstring (``LAYOUT``) that shows the expected folder layout;
+* ``discover(root, **options) -> list[TrackSource]`` which only looks at the folder (no
+  decoding) and raises :class:`~stemforge.errors.DatasetLayoutError` naming the expected
+  layout and what it found when the root is not that corpus.
+
+A TrackSource says which files (or streams, or channels) sum into the mixture, the vocals and
+the accompaniment. Everything downstream reads manifests and shards, never a corpus layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SPLITS = ("train", "valid", "test")
+VOCALS_KINDS = ("stem", "channel", "derived", "remix")
+
+
+@dataclass(frozen=True)
+class StemRef:
+    """One contribution to a role: a file (relative to the track's root), a stream, a channel, a gain.
+
+    ``channel=None`` keeps every channel (downmixed later); ``0``/``1`` take left/right only.
+    ``stream`` picks an audio stream of a multi-stream container (``.stem.mp4``).
+    ``gain`` multiplies the samples (MedleyDB mixing coefficients).
+    """
+
+    path: str
+    stream: int = 0
+    channel: int | None = None
+    gain: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrackSource:
+    """One track of a corpus, as a recipe found it.
+
+    ``mixture`` may be empty: the mixture is then derived as vocals + accompaniment.
+    ``loader`` names the function that turns this into audio: ``"stems"`` (sum the StemRefs,
+    see :func:`stemforge.ingest.load_stems`) or ``"module:function"`` for special cases
+    (karaoke pairs). ``skip_reason`` marks a track found but not ingestible (instrumental,
+    mixed-label voice stem, ...): ingest reports it as skipped without reading audio.
+    ``options`` lists recipe options that change the stored arrays; they enter the source
+    fingerprint so a re-run with other options redoes the track. ``extra`` holds additional
+    manifest columns as (name, value) pairs.
+    """
+
+    dataset: str
+    track_id: str
+    root: str
+    artist: str = ""
+    title: str = ""
+    split: str = "train"
+    mixture: tuple[StemRef, ...] = ()
+    vocals: tuple[StemRef, ...] = ()
+    accompaniment: tuple[StemRef, ...] = ()
+    vocals_kind: str = "stem"
+    license: str = ""
+    loader: str = "stems"
+    options: tuple[tuple[str, str], ...] = ()
+    extra: tuple[tuple[str, object], ...] = ()
+    skip_reason: str | None = None
+    length_tolerance: int = 0
+    group: str = field(default="")
+
+    @property
+    def uid(self) -> str:
+        """``dataset:track_id``, the manifest's primary key."""
+        return f"{self.dataset}:{self.track_id}"
+
+    @property
+    def source_path(self) -> str:
+        """A path relative to the corpus root that identifies the track (its first file)."""
+        for refs in (self.mixture, self.vocals, self.accompaniment):
+            if refs:
+                return refs[0].path
+        return ""
+
+    def files(self) -> list[Path]:
+        """Every distinct file this track reads, absolute, in a stable order."""
+        seen: dict[str, None] = {}
+        for refs in (self.mixture, self.vocals, self.accompaniment):
+            for r in refs:
+                seen.setdefault(r.path, None)
+        return [Path(self.root) / p for p in seen]
