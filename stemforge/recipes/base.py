@@ -44,7 +44,10 @@ class TrackSource:
     ``loader`` names the function that turns this into audio: ``"stems"`` (sum the StemRefs,
     see :func:`stemforge.ingest.load_stems`) or ``"module:function"`` for special cases
     (karaoke pairs). ``skip_reason`` marks a track found but not ingestible (instrumental,
-    mixed-label voice stem, ...): ingest reports it as skipped without reading audio.
+    mixed-label voice stem, ...): ingest reports it as excluded without reading audio;
+    ``error`` marks a track found but broken (an empty folder, a missing stem): ingest reports
+    it as failed with that reason. ``length_tolerance`` is how many samples stems of one
+    track may differ by (0 for PCM; a few for lossy codecs with padding).
     ``options`` lists recipe options that change the stored arrays; they enter the source
     fingerprint so a re-run with other options redoes the track. ``extra`` holds additional
     manifest columns as (name, value) pairs.
@@ -65,6 +68,7 @@ class TrackSource:
     options: tuple[tuple[str, str], ...] = ()
     extra: tuple[tuple[str, object], ...] = ()
     skip_reason: str | None = None
+    error: str | None = None
     length_tolerance: int = 0
     group: str = field(default="")
 

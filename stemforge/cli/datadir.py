@@ -1,0 +1,80 @@
+"""``stemforge info`` and ``stemforge validate``: look at a DataDir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from stemforge.cli.common import DATA_HELP, EXIT_OK, EXIT_PARTIAL, announce_data_dir, cli_errors, err, format_table, out
+
+
+def info(
+    data: Optional[Path] = typer.Argument(None, help=DATA_HELP, show_default=False),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Tracks and hours per dataset x split, ingested vs remix hours, shards, bytes, config, duplicates.
+
+    Example: stemforge info ./stemforge-data
+    """
+    import json
+
+    from stemforge.store import DataDir
+    from stemforge.store.check import summary
+
+    path = announce_data_dir(data)
+    with cli_errors():
+        s = summary(DataDir.open(path))
+    if json_out:
+        out(json.dumps(s, indent=2, default=float))
+        return
+    out(f"DataDir {s['path']}  ({s['tracks']} tracks, {s['hours']:.2f} h, {s['shards']} shards, {s['bytes'] / 1e6:.1f} MB)")
+    out(f"config {s['config_hash']}: " + ", ".join(f"{k}={v}" for k, v in s["config"].items()))
+    out("")
+    out(format_table(s["table"]))
+    if s["kinds"]:
+        out("")
+        out(format_table(s["kinds"]))
+    if s["duplicates"]:
+        out("")
+        out(f"duplicates ({len(s['duplicates'])}, stored once; the other row points to it):")
+        for uid, of in s["duplicates"]:
+            out(f"  {uid} -> {of}")
+    out("")
+    if s["leaks"]:
+        for line in s["leaks"]:
+            err(f"leak: {line}")
+    else:
+        out("no song is in more than one split")
+
+
+def validate(
+    data: Optional[Path] = typer.Argument(None, help=DATA_HELP, show_default=False),
+    quick: bool = typer.Option(False, "--quick", help="Skip reading every value (shapes, dtypes and hashes only)."),
+) -> None:
+    """Check every row has its arrays (shapes, dtypes, config hash, finite values) and no shard is
+    orphaned or half-written. Exit 0 when valid, 1 with a list of problems otherwise.
+
+    Example: stemforge validate ./stemforge-data
+    """
+    from stemforge.store import DataDir
+    from stemforge.store.check import validate as run
+
+    path = announce_data_dir(data)
+    with cli_errors():
+        res = run(DataDir.open(path), check_values=not quick)
+    for w in res.warnings:
+        err(f"warning: {w}")
+    if res.ok:
+        out(f"valid: {res.n_rows} rows, every array present and consistent")
+        raise typer.Exit(EXIT_OK)
+    for p in res.problems:
+        err(f"problem: {p}")
+    err(f"invalid: {len(res.problems)} problem(s) in {res.n_rows} rows")
+    raise typer.Exit(EXIT_PARTIAL)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info")(info)
+    app.command("validate")(validate)

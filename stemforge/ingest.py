@@ -1,0 +1,401 @@
+"""TrackSource -> arrays -> DataDir: decoding, STFT, normalization, shards, manifest rows.
+
+:func:`ingest` is resumable and idempotent: a track already stored with the same source
+fingerprint and config is skipped; tracks are processed in worker processes, one track at a time
+per worker, and written by the parent into shards that are committed to the manifest as each
+shard completes, so a killed run loses at most the shard being written.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import importlib
+import multiprocessing
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from stemforge import __version__, audio, dsp
+from stemforge.config import SpectrogramConfig
+from stemforge.errors import AudioError, StemforgeError
+from stemforge.identity import song_key
+from stemforge.recipes.base import StemRef, TrackSource
+from stemforge.store.datadir import DataDir
+from stemforge.store.shards import TrackArrays
+
+#: Bump when the way arrays are computed changes: stored tracks are then redone.
+INGEST_VERSION = "1"
+FINGERPRINT_BYTES = 1 << 20
+TRACKS_PER_SHARD = 16
+BYTES_PER_SHARD = 512 << 20
+
+
+@dataclass
+class TrackAudio:
+    """A track as 16 kHz mono waveforms ``[n_samples]`` float32, before the STFT.
+
+    ``mixture`` None means "derive it as vocals + accompaniment". ``extra`` holds additional
+    manifest columns the loader computed (alignment figures, ...).
+    """
+
+    vocals: np.ndarray
+    accompaniment: np.ndarray
+    mixture: np.ndarray | None
+    source_sample_rate: int
+    source_channels: int
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did: rows written, tracks skipped as unchanged, excluded, or failed."""
+
+    ingested: list[dict] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    excluded: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# -- loading -------------------------------------------------------------------------------
+class _DecodeCache:
+    """Decode each (file, stream) of a track once, even when several roles read it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._cache: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
+
+    def get(self, ref: StemRef) -> tuple[np.ndarray, int]:
+        k = (ref.path, ref.stream)
+        if k not in self._cache:
+            self._cache[k] = audio.load(self.root / ref.path, stream=ref.stream)
+        return self._cache[k]
+
+
+def _sum_role(
+    refs: tuple[StemRef, ...], cache: _DecodeCache, tolerance: int, role: str
+) -> tuple[np.ndarray, int, int, Path]:
+    """Sum the refs of one role at the native rate -> (mono [n_samples], rate, channels, first path)."""
+    total: np.ndarray | None = None
+    rate = channels = 0
+    first = cache.root / refs[0].path
+    for ref in refs:
+        data, sr = cache.get(ref)
+        path = cache.root / ref.path
+        if ref.channel is not None:
+            if ref.channel >= data.shape[0]:
+                raise AudioError(path, f"has {data.shape[0]} channel(s); channel {ref.channel} expected for {role}")
+            data = data[ref.channel : ref.channel + 1]
+        mono = audio.to_mono(data)
+        if ref.gain != 1.0:
+            mono = mono * np.float32(ref.gain)
+        if total is None:
+            total, rate, channels = mono.astype(np.float32, copy=True), sr, int(data.shape[0])
+            if ref.channel is not None:
+                channels = int(cache.get(ref)[0].shape[0])
+            continue
+        if sr != rate:
+            raise AudioError(path, f"sample rate {sr} Hz differs from {first.name} ({rate} Hz)")
+        if abs(mono.size - total.size) > tolerance:
+            raise AudioError(path, f"length {mono.size} samples differs from {first.name} ({total.size} samples)")
+        n = min(mono.size, total.size)
+        total = total[:n]
+        total += mono[:n]
+    assert total is not None
+    return total, rate, channels, first
+
+
+def load_stems(source: TrackSource, config: SpectrogramConfig) -> TrackAudio:
+    """Sum each role's StemRefs, check rates and lengths agree, downmix, resample to 16 kHz."""
+    root = Path(source.root)
+    if not source.vocals or not source.accompaniment:
+        raise StemforgeError(f"{root}: recipe gave no {'vocals' if not source.vocals else 'accompaniment'} for {source.uid}")
+    cache = _DecodeCache(root)
+    tol = source.length_tolerance
+    voc, rate, channels, vpath = _sum_role(source.vocals, cache, tol, "vocals")
+    acc, arate, _, apath = _sum_role(source.accompaniment, cache, tol, "accompaniment")
+    if arate != rate:
+        raise AudioError(apath, f"sample rate {arate} Hz differs from {vpath.name} ({rate} Hz)")
+    mix = None
+    if source.mixture:
+        mix, mrate, mchannels, mpath = _sum_role(source.mixture, cache, tol, "mixture")
+        if mrate != rate:
+            raise AudioError(mpath, f"sample rate {mrate} Hz differs from {vpath.name} ({rate} Hz)")
+        channels = max(channels, mchannels)
+        if abs(mix.size - voc.size) > tol:
+            raise AudioError(vpath, f"length {voc.size} samples differs from {mpath.name} ({mix.size} samples)")
+    if abs(acc.size - voc.size) > tol:
+        raise AudioError(apath, f"length {acc.size} samples differs from {vpath.name} ({voc.size} samples)")
+    n = min(voc.size, acc.size, mix.size if mix is not None else voc.size)
+    sr = config.sample_rate
+    q = config.resample_quality
+    return TrackAudio(
+        vocals=audio.resample(voc[:n], rate, sr, q),
+        accompaniment=audio.resample(acc[:n], rate, sr, q),
+        mixture=None if mix is None else audio.resample(mix[:n], rate, sr, q),
+        source_sample_rate=rate,
+        source_channels=channels,
+    )
+
+
+def _loader(name: str) -> Callable[[TrackSource, SpectrogramConfig], TrackAudio]:
+    if name == "stems":
+        return load_stems
+    module, _, func = name.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def compute_arrays(
+    track: TrackAudio, config: SpectrogramConfig, vocals_path: str | Path = "vocals", mixture_path: str | Path = "mixture"
+) -> tuple[TrackArrays, dict]:
+    """Magnitudes, norm, vocal energy and the per-track figures for the manifest.
+
+    Raises AudioError naming ``vocals_path`` when the vocals are silent and ``mixture_path``
+    when the mixture is.
+    """
+    voc, acc = track.vocals, track.accompaniment
+    derived = voc + acc
+    mix = derived if track.mixture is None else track.mixture
+    try:
+        mags = dsp.normalized_magnitudes(mix, voc, acc, config)
+    except StemforgeError as exc:
+        raise AudioError(mixture_path, str(exc)) from None
+    energy = dsp.frame_energy(mags.vocals)
+    mix_energy = float(dsp.frame_energy(mags.mixture).sum())
+    if mix_energy > 0 and float(energy.sum()) <= mix_energy * 10 ** (dsp.SILENT_VOCALS_DB / 10):
+        raise AudioError(vocals_path, f"vocals are silent (energy below {dsp.SILENT_VOCALS_DB:.0f} dB re. the mixture)")
+    figures = {
+        "vocal_activity": float(dsp.vocal_activity(energy).mean()),
+        "mix_residual_db": float("nan") if track.mixture is None else dsp.energy_ratio_db(mix - derived, mix),
+        "duration_s": voc.size / config.sample_rate,
+        "n_frames": int(mags.mixture.shape[0]),
+        "norm": mags.norm,
+    }
+    arrays = TrackArrays(
+        mixture=mags.mixture,
+        vocals=mags.vocals,
+        accompaniment=mags.accompaniment,
+        norm=mags.norm,
+        vocal_energy=energy,
+        wave_vocals=voc,
+        wave_accompaniment=acc,
+    )
+    return arrays, figures
+
+
+def process_track(source: TrackSource, config: SpectrogramConfig) -> tuple[dict, TrackArrays]:
+    """Load one track and compute its arrays and manifest fields (runs in a worker process).
+
+    Raises AudioError naming the file at fault.
+    """
+    root = Path(source.root)
+    first = root / source.source_path
+    track = _loader(source.loader)(source, config)
+    arrays, figures = compute_arrays(
+        track,
+        config,
+        vocals_path=root / source.vocals[0].path if source.vocals else first,
+        mixture_path=root / source.mixture[0].path if source.mixture else first,
+    )
+    row = {
+        "uid": source.uid,
+        "dataset": source.dataset,
+        "track_id": source.track_id,
+        "song_key": song_key(source.artist, source.title or source.track_id),
+        "artist": source.artist,
+        "title": source.title,
+        "split": source.split,
+        "vocals_kind": source.vocals_kind,
+        "source_path": source.source_path,
+        "source_sample_rate": track.source_sample_rate,
+        "source_channels": track.source_channels,
+        "license": source.license,
+        "config_hash": config.hash,
+        "stemforge_version": __version__,
+        **figures,
+        **dict(source.extra),
+        **track.extra,
+    }
+    return row, arrays
+
+
+def fingerprint(source: TrackSource) -> str:
+    """Content fingerprint of a track's sources: sizes and the first/last MiB of every file,
+    how they are combined (streams, channels, gains), the loader and the recipe options.
+
+    Content-based (not mtime or path based) so that a corpus copied elsewhere is still
+    recognized, while an edited or replaced file is not.
+    """
+    h = hashlib.sha256()
+    h.update(f"ingest{INGEST_VERSION}|{source.loader}|{source.options}|{source.vocals_kind}\n".encode())
+    for role, refs in (("m", source.mixture), ("v", source.vocals), ("a", source.accompaniment)):
+        for r in refs:
+            h.update(f"{role}|{r.path}|{r.stream}|{r.channel}|{r.gain!r}\n".encode())
+    for path in source.files():
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                h.update(f"{size}|".encode())
+                h.update(f.read(FINGERPRINT_BYTES))
+                if size > 2 * FINGERPRINT_BYTES:
+                    f.seek(size - FINGERPRINT_BYTES)
+                    h.update(f.read(FINGERPRINT_BYTES))
+        except FileNotFoundError:
+            raise AudioError(path, "file not found") from None
+        except OSError as exc:
+            raise AudioError(path, f"cannot read ({exc.strerror})") from None
+    return h.hexdigest()[:20]
+
+
+def _shard_key(track_id: str, used: set[str]) -> str:
+    base = "".join(c if c.isalnum() or c in "._-" else "_" for c in track_id)[:120] or "track"
+    key, i = base, 1
+    while key in used:
+        i += 1
+        key = f"{base}~{i}"
+    used.add(key)
+    return key
+
+
+ProgressFn = Callable[[str, str, str], None]
+
+
+def ingest(
+    datadir: DataDir,
+    sources: Iterable[TrackSource],
+    workers: int = 1,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    tracks_per_shard: int = TRACKS_PER_SHARD,
+    post_commit: Callable[[DataDir], None] | None = None,
+) -> IngestReport:
+    """Store ``sources`` into ``datadir``; returns what happened to each track.
+
+    ``progress(event, uid, detail)`` is called for every track with event ``planned`` (detail:
+    number of tracks to process), ``done``, ``unchanged``, ``excluded`` or ``failed``.
+    ``workers`` > 1 decodes in that many processes (one track each at a time). ``force``
+    redoes tracks that are already stored. ``post_commit`` runs under the lock after every
+    manifest commit (identity reconciliation).
+    """
+    report = IngestReport()
+    note = progress or (lambda *_: None)
+    config = datadir.config
+    with datadir.writing():
+        stored = datadir.manifest.set_index("uid") if len(datadir.manifest) else None
+        todo: list[tuple[TrackSource, str]] = []
+        for src in sources:
+            if src.skip_reason:
+                report.excluded.append((src.uid, src.skip_reason))
+                note("excluded", src.uid, src.skip_reason)
+                continue
+            if src.error:
+                report.failed.append((src.uid, src.error))
+                note("failed", src.uid, src.error)
+                continue
+            try:
+                fp = fingerprint(src)
+            except AudioError as exc:
+                report.failed.append((src.uid, str(exc)))
+                note("failed", src.uid, str(exc))
+                continue
+            if not force and stored is not None and src.uid in stored.index:
+                old = stored.loc[src.uid]
+                shard_ok = isinstance(old["shard"], str) and (datadir.path / old["shard"]).exists()
+                if old["source_fingerprint"] == fp and old["config_hash"] == config.hash and shard_ok:
+                    report.unchanged.append(src.uid)
+                    note("unchanged", src.uid, "")
+                    continue
+            todo.append((src, fp))
+        note("planned", "", str(len(todo)))
+        if todo:
+            _run(datadir, todo, workers, report, note, tracks_per_shard, post_commit)
+        elif post_commit is not None:
+            post_commit(datadir)
+    return report
+
+
+def _run(datadir, todo, workers, report, note, tracks_per_shard, post_commit) -> None:
+    config = datadir.config
+    pending_rows: list[dict] = []
+    used_keys: set[str] = set()
+    writer = None
+
+    def flush() -> None:
+        nonlocal writer
+        if writer is None:
+            return
+        final = writer.close()
+        for row in pending_rows:
+            row["shard"] = datadir.relative(final)
+        datadir.commit(pending_rows)
+        if post_commit is not None:
+            post_commit(datadir)
+        report.ingested.extend(pending_rows)
+        pending_rows.clear()
+        used_keys.clear()
+        writer = None
+
+    def store(src: TrackSource, fp: str, row: dict, arrays: TrackArrays) -> None:
+        nonlocal writer
+        if writer is not None and (writer.n_tracks >= tracks_per_shard or writer.n_bytes >= BYTES_PER_SHARD):
+            flush()
+        if writer is None:
+            writer = datadir.shard_writer(src.dataset)
+        key = _shard_key(src.track_id, used_keys)
+        writer.add(key, src.uid, arrays)
+        row.update(key=key, source_fingerprint=fp)
+        pending_rows.append(row)
+        note("done", src.uid, "")
+
+    def fail(src: TrackSource, exc: BaseException) -> None:
+        msg = str(exc) if isinstance(exc, StemforgeError) else f"{Path(src.root) / src.source_path}: {type(exc).__name__}: {exc}"
+        report.failed.append((src.uid, msg))
+        note("failed", src.uid, msg)
+
+    try:
+        if workers <= 1:
+            for src, fp in todo:
+                try:
+                    row, arrays = process_track(src, config)
+                except Exception as exc:  # one bad track never stops the batch
+                    fail(src, exc)
+                    continue
+                store(src, fp, row, arrays)
+        else:
+            ctx = multiprocessing.get_context("forkserver")
+            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                queue = list(todo)
+                running: dict[cf.Future, tuple[TrackSource, str]] = {}
+                while queue or running:
+                    while queue and len(running) < 2 * workers:
+                        src, fp = queue.pop(0)
+                        running[pool.submit(process_track, src, config)] = (src, fp)
+                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        src, fp = running.pop(fut)
+                        try:
+                            row, arrays = fut.result()
+                        except Exception as exc:
+                            fail(src, exc)
+                            continue
+                        store(src, fp, row, arrays)
+        flush()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+def default_workers() -> int:
+    """One worker per available core (at least 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,162 @@
+"""Consistency checks of a DataDir (``stemforge validate``) and its summary (``stemforge info``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from stemforge.errors import StemforgeError
+from stemforge.store.datadir import DataDir
+from stemforge.store.shards import MAG_FIELDS, TMP_SUFFIX, WAVE_FIELDS
+
+_READ_FRAMES = 4096
+
+
+@dataclass
+class ValidationResult:
+    """``problems`` make a DataDir invalid; ``warnings`` are legal but worth knowing."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    n_rows: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _empty(v: object) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or v == ""
+
+
+def validate(datadir: DataDir, check_values: bool = True) -> ValidationResult:
+    """Check every row has its arrays with the right shapes, dtypes, config hash and finite values,
+    and that no orphan, unreadable or half-written shard is there.
+
+    ``check_values`` reads every array fully to test finiteness (slow on big DataDirs).
+    """
+    res = ValidationResult()
+    cfg = datadir.config
+    try:
+        df = datadir.reload()
+    except StemforgeError as exc:
+        res.problems.append(str(exc))
+        return res
+    res.n_rows = len(df)
+    reader = datadir.reader()
+    for row in df.itertuples(index=False):
+        uid = row.uid
+        for col in ("uid", "dataset", "track_id", "split", "shard", "key", "n_frames", "norm", "config_hash"):
+            if _empty(getattr(row, col)):
+                res.problems.append(f"{uid}: column {col} is empty")
+        if row.split not in ("train", "valid", "test"):
+            res.problems.append(f"{uid}: split {row.split!r} is not train/valid/test")
+        if row.config_hash != cfg.hash:
+            res.problems.append(f"{uid}: config hash {row.config_hash} differs from the DataDir's {cfg.hash}")
+        if _empty(row.shard) or _empty(row.key):
+            continue
+        if not (datadir.path / row.shard).exists():
+            res.problems.append(f"{uid}: shard {row.shard} is missing")
+            continue
+        try:
+            g = reader.group(row.shard, row.key)
+        except StemforgeError as exc:
+            res.problems.append(f"{uid}: {exc}")
+            continue
+        n_frames = int(row.n_frames)
+        if g.attrs.get("config_hash") != cfg.hash:
+            res.problems.append(f"{uid}: track config hash {g.attrs.get('config_hash')} differs from {cfg.hash}")
+        if g.attrs.get("uid") != uid:
+            res.problems.append(f"{uid}: group {row.shard}:{row.key} holds {g.attrs.get('uid')!r}")
+        for name in MAG_FIELDS:
+            if name not in g:
+                res.problems.append(f"{uid}: {name} missing in {row.shard}")
+                continue
+            ds = g[name]
+            if ds.shape != (n_frames, cfg.n_bins):
+                res.problems.append(f"{uid}: {name} shape {ds.shape}, expected {(n_frames, cfg.n_bins)}")
+            if ds.dtype != np.float16:
+                res.problems.append(f"{uid}: {name} dtype {ds.dtype}, expected float16")
+            if check_values and ds.shape[0]:
+                for start in range(0, ds.shape[0], _READ_FRAMES):
+                    block = ds[start : start + _READ_FRAMES]
+                    if not np.isfinite(block).all():
+                        res.problems.append(f"{uid}: {name} has non-finite values")
+                        break
+                    if (block < 0).any():
+                        res.problems.append(f"{uid}: {name} has negative magnitudes")
+                        break
+        for name in WAVE_FIELDS:
+            key = f"wave_{name}"
+            if key not in g:
+                res.problems.append(f"{uid}: waveform {name} missing in {row.shard}")
+                continue
+            n_samples = g[key].shape[0]
+            if cfg.n_frames(n_samples) != n_frames:
+                res.problems.append(f"{uid}: waveform {name} has {n_samples} samples, not {n_frames} frames' worth")
+            if check_values and not np.isfinite(g[key][:]).all():
+                res.problems.append(f"{uid}: waveform {name} has non-finite values")
+        if "vocal_energy" not in g or g["vocal_energy"].shape != (n_frames,):
+            res.problems.append(f"{uid}: vocal_energy missing or of the wrong shape")
+    reader.close()
+    referenced = set(df["shard"].dropna())
+    for p in datadir.shard_files():
+        rel = datadir.relative(p)
+        if rel not in referenced:
+            res.problems.append(f"{rel}: orphan shard (no manifest row references it)")
+    if datadir.shards_path.exists():
+        for p in datadir.shards_path.glob(f"*{TMP_SUFFIX}"):
+            res.problems.append(f"{datadir.relative(p)}: half-written shard (removed by the next write)")
+    for problem in leakage(df):
+        res.problems.append(problem)
+    return res
+
+
+def leakage(df: pd.DataFrame) -> list[str]:
+    """Songs (song_key) present in more than one split: each is one problem line."""
+    if df.empty or "song_key" not in df:
+        return []
+    keyed = df[~df["song_key"].isna() & (df["song_key"] != "")]
+    splits = keyed.groupby("song_key")["split"].agg(lambda s: sorted(set(s)))
+    return [f"song {k!r} is in several splits: {', '.join(v)}" for k, v in splits.items() if len(v) > 1]
+
+
+def summary(datadir: DataDir) -> dict:
+    """What ``stemforge info`` shows: tracks and hours per dataset x split, by kind, shards, bytes."""
+    df = datadir.reload()
+    shards = datadir.shard_files()
+    table = []
+    if len(df):
+        for (dataset, split), part in df.groupby(["dataset", "split"], sort=True):
+            table.append({"dataset": dataset, "split": split, "tracks": len(part), "hours": part["duration_s"].sum() / 3600})
+    kinds = []
+    if len(df):
+        remix = df["vocals_kind"] == "remix"
+        for split in ("train", "valid", "test"):
+            sel = df["split"] == split
+            kinds.append(
+                {
+                    "split": split,
+                    "ingested_h": df.loc[sel & ~remix, "duration_s"].sum() / 3600,
+                    "remix_h": df.loc[sel & remix, "duration_s"].sum() / 3600,
+                    "total_h": df.loc[sel, "duration_s"].sum() / 3600,
+                }
+            )
+    dups = df[~df["duplicate_of"].isna() & (df["duplicate_of"] != "")] if len(df) else df
+    return {
+        "path": str(datadir.path.resolve()),
+        "config": datadir.config.to_dict(),
+        "config_hash": datadir.config.hash,
+        "tracks": len(df),
+        "hours": float(df["duration_s"].sum()) / 3600 if len(df) else 0.0,
+        "table": table,
+        "kinds": kinds,
+        "shards": len(shards),
+        "bytes": sum(p.stat().st_size for p in shards),
+        "duplicates": [(r.uid, r.duplicate_of) for r in dups.itertuples()],
+        "leaks": leakage(df),
+        "created_by": datadir.meta.get("created_by"),
+        "updated": datadir.meta.get("updated"),
+    }
