@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "ingest",
     "datadir",
     "synth",
+    "chainer",
 ]
 
 
