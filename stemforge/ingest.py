@@ -273,7 +273,7 @@ def ingest(
     workers: int = 1,
     force: bool = False,
     progress: ProgressFn | None = None,
-    tracks_per_shard: int = TRACKS_PER_SHARD,
+    tracks_per_shard: int | None = None,
     post_commit: Callable[[DataDir], None] | None = None,
 ) -> IngestReport:
     """Store ``sources`` into ``datadir``; returns what happened to each track.
@@ -282,8 +282,11 @@ def ingest(
     number of tracks to process), ``done``, ``unchanged``, ``excluded`` or ``failed``.
     ``workers`` > 1 decodes in that many processes (one track each at a time). ``force``
     redoes tracks that are already stored. ``post_commit`` runs under the lock after every
-    manifest commit (identity reconciliation).
+    manifest commit (identity reconciliation). ``tracks_per_shard`` (default 16, or
+    ``$STEMFORGE_SHARD_TRACKS``) bounds how many tracks a killed run can lose.
     """
+    if tracks_per_shard is None:
+        tracks_per_shard = int(os.environ.get("STEMFORGE_SHARD_TRACKS", TRACKS_PER_SHARD))
     report = IngestReport()
     note = progress or (lambda *_: None)
     config = datadir.config

@@ -57,7 +57,7 @@ def coerce(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     for name, (dtype, _) in COLUMNS.items():
         if name not in df.columns:
-            df[name] = pd.Series([pd.NA] * len(df), dtype=dtype, index=df.index)
+            df[name] = pd.Series([None] * len(df), dtype=dtype, index=df.index)
         else:
             try:
                 df[name] = df[name].astype(dtype)

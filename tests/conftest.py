@@ -1,0 +1,38 @@
+"""Shared fixtures: synthetic corpora made at test time, the real-data folder when configured."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """``$STEMFORGE_REAL_DATA`` (real excerpts with their licences); skips the test when unset."""
+    value = os.environ.get("STEMFORGE_REAL_DATA")
+    if not value:
+        pytest.skip("STEMFORGE_REAL_DATA is not set")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.skip(f"STEMFORGE_REAL_DATA={value} is not a folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dsd100_corpus(tmp_path_factory) -> Path:
+    """A small synthetic DSD100 tree (6 songs of 6 s, both subsets), shared read-only by tests."""
+    from stemforge.synth import write_corpus
+
+    root = tmp_path_factory.mktemp("dsd100")
+    write_corpus(root, "dsd100", songs=6, seconds=6.0, seed=7)
+    return root
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    """Copy a corpus so a test can damage it without touching the shared one."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
