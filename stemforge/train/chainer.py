@@ -185,8 +185,10 @@ def _find_prefix(path: Path, arrays: dict[str, np.ndarray]) -> str:
     return prefixes[0]
 
 
-def _key_report(path: Path, prefix: str, missing: list[str], unexpected: list[str], limit: int = 40) -> str:
-    def show(keys: list[str]) -> str:
+def _key_report(path: Path, prefix: str, missing: list[str], unexpected: list[str]) -> str:
+    """All missing keys (at most 68) and the first 40 unexpected ones."""
+
+    def show(keys: list[str], limit: int = 100) -> str:
         head = ", ".join(prefix + k for k in keys[:limit])
         return head + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
@@ -195,7 +197,7 @@ def _key_report(path: Path, prefix: str, missing: list[str], unexpected: list[st
     if missing:
         parts.append(f"missing keys ({len(missing)}): {show(missing)}")
     if unexpected:
-        parts.append(f"unexpected keys ({len(unexpected)}): {show(unexpected)}")
+        parts.append(f"unexpected keys ({len(unexpected)}): {show(unexpected, 40)}")
     return "; ".join(parts)
 
 

@@ -144,16 +144,20 @@ class UNet(nn.Module):
         self.config = config = config if config is not None else UNetConfig()
         k, pad, out_pad = config.kernel_size, config.padding, config.output_padding
         enc, dec, dec_in = config.encoder_channels, config.decoder_channels, config.decoder_in_channels
+        # Layers are made on the meta device, so that PyTorch's own initialization (which
+        # draws from the global generator) does not run; reset_parameters fills them.
+        meta = {"device": "meta"}
         eps, momentum = config.bn_eps, config.bn_momentum
         in_ch = 1
         for i, out_ch in enumerate(enc, start=1):
-            setattr(self, f"conv{i}", nn.Conv2d(in_ch, out_ch, k, stride=2, padding=pad))
-            setattr(self, f"norm{i}", nn.BatchNorm2d(out_ch, eps=eps, momentum=momentum))
+            setattr(self, f"conv{i}", nn.Conv2d(in_ch, out_ch, k, stride=2, padding=pad, **meta))
+            setattr(self, f"norm{i}", nn.BatchNorm2d(out_ch, eps=eps, momentum=momentum, **meta))
             in_ch = out_ch
         for i, (cin, cout) in enumerate(zip(dec_in, dec), start=1):
-            setattr(self, f"deconv{i}", nn.ConvTranspose2d(cin, cout, k, stride=2, padding=pad, output_padding=out_pad))
+            setattr(self, f"deconv{i}", nn.ConvTranspose2d(cin, cout, k, stride=2, padding=pad, output_padding=out_pad, **meta))
             if i < 6:
-                setattr(self, f"denorm{i}", nn.BatchNorm2d(cout, eps=eps, momentum=momentum))
+                setattr(self, f"denorm{i}", nn.BatchNorm2d(cout, eps=eps, momentum=momentum, **meta))
+        self.to_empty(device="cpu")
         self.reset_parameters(generator)
 
     @torch.no_grad()
