@@ -24,6 +24,7 @@ convolutions get ``output_padding`` 1, which matches a Chainer ``Deconvolution2D
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zipfile
 from pathlib import Path
@@ -33,6 +34,7 @@ import torch
 
 from stemforge.config import SpectrogramConfig
 from stemforge.errors import CheckpointError, StemforgeError
+from stemforge.train.checkpoint import load_model_state, save_checkpoint
 from stemforge.train.model import BASE_ENCODER_CHANNELS, UNet, UNetConfig
 
 _CONV_PARAMS = ("W", "b")
@@ -116,10 +118,6 @@ def import_chainer_npz(path: str | os.PathLike, target: str = "vocals") -> UNet:
     (``chainer.using_config('train', False)``) to float32 rounding: input and output are
     ``[batch, 1, 512, n_frames]``.
     """
-    import dataclasses
-
-    from stemforge.train.checkpoint import load_model_state
-
     config, state = read_chainer_npz(path)
     try:
         config = dataclasses.replace(config, target=target)
@@ -141,8 +139,6 @@ def convert_chainer_npz(
     ``spectrogram_config`` defaults to :class:`SpectrogramConfig` ``()``, the seed's STFT (16 kHz,
     n_fft 1024, hop 512). ``extra`` records ``{"imported_from": <file name>, "source": "chainer"}``.
     """
-    from stemforge.train.checkpoint import save_checkpoint
-
     model = import_chainer_npz(path, target=target)
     return save_checkpoint(
         out,

@@ -37,12 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from stemforge import __version__
 from stemforge.config import SpectrogramConfig, check_config
 from stemforge.errors import CheckpointError, StemforgeError
-from stemforge.train.model import UNet, UNetConfig
+from stemforge.train.model import UNet, UNetConfig, count_parameters
 
 FORMAT_NAME = "stemforge-checkpoint"
 FORMAT_VERSION = 1
@@ -113,8 +115,6 @@ class Checkpoint:
 
     def summary(self) -> dict[str, Any]:
         """Plain facts for a terminal table or a log line."""
-        from stemforge.train.model import count_parameters
-
         return {
             "path": str(self.path),
             "target": self.target,
@@ -172,8 +172,6 @@ def save_checkpoint(
         raise StemforgeError(f"save_checkpoint: target {target!r} is not unet_config.target {unet_config.target!r}")
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise StemforgeError(f"save_checkpoint: step must be a non-negative int, got {step!r}")
-    from stemforge import __version__
-
     payload: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -243,7 +241,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
         spectrogram_config = SpectrogramConfig.from_dict(raw["spectrogram_config"])
     except (StemforgeError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: stored configuration cannot be read: {exc}") from exc
-    target = raw["target"]
+    target, step = raw["target"], raw["step"]
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise CheckpointError(f"{path}: step is {step!r}, not an integer")
     if target != unet_config.target:
         raise CheckpointError(f"{path}: target {target!r} disagrees with unet_config.target {unet_config.target!r}")
     model = UNet(unet_config)
@@ -257,7 +257,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
         unet_config=unet_config,
         spectrogram_config=spectrogram_config,
         target=target,
-        step=int(raw["step"]),
+        step=step,
         raw=raw,
     )
 
@@ -302,15 +302,10 @@ _LEAVES = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.d
 
 def _plain(value: Any, path: Path, where: str) -> Any:
     """``value`` with numpy arrays/scalars made plain; raise on anything weights_only refuses."""
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        np = None  # type: ignore[assignment]
-    if np is not None:
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-        if isinstance(value, np.generic):
-            return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
     if isinstance(value, _LEAVES):
         return value
     if isinstance(value, dict):
