@@ -25,6 +25,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "ingest",
     "datadir",
+    "augment",
     "synth",
     "chainer",
 ]

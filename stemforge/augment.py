@@ -1,0 +1,671 @@
+"""Cross-song remixes: the vocals of one train song over the accompaniment of another.
+
+The seed recipe grew its training set to about 17 hours this way. A remix is made in the
+waveform domain (``|A + B|`` is not ``|A| + |B|``): the stored 16 kHz waveforms of a vocal
+segment and an accompaniment segment are summed, and the sum goes through the same STFT and
+normalization as every ingested track (:func:`stemforge.ingest.compute_arrays`).
+
+Two stages:
+
+* **planning** (:class:`RemixPlanner`) turns the train rows of a DataDir into a sequence of
+  :class:`RemixPlan` (which vocal track, which accompaniment track, offsets, gains, pitch). Plan
+  ``n`` depends only on the sources, the options, the seed and ``n``: its random draws come
+  from ``numpy.random.default_rng([seed, n])`` and the choice of sources from a deterministic
+  least-used-first schedule over plans ``0..n-1``. So ``augment --hours 6`` followed by
+  ``--hours 8`` stores exactly what ``--hours 8`` stores directly, and a killed run is completed
+  by the next one.
+* **rendering** (:func:`render_remix`, in worker processes) reads only the two segments
+  (``ShardReader.read_wave``), sums them, computes the arrays; the parent writes shards with
+  prefix ``remix`` and commits the manifest shard by shard (:func:`augment`).
+
+Rules: sources are train rows only (never valid or test, never rows marked ``duplicate_of``,
+never remixes); vocals and accompaniment of one remix come from different songs; the vocal
+segment is one where the voice is active (a fraction ``min_vocal_activity`` of its frames pass
+:func:`stemforge.dsp.vocal_activity`); every source is used about equally often.
+
+A remix row has ``dataset = "remix"``, ``vocals_kind = "remix"``, ``split = "train"``,
+``uid = "remix:<plan id>-<n>"``, ``song_key = "remix:<vocal song>+<accompaniment song>:<plan id>-<n>"``
+(never a real song's key: real keys hold no ``:`` or ``+``) and its lineage as JSON in
+``parents``. The plan id is a hash of the sources, options, seed and config: a run with other
+sources or options starts a new sequence and counts the older remixes as part of the split.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import math
+import multiprocessing
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from stemforge import __version__, dsp
+from stemforge.config import SpectrogramConfig
+from stemforge.errors import StemforgeError
+from stemforge.store.datadir import DataDir
+from stemforge.store.shards import ShardReader, TrackArrays
+
+#: Bump when the way remixes are planned or rendered changes (it enters the plan id).
+AUGMENT_VERSION = "1"
+DATASET = "remix"
+VOCALS_KIND = "remix"
+SHARD_PREFIX = "remix"
+REMIXES_PER_SHARD = 64
+BYTES_PER_SHARD = 512 << 20
+#: A training patch is 128 frames; a segment shorter than that is of no use to the trainer.
+MIN_SEGMENT_FRAMES = 128
+
+
+@dataclass(frozen=True)
+class AugmentOptions:
+    """How remixes are made.
+
+    ``segment_seconds``: length of every remix (sources shorter than that are not used).
+    ``vocal_gain_db``: (low, high) dB range of the gain applied to the vocals, drawn uniformly.
+    ``pitch_semitones``: N > 0 shifts the vocals by a pitch drawn uniformly in [-N, N]
+    semitones (``librosa.effects.pitch_shift``, length kept); 0 leaves them as they are.
+    ``min_vocal_activity``: fraction of voiced frames the chosen vocal segment must have, in (0, 1].
+    """
+
+    segment_seconds: float = 10.0
+    vocal_gain_db: tuple[float, float] = (-3.0, 3.0)
+    pitch_semitones: float = 0.0
+    min_vocal_activity: float = 0.5
+
+    def __post_init__(self) -> None:
+        lo, hi = self.vocal_gain_db
+        if not (math.isfinite(self.segment_seconds) and self.segment_seconds > 0):
+            raise StemforgeError(f"segment length must be positive, got {self.segment_seconds} s")
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+            raise StemforgeError(f"vocal gain range must be LOW,HIGH with LOW <= HIGH (dB), got {lo},{hi}")
+        if not (math.isfinite(self.pitch_semitones) and 0 <= self.pitch_semitones <= 12):
+            raise StemforgeError(f"pitch range must be between 0 (off) and 12 semitones, got {self.pitch_semitones}")
+        if not (0 < self.min_vocal_activity <= 1):
+            raise StemforgeError(f"minimum vocal activity must be in (0, 1], got {self.min_vocal_activity}")
+
+    def segment_samples(self, config: SpectrogramConfig) -> int:
+        """Samples per remix at the config's rate."""
+        return int(round(self.segment_seconds * config.sample_rate))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["vocal_gain_db"] = list(self.vocal_gain_db)
+        return d
+
+
+@dataclass(frozen=True)
+class RemixPlan:
+    """Everything needed to render remix ``n`` (picklable; sent to worker processes).
+
+    Offsets and ``n_samples`` are in samples at the DataDir's rate; gains in dB; pitch in semitones.
+    """
+
+    n: int
+    plan_id: str
+    vocals_uid: str
+    vocals_song: str
+    vocals_shard: str
+    vocals_key: str
+    vocals_offset: int
+    accompaniment_uid: str
+    accompaniment_song: str
+    accompaniment_shard: str
+    accompaniment_key: str
+    accompaniment_offset: int
+    n_samples: int
+    vocals_gain_db: float
+    accompaniment_gain_db: float
+    pitch_semitones: float
+    seed: int
+    license: str = ""
+
+    @property
+    def track_id(self) -> str:
+        return f"{self.plan_id}-{self.n:06d}"
+
+    @property
+    def uid(self) -> str:
+        return f"{DATASET}:{self.track_id}"
+
+    @property
+    def song_key(self) -> str:
+        return f"remix:{self.vocals_song}+{self.accompaniment_song}:{self.track_id}"
+
+    def parents(self) -> str:
+        """The lineage as compact JSON (the manifest's ``parents``)."""
+        return json.dumps(
+            {
+                "vocals": self.vocals_uid,
+                "accompaniment": self.accompaniment_uid,
+                "vocals_offset": self.vocals_offset,
+                "accompaniment_offset": self.accompaniment_offset,
+                "n_samples": self.n_samples,
+                "vocals_gain_db": self.vocals_gain_db,
+                "accompaniment_gain_db": self.accompaniment_gain_db,
+                "pitch_semitones": self.pitch_semitones,
+                "seed": self.seed,
+                "n": self.n,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+
+@dataclass
+class _Source:
+    uid: str
+    song: str
+    shard: str
+    key: str
+    n_samples: int
+    license: str
+    #: valid start frames of a vocal segment (None: not a vocal source)
+    vocal_starts: np.ndarray | None = None
+
+
+def remix_sources(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows a remix may take audio from: train, not a duplicate, not itself a remix, sorted by uid."""
+    if df.empty:
+        return df
+    dup = df["duplicate_of"].isna() | (df["duplicate_of"] == "")
+    mask = (df["split"] == "train") & dup.fillna(True) & (df["vocals_kind"] != VOCALS_KIND).fillna(True)
+    mask &= df["dataset"] != DATASET
+    return df[mask.fillna(False)].sort_values("uid", kind="stable")
+
+
+def is_remix(df: pd.DataFrame) -> pd.Series:
+    """Boolean mask of remix rows."""
+    return ((df["vocals_kind"] == VOCALS_KIND) | (df["dataset"] == DATASET)).fillna(False).astype(bool)
+
+
+def stale_remixes(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """Remix rows whose parents are no longer train sources (moved to valid/test by identity
+    reconciliation, marked duplicate, removed, or unreadable lineage): ``[(uid, reason)]``.
+
+    Such a remix would leak a held-out song into training; :func:`augment` drops them.
+    """
+    if df.empty:
+        return []
+    sources = set(remix_sources(df)["uid"])
+    by_uid = df.set_index("uid")
+    out = []
+    for row in df[is_remix(df)].itertuples(index=False):
+        try:
+            lineage = json.loads(row.parents)
+            parents = [lineage["vocals"], lineage["accompaniment"]]
+        except (TypeError, ValueError, KeyError):
+            out.append((row.uid, "lineage (parents) missing or unreadable"))
+            continue
+        if row.split != "train":
+            out.append((row.uid, f"remix is in split {row.split}, not train"))
+            continue
+        for p in parents:
+            if p in sources:
+                continue
+            if p not in by_uid.index:
+                why = f"parent {p} is no longer in the manifest"
+            else:
+                prow = by_uid.loc[p]
+                if prow["split"] != "train":
+                    why = f"parent {p} is now in split {prow['split']}"
+                elif isinstance(prow["duplicate_of"], str) and prow["duplicate_of"]:
+                    why = f"parent {p} is now a duplicate of {prow['duplicate_of']}"
+                else:
+                    why = f"parent {p} is not a remix source"
+            out.append((row.uid, why))
+            break
+    return out
+
+
+def _song(row) -> str:
+    s = row.song_key
+    return s if isinstance(s, str) and s else str(row.uid)
+
+
+def plan_id(sources: pd.DataFrame, seed: int, options: AugmentOptions, config: SpectrogramConfig) -> str:
+    """8 hex digits identifying a remix sequence: sources (by content), options, seed, config."""
+    h = hashlib.sha256()
+    head = {"augment": AUGMENT_VERSION, "seed": int(seed), "options": options.to_dict(), "config": config.hash}
+    h.update(json.dumps(head, sort_keys=True).encode())
+    for row in sources.itertuples(index=False):
+        h.update(f"\n{row.uid}|{_song(row)}|{row.n_frames}|{row.norm!r}|{row.source_fingerprint}".encode())
+    return h.hexdigest()[:8]
+
+
+class RemixPlanner:
+    """The deterministic sequence of remix plans of a DataDir for a seed and options.
+
+    Reads, for every source, only its shard attributes and its per-frame vocal energy (a few
+    KB per track). ``plans(count)`` returns plans ``0..count-1``; plan ``n`` does not depend on
+    ``count``.
+
+    Source choice: remix ``n`` takes the vocal source used least often as vocals so far, then
+    the accompaniment source of another song used least often as accompaniment, preferring a
+    pair not made yet; ties are broken by random priorities drawn from ``default_rng([seed, n])``.
+    So uses of two sources in one role differ by at most one or two.
+    """
+
+    def __init__(self, datadir: DataDir, seed: int, options: AugmentOptions, reader: ShardReader | None = None):
+        self.config = datadir.config
+        self.seed = int(seed)
+        self.options = options
+        self.segment = options.segment_samples(self.config)
+        if self.config.n_frames(self.segment) < MIN_SEGMENT_FRAMES:
+            need = (MIN_SEGMENT_FRAMES - 1) * self.config.hop_length / self.config.sample_rate
+            raise StemforgeError(
+                f"segment of {options.segment_seconds} s is shorter than a training patch "
+                f"({MIN_SEGMENT_FRAMES} frames); use at least {need:.2f} s"
+            )
+        table = remix_sources(datadir.manifest)
+        self.plan_id = plan_id(table, self.seed, options, self.config)
+        own_reader = reader is None
+        reader = reader or datadir.reader()
+        hop = self.config.hop_length
+        win = self.segment // hop
+        self.too_short: list[str] = []
+        self.no_voice: list[str] = []
+        sources: list[_Source] = []
+        try:
+            for row in table.itertuples(index=False):
+                g = reader.group(row.shard, row.key)
+                n_samples = int(g.attrs["n_samples"])
+                if n_samples < self.segment:
+                    self.too_short.append(row.uid)
+                    continue
+                src = _Source(row.uid, _song(row), row.shard, row.key, n_samples, _text(row.license))
+                active = dsp.vocal_activity(reader.read_vocal_energy(row.shard, row.key)).astype(np.int32)
+                last = (n_samples - self.segment) // hop
+                csum = np.concatenate([[0], np.cumsum(active)])
+                stop = np.minimum(np.arange(last + 1) + win, active.size)
+                frac = (csum[stop] - csum[: last + 1]) / float(win)
+                starts = np.flatnonzero(frac >= options.min_vocal_activity - 1e-9)
+                if starts.size:
+                    src.vocal_starts = starts.astype(np.int64)
+                else:
+                    self.no_voice.append(row.uid)
+                sources.append(src)
+        finally:
+            if own_reader:
+                reader.close()
+        self.sources = sources
+        self.n_sources = len(table)
+        song_ids = {song: i for i, song in enumerate(sorted({s.song for s in sources}))}
+        self._song_id = np.array([song_ids[s.song] for s in sources], dtype=np.int64)
+        self._vocal_pool = np.array([i for i, s in enumerate(sources) if s.vocal_starts is not None], dtype=np.int64)
+        if len(song_ids) < 2 or self._vocal_pool.size == 0:
+            raise StemforgeError(self._not_enough())
+        self.vocal_uses = np.zeros(len(sources), dtype=np.int64)
+        self.accompaniment_uses = np.zeros(len(sources), dtype=np.int64)
+        self._pairs: dict[tuple[int, int], int] = {}
+        self._plans: list[RemixPlan] = []
+
+    def _not_enough(self) -> str:
+        return (
+            f"cannot remix: {self.n_sources} train track(s) as sources, {len(self.too_short)} shorter than the "
+            f"{self.options.segment_seconds} s segment, {len(self.no_voice)} without a segment of "
+            f"{self.options.min_vocal_activity:.0%} voiced frames; a remix needs a vocal track and an "
+            "accompaniment track of two different songs (lower --segment-seconds or --min-vocal-activity, "
+            "or ingest more train songs)"
+        )
+
+    def plans(self, count: int) -> list[RemixPlan]:
+        """Plans ``0..count-1`` (computed once and kept)."""
+        while len(self._plans) < count:
+            self._plans.append(self._next(len(self._plans)))
+        return self._plans[:count]
+
+    def _next(self, n: int) -> RemixPlan:
+        rng = np.random.default_rng([self.seed, n])
+        pool = self._vocal_pool
+        pri = rng.random(pool.size)
+        v = int(pool[np.lexsort((pri, self.vocal_uses[pool]))[0]])
+        cand = np.flatnonzero(self._song_id != self._song_id[v])
+        if cand.size == 0:  # only when every source is one song (checked in __init__)
+            raise StemforgeError(self._not_enough())
+        pri = rng.random(len(self.sources))[cand]
+        uses = self.accompaniment_uses[cand]
+        order = cand[np.lexsort((pri, uses))]
+        least = self.accompaniment_uses[order[0]]
+        a = -1
+        best = None
+        for i in order:
+            if self.accompaniment_uses[i] != least:
+                break
+            used = self._pairs.get((v, int(i)), 0)
+            if used == 0:
+                a = int(i)
+                break
+            if best is None or used < best[0]:
+                best = (used, int(i))
+        if a < 0:
+            a = best[1] if best is not None else int(order[0])
+        vs, acc = self.sources[v], self.sources[a]
+        start = int(vs.vocal_starts[rng.integers(vs.vocal_starts.size)]) * self.config.hop_length
+        acc_offset = int(rng.integers(0, acc.n_samples - self.segment + 1))
+        lo, hi = self.options.vocal_gain_db
+        gain = round(float(rng.uniform(lo, hi)), 2) + 0.0
+        pitch = 0.0
+        if self.options.pitch_semitones > 0:
+            pitch = round(float(rng.uniform(-self.options.pitch_semitones, self.options.pitch_semitones)), 2) + 0.0
+        self.vocal_uses[v] += 1
+        self.accompaniment_uses[a] += 1
+        self._pairs[(v, a)] = self._pairs.get((v, a), 0) + 1
+        licences = sorted({x for x in (vs.license, acc.license) if x})
+        return RemixPlan(
+            n=n,
+            plan_id=self.plan_id,
+            vocals_uid=vs.uid,
+            vocals_song=vs.song,
+            vocals_shard=vs.shard,
+            vocals_key=vs.key,
+            vocals_offset=start,
+            accompaniment_uid=acc.uid,
+            accompaniment_song=acc.song,
+            accompaniment_shard=acc.shard,
+            accompaniment_key=acc.key,
+            accompaniment_offset=acc_offset,
+            n_samples=self.segment,
+            vocals_gain_db=gain,
+            accompaniment_gain_db=0.0,
+            pitch_semitones=pitch,
+            seed=self.seed,
+            license="; ".join(licences),
+        )
+
+    def usage(self) -> dict[str, dict[str, float]]:
+        """Uses per source in each role over the plans made so far: min, max, mean (over the role's pool)."""
+        out = {}
+        for role, uses, pool in (
+            ("vocals", self.vocal_uses, self._vocal_pool),
+            ("accompaniment", self.accompaniment_uses, np.arange(len(self.sources))),
+        ):
+            u = uses[pool] if pool.size else np.zeros(1)
+            out[role] = {"sources": int(pool.size), "min": int(u.min()), "max": int(u.max()), "mean": float(u.mean())}
+        return out
+
+
+def _text(v: object) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def _db(gain_db: float) -> np.float32:
+    return np.float32(10.0 ** (gain_db / 20.0))
+
+
+def render_remix(reader: ShardReader, plan: RemixPlan, config: SpectrogramConfig) -> tuple[dict, TrackArrays]:
+    """Read the two segments, apply pitch and gains, compute the arrays; -> (manifest row, arrays).
+
+    Reads ``plan.n_samples`` samples of each stem, nothing else. The stored waveforms are the
+    processed segments, so ``mixture == |STFT(vocals + accompaniment)| / norm`` holds for what is
+    stored. Raises AudioError when the segment's vocals are silent.
+    """
+    from stemforge.ingest import TrackAudio, compute_arrays
+
+    stop_v = plan.vocals_offset + plan.n_samples
+    stop_a = plan.accompaniment_offset + plan.n_samples
+    voc = np.asarray(reader.read_wave(plan.vocals_shard, plan.vocals_key, "vocals", plan.vocals_offset, stop_v), dtype=np.float32)
+    acc = np.asarray(
+        reader.read_wave(plan.accompaniment_shard, plan.accompaniment_key, "accompaniment", plan.accompaniment_offset, stop_a),
+        dtype=np.float32,
+    )
+    if voc.size != plan.n_samples or acc.size != plan.n_samples:
+        raise StemforgeError(
+            f"{plan.uid}: segment out of range ({voc.size} vocal / {acc.size} accompaniment samples read, "
+            f"{plan.n_samples} planned); the DataDir changed since planning"
+        )
+    if plan.pitch_semitones:
+        import librosa
+
+        voc = librosa.effects.pitch_shift(voc, sr=config.sample_rate, n_steps=plan.pitch_semitones).astype(np.float32)
+        voc = voc[: plan.n_samples]
+    if plan.vocals_gain_db:
+        voc = voc * _db(plan.vocals_gain_db)
+    if plan.accompaniment_gain_db:
+        acc = acc * _db(plan.accompaniment_gain_db)
+    track = TrackAudio(vocals=voc, accompaniment=acc, mixture=None, source_sample_rate=config.sample_rate, source_channels=1)
+    where = f"{plan.uid} (vocals of {plan.vocals_uid} at sample {plan.vocals_offset})"
+    arrays, figures = compute_arrays(track, config, vocals_path=where, mixture_path=plan.uid)
+    row = {
+        "uid": plan.uid,
+        "dataset": DATASET,
+        "track_id": plan.track_id,
+        "song_key": plan.song_key,
+        "artist": "",
+        "title": "",
+        "split": "train",
+        "vocals_kind": VOCALS_KIND,
+        "source_path": "",
+        "source_sample_rate": config.sample_rate,
+        "source_channels": 1,
+        "duplicate_of": None,
+        "parents": plan.parents(),
+        "license": plan.license,
+        "config_hash": config.hash,
+        "stemforge_version": __version__,
+        "source_fingerprint": f"augment{AUGMENT_VERSION}:{plan.plan_id}",
+        **figures,
+    }
+    return row, arrays
+
+
+# -- the run -------------------------------------------------------------------------------
+@dataclass
+class SplitHours:
+    """Hours of the train split (duplicates left out): ingested tracks, remixes, total."""
+
+    ingested_h: float
+    remix_h: float
+
+    @property
+    def total_h(self) -> float:
+        return self.ingested_h + self.remix_h
+
+
+def train_hours(df: pd.DataFrame) -> SplitHours:
+    """Hours of the train split of a manifest, as the trainer sees it (duplicates left out)."""
+    if df.empty:
+        return SplitHours(0.0, 0.0)
+    dup = (df["duplicate_of"].isna() | (df["duplicate_of"] == "")).fillna(True)
+    train = df[(df["split"] == "train").fillna(False) & dup]
+    remix = is_remix(train)
+    dur = train["duration_s"].astype("float64").fillna(0.0)
+    return SplitHours(float(dur[~remix].sum()) / 3600.0, float(dur[remix].sum()) / 3600.0)
+
+
+@dataclass
+class AugmentReport:
+    """What :func:`augment` did.
+
+    ``before``/``after``: train hours; ``added``: rows stored; ``planned``: remixes of this plan
+    the target needs in all (``already`` of them were stored before); ``dropped``: stale remixes
+    removed; ``failed``: (uid, reason); ``usage``: per-role use counts over the planned remixes.
+    """
+
+    target_h: float
+    before: SplitHours
+    after: SplitHours
+    plan_id: str = ""
+    planned: int = 0
+    already: int = 0
+    added: list[dict] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+    usage: dict = field(default_factory=dict)
+    sources: int = 0
+    too_short: int = 0
+    no_voice: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not self.added and not self.failed and not self.dropped and self.before.total_h >= self.target_h
+
+    @property
+    def added_h(self) -> float:
+        return sum(float(r["duration_s"]) for r in self.added) / 3600.0
+
+
+ProgressFn = Callable[[str, str, str], None]
+
+_WORKER_READER: ShardReader | None = None
+
+
+def _init_worker(reader: ShardReader) -> None:
+    global _WORKER_READER
+    _WORKER_READER = reader
+
+
+def _render_in_worker(plan: RemixPlan, config: SpectrogramConfig) -> tuple[dict, TrackArrays]:
+    assert _WORKER_READER is not None
+    return render_remix(_WORKER_READER, plan, config)
+
+
+def augment(
+    datadir: DataDir,
+    hours: float,
+    seed: int = 0,
+    options: AugmentOptions | None = None,
+    workers: int = 1,
+    progress: ProgressFn | None = None,
+    remixes_per_shard: int = REMIXES_PER_SHARD,
+) -> AugmentReport:
+    """Add remixes until the train split holds ``hours`` hours; returns what was done.
+
+    Under the DataDir's write lock: stale remixes (see :func:`stale_remixes`) are dropped; if the
+    train split already holds ``hours`` nothing else happens; otherwise the number of remixes of
+    the current plan that the target needs is computed (the split then holds at least ``hours``
+    and less than ``hours`` + one segment), and those of them not stored yet are rendered
+    (``workers`` processes) and committed shard by shard. ``progress(event, uid, detail)`` is
+    called with ``planned`` (detail: number to render), ``done``, ``failed`` and ``dropped``.
+    """
+    options = options or AugmentOptions()
+    if not (math.isfinite(hours) and hours >= 0):
+        raise StemforgeError(f"--hours must be a non-negative number of hours, got {hours}")
+    note = progress or (lambda *_: None)
+    config = datadir.config
+    with datadir.writing():
+        df = datadir.manifest
+        before = train_hours(df)
+        stale = stale_remixes(df)
+        if stale:
+            datadir.commit([], drop_uids=[u for u, _ in stale])
+            for uid, why in stale:
+                note("dropped", uid, why)
+            df = datadir.manifest
+        report = AugmentReport(target_h=float(hours), before=before, after=train_hours(df), dropped=stale)
+        target_s = hours * 3600.0
+        if train_hours(df).total_h * 3600.0 >= target_s - 1e-6:
+            note("planned", "", "0")
+            return report
+        reader = datadir.reader()
+        try:
+            planner = RemixPlanner(datadir, seed, options, reader)
+        finally:
+            reader.close()
+        report.plan_id = planner.plan_id
+        report.sources, report.too_short, report.no_voice = planner.n_sources, len(planner.too_short), len(planner.no_voice)
+        mine = df[df["uid"].str.startswith(f"{DATASET}:{planner.plan_id}-").fillna(False)]
+        hs = train_hours(df)
+        base_s = hs.total_h * 3600.0 - float(mine["duration_s"].astype("float64").sum())
+        seg_s = planner.segment / config.sample_rate
+        count = max(0, math.ceil((target_s - base_s) / seg_s - 1e-9))
+        plans = planner.plans(count)
+        report.planned = count
+        report.usage = planner.usage()
+        have = set(mine["uid"])
+        report.already = sum(1 for p in plans if p.uid in have)
+        todo = [p for p in plans if p.uid not in have]
+        note("planned", "", str(len(todo)))
+        if todo:
+            _render_all(datadir, todo, workers, report, note, remixes_per_shard)
+        report.after = train_hours(datadir.manifest)
+    return report
+
+
+def _render_all(datadir: DataDir, todo: list[RemixPlan], workers: int, report: AugmentReport, note, per_shard: int) -> None:
+    config = datadir.config
+    rows: list[dict] = []
+    writer = None
+
+    def flush() -> None:
+        nonlocal writer
+        if writer is None:
+            return
+        final = writer.close()
+        for row in rows:
+            row["shard"] = datadir.relative(final)
+        datadir.commit(rows)
+        report.added.extend(rows)
+        rows.clear()
+        writer = None
+
+    def store(plan: RemixPlan, row: dict, arrays: TrackArrays) -> None:
+        nonlocal writer
+        if writer is not None and (writer.n_tracks >= per_shard or writer.n_bytes >= BYTES_PER_SHARD):
+            flush()
+        if writer is None:
+            writer = datadir.shard_writer(SHARD_PREFIX)
+        writer.add(plan.track_id, plan.uid, arrays)
+        row["key"] = plan.track_id
+        rows.append(row)
+        note("done", plan.uid, "")
+
+    def fail(plan: RemixPlan, exc: BaseException) -> None:
+        msg = str(exc) if isinstance(exc, StemforgeError) else f"{plan.uid}: {type(exc).__name__}: {exc}"
+        report.failed.append((plan.uid, msg))
+        note("failed", plan.uid, msg)
+
+    try:
+        if workers <= 1:
+            reader = datadir.reader()
+            try:
+                for plan in todo:
+                    try:
+                        row, arrays = render_remix(reader, plan, config)
+                    except Exception as exc:  # one bad remix never stops the batch
+                        fail(plan, exc)
+                        continue
+                    store(plan, row, arrays)
+            finally:
+                reader.close()
+        else:
+            ctx = multiprocessing.get_context("forkserver")
+            with cf.ProcessPoolExecutor(
+                max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(datadir.reader(),)
+            ) as pool:
+                # Results are stored in plan order (a small reorder buffer), so the shards of a
+                # run do not depend on which worker finished first.
+                window = 2 * workers
+                futures: dict[int, cf.Future] = {}
+                nxt = 0
+                for i, plan in enumerate(todo):
+                    while len(futures) < window and nxt < len(todo):
+                        futures[nxt] = pool.submit(_render_in_worker, todo[nxt], config)
+                        nxt += 1
+                    fut = futures.pop(i)
+                    try:
+                        row, arrays = fut.result()
+                    except Exception as exc:
+                        fail(plan, exc)
+                        continue
+                    store(plan, row, arrays)
+        flush()
+    except BrokenProcessPool:
+        if writer is not None:
+            writer.abort()
+        raise StemforgeError(
+            f"{datadir.path}: a worker process died (out of memory?); {len(report.added)} remixes were "
+            "committed and are kept; run the same command again to add the rest"
+        ) from None
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise

@@ -1,0 +1,152 @@
+"""``stemforge augment``: grow the train split to a target size with cross-song remixes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from stemforge.cli.common import (
+    DATA_HELP,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    announce_data_dir,
+    cli_errors,
+    err,
+    format_table,
+    out,
+)
+
+
+def _gain_range(text: str) -> tuple[float, float]:
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) == 1:
+            v = float(parts[0])
+            return (v, v)
+        if len(parts) == 2:
+            return (float(parts[0]), float(parts[1]))
+    except ValueError:
+        pass
+    err(f"error: --vocal-gain-db expects LOW,HIGH in dB (e.g. -3,3 or --vocal-gain-db=-6,0), got {text!r}")
+    raise typer.Exit(EXIT_USAGE)
+
+
+def augment(
+    data: Optional[Path] = typer.Argument(None, help=DATA_HELP, show_default=False),
+    data_option: Optional[Path] = typer.Option(None, "--data", "--out", "-o", help=DATA_HELP, show_default=False),
+    hours: float = typer.Option(
+        ..., "--hours", help="Target size of the TRAIN split after the run, in hours (ingested + remixes), not hours to add."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the remix plan (same seed + same DataDir = byte-identical remixes)."),
+    segment_seconds: float = typer.Option(10.0, "--segment-seconds", help="Length of every remix (s); shorter train tracks are not used."),
+    vocal_gain_db: str = typer.Option("-3,3", "--vocal-gain-db", help="LOW,HIGH: gain of the vocals drawn uniformly in this range (dB)."),
+    pitch_semitones: float = typer.Option(
+        0.0, "--pitch-semitones", help="N: shift the vocals by a pitch drawn uniformly in [-N, N] semitones (0: off)."
+    ),
+    min_vocal_activity: float = typer.Option(
+        0.5, "--min-vocal-activity", help="Fraction of voiced frames the chosen vocal segment must have (0-1]."
+    ),
+    workers: int = typer.Option(0, "--workers", "-j", help="Worker processes (0: one per core)."),
+) -> None:
+    """Add cross-song remixes (the vocals of one train song over the accompaniment of another)
+    until the train split totals --hours hours.
+
+    --hours is the size of the train split AFTER the run, ingested tracks and remixes together:
+    with 2 h of train songs, --hours 6 adds 4 h of remixes; a second run with --hours 6 does
+    nothing, one with --hours 8 adds only the 2 h missing. Only train tracks are used (never
+    valid/test, duplicates or remixes); vocals and accompaniment always come from two different
+    songs; the vocal segment is one where the voice is active. The same --seed on the same
+    DataDir gives byte-identical remixes. A killed run keeps what it committed.
+
+    Example: stemforge augment --hours 17
+
+    Example: stemforge augment ./stemforge-data --hours 6 --seed 1 --pitch-semitones 2 --workers 2
+    """
+    from tqdm import tqdm
+
+    from stemforge.augment import AugmentOptions, augment as run
+    from stemforge.ingest import default_workers
+    from stemforge.store import DataDir
+
+    if data is not None and data_option is not None and data != data_option:
+        err(f"error: two DataDirs given ({data} and --data {data_option}); give one")
+        raise typer.Exit(EXIT_USAGE)
+    path = announce_data_dir(data if data is not None else data_option)
+    gains = _gain_range(vocal_gain_db)
+    with cli_errors():
+        options = AugmentOptions(
+            segment_seconds=segment_seconds,
+            vocal_gain_db=gains,
+            pitch_semitones=pitch_semitones,
+            min_vocal_activity=min_vocal_activity,
+        )
+        datadir = DataDir.open(path)
+        n_workers = workers or default_workers()
+        bar = None
+
+        def progress(event: str, uid: str, detail: str) -> None:
+            nonlocal bar
+            if event == "dropped":
+                err(f"dropped stale remix {uid}: {detail}")
+                return
+            if event == "planned":
+                if int(detail):
+                    bar = tqdm(total=int(detail), desc="augment", unit="remix", dynamic_ncols=True, file=sys.stderr)
+                return
+            if event == "failed":
+                (bar.write if bar else err)(f"failed: {detail}")
+            if bar is not None:
+                bar.update(1)
+
+        try:
+            report = run(datadir, hours, seed=seed, options=options, workers=n_workers, progress=progress)
+        finally:
+            if bar is not None:
+                bar.close()
+    _summary(datadir, report)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_PARTIAL)
+
+
+def _summary(datadir, report) -> None:
+    b, a = report.before, report.after
+    out("")
+    if report.dropped:
+        out(f"dropped {len(report.dropped)} stale remix(es) whose parents are no longer train tracks")
+    if not report.added and not report.failed and b.total_h >= report.target_h - 1e-9:
+        out(f"train split already holds {b.total_h:.2f} h (>= {report.target_h:.2f} h): nothing to do")
+        out(f"DataDir: {datadir.path.resolve()}")
+        return
+    rows = [
+        {"train": "before", "ingested_h": b.ingested_h, "remix_h": b.remix_h, "total_h": b.total_h},
+        {"train": "added", "ingested_h": 0.0, "remix_h": report.added_h, "total_h": report.added_h},
+        {"train": "after", "ingested_h": a.ingested_h, "remix_h": a.remix_h, "total_h": a.total_h},
+    ]
+    out(format_table(rows))
+    out("")
+    usage = [{"role": role, **u} for role, u in report.usage.items()]
+    if usage:
+        out(format_table(usage, ["role", "sources", "min", "max", "mean"]))
+        out("")
+    out(
+        f"plan {report.plan_id}: {report.planned} remixes for {report.target_h:.2f} h, "
+        f"{report.already} already stored, {len(report.added)} added ({report.added_h:.2f} h), "
+        f"{len(report.failed)} failed"
+    )
+    out(
+        f"sources: {report.sources} train tracks, {report.too_short} shorter than a segment, "
+        f"{report.no_voice} without a voiced segment (accompaniment only)"
+    )
+    out(f"train split: had {b.total_h:.2f} h, added {report.added_h:.2f} h, now {a.total_h:.2f} h (target {report.target_h:.2f} h)")
+    if report.failed:
+        err("failed (one line each; the other remixes were stored):")
+        for _, why in report.failed:
+            err(f"  {why}")
+    out(f"DataDir: {datadir.path.resolve()}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("augment")(augment)
