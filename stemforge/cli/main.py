@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "augment",
     "synth",
     "chainer",
+    "pairs",
 ]
 
 

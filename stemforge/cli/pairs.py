@@ -1,0 +1,113 @@
+"""``stemforge derive-vocals ORIGINAL KARAOKE``: vocals from a song and its karaoke version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from stemforge.cli.common import cli_errors, err, out
+
+
+def register(app: typer.Typer) -> None:
+    app.command("derive-vocals")(derive_vocals)
+
+
+def derive_vocals(
+    original: Path = typer.Argument(..., help="The song with vocals (any format stemforge decodes)."),
+    karaoke: Path = typer.Argument(..., help="Its karaoke/instrumental version (any format, rate, channels)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Vocals file to write (default: ./<original name>.vocals.wav).", show_default=False
+    ),
+    accompaniment_out: Optional[Path] = typer.Option(
+        None, "--accompaniment-out", help="Also write the aligned, gain-corrected karaoke here.", show_default=False
+    ),
+    report: Optional[Path] = typer.Option(
+        None, "--report", help="Write offset, gain, score and verdict as JSON here.", show_default=False
+    ),
+    min_score: Optional[float] = typer.Option(
+        None, "--min-score", help="Refuse pairs scoring below this (default: stemforge.pairs.MIN_SCORE).", show_default=False
+    ),
+    max_offset: float = typer.Option(30.0, "--max-offset", help="Search offsets up to this many seconds either way."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+) -> None:
+    """Align a karaoke version to its original and derive the vocals by magnitude subtraction.
+
+    Measures the offset (the time in the karaoke at which the original starts), the gain that
+    brings the karaoke to the original's level, and a fit score in [0, 1]; a pair scoring below
+    --min-score (a wrong pair, a different mix) is refused with exit code 3 and nothing is
+    written. Outputs are 16 kHz mono wav; where the karaoke does not cover the original they
+    hold zeros. The input files are never overwritten.
+
+    Example:
+
+        stemforge derive-vocals song.flac song_karaoke.mp3 -o song.vocals.wav --report song.pair.json
+    """
+    import json
+
+    from stemforge.config import SpectrogramConfig
+    from stemforge.errors import StemforgeError
+    from stemforge.pairs import MIN_SCORE
+
+    threshold = MIN_SCORE if min_score is None else float(min_score)
+    vocals_path = output if output is not None else Path(f"{original.stem}.vocals.wav")
+    with cli_errors():
+        targets = [p for p in (vocals_path, accompaniment_out, report) if p is not None]
+        _check_targets(targets, [original, karaoke], force)
+        from stemforge import audio
+        from stemforge.pairs import derive_files
+
+        derived = derive_files(original, karaoke, SpectrogramConfig(), min_score=threshold, max_offset_s=max_offset)
+        a = derived.alignment
+        audio.write(vocals_path, derived.vocals, derived.sample_rate)
+        written = {"vocals": str(vocals_path)}
+        if accompaniment_out is not None:
+            audio.write(accompaniment_out, derived.accompaniment, derived.sample_rate)
+            written["accompaniment"] = str(accompaniment_out)
+        figures = {
+            "original": str(original),
+            "karaoke": str(karaoke),
+            **a.to_dict(),
+            "min_score": threshold,
+            "verdict": "accepted",
+            "coverage": derived.coverage,
+            "duration_s": derived.duration_s,
+            "sample_rate": derived.sample_rate,
+            "outputs": written,
+        }
+        if report is not None:
+            try:
+                report.parent.mkdir(parents=True, exist_ok=True)
+                tmp = report.with_name(f".{report.name}.tmp")
+                tmp.write_text(json.dumps(figures, indent=2) + "\n")
+                tmp.replace(report)
+            except OSError as exc:
+                raise StemforgeError(f"{report}: cannot write the report ({exc.strerror or exc})") from None
+    start, end = a.covered_s if a.covered_s is not None else (0.0, derived.duration_s)
+    out(f"offset    {a.offset_s:+.6f} s ({a.offset_samples:+d} samples at {a.original_rate} Hz)")
+    out(f"gain      {a.gain_db:+.2f} dB (applied to the karaoke)")
+    out(f"score     {a.score:.3f} (minimum {threshold:.2f})")
+    out(f"coverage  {start:.2f}-{end:.2f} s of {derived.duration_s:.2f} s")
+    out("verdict   accepted")
+    for role, path in written.items():
+        err(f"wrote {role}: {path}")
+    if report is not None:
+        err(f"wrote report: {report}")
+
+
+def _check_targets(targets: list[Path], inputs: list[Path], force: bool) -> None:
+    """Refuse to overwrite an input (ever) or an existing output (without --force)."""
+    from stemforge.errors import StemforgeError
+
+    resolved_inputs = {p.resolve() for p in inputs}
+    seen: set[Path] = set()
+    for t in targets:
+        r = t.resolve()
+        if r in resolved_inputs:
+            raise StemforgeError(f"{t}: refusing to overwrite an input file")
+        if r in seen:
+            raise StemforgeError(f"{t}: given for two outputs")
+        seen.add(r)
+        if r.exists() and not force:
+            raise StemforgeError(f"{t}: exists (use --force to overwrite)")
