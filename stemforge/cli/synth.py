@@ -1,0 +1,79 @@
+"""``stemforge synth OUT``: write a synthetic corpus in the real on-disk layout of a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from stemforge.cli.common import cli_errors, out
+
+# Kept here (not imported from stemforge.synth) so that `stemforge --help` stays fast.
+LAYOUT_NAMES = ("dsd100", "medleydb", "ikala", "musdb", "musdb-hq", "ccmixter", "mir1k", "pairs")
+
+
+def synth(
+    out_dir: Path = typer.Argument(..., metavar="OUT", help="Folder to write the corpus into (created if missing)."),
+    layout: str = typer.Option("dsd100", "--layout", "-l", help=f"Corpus layout: {'|'.join(LAYOUT_NAMES)}."),
+    songs: Optional[int] = typer.Option(
+        None, "--songs", "-n", help="Number of songs (default 3; with --metadata-dir: every metadata file).", show_default=False
+    ),
+    seconds: float = typer.Option(10.0, "--seconds", "-s", help="Length of each song in seconds."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; song i uses numpy default_rng([seed, i])."),
+    metadata_dir: Optional[Path] = typer.Option(
+        None, "--metadata-dir", help="medleydb only: folder of real *_METADATA.yaml files to build the tree from."
+    ),
+    track_id: List[str] = typer.Option([], "--track-id", help="medleydb with --metadata-dir: only these track ids (repeatable)."),
+) -> None:
+    """Write a synthetic corpus (voice-like vocals, drums, bass, chords) in a real dataset's layout.
+
+    Used by the tests, the demo and the benchmarks, because the real corpora are licensed.
+    See docs/synth.md for what each layout writes.
+
+    Example: stemforge synth /tmp/dsd --layout dsd100 --songs 4 --seconds 20 --seed 1
+    """
+    if songs is not None and songs < 1:
+        raise typer.BadParameter(f"must be >= 1, got {songs}", param_hint="--songs")
+    if not seconds > 0:
+        raise typer.BadParameter(f"must be > 0, got {seconds}", param_hint="--seconds")
+    if seed < 0:
+        raise typer.BadParameter(f"must be >= 0, got {seed}", param_hint="--seed")
+    with cli_errors():
+        from tqdm import tqdm
+
+        from stemforge.errors import StemforgeError
+        from stemforge.synth import LAYOUTS, write_corpus
+
+        if layout not in LAYOUTS:
+            raise StemforgeError(f"unknown layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
+        options: dict = {}
+        if metadata_dir is not None or track_id:
+            if layout != "medleydb":
+                raise StemforgeError(f"--metadata-dir and --track-id apply to --layout medleydb only (got {layout})")
+            if metadata_dir is None:
+                raise StemforgeError("--track-id needs --metadata-dir")
+            options["metadata_dir"] = metadata_dir
+            if track_id:
+                options["track_ids"] = list(track_id)
+            n_songs = songs or 0
+            total = songs or (len(track_id) or None)
+        else:
+            n_songs = songs or 3
+            total = n_songs
+        seen: set[int] = set()
+        with tqdm(total=total, unit="song", desc=f"synth {layout}", disable=None, leave=False) as bar:
+
+            def progress(record: dict) -> None:
+                if record["index"] not in seen:
+                    seen.add(record["index"])
+                    bar.update(1)
+
+            records = write_corpus(out_dir, layout, n_songs, seconds, seed, progress=progress, **options)
+        n_written = len({r["index"] for r in records})
+        audio_s = n_written * seconds
+        out(f"synth: wrote {n_written} song{'' if n_written == 1 else 's'} ({audio_s:.1f} s of audio) in the {layout} layout to {out_dir.resolve()}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("synth")(synth)

@@ -1,0 +1,1624 @@
+"""The procedural corpus: synthetic songs written in the real on-disk layout of every corpus.
+
+Real singing-voice corpora are licensed, so tests, the demo and the benchmarks run on songs
+made here. :func:`synthesize_song` makes one song (vocals, drums, bass, other) from a
+``numpy.random.Generator``; :func:`write_corpus` writes N of them in the folder layout of
+DSD100, MUSDB18 (stem.mp4 and HQ), MedleyDB, iKala, MIR-1K, ccMixter, or as original/karaoke
+pairs with known offsets and gains. See ``docs/synth.md``.
+
+Why procedural and not noise: the pipeline measures vocal activity, aligns karaoke pairs and
+separates voice from accompaniment, so the vocals must look like a voice to those measures: a
+harmonic source (glottal-pulse-like spectrum, many harmonics) shaped by vowel formants that
+change per syllable, vibrato, a melody in a key, syllable envelopes, breaths, and phrases with
+rests (roughly a third of a song has no voice). The accompaniment (drums, a bass line,
+chords) overlaps the voice in time and frequency.
+
+Speed: everything is built from small templates (one period of a tone, one drum hit, one
+note) placed and scaled with numpy; a 3-minute 44.1 kHz stereo song takes a fraction of a
+second on one core (``benchmarks/synth.py`` prints the figure).
+
+Determinism: every random choice comes from the Generator given (no global random state);
+:func:`write_corpus` gives song ``i`` its own ``numpy.random.default_rng([seed, i])`` so
+adding songs never changes earlier ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from stemforge.errors import StemforgeError
+
+__all__ = [
+    "LAYOUTS",
+    "VOICE_LABELS",
+    "SongStems",
+    "synthesize_song",
+    "write_corpus",
+    "stem_kind",
+]
+
+#: Layouts :func:`write_corpus` can write.
+LAYOUTS = ("dsd100", "musdb", "musdb-hq", "medleydb", "ikala", "mir1k", "ccmixter", "pairs")
+
+#: MedleyDB's ``voices`` family (its taxonomy): stems with one of these labels get a voice.
+VOICE_LABELS = frozenset(
+    {
+        "male singer",
+        "female singer",
+        "male speaker",
+        "female speaker",
+        "male rapper",
+        "female rapper",
+        "beatboxing",
+        "vocalists",
+        "choir",
+        "crowd",
+        "male screamer",
+        "female screamer",
+    }
+)
+_DRUM_LABELS = frozenset(
+    {
+        "drum set",
+        "drum machine",
+        "kick drum",
+        "bass drum",
+        "snare drum",
+        "toms",
+        "high hat",
+        "cymbal",
+        "auxiliary percussion",
+        "tambourine",
+        "shaker",
+        "claps",
+        "castanet",
+        "bongo",
+        "conga",
+        "tabla",
+        "darbuka",
+        "doumbek",
+        "timpani",
+        "gong",
+        "cowbell",
+        "cabasa",
+        "triangle",
+        "sleigh bells",
+    }
+)
+_BASS_LABELS = frozenset({"electric bass", "double bass", "tuba", "bassoon", "bass clarinet", "synth bass"})
+
+_PCM16 = "PCM_16"
+_Q16 = 32768.0  # libsndfile maps float x to round(x * 32768) for PCM_16
+
+# --------------------------------------------------------------------------------------------
+# Names
+# --------------------------------------------------------------------------------------------
+
+_FIRST = (
+    "Ada Bruno Clara Dario Elena Felix Greta Hugo Iris Jonas Kira Leon Maya Nils Olga Pablo "
+    "Quinn Rosa Sami Tara Ugo Vera Wim Xena Yara Zeno Lena Otto Mira Tomas"
+).split()
+_LAST = (
+    "Abbott Brandt Castell Dorn Ekberg Falk Gruber Hale Ibsen Janssen Krug Lind Moreau Novak "
+    "Orsini Pryce Quist Rasmussen Sauer Thorne Ulrich Varga Weller Young Zeller Marsh Holt"
+).split()
+_ADJ = (
+    "Amber Blue Broken Silent Golden Hollow Electric Velvet Northern Restless Paper Crimson "
+    "Silver Wild Quiet Burning Faded Distant Gentle Neon Lonely Midnight Bright Frozen Hidden "
+    "Lucky Scarlet Wooden Endless Tender"
+).split()
+_NOUN = (
+    "River Harbor Signal Lantern Garden Mirror Engine Comet Feather Island Window Ocean Meadow "
+    "Canyon Echo Ember Falcon Glacier Horizon Lighthouse Orchard Planet Shadow Thunder Valley "
+    "Whistle Station Tower Compass Anchor Satellite Dancer"
+).split()
+_VERB = "Chasing Holding Finding Leaving Calling Crossing Counting Painting Dreaming Waiting".split()
+
+
+def _pick(rng: np.random.Generator, words: Sequence[str]) -> str:
+    return words[int(rng.integers(len(words)))]
+
+
+def _make_names(rng: np.random.Generator) -> tuple[str, str]:
+    """A deterministic (artist, title) from word lists."""
+    form = int(rng.integers(3))
+    if form == 0:
+        artist = f"{_pick(rng, _FIRST)} {_pick(rng, _LAST)}"
+    elif form == 1:
+        artist = f"The {_pick(rng, _ADJ)} {_pick(rng, _NOUN)}s"
+    else:
+        artist = f"{_pick(rng, _ADJ)} {_pick(rng, _NOUN)}"
+    form = int(rng.integers(3))
+    if form == 0:
+        title = f"{_pick(rng, _ADJ)} {_pick(rng, _NOUN)}"
+    elif form == 1:
+        title = f"{_pick(rng, _VERB)} the {_pick(rng, _NOUN)}"
+    else:
+        title = f"{_pick(rng, _NOUN)} of {_pick(rng, _NOUN)}"
+    return artist, title
+
+
+# --------------------------------------------------------------------------------------------
+# Music plan
+# --------------------------------------------------------------------------------------------
+
+_SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
+_PROGRESSIONS = {
+    "major": ((0, 4, 5, 3), (0, 5, 3, 4), (0, 3, 4, 3), (5, 3, 0, 4), (0, 3, 0, 4)),
+    "minor": ((0, 5, 2, 6), (0, 3, 6, 2), (0, 5, 3, 4), (0, 6, 5, 6), (0, 3, 4, 0)),
+}
+_PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+# Vowel formants (Hz) and bandwidths for an adult male voice; a female voice scales them.
+_VOWELS = {
+    "a": ((730, 1090, 2440), (90, 110, 160)),
+    "e": ((530, 1840, 2480), (70, 110, 160)),
+    "i": ((300, 2290, 3010), (60, 100, 170)),
+    "o": ((570, 840, 2410), (80, 90, 160)),
+    "u": ((320, 870, 2240), (60, 90, 150)),
+}
+_VOWEL_NAMES = tuple(_VOWELS)
+
+
+def _degree_semitones(scale: Sequence[int], degree: int) -> int:
+    """Semitones above the tonic of scale degree ``degree`` (0 = tonic, may be negative or > 6)."""
+    octave, step = divmod(int(degree), 7)
+    return 12 * octave + scale[step]
+
+
+def _midi_hz(midi: float) -> float:
+    return 440.0 * 2.0 ** ((midi - 69.0) / 12.0)
+
+
+@dataclass
+class _Note:
+    onset_s: float
+    length_s: float  # sounding length
+    midi: float
+    vowel: int = 0
+    phrase: int = 0
+
+
+@dataclass
+class _Plan:
+    """Everything the stems share: tempo, key, chords, the vocal phrases."""
+
+    sample_rate: int
+    n_samples: int
+    tempo_bpm: float
+    beat_s: float
+    mode: str
+    tonic_pc: int
+    chord_beats: int
+    progression: tuple[int, ...]
+    singer: str  # "male" / "female"
+    melody: list[_Note]
+    phrases: list[tuple[float, float]]  # (start_s, end_s)
+    drum_pattern: int
+    other_style: str  # "pad" / "pluck"
+
+    @property
+    def scale(self) -> tuple[int, ...]:
+        return _SCALES[self.mode]
+
+    @property
+    def seconds(self) -> float:
+        return self.n_samples / self.sample_rate
+
+    def chord_at(self, index: int) -> int:
+        return self.progression[index % len(self.progression)]
+
+
+def _plan_song(rng: np.random.Generator, n_samples: int, sample_rate: int) -> _Plan:
+    seconds = n_samples / sample_rate
+    tempo = round(float(rng.uniform(78.0, 140.0)), 1)
+    beat_s = 60.0 / tempo
+    mode = "major" if rng.random() < 0.6 else "minor"
+    tonic_pc = int(rng.integers(12))
+    progression = _PROGRESSIONS[mode][int(rng.integers(len(_PROGRESSIONS[mode])))]
+    chord_beats = 8 if tempo > 118 else 4
+    singer = "female" if rng.random() < 0.5 else "male"
+    scale = _SCALES[mode]
+    tonic_midi = (57 if singer == "female" else 45) + (tonic_pc - 9) % 12
+    lo, hi = (-3, 7) if singer == "female" else (-3, 6)
+
+    total_beats = seconds / beat_s
+    melody: list[_Note] = []
+    phrases: list[tuple[float, float]] = []
+    # Short intro, never more than a tenth of the song, so even a 2 s clip has voice.
+    t = min(float(rng.choice([0.5, 1.0, 2.0])), 0.1 * total_beats)
+    degree = int(rng.choice([0, 2, 4]))
+    steps = np.array([-2, -1, 0, 1, 2, -4, 3])
+    step_p = np.array([0.14, 0.3, 0.1, 0.3, 0.12, 0.02, 0.02])
+    phrase_index = 0
+    while t < total_beats:
+        phrase_beats = float(rng.choice([4.0, 6.0, 8.0]))
+        pos = 0.0
+        phrase_start = t
+        while pos < phrase_beats - 1e-9:
+            dur = float(rng.choice([0.5, 0.5, 1.0, 1.0, 1.0, 1.5, 2.0]))
+            dur = min(dur, phrase_beats - pos)
+            last = pos + dur >= phrase_beats - 1e-9
+            articulation = 1.0 if last else float(rng.uniform(0.8, 0.94))
+            degree += int(rng.choice(steps, p=step_p))
+            if degree < lo:
+                degree = lo + (lo - degree)
+            if degree > hi:
+                degree = hi - (degree - hi)
+            degree = int(np.clip(degree, lo, hi))
+            midi = tonic_midi + _degree_semitones(scale, degree)
+            melody.append(
+                _Note(
+                    onset_s=(t + pos) * beat_s,
+                    length_s=dur * articulation * beat_s,
+                    midi=float(midi),
+                    vowel=int(rng.integers(len(_VOWELS))),
+                    phrase=phrase_index,
+                )
+            )
+            pos += dur
+        phrases.append((phrase_start * beat_s, (phrase_start + phrase_beats) * beat_s))
+        phrase_index += 1
+        t += phrase_beats + float(rng.choice([2.0, 3.0, 4.0]))
+    melody = [n for n in melody if n.onset_s < seconds - 0.05]
+    return _Plan(
+        sample_rate=sample_rate,
+        n_samples=n_samples,
+        tempo_bpm=tempo,
+        beat_s=beat_s,
+        mode=mode,
+        tonic_pc=tonic_pc,
+        chord_beats=chord_beats,
+        progression=progression,
+        singer=singer,
+        melody=melody,
+        phrases=phrases,
+        drum_pattern=int(rng.integers(3)),
+        other_style="pad" if rng.random() < 0.5 else "pluck",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# DSP building blocks
+# --------------------------------------------------------------------------------------------
+
+_TABLE = 2048  # samples per period of a wavetable
+
+
+def _wavetable(amps: np.ndarray, phases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One period (``_TABLE`` samples) with harmonic k+1 of amplitude amps[k], phase phases[k].
+
+    Returns (table, slope), each ``_TABLE + 1`` long (wrapped), for linear interpolation.
+    """
+    spec = np.zeros(_TABLE // 2 + 1, dtype=np.complex128)
+    k = min(len(amps), _TABLE // 2 - 1)
+    spec[1 : k + 1] = amps[:k] * np.exp(1j * phases[:k])
+    table = np.fft.irfft(spec, n=_TABLE) * (_TABLE / 2.0)
+    rms = float(np.sqrt(np.mean(table**2)))
+    if rms > 0:
+        table /= rms
+    table = np.append(table, table[0])
+    slope = np.append(np.diff(table), 0.0)
+    return table.astype(np.float32), slope.astype(np.float32)
+
+
+def _oscillate(table: tuple[np.ndarray, np.ndarray], cycles: np.ndarray) -> np.ndarray:
+    """Read a wavetable at phase ``cycles`` (float64, in periods) -> float32 samples."""
+    return _read_table(table, (cycles - np.floor(cycles)).astype(np.float32))
+
+
+def _read_table(table: tuple[np.ndarray, np.ndarray], frac: np.ndarray) -> np.ndarray:
+    """Read a wavetable at fractional phase ``frac`` (float32 in [0, 1]) with linear interpolation."""
+    pos = frac * np.float32(_TABLE)
+    idx = pos.astype(np.int32)
+    pos -= idx
+    tab, slope = table
+    out = slope[idx]
+    out *= pos
+    out += tab[idx]
+    return out
+
+
+def _shaped_noise(rng: np.random.Generator, n: int, sample_rate: int, low_hz: float, high_hz: float) -> np.ndarray:
+    """White Gaussian noise band-limited to about [low_hz, high_hz] (4th-order-like skirts), unit RMS."""
+    noise = rng.standard_normal(n)
+    spec = np.fft.rfft(noise)
+    f = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    f[0] = 1e-3
+    mask = 1.0 / (1.0 + (low_hz / f) ** 4) / (1.0 + (f / max(high_hz, 1.0)) ** 4)
+    out = np.fft.irfft(spec * mask, n=n)
+    rms = float(np.sqrt(np.mean(out**2)))
+    return (out / (rms if rms > 0 else 1.0)).astype(np.float32)
+
+
+def _harmonic_amps(f0: float, sample_rate: int, tilt: float, max_harmonics: int = 80) -> np.ndarray:
+    """Amplitudes k^-tilt of harmonics k = 1..K, K keeping every harmonic below 0.45 * rate."""
+    k_max = max(1, min(max_harmonics, int(0.45 * sample_rate / f0)))
+    k = np.arange(1, k_max + 1, dtype=np.float64)
+    return k**-tilt
+
+
+def _add(buf: np.ndarray, start: int, piece: np.ndarray, gain: float = 1.0) -> None:
+    """buf[..., start:start+len] += gain * piece, clipped to the buffer (start may be < 0)."""
+    n = buf.shape[-1]
+    if start >= n:
+        return
+    a = max(0, -start)
+    end = min(n, start + piece.shape[-1])
+    if end <= max(start, 0):
+        return
+    if gain == 1.0:
+        buf[..., max(start, 0) : end] += piece[..., a : a + end - max(start, 0)]
+    else:
+        buf[..., max(start, 0) : end] += gain * piece[..., a : a + end - max(start, 0)]
+
+
+def _rms(x: np.ndarray) -> float:
+    """Root mean square of all samples (BLAS dot product: no temporary array)."""
+    if not x.size:
+        return 0.0
+    flat = np.ascontiguousarray(x).ravel()
+    return math.sqrt(max(float(np.dot(flat, flat)), 0.0) / flat.size)
+
+
+def _peak_of_sum(stems: Sequence[np.ndarray], block: int = 1 << 16) -> float:
+    """max |sum(stems)| over every channel and sample, computed block by block (cache-sized)."""
+    peak = 0.0
+    n = stems[0].shape[-1]
+    for a in range(0, n, block):
+        acc = stems[0][..., a : a + block].copy()
+        for s in stems[1:]:
+            acc += s[..., a : a + block]
+        peak = max(peak, float(acc.max()), -float(acc.min()))
+    return peak
+
+
+def _pan(mono: np.ndarray, pan: float, stereo: bool, gain: float = 1.0) -> np.ndarray:
+    """[n] -> gain * [2, n] with a constant-power pan in [-1, 1] (or [1, n] when mono)."""
+    if not stereo:
+        if gain != 1.0:
+            mono *= np.float32(gain)
+        return mono[None, :]
+    angle = (pan + 1.0) * math.pi / 4.0
+    out = np.empty((2, mono.shape[0]), dtype=np.float32)
+    np.multiply(mono, np.float32(gain * math.cos(angle) * math.sqrt(2.0)), out=out[0])
+    np.multiply(mono, np.float32(gain * math.sin(angle) * math.sqrt(2.0)), out=out[1])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Voice
+# --------------------------------------------------------------------------------------------
+
+
+def _formant_gain(freqs: np.ndarray, formants: Sequence[float], bandwidths: Sequence[float]) -> np.ndarray:
+    """Complex response of cascaded two-pole resonators (unit gain at DC) at ``freqs`` (Hz)."""
+    h = np.ones(freqs.shape, dtype=np.complex128)
+    for fc, bw in zip(formants, bandwidths):
+        h *= fc * fc / (fc * fc - freqs * freqs + 1j * bw * freqs)
+    return h
+
+
+def _render_voice(
+    plan: _Plan,
+    rng: np.random.Generator,
+    *,
+    transpose_degrees: int = 0,
+    singer: str | None = None,
+    phrase_keep: float = 1.0,
+) -> tuple[np.ndarray, list[tuple[float, float, float]], float]:
+    """Mono voice [n_samples] float32, its notes (onset_s, end_s, f0_hz), its RMS over sung samples.
+
+    The source of each syllable is one period of a glottal-pulse-like harmonic series
+    (amplitudes k^-tilt, every harmonic below 0.45 * rate) shaped by the vowel's formants
+    (five cascaded resonators: the vowel's F1-F3 plus F4, F5), stored as a wavetable and read
+    at an instantaneous phase with an onset glide and delayed vibrato (closed form, no
+    per-sample recursion). Syllable envelopes, consonant-like noise onsets, breath-noise
+    bursts before phrases and a little pulse-synchronous aspiration noise complete it.
+    ``transpose_degrees`` moves the melody in the scale (a harmony part); ``phrase_keep`` is the
+    probability that a phrase is sung (backing voices sing some phrases only).
+    """
+    sr = plan.sample_rate
+    n_total = plan.n_samples
+    singer = singer or plan.singer
+    out = np.zeros(n_total, dtype=np.float32)
+    formant_scale = 1.17 if singer == "female" else 1.0
+    formant_scale *= float(rng.uniform(0.96, 1.04))
+    tilt = float(rng.uniform(1.0, 1.35))
+    vib_rate = float(rng.uniform(5.0, 6.2))
+    vib_cents = float(rng.uniform(25.0, 60.0))
+    breath_prob = float(rng.uniform(0.5, 0.9))
+    aspiration = float(rng.uniform(0.004, 0.012))
+    # Noise material, sliced at random offsets: fricatives (s/sh), plosive bursts, breaths.
+    n_noise = 1 << 16  # about 1.5 s at 44.1 kHz
+    fric = _shaped_noise(rng, n_noise, sr, 3500.0, 0.45 * sr)
+    plos = _shaped_noise(rng, n_noise, sr, 900.0, min(7000.0, 0.45 * sr))
+    breath = _shaped_noise(rng, n_noise, sr, 500.0, min(3500.0, 0.45 * sr))
+    asp = _shaped_noise(rng, n_noise, sr, 1500.0, min(9000.0, 0.45 * sr))
+    octave_shift = 0
+    if singer != plan.singer:  # a voice of the other kind sings the same line an octave away
+        octave_shift = 12 if singer == "female" else -12
+    keep = rng.random(max(1, len(plan.phrases))) < phrase_keep
+    if phrase_keep >= 1.0:
+        keep[:] = True
+    elif not keep.any():
+        keep[0] = True
+    notes_out: list[tuple[float, float, float]] = []
+    t_all = np.arange(int(2.5 * sr) + 1, dtype=np.float64) / sr
+    t32_all = t_all.astype(np.float32)
+    sung = 0
+    sung_energy = 0.0
+    for p_index, (p_start, _p_end) in enumerate(plan.phrases):
+        if not keep[p_index]:
+            continue
+        if rng.random() < breath_prob and p_start > 0.25:
+            length = int(sr * rng.uniform(0.15, 0.35))
+            start = int(sr * p_start) - length - int(sr * rng.uniform(0.02, 0.08))
+            length = min(length, n_noise)
+            off = int(rng.integers(0, n_noise - length + 1))
+            hump = np.sin(np.linspace(0.0, math.pi, length, dtype=np.float32)) ** 2
+            _add(out, start, breath[off : off + length] * hump, float(rng.uniform(0.05, 0.12)))
+    for note in plan.melody:
+        if not keep[note.phrase]:
+            continue
+        midi = note.midi + octave_shift
+        if transpose_degrees:
+            # move by scale degrees: find the note's degree relative to the tonic and shift
+            base = note.midi - ((57 if plan.singer == "female" else 45) + (plan.tonic_pc - 9) % 12)
+            octave, within = divmod(int(round(base)), 12)
+            scale = plan.scale
+            step = min(range(7), key=lambda s: abs(scale[s] - within))
+            midi = note.midi + octave_shift + (
+                _degree_semitones(scale, 7 * octave + step + transpose_degrees) - (12 * octave + scale[step])
+            )
+        f0 = _midi_hz(midi) * 2.0 ** (rng.normal(0.0, 6.0) / 1200.0)  # slight intonation error
+        start = int(round(note.onset_s * sr))
+        n = min(int(round(note.length_s * sr)), n_total - start, len(t_all))
+        if n <= 16:
+            continue
+        t = t_all[:n]
+        # Instantaneous phase in cycles: steady f0 + onset glide + delayed, ramped vibrato
+        # (closed-form integrals of the frequency curve; transcendental functions only where
+        # the term is not zero, in float32 where the precision suffices).
+        glide = 2.0 ** (rng.uniform(-80.0, 40.0) / 1200.0) - 1.0
+        tau = float(rng.uniform(0.02, 0.05))
+        vib_depth = vib_cents * float(rng.uniform(0.7, 1.2)) * math.log(2.0) / 1200.0
+        delay = float(rng.uniform(0.1, 0.25))
+        vphase = float(rng.uniform(0.0, 2 * math.pi))
+        cycles = f0 * t
+        n_glide = min(n, int(6 * tau * sr))
+        cycles[:n_glide] += f0 * glide * tau * (1.0 - np.exp(-t[:n_glide] / tau))
+        n_delay = int(delay * sr)
+        if n_delay < n:
+            tv = t32_all[n_delay:n]
+            ramp = np.minimum((tv - np.float32(delay)) * np.float32(5.0), np.float32(1.0))
+            ramp *= np.cos(np.float32(2 * math.pi * vib_rate) * tv + np.float32(vphase))
+            cycles[n_delay:] -= (f0 * vib_depth / (2 * math.pi * vib_rate)) * ramp
+        np.subtract(cycles, np.floor(cycles), out=cycles)
+        frac = cycles.astype(np.float32)
+        formants, bands = _VOWELS[_VOWEL_NAMES[note.vowel]]
+        jitter = rng.uniform(0.95, 1.05, size=3)
+        fs = [f * formant_scale * j for f, j in zip(formants, jitter)] + [3350.0 * formant_scale, 4300.0 * formant_scale]
+        bws = list(bands) + [220.0, 300.0]
+        amps = _harmonic_amps(f0, sr, tilt)
+        freqs = f0 * np.arange(1, len(amps) + 1)
+        h = _formant_gain(freqs, fs, bws)
+        table = _wavetable(amps * np.abs(h), np.angle(h) - math.pi / 2)
+        voiced = _read_table(table, frac)
+        # Envelope: smooth attack, slight decay, release; per-syllable level.
+        attack = max(2, int(sr * rng.uniform(0.015, 0.04)))
+        release = max(2, min(n // 2, int(sr * rng.uniform(0.03, 0.08))))
+        env = np.linspace(1.0, float(rng.uniform(0.7, 0.95)), n, dtype=np.float32)
+        env[:attack] *= np.sin(np.linspace(0.0, math.pi / 2, attack, dtype=np.float32)) ** 2
+        env[n - release :] *= np.cos(np.linspace(0.0, math.pi / 2, release, dtype=np.float32)) ** 2
+        level = float(rng.uniform(0.7, 1.0))
+        off = int(rng.integers(0, n_noise))
+        noise = np.take(asp, np.arange(off, off + n) % n_noise) if off + n > n_noise else asp[off : off + n]
+        pulse = np.cos(np.float32(2 * math.pi) * frac)  # aspiration noise, pulse-synchronous
+        pulse += np.float32(1.0)
+        pulse *= noise
+        pulse *= np.float32(aspiration)
+        voiced += pulse
+        voiced *= env
+        _add(out, start, voiced, level)
+        sung += n
+        sung_energy += level * level * float(np.dot(voiced, voiced))
+        # Consonant onset: a fricative or a plosive burst on about half the syllables.
+        if rng.random() < 0.5:
+            kind = fric if rng.random() < 0.5 else plos
+            length = min(int(sr * rng.uniform(0.02, 0.07)), n_noise)
+            off = int(rng.integers(0, n_noise - length + 1))
+            decay = np.exp(-np.arange(length, dtype=np.float32) / (0.3 * length))
+            _add(out, start - length // 3, kind[off : off + length] * decay, level * float(rng.uniform(0.15, 0.3)))
+        notes_out.append((start / sr, (start + n) / sr, float(f0)))
+    active_rms = math.sqrt(sung_energy / sung) if sung else 0.0
+    return out, notes_out, active_rms
+
+
+# --------------------------------------------------------------------------------------------
+# Accompaniment
+# --------------------------------------------------------------------------------------------
+
+# 16 steps per 4-beat bar: (kick steps, snare steps, closed hat steps, open hat steps)
+_DRUM_PATTERNS = (
+    ((0, 8, 10), (4, 12), (0, 2, 4, 6, 8, 10, 12, 14), ()),  # rock
+    ((0, 4, 8, 12), (4, 12), (0, 4, 8, 12), (2, 6, 10, 14)),  # four on the floor
+    ((0, 6, 10), (8,), (0, 2, 4, 6, 8, 10, 12, 14), (14,)),  # half time
+)
+
+
+def _drum_kit(rng: np.random.Generator, sr: int) -> dict[str, list[np.ndarray]]:
+    """Three variants each of kick, snare, closed and open hi-hat (mono float32 templates)."""
+    kit: dict[str, list[np.ndarray]] = {"kick": [], "snare": [], "hat": [], "open": []}
+    nyq = 0.45 * sr
+    for _ in range(3):
+        n = int(0.35 * sr)
+        t = np.arange(n) / sr
+        f_end, f_sweep, tau = rng.uniform(42, 55), rng.uniform(90, 140), rng.uniform(0.03, 0.05)
+        cyc = f_end * t + f_sweep * tau * (1 - np.exp(-t / tau))
+        kick = np.sin(2 * np.pi * cyc) * np.exp(-t / rng.uniform(0.18, 0.3))
+        click = _shaped_noise(rng, n, sr, 1000.0, min(6000.0, nyq)) * np.exp(-t / 0.004) * 0.3
+        kit["kick"].append((kick + click).astype(np.float32))
+        n = int(0.3 * sr)
+        t = np.arange(n) / sr
+        f = rng.uniform(170, 210)
+        body = (np.sin(2 * np.pi * f * t) + 0.5 * np.sin(2 * np.pi * 1.7 * f * t)) * np.exp(-t / 0.06)
+        rattle = _shaped_noise(rng, n, sr, 1200.0, min(9000.0, nyq)) * np.exp(-t / rng.uniform(0.08, 0.14))
+        kit["snare"].append((0.6 * body + 0.7 * rattle).astype(np.float32))
+        n = int(0.12 * sr)
+        t = np.arange(n) / sr
+        kit["hat"].append(
+            (_shaped_noise(rng, n, sr, min(6500.0, 0.35 * sr), nyq) * np.exp(-t / rng.uniform(0.02, 0.04))).astype(np.float32)
+        )
+        n = int(0.45 * sr)
+        t = np.arange(n) / sr
+        kit["open"].append(
+            (_shaped_noise(rng, n, sr, min(5500.0, 0.35 * sr), nyq) * np.exp(-t / rng.uniform(0.15, 0.25))).astype(np.float32)
+        )
+    return kit
+
+
+def _render_drums(plan: _Plan, rng: np.random.Generator, stereo: bool, parts: Sequence[str] = ("kick", "snare", "hat", "open")) -> np.ndarray:
+    """Drums [2 or 1, n_samples] float32: synthesized kit hits on a 16-step pattern, humanized."""
+    sr = plan.sample_rate
+    kit = _drum_kit(rng, sr)
+    kick, snare, hat, open_hat = _DRUM_PATTERNS[plan.drum_pattern]
+    steps = {"kick": kick, "snare": snare, "hat": hat, "open": open_hat}
+    gains = {"kick": 1.0, "snare": 0.8, "hat": 0.25, "open": 0.22}
+    pans = {"kick": 0.0, "snare": -0.1, "hat": 0.35, "open": 0.3}
+    channels = 2 if stereo else 1
+    out = np.zeros((channels, plan.n_samples), dtype=np.float32)
+    step_s = plan.beat_s / 4.0
+    n_bars = int(math.ceil(plan.seconds / (4 * plan.beat_s))) + 1
+    for part in parts:
+        if part not in steps:
+            continue
+        pan = pans[part]
+        angle = (pan + 1.0) * math.pi / 4.0
+        lr = (math.cos(angle) * math.sqrt(2.0), math.sin(angle) * math.sqrt(2.0))
+        for bar in range(n_bars):
+            hits = list(steps[part])
+            if part == "kick" and rng.random() < 0.3:
+                hits.append(int(rng.choice([3, 7, 11, 14, 15])))
+            for step in hits:
+                start = int(round(((bar * 16 + step) * step_s + rng.normal(0.0, 0.003)) * sr))
+                if start >= plan.n_samples:
+                    continue
+                tmpl = kit[part][int(rng.integers(3))]
+                vel = gains[part] * float(rng.uniform(0.8, 1.0))
+                if stereo:
+                    _add(out[0], start, tmpl, vel * lr[0])
+                    _add(out[1], start, tmpl, vel * lr[1])
+                else:
+                    _add(out[0], start, tmpl, vel)
+    return out
+
+
+def _note_tone(f0: float, n: int, sr: int, tilt: float, decay_s: float | None, attack_s: float, release_s: float, detune_cents: float = 0.0, phase_seed: int = 0) -> np.ndarray:
+    """One note [n] float32: a band-limited harmonic tone with an attack/decay/release envelope."""
+    f = f0 * 2.0 ** (detune_cents / 1200.0)
+    amps = _harmonic_amps(f, sr, tilt, max_harmonics=40)
+    phases = np.random.default_rng(phase_seed).uniform(0, 2 * np.pi, len(amps))
+    table = _wavetable(amps, phases)
+    t = np.arange(n, dtype=np.float64) / sr
+    x = _oscillate(table, f * t)
+    env = np.ones(n, dtype=np.float32)
+    a = max(2, min(n // 2, int(attack_s * sr)))
+    r = max(2, min(n // 2, int(release_s * sr)))
+    env[:a] = np.linspace(0.0, 1.0, a, dtype=np.float32)
+    if decay_s:
+        env *= np.exp(-t / decay_s).astype(np.float32)
+    env[n - r :] *= np.linspace(1.0, 0.0, r, dtype=np.float32)
+    return x * env
+
+
+def _render_bass(plan: _Plan, rng: np.random.Generator, stereo: bool) -> np.ndarray:
+    """Bass line [2 or 1, n_samples]: chord roots (and fifths) on a per-song rhythm."""
+    sr = plan.sample_rate
+    out = np.zeros(plan.n_samples, dtype=np.float32)
+    bass_tonic = 28 + (plan.tonic_pc - 4) % 12
+    pattern = int(rng.integers(3))
+    tilt = float(rng.uniform(1.4, 2.0))
+    cache: dict[tuple[float, int], np.ndarray] = {}
+    beats = int(math.ceil(plan.seconds / plan.beat_s)) + 1
+    for beat in range(beats):
+        chord = plan.chord_at(beat // plan.chord_beats)
+        root = bass_tonic + _degree_semitones(plan.scale, chord)
+        if pattern == 0:  # quarter notes on the root
+            events = [(0.0, 0.9, root)]
+        elif pattern == 1:  # eighths, octave jump on the off-beat
+            events = [(0.0, 0.45, root), (0.5, 0.45, root + 12 if beat % 2 else root)]
+        else:  # root on 1, fifth on 3, rest elsewhere
+            pos = beat % 4
+            events = [(0.0, 1.8, root)] if pos == 0 else ([(0.0, 1.8, root + 7)] if pos == 2 else [])
+        for off, length, midi in events:
+            n = int(length * plan.beat_s * sr)
+            key = (float(midi), n)
+            if key not in cache:
+                cache[key] = _note_tone(_midi_hz(midi), n, sr, tilt, decay_s=0.6, attack_s=0.005, release_s=0.03, phase_seed=int(midi))
+            start = int(round((beat + off) * plan.beat_s * sr))
+            _add(out, start, cache[key], float(rng.uniform(0.85, 1.0)))
+    return _pan(out, 0.0, stereo)
+
+
+def _render_other(plan: _Plan, rng: np.random.Generator, stereo: bool, style: str | None = None, octave: int = 0) -> np.ndarray:
+    """Chords [2 or 1, n_samples]: sustained detuned pads or plucked arpeggios following the progression."""
+    sr = plan.sample_rate
+    style = style or plan.other_style
+    channels = 2 if stereo else 1
+    out = np.zeros((channels, plan.n_samples), dtype=np.float32)
+    chord_tonic = 48 + plan.tonic_pc + 12 * octave
+    tilt = float(rng.uniform(1.0, 1.6))
+    chord_s = plan.chord_beats * plan.beat_s
+    n_chords = int(math.ceil(plan.seconds / chord_s)) + 1
+    cache: dict[tuple, np.ndarray] = {}
+    for c in range(n_chords):
+        degree = plan.chord_at(c)
+        midis = [chord_tonic + _degree_semitones(plan.scale, degree + k) for k in (0, 2, 4)]
+        midis = [m - 12 if m > chord_tonic + 14 else m for m in midis]
+        start = int(round(c * chord_s * sr))
+        if style == "pad":
+            n = int((chord_s + 0.3) * sr)
+            key = ("pad", degree, n)
+            if key not in cache:
+                voices = []
+                for ch in range(channels):
+                    detune = (-6.0, 6.0)[ch] if channels == 2 else 0.0
+                    voice = sum(
+                        _note_tone(_midi_hz(m), n, sr, tilt, None, 0.25, 0.3, detune, phase_seed=int(m) * 7 + ch)
+                        for m in midis
+                    )
+                    voices.append(voice / len(midis))
+                cache[key] = np.stack(voices).astype(np.float32)
+            _add(out, start, cache[key], float(rng.uniform(0.85, 1.0)))
+        else:
+            step = plan.beat_s / 2.0
+            n = int(0.9 * plan.beat_s * sr)
+            for k in range(2 * plan.chord_beats):
+                midi = midis[k % 3] + (12 if (k // 3) % 2 else 0)
+                key = ("pluck", midi, n)
+                if key not in cache:
+                    cache[key] = _note_tone(_midi_hz(midi), n, sr, tilt + 0.3, 0.25, 0.003, 0.05, phase_seed=int(midi))
+                s = start + int(round(k * step * sr))
+                pan = float(rng.uniform(-0.4, 0.4))
+                if stereo:
+                    angle = (pan + 1.0) * math.pi / 4.0
+                    vel = float(rng.uniform(0.7, 1.0)) * math.sqrt(2.0)
+                    _add(out[0], s, cache[key], vel * math.cos(angle))
+                    _add(out[1], s, cache[key], vel * math.sin(angle))
+                else:
+                    _add(out[0], s, cache[key], float(rng.uniform(0.7, 1.0)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Songs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SongStems:
+    """One synthetic song: four stems, float32 ``[channels, n_samples]`` (2 channels, or 1 when mono).
+
+    ``mixture`` is the plain sum of the stems; ``accompaniment`` is drums + bass + other.
+    ``vocal_notes`` lists the sung syllables as (onset_s, end_s, f0_hz); ``key`` is e.g.
+    "A minor"; ``singer`` "male" or "female".
+    """
+
+    vocals: np.ndarray
+    drums: np.ndarray
+    bass: np.ndarray
+    other: np.ndarray
+    sample_rate: int
+    artist: str
+    title: str
+    tempo_bpm: float
+    key: str = ""
+    singer: str = ""
+    vocal_notes: list[tuple[float, float, float]] = field(default_factory=list)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.vocals.shape[-1])
+
+    @property
+    def accompaniment(self) -> np.ndarray:
+        return self.drums + self.bass + self.other
+
+    @property
+    def mixture(self) -> np.ndarray:
+        return self.vocals + self.drums + self.bass + self.other
+
+    def stems(self) -> dict[str, np.ndarray]:
+        """The four stems by name, in MUSDB18 stream order (drums, bass, other, vocals)."""
+        return {"drums": self.drums, "bass": self.bass, "other": self.other, "vocals": self.vocals}
+
+
+def _child(rng: np.random.Generator) -> np.random.Generator:
+    return np.random.default_rng(rng.integers(0, 2**63 - 1, size=2))
+
+
+def _validate_song_args(seconds: float, sample_rate: int) -> int:
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
+        raise StemforgeError(f"seconds must be a positive number, got {seconds!r}")
+    if not isinstance(sample_rate, (int, np.integer)) or sample_rate < 8000:
+        raise StemforgeError(f"sample_rate must be an integer >= 8000 Hz, got {sample_rate!r}")
+    n = int(round(seconds * sample_rate))
+    if n < 64:
+        raise StemforgeError(f"seconds={seconds} gives only {n} samples at {sample_rate} Hz")
+    return n
+
+
+def synthesize_song(rng: np.random.Generator, seconds: float, sample_rate: int = 44100, stereo: bool = True) -> SongStems:
+    """Synthesize one song of ``seconds`` seconds at ``sample_rate`` Hz.
+
+    Returns a :class:`SongStems` with ``vocals``, ``drums``, ``bass``, ``other`` as float32
+    arrays ``[2, n_samples]`` (``[1, n_samples]`` when ``stereo`` is False), ``n_samples =
+    round(seconds * sample_rate)``. Deterministic for a given state of ``rng`` (which it
+    advances). Levels: drums about -20 dBFS RMS, bass -22, other -23 (each +-2 dB), the vocals'
+    RMS over sung samples within +-2 dB of the accompaniment's RMS; everything is scaled down
+    together when the mixture would peak above 0.89, so nothing clips.
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise StemforgeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    n_samples = _validate_song_args(seconds, sample_rate)
+    artist, title = _make_names(rng)
+    plan = _plan_song(rng, n_samples, int(sample_rate))
+    r_voice, r_drums, r_bass, r_other, r_mix = (_child(rng) for _ in range(5))
+    voice, notes, voice_rms = _render_voice(plan, r_voice)
+    drums = _render_drums(plan, r_drums, stereo)
+    bass = _render_bass(plan, r_bass, stereo)
+    other = _render_other(plan, r_other, stereo)
+    targets = 10.0 ** ((np.array([-20.0, -22.0, -23.0]) + r_mix.uniform(-2.0, 2.0, size=3)) / 20.0)
+    for stem, target in zip((drums, bass, other), targets):
+        level = _rms(stem)
+        if level > 0:
+            stem *= np.float32(target / level)
+    acc_rms = math.sqrt(float(np.sum(targets**2)))
+    voice_gain = acc_rms * 10.0 ** (r_mix.uniform(-2.0, 2.0) / 20.0) / max(voice_rms, 1e-12)
+    vocals = _pan(voice, float(r_mix.uniform(-0.1, 0.1)), stereo, gain=voice_gain)
+    peak = _peak_of_sum((vocals, drums, bass, other))
+    if peak > 0.89:
+        g = np.float32(0.89 / peak)
+        for stem in (vocals, drums, bass, other):
+            stem *= g
+    return SongStems(
+        vocals=vocals,
+        drums=drums,
+        bass=bass,
+        other=other,
+        sample_rate=int(sample_rate),
+        artist=artist,
+        title=title,
+        tempo_bpm=plan.tempo_bpm,
+        key=f"{_PITCH_NAMES[plan.tonic_pc]} {plan.mode}",
+        singer=plan.singer,
+        vocal_notes=notes,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Multitrack songs (MedleyDB: any number of stems of each kind)
+# --------------------------------------------------------------------------------------------
+
+
+def stem_kind(label: str | Sequence[str] | None) -> str:
+    """The kind of audio a MedleyDB stem label gets: "voice", "drums", "bass" or "other".
+
+    List-valued labels (MedleyDB EXTRA) use their first entry; voice labels are
+    :data:`VOICE_LABELS`.
+    """
+    if isinstance(label, (list, tuple)):
+        label = label[0] if label else ""
+    label = str(label or "").strip().lower()
+    if label in VOICE_LABELS:
+        return "voice"
+    if label in _DRUM_LABELS:
+        return "drums"
+    if label in _BASS_LABELS:
+        return "bass"
+    return "other"
+
+
+_DRUM_PARTS = {
+    "kick drum": ("kick",),
+    "bass drum": ("kick",),
+    "snare drum": ("snare",),
+    "toms": ("kick", "snare"),
+    "high hat": ("hat", "open"),
+    "cymbal": ("open",),
+    "tambourine": ("hat",),
+    "shaker": ("hat",),
+    "claps": ("snare",),
+    "castanet": ("hat",),
+}
+
+
+def _render_multitrack(
+    rng: np.random.Generator, n_samples: int, sample_rate: int, labels: Sequence[Any], stereo: bool = True
+) -> tuple[list[np.ndarray], _Plan]:
+    """One song with one stem per label, [2 or 1, n_samples] float32 each, levels set per kind.
+
+    The first voice stem sings the melody (about -20 dBFS RMS over sung samples); further
+    voice stems sing a harmony (a third or a sixth away) in some phrases only, quieter.
+    Drum labels get the matching kit pieces, bass labels the bass line, everything else
+    chords (alternating pads and plucks, an octave apart).
+    """
+    plan = _plan_song(rng, n_samples, sample_rate)
+    out: list[np.ndarray] = []
+    counts = {"voice": 0, "drums": 0, "bass": 0, "other": 0}
+    for label in labels:
+        kind = stem_kind(label)
+        first = label[0] if isinstance(label, (list, tuple)) and label else label
+        first = str(first or "").lower()
+        child = _child(rng)
+        k = counts[kind]
+        counts[kind] += 1
+        if kind == "voice":
+            singer = "female" if "female" in first else ("male" if "male" in first else None)
+            if k == 0:
+                voice, _notes, level = _render_voice(plan, child, singer=singer)
+                target = -20.0
+            else:
+                voice, _notes, level = _render_voice(
+                    plan, child, transpose_degrees=(2, -3, 4)[(k - 1) % 3], singer=singer, phrase_keep=0.6
+                )
+                target = -25.0
+            gain = 10.0 ** ((target + child.uniform(-2.0, 2.0)) / 20.0) / max(level, 1e-12)
+            out.append(_pan(voice, float(child.uniform(-0.3, 0.3)) if k else 0.0, stereo, gain=gain))
+            continue
+        if kind == "drums":
+            stem = _render_drums(plan, child, stereo, parts=_DRUM_PARTS.get(first, ("kick", "snare", "hat", "open")))
+            target = -21.0
+        elif kind == "bass":
+            stem = _render_bass(plan, child, stereo)
+            target = -22.0
+        else:
+            style = ("pad", "pluck")[(k + (plan.other_style == "pluck")) % 2]
+            stem = _render_other(plan, child, stereo, style=style, octave=(0, 1, -1)[k % 3])
+            target = -25.0
+        level = _rms(stem)
+        if level > 0:
+            stem *= np.float32(10.0 ** ((target + child.uniform(-2.0, 2.0)) / 20.0) / level)
+        out.append(stem)
+    return out, plan
+
+
+# --------------------------------------------------------------------------------------------
+# Writing corpora
+# --------------------------------------------------------------------------------------------
+
+
+def _q16(x: np.ndarray) -> np.ndarray:
+    """Round float audio to the PCM_16 grid (k / 32768), so sums of written files are exact."""
+    q = np.rint(x * np.float32(_Q16))
+    np.clip(q, -32768.0, 32767.0, out=q)
+    q *= np.float32(1.0 / _Q16)
+    return q.astype(np.float32, copy=False)
+
+
+def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
+    from stemforge.audio import write
+
+    return write(path, audio, sample_rate, subtype=_PCM16)
+
+
+def _safe(name: str) -> str:
+    """A folder/file name: path separators and control characters replaced, no leading dot."""
+    cleaned = re.sub(r"[/\\\x00-\x1f]", "-", str(name)).strip()
+    return cleaned.lstrip(".") or "untitled"
+
+
+def _camel(text: str) -> str:
+    return "".join(w[:1].upper() + w[1:] for w in re.findall(r"[A-Za-z0-9]+", text)) or "Untitled"
+
+
+@dataclass
+class _Spec:
+    index: int
+    artist: str | None = None
+    title: str | None = None
+    id: Any = None
+    subset: str | None = None
+
+
+def _specs(songs: int, names: Sequence[tuple[str, str]] | None, entries: Sequence[dict] | None) -> list[_Spec]:
+    """One spec per song: explicit entries (or names) first, generated names for the rest."""
+    given: list[dict] = []
+    if entries is not None:
+        for e in entries:
+            if not isinstance(e, dict):
+                raise StemforgeError(f"entries must be dicts with keys id/subset/artist/title, got {e!r}")
+            unknown = set(e) - {"id", "subset", "artist", "title"}
+            if unknown:
+                raise StemforgeError(f"entry {e!r}: unknown keys {sorted(unknown)} (allowed: id, subset, artist, title)")
+            given.append(dict(e))
+    elif names is not None:
+        for item in names:
+            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                raise StemforgeError(f"names must be (artist, title) pairs, got {item!r}")
+            given.append({"artist": str(item[0]), "title": str(item[1])})
+    if songs <= 0:
+        if not given:
+            raise StemforgeError(f"songs must be >= 1, got {songs}")
+        songs = len(given)
+    specs = []
+    for i in range(songs):
+        e = given[i] if i < len(given) else {}
+        specs.append(_Spec(i, e.get("artist"), e.get("title"), e.get("id"), e.get("subset")))
+    return specs
+
+
+class _Namer:
+    """Unique "Artist - Title" names within one corpus (a clash gets " 2", " 3"... on the title)."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def __call__(self, artist: str, title: str) -> tuple[str, str]:
+        artist, title = _safe(artist), _safe(title)
+        base, k = title, 1
+        while f"{artist} - {title}".lower() in self.used:
+            k += 1
+            title = f"{base} {k}"
+        self.used.add(f"{artist} - {title}".lower())
+        return artist, title
+
+
+def _song(seed: int, index: int, seconds: float, sample_rate: int = 44100, stereo: bool = True) -> SongStems:
+    return synthesize_song(np.random.default_rng([seed, index]), seconds, sample_rate, stereo)
+
+
+def _named(song: SongStems, spec: _Spec, namer: _Namer) -> tuple[str, str]:
+    return namer(spec.artist if spec.artist is not None else song.artist, spec.title if spec.title is not None else song.title)
+
+
+def _record(index: int, track_id: str, artist: str, title: str, subset: str | None, folder: str, paths: dict, sample_rate: int, channels: int, seconds: float, **extra: Any) -> dict:
+    rec = {
+        "index": index,
+        "track_id": track_id,
+        "artist": artist,
+        "title": title,
+        "subset": subset,
+        "folder": folder,
+        "paths": paths,
+        "sample_rate": sample_rate,
+        "channels": channels,
+        "seconds": seconds,
+    }
+    rec.update(extra)
+    return rec
+
+
+def _quantized_stems(song: SongStems) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Stems on the PCM_16 grid and their exact sum (the mixture as written)."""
+    q = {name: _q16(x) for name, x in song.stems().items()}
+    mix = q["vocals"] + q["drums"]
+    mix += q["bass"]
+    mix += q["other"]
+    return q, mix
+
+
+def _dsd_ids(specs: list[_Spec]) -> list[tuple[int, str]]:
+    """(id, subset) per song: explicit ones kept; others Dev (51-100) for even index, Test (1-50) for odd."""
+    used = set()
+    for s in specs:
+        if s.id is not None:
+            try:
+                s.id = int(s.id)
+            except (TypeError, ValueError):
+                raise StemforgeError(f"dsd100 entry id must be an integer, got {s.id!r}") from None
+            if s.id in used:
+                raise StemforgeError(f"dsd100 entry id {s.id} given twice")
+            used.add(s.id)
+        if s.subset is not None and s.subset not in ("Dev", "Test"):
+            raise StemforgeError(f"dsd100 subset must be 'Dev' or 'Test', got {s.subset!r}")
+    pools = {"Test": iter(range(1, 51)), "Dev": iter(range(51, 101))}
+    overflow = iter(range(101, 10**6))
+    out = []
+    for s in specs:
+        subset = s.subset or (("Test" if s.id <= 50 else "Dev") if s.id is not None else ("Dev" if s.index % 2 == 0 else "Test"))
+        ident = s.id
+        if ident is None:
+            ident = next((k for k in pools[subset] if k not in used), None)
+            while ident is None or ident in used:
+                ident = next(overflow)
+            used.add(ident)
+        out.append((ident, subset))
+    return out
+
+
+def _write_dsd100(out: Path, specs: list[_Spec], seconds: float, seed: int, progress: Callable | None) -> list[dict]:
+    records = []
+    namer = _Namer()
+    for spec, (ident, subset) in zip(specs, _dsd_ids(specs)):
+        song = _song(seed, spec.index, seconds)
+        artist, title = _named(song, spec, namer)
+        folder = f"{ident:03d} - {artist} - {title}"
+        q, mix = _quantized_stems(song)
+        paths = {"mixture": _write_wav(out / "Mixtures" / subset / folder / "mixture.wav", mix, song.sample_rate)}
+        for name in ("bass", "drums", "other", "vocals"):
+            paths[name] = _write_wav(out / "Sources" / subset / folder / f"{name}.wav", q[name], song.sample_rate)
+        rec = _record(spec.index, f"{ident:03d}", artist, title, subset, folder, paths, song.sample_rate, 2, seconds, dsd_id=ident)
+        records.append(rec)
+        if progress:
+            progress(rec)
+    return records
+
+
+def _musdb_subsets(specs: list[_Spec]) -> list[str]:
+    subsets = []
+    for s in specs:
+        subset = s.subset or ("train" if s.index % 2 == 0 else "test")
+        if subset not in ("train", "test"):
+            raise StemforgeError(f"musdb subset must be 'train' or 'test', got {subset!r}")
+        subsets.append(subset)
+    return subsets
+
+
+def _write_musdb_hq(out: Path, specs: list[_Spec], seconds: float, seed: int, progress: Callable | None) -> list[dict]:
+    records = []
+    namer = _Namer()
+    for spec, subset in zip(specs, _musdb_subsets(specs)):
+        song = _song(seed, spec.index, seconds)
+        artist, title = _named(song, spec, namer)
+        folder = f"{artist} - {title}"
+        q, mix = _quantized_stems(song)
+        paths = {"mixture": _write_wav(out / subset / folder / "mixture.wav", mix, song.sample_rate)}
+        for name in ("drums", "bass", "other", "vocals"):
+            paths[name] = _write_wav(out / subset / folder / f"{name}.wav", q[name], song.sample_rate)
+        rec = _record(spec.index, folder, artist, title, subset, f"{subset}/{folder}", paths, song.sample_rate, 2, seconds)
+        records.append(rec)
+        if progress:
+            progress(rec)
+    return records
+
+
+def _write_stem_mp4(path: Path, streams: Sequence[np.ndarray], sample_rate: int, bit_rate: int = 256000) -> Path:
+    """An MP4 with one AAC stream per array ([2, n] float32), written atomically (temp + rename)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".mp4", dir=path.parent)
+    os.close(fd)
+    frame_size = 1024
+    try:
+        with av.open(tmp, "w", format="mp4") as container:
+            encoders = []
+            for _ in streams:
+                stream = container.add_stream("aac", rate=sample_rate, layout="stereo")
+                stream.bit_rate = bit_rate
+                encoders.append(stream)
+            n = streams[0].shape[-1]
+            for start in range(0, n, frame_size):
+                for audio, stream in zip(streams, encoders):
+                    chunk = np.ascontiguousarray(audio[:, start : start + frame_size], dtype=np.float32)
+                    frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+                    frame.sample_rate = sample_rate
+                    frame.pts = start
+                    for packet in stream.encode(frame):
+                        container.mux(packet)
+            for stream in encoders:
+                for packet in stream.encode(None):
+                    container.mux(packet)
+        os.replace(tmp, path)
+    except StemforgeError:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    except Exception as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise StemforgeError(f"{path}: cannot write the stem.mp4 ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
+    return path
+
+
+def _write_musdb(out: Path, specs: list[_Spec], seconds: float, seed: int, progress: Callable | None, bit_rate: int = 256000) -> list[dict]:
+    records = []
+    namer = _Namer()
+    for spec, subset in zip(specs, _musdb_subsets(specs)):
+        song = _song(seed, spec.index, seconds)
+        artist, title = _named(song, spec, namer)
+        name = f"{artist} - {title}"
+        st = song.stems()
+        mix = song.mixture
+        path = _write_stem_mp4(out / subset / f"{name}.stem.mp4", [mix, st["drums"], st["bass"], st["other"], st["vocals"]], song.sample_rate, bit_rate)
+        rec = _record(
+            spec.index, name, artist, title, subset, subset, {"stem_mp4": path}, song.sample_rate, 2, seconds,
+            streams=["mixture", "drums", "bass", "other", "vocals"],
+        )
+        records.append(rec)
+        if progress:
+            progress(rec)
+    return records
+
+
+def _medleydb_synthetic_meta(singer: str, rng: np.random.Generator, track_id: str, artist: str, title: str) -> dict:
+    """MedleyDB metadata (the real schema) for a synthetic track: drums, bass, 1-3 others, 2 voices."""
+    lead = f"{singer} singer"
+    others = ["piano", "clean electric guitar", "synthesizer", "acoustic guitar", "distorted electric guitar", "electric piano"]
+    picks = [others[int(k)] for k in rng.choice(len(others), size=int(rng.integers(1, 4)), replace=False)]
+    labels = [("drum set", ""), ("electric bass", "bass")] + [(p, "") for p in picks] + [(lead, "melody"), ("vocalists", "")]
+    stems = {}
+    for k, (label, component) in enumerate(labels, start=1):
+        stems[f"S{k:02d}"] = {
+            "component": component,
+            "filename": f"{track_id}_STEM_{k:02d}.wav",
+            "instrument": label,
+            "raw": {"R01": {"filename": f"{track_id}_RAW_{k:02d}_01.wav", "instrument": label}},
+        }
+    return {
+        "album": "Synthetic Sessions",
+        "artist": artist,
+        "composer": [artist],
+        "excerpt": "no",
+        "genre": "Pop",
+        "has_bleed": "no",
+        "instrumental": "no",
+        "mix_filename": f"{track_id}_MIX.wav",
+        "origin": "stemforge synth",
+        "producer": [artist],
+        "raw_dir": f"{track_id}_RAW",
+        "stem_dir": f"{track_id}_STEMS",
+        "stems": stems,
+        "title": title,
+        "version": 1.2,
+        "website": [],
+    }
+
+
+def _medleydb_sources(metadata_dir: Path | None, track_ids: Sequence[str] | None, songs: int) -> list[tuple[str, Path]]:
+    if metadata_dir is None:
+        if track_ids:
+            raise StemforgeError("medleydb: track_ids needs metadata_dir (the folder of real *_METADATA.yaml files)")
+        return []
+    metadata_dir = Path(metadata_dir)
+    if not metadata_dir.is_dir():
+        raise StemforgeError(f"medleydb: metadata_dir {metadata_dir} is not a folder")
+    found = {}
+    for p in sorted(metadata_dir.glob("*.yaml")):
+        tid = p.name[: -len("_METADATA.yaml")] if p.name.endswith("_METADATA.yaml") else p.stem
+        found[tid] = p
+    if not found:
+        raise StemforgeError(f"medleydb: no *_METADATA.yaml file in {metadata_dir}")
+    if track_ids:
+        missing = [t for t in track_ids if t not in found]
+        if missing:
+            raise StemforgeError(f"medleydb: no metadata in {metadata_dir} for track ids {missing}")
+        chosen = [(t, found[t]) for t in track_ids]
+    else:
+        chosen = sorted(found.items())
+    if songs > 0:
+        chosen = chosen[:songs]
+    return chosen
+
+
+def _write_medleydb(
+    out: Path,
+    specs: list[_Spec],
+    seconds: float,
+    seed: int,
+    progress: Callable | None,
+    metadata_dir: Path | None = None,
+    track_ids: Sequence[str] | None = None,
+    songs: int = 0,
+) -> list[dict]:
+    import yaml
+
+    sources = _medleydb_sources(metadata_dir, track_ids, songs)
+    sr = 44100
+    n_samples = _validate_song_args(seconds, sr)
+    count = len(sources) if sources else len(specs)
+    namer = _Namer()
+    records = []
+    coefficients: dict[str, dict] = {}
+    coef_path = out / "mixing_coefficients.yaml"
+    for i in range(count):
+        rng = np.random.default_rng([seed, i])
+        if sources:
+            track_id, meta_path = sources[i]
+            try:
+                meta = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError) as exc:
+                raise StemforgeError(f"{meta_path}: not readable MedleyDB metadata ({exc})") from None
+            if not isinstance(meta, dict):
+                raise StemforgeError(f"{meta_path}: not readable MedleyDB metadata (not a mapping)")
+            artist, title = str(meta.get("artist", "")), str(meta.get("title", ""))
+        else:
+            spec = specs[i]
+            name_rng = _child(rng)
+            gen_artist, gen_title = _make_names(name_rng)
+            artist, title = namer(spec.artist if spec.artist is not None else gen_artist, spec.title if spec.title is not None else gen_title)
+            track_id = _camel(artist) + "_" + _camel(title)
+            singer = "female" if name_rng.random() < 0.5 else "male"
+            meta = _medleydb_synthetic_meta(singer, name_rng, track_id, artist, title)
+        stems_meta = meta.get("stems") or {}
+        keys = sorted(stems_meta, key=lambda k: int(re.sub(r"\D", "", str(k)) or 0))
+        labels = [(stems_meta[k] or {}).get("instrument") for k in keys]
+        audio, _plan = _render_multitrack(rng, n_samples, sr, labels) if keys else ([], None)
+        weights = [round(float(w), 4) for w in rng.uniform(0.5, 1.0, size=len(keys))]
+        if audio:
+            mix = np.zeros_like(audio[0])
+            for w, a in zip(weights, audio):
+                mix += np.float32(w) * a
+            peak = float(max(mix.max(), -mix.min()))
+            if peak > 0.89:
+                for a in audio:
+                    a *= np.float32(0.89 / peak)
+            audio = [_q16(a) for a in audio]
+            mix = np.zeros_like(audio[0])
+            for w, a in zip(weights, audio):
+                mix += np.float32(w) * a
+        else:
+            mix = np.zeros((2, n_samples), dtype=np.float32)
+        track_dir = out / "Audio" / track_id
+        stem_dir = track_dir / str(meta.get("stem_dir") or f"{track_id}_STEMS")
+        paths: dict[str, Any] = {"mixture": _write_wav(track_dir / str(meta.get("mix_filename") or f"{track_id}_MIX.wav"), _q16(mix), sr)}
+        stem_paths = {}
+        for k, a in zip(keys, audio):
+            fname = str((stems_meta[k] or {}).get("filename") or f"{track_id}_STEM_{int(re.sub(r'[^0-9]', '', k) or 0):02d}.wav")
+            stem_paths[k] = _write_wav(stem_dir / fname, a, sr)
+        paths["stems"] = stem_paths
+        meta_out = track_dir / f"{track_id}_METADATA.yaml"
+        if sources:
+            shutil.copyfile(sources[i][1], meta_out)
+        else:
+            meta_out.write_text(yaml.safe_dump(meta, sort_keys=True, allow_unicode=True), encoding="utf-8")
+        paths["metadata"] = meta_out
+        index_weights = {int(re.sub(r"\D", "", k) or 0): w for k, w in zip(keys, weights)}
+        coefficients[track_id] = {m: dict(index_weights) for m in ("manual", "audio", "stft")}
+        kinds = {k: stem_kind(lbl) for k, lbl in zip(keys, labels)}
+        rec = _record(
+            i, track_id, artist, title, None, f"Audio/{track_id}", paths, sr, 2, seconds,
+            weights={k: w for k, w in zip(keys, weights)}, stem_kinds=kinds, metadata_source=str(sources[i][1]) if sources else None,
+        )
+        records.append(rec)
+        # rewrite the coefficients after every track so a partial tree stays consistent
+        _atomic_text(coef_path, yaml.safe_dump(coefficients, sort_keys=True, default_flow_style=None, width=100))
+        if progress:
+            progress(rec)
+    for rec in records:
+        rec["paths"]["mixing_coefficients"] = coef_path
+    return records
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _two_channel(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """[2, n] from two mono signals ([n] or [1, n])."""
+    return np.stack([left.reshape(-1), right.reshape(-1)]).astype(np.float32, copy=False)
+
+
+def _write_ikala(out: Path, specs: list[_Spec], seconds: float, seed: int, progress: Callable | None) -> list[dict]:
+    records = []
+    used = set()
+    for spec in specs:
+        if spec.id is not None:
+            clip_id = str(spec.id)
+            if not re.fullmatch(r"\d{5}_(chorus|verse)", clip_id):
+                raise StemforgeError(f"ikala clip id must look like 10161_chorus or 10161_verse, got {clip_id!r}")
+        else:
+            clip_id = f"{10100 + spec.index // 2}_{('chorus', 'verse')[spec.index % 2]}"
+        if clip_id in used:
+            raise StemforgeError(f"ikala clip id {clip_id} given twice")
+        used.add(clip_id)
+        song = _song(seed, spec.index, seconds, 44100, stereo=False)
+        audio = _two_channel(_q16(song.accompaniment), _q16(song.vocals))
+        path = _write_wav(out / "Wavfile" / f"{clip_id}.wav", audio, song.sample_rate)
+        rec = _record(
+            spec.index, clip_id, song.artist, song.title, None, "Wavfile", {"audio": path}, song.sample_rate, 2, seconds,
+            song_id=clip_id.split("_")[0], section=clip_id.split("_")[1], channels_layout="left=accompaniment, right=voice",
+        )
+        records.append(rec)
+        if progress:
+            progress(rec)
+    return records
+
+
+#: MIR-1K singer ids (the corpus names its files after its 19 amateur singers).
+_MIR1K_SINGERS = (
+    "abjones", "amy", "annar", "ariel", "bobon", "bug", "davidson", "fdps", "geniusturtle",
+    "heycat", "jmzen", "khair", "leon", "stool", "tammy", "titon", "yifen",
+)
+
+
+def _write_mir1k(out: Path, specs: list[_Spec], seconds: float, seed: int, progress: Callable | None, singers: int = 3, clip_seconds: float = 8.0) -> list[dict]:
+    if not isinstance(singers, int) or not 1 <= singers <= len(_MIR1K_SINGERS):
+        raise StemforgeError(f"mir1k: singers must be 1..{len(_MIR1K_SINGERS)}, got {singers!r}")
+    if not clip_seconds > 0:
+        raise StemforgeError(f"mir1k: clip_seconds must be > 0, got {clip_seconds!r}")
+    sr = 16000
+    records = []
+    for spec in specs:
+        singer = _MIR1K_SINGERS[spec.index % singers]
+        song_no = spec.index // singers + 1
+        song_name = f"{singer}_{song_no}"
+        if spec.id is not None:
+            song_name = str(spec.id)
+            if not re.fullmatch(r"[A-Za-z]+_\d+", song_name):
+                raise StemforgeError(f"mir1k id must look like abjones_1 (singer_songno), got {song_name!r}")
+            singer = song_name.split("_")[0]
+        song = _song(seed, spec.index, seconds, sr, stereo=False)
+        audio = _two_channel(_q16(song.accompaniment), _q16(song.vocals))
+        undivided = _write_wav(out / "UndividedWavfile" / f"{song_name}.wav", audio, sr)
+        n = audio.shape[1]
+        n_clips = max(1, int(round(seconds / clip_seconds)))
+        bounds = np.linspace(0, n, n_clips + 1).round().astype(int)
+        for c in range(n_clips):
+            clip_id = f"{song_name}_{c + 1:02d}"
+            path = _write_wav(out / "Wavfile" / f"{clip_id}.wav", audio[:, bounds[c] : bounds[c + 1]], sr)
+            rec = _record(
+                spec.index, clip_id, singer, f"{song_name}", None, "Wavfile", {"audio": path, "undivided": undivided}, sr, 2,
+                (bounds[c + 1] - bounds[c]) / sr, singer=singer, song=song_name, clip=c + 1,
+                start_s=bounds[c] / sr, channels_layout="left=accompaniment, right=voice",
+            )
+            records.append(rec)
+        if progress:
+            progress(records[-1])
+    return records
+
+
+def _write_ccmixter(out: Path, specs: list[_Spec], seconds: float, seed: int, progress: Callable | None) -> list[dict]:
+    records = []
+    namer = _Namer()
+    for spec in specs:
+        stereo = spec.index % 3 != 2
+        song = _song(seed, spec.index, seconds, 44100, stereo=stereo)
+        artist, title = _named(song, spec, namer)
+        folder = f"{artist} - {title}"
+        acc, voc = _q16(song.accompaniment), _q16(song.vocals)
+        paths = {
+            "mixture": _write_wav(out / folder / "mix.wav", acc + voc, song.sample_rate),
+            "accompaniment": _write_wav(out / folder / "source-01.wav", acc, song.sample_rate),
+            "vocals": _write_wav(out / folder / "source-02.wav", voc, song.sample_rate),
+        }
+        rec = _record(spec.index, folder, artist, title, None, folder, paths, song.sample_rate, 2 if stereo else 1, seconds)
+        records.append(rec)
+        if progress:
+            progress(rec)
+    return records
+
+
+def _write_pairs(
+    out: Path,
+    specs: list[_Spec],
+    seconds: float,
+    seed: int,
+    progress: Callable | None,
+    max_offset_s: float = 8.0,
+    max_gain_db: float = 4.0,
+    karaoke_rate: int = 48000,
+) -> list[dict]:
+    from stemforge.audio import resample
+
+    sr = 44100
+    n_songs = len(specs)
+    wrong = int(np.random.default_rng([seed, 999_983]).integers(n_songs)) if n_songs >= 3 else None
+    namer = _Namer()
+    names = []
+    records = []
+    pairs_rows = []
+    truth_rows = []
+    eff_offset = min(float(max_offset_s), 0.25 * seconds)
+    max_tail = min(3.0, 0.2 * seconds)
+    for spec in specs:
+        song = _song(seed, spec.index, seconds)
+        artist, title = _named(song, spec, namer)
+        names.append((artist, title))
+        name = f"{artist} - {title}"
+        voc = _q16(song.vocals)
+        acc = _q16(song.accompaniment)
+        n = acc.shape[1]
+        original = voc + acc
+        p_orig = _write_wav(out / "originals" / f"{name}.wav", original, sr)
+        p_voc = _write_wav(out / "truth" / name / "vocals.wav", voc, sr)
+        p_acc = _write_wav(out / "truth" / name / "accompaniment.wav", acc, sr)
+        source = acc
+        source_name = name
+        if spec.index == wrong:
+            other_index = (spec.index + 1) % n_songs
+            other = _song(seed, other_index, seconds)
+            source = _q16(other.accompaniment)
+            source_name = f"other song (index {other_index})"
+        prng = np.random.default_rng([seed, spec.index, 1])
+        sign = 1.0 if spec.index % 2 == 0 else -1.0
+        offset_samples = int(round(sign * prng.uniform(0.2, 1.0) * eff_offset * sr))
+        tail_samples = int(round(prng.uniform(-max_tail, max_tail) * sr))
+        n_kar = max(n // 2, n + offset_samples + tail_samples)
+        shifted = np.zeros((source.shape[0], n_kar), dtype=np.float32)
+        if offset_samples >= 0:  # karaoke starts with silence, the song's t=0 at offset_s
+            seg = source[:, : max(0, n_kar - offset_samples)]
+            shifted[:, offset_samples : offset_samples + seg.shape[1]] = seg
+        else:  # karaoke starts later in the song
+            seg = source[:, -offset_samples : -offset_samples + n_kar]
+            shifted[:, : seg.shape[1]] = seg
+        gain_db = float(prng.uniform(-max_gain_db, max_gain_db))
+        peak = float(max(shifted.max(), -shifted.min())) if shifted.size else 0.0
+        if peak > 0 and peak * 10 ** (gain_db / 20) > 0.98:
+            gain_db = 20 * math.log10(0.98 / peak)
+        shifted *= np.float32(10 ** (gain_db / 20))
+        karaoke = _q16(resample(shifted, sr, karaoke_rate))
+        p_kar = _write_wav(out / "karaoke" / f"{name}.wav", karaoke, karaoke_rate)
+        offset_s = offset_samples / sr
+        truth = {
+            "artist": artist,
+            "title": title,
+            "original": f"originals/{name}.wav",
+            "karaoke": f"karaoke/{name}.wav",
+            "vocals": f"truth/{name}/vocals.wav",
+            "accompaniment": f"truth/{name}/accompaniment.wav",
+            "offset_s": offset_s,
+            "offset_samples": offset_samples,
+            "offset_samples_karaoke": offset_s * karaoke_rate,
+            "gain_db": round(gain_db, 6),
+            "karaoke_seconds": karaoke.shape[1] / karaoke_rate,
+            "wrong": spec.index == wrong,
+            "karaoke_source": source_name,
+        }
+        truth_rows.append(truth)
+        pairs_rows.append({"original": truth["original"], "karaoke": truth["karaoke"], "artist": artist, "title": title})
+        rec = _record(
+            spec.index, name, artist, title, None, ".",
+            {"original": p_orig, "karaoke": p_kar, "vocals": p_voc, "accompaniment": p_acc}, sr, 2, seconds,
+            offset_s=offset_s, offset_samples=offset_samples, gain_db=truth["gain_db"], wrong=truth["wrong"], karaoke_rate=karaoke_rate,
+        )
+        records.append(rec)
+        if progress:
+            progress(rec)
+    sio = io.StringIO()
+    writer = csv.DictWriter(sio, fieldnames=["original", "karaoke", "artist", "title"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(pairs_rows)
+    _atomic_text(out / "pairs.csv", sio.getvalue())
+    _atomic_text(
+        out / "truth.json",
+        json.dumps(
+            {
+                "sign_convention": (
+                    "karaoke(t) = 10**(gain_db/20) * accompaniment(t - offset_s): offset_s is the time in the "
+                    "karaoke file at which the original's t=0 appears; negative means the karaoke starts "
+                    "-offset_s seconds into the song"
+                ),
+                "original_sample_rate": sr,
+                "karaoke_sample_rate": karaoke_rate,
+                "pairs": truth_rows,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
+    for rec in records:
+        rec["paths"]["pairs_csv"] = out / "pairs.csv"
+        rec["paths"]["truth_json"] = out / "truth.json"
+    return records
+
+
+_WRITERS: dict[str, tuple[Callable, frozenset]] = {
+    "dsd100": (_write_dsd100, frozenset({"entries"})),
+    "musdb": (_write_musdb, frozenset({"entries", "bit_rate"})),
+    "musdb-hq": (_write_musdb_hq, frozenset({"entries"})),
+    "medleydb": (_write_medleydb, frozenset({"metadata_dir", "track_ids"})),
+    "ikala": (_write_ikala, frozenset({"entries"})),
+    "mir1k": (_write_mir1k, frozenset({"entries", "singers", "clip_seconds"})),
+    "ccmixter": (_write_ccmixter, frozenset({"entries"})),
+    "pairs": (_write_pairs, frozenset({"entries", "max_offset_s", "max_gain_db", "karaoke_rate"})),
+}
+
+
+def write_corpus(
+    out: str | os.PathLike,
+    layout: str,
+    songs: int,
+    seconds: float,
+    seed: int,
+    names: list[tuple[str, str]] | None = None,
+    **options: Any,
+) -> list[dict]:
+    """Write ``songs`` synthetic songs of ``seconds`` s under ``out`` in the real layout ``layout``.
+
+    Song ``i`` is synthesized from ``numpy.random.default_rng([seed, i])``, so adding songs
+    never changes earlier ones. ``names`` gives (artist, title) for the first songs (real
+    song names, e.g. for leakage tests); generated names fill the rest. Returns one dict per
+    track written: ``index``, ``track_id``, ``artist``, ``title``, ``subset`` (the layout's
+    split folder or None), ``folder``, ``paths`` (role -> Path), ``sample_rate``, ``channels``,
+    ``seconds`` and layout-specific keys (see docs/synth.md). WAV files are PCM_16.
+
+    Layouts and their options (``**options``):
+
+    * ``dsd100``: ``Mixtures/{Dev,Test}/NNN - Artist - Title/mixture.wav`` and
+      ``Sources/{Dev,Test}/NNN - Artist - Title/{bass,drums,other,vocals}.wav``; even indices
+      go to Dev (ids from 051), odd to Test (ids from 001); the mixture is exactly the sum of
+      the written sources. ``entries=[{"id": 53, "subset": "Dev", "artist": .., "title": ..}]``
+      reproduces real folder names.
+    * ``musdb-hq``: ``{train,test}/Artist - Title/{mixture,drums,bass,other,vocals}.wav``;
+      ``musdb``: ``{train,test}/Artist - Title.stem.mp4`` (5 AAC streams: mixture, drums,
+      bass, other, vocals; ``bit_rate`` per stream, default 256000). Even indices train, odd
+      test; ``entries`` with ``subset`` ("train"/"test"), ``artist``, ``title``.
+    * ``medleydb``: ``Audio/<id>/<id>_MIX.wav``, ``<id>_STEMS/<id>_STEM_NN.wav``,
+      ``<id>_METADATA.yaml`` and ``mixing_coefficients.yaml`` at the root. ``metadata_dir``:
+      one track per real metadata file there (sorted; ``songs`` > 0 keeps the first ``songs``,
+      0 keeps all; ``track_ids`` picks some), the yaml copied as is. Without it, synthetic
+      metadata in the same schema. The MIX is sum_k w_k * STEM_k with w_k uniform in
+      [0.5, 1.0] (written under ``manual``, ``audio`` and ``stft``, all equal).
+    * ``ikala``: ``Wavfile/<5-digit id>_<chorus|verse>.wav``, left accompaniment, right voice;
+      ``entries`` with ``id`` ("10161_chorus") reproduce real ids.
+    * ``mir1k``: 16 kHz, ``Wavfile/<singer>_<song>_<clip>.wav`` and
+      ``UndividedWavfile/<singer>_<song>.wav``, left accompaniment, right voice; ``singers``
+      (default 3) distinct singers, ``clip_seconds`` (default 8) per clip. One dict per clip.
+    * ``ccmixter``: ``Artist - Title/{mix,source-01,source-02}.wav`` (source-01 accompaniment,
+      source-02 voice); every third song (index % 3 == 2) is mono.
+    * ``pairs``: ``originals/<name>.wav`` (44.1 kHz), ``karaoke/<name>.wav`` (accompaniment at
+      ``karaoke_rate`` = 48000 Hz, shifted by ``offset_s``, scaled by ``gain_db``, cut or padded),
+      ``pairs.csv`` (original,karaoke,artist,title), ``truth/<name>/{vocals,accompaniment}.wav``
+      and ``truth.json``. Convention: ``karaoke(t) = 10**(gain_db/20) * accompaniment(t - offset_s)``,
+      i.e. offset_s is the time in the karaoke file where the original's t=0 appears (negative:
+      the karaoke starts later in the song). Even indices get positive offsets, odd negative;
+      ``|offset_s| <= min(max_offset_s (8), seconds / 4)``; ``|gain_db| <= max_gain_db`` (4).
+      With 3 songs or more exactly one pair is wrong (its karaoke is another song's).
+
+    ``progress``: optional callable called with each song's dict once it is written.
+    Raises StemforgeError for an unknown layout or option and for invalid arguments.
+    """
+    if layout not in _WRITERS:
+        raise StemforgeError(f"unknown layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
+    if isinstance(songs, bool) or not isinstance(songs, (int, np.integer)):
+        raise StemforgeError(f"songs must be an integer, got {songs!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise StemforgeError(f"seed must be a non-negative integer, got {seed!r}")
+    _validate_song_args(seconds, 16000)
+    progress = options.pop("progress", None)
+    writer, allowed = _WRITERS[layout]
+    unknown = set(options) - allowed
+    if unknown:
+        raise StemforgeError(
+            f"layout {layout!r} does not take option(s) {sorted(unknown)}; it takes: {', '.join(sorted(allowed)) or 'none'}"
+        )
+    entries = options.pop("entries", None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if layout == "medleydb":
+        metadata_dir = options.get("metadata_dir")
+        if metadata_dir is not None:
+            if songs < 0:
+                raise StemforgeError(f"songs must be >= 0 with metadata_dir (0: every file), got {songs}")
+            return writer(out, [], float(seconds), int(seed), progress, songs=int(songs), **options)
+        if songs < 1 and not names:
+            raise StemforgeError(f"songs must be >= 1, got {songs}")
+    specs = _specs(int(songs), names, entries)
+    return writer(out, specs, float(seconds), int(seed), progress, **options)
