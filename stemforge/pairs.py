@@ -60,9 +60,9 @@ import numpy as np
 from stemforge.config import SpectrogramConfig
 from stemforge.errors import AlignmentError, AudioError
 
-#: Pairs whose score is below this are refused (AlignmentError). Measured: right pairs score
-#: about 0.6-0.9 (synthetic and real MUSDB18 excerpts), wrong pairs about 0.05-0.15; see docs/pairs.md.
-MIN_SCORE = 0.35
+#: Pairs whose score is below this are refused (AlignmentError). Measured (docs/pairs.md): right
+#: pairs 0.52-0.95 (synthetic; real 128-kbps MP3 excerpts, re-encoded too), wrong pairs <= 0.07.
+MIN_SCORE = 0.4
 #: A bin counts as "explained" by the karaoke when its level in the original is within this
 #: many dB of the gain-corrected karaoke's.
 SCORE_TOLERANCE_DB = 1.5

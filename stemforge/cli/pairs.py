@@ -40,9 +40,7 @@ def derive_vocals(
     written. Outputs are 16 kHz mono wav; where the karaoke does not cover the original they
     hold zeros. The input files are never overwritten.
 
-    Example:
-
-        stemforge derive-vocals song.flac song_karaoke.mp3 -o song.vocals.wav --report song.pair.json
+    Example: stemforge derive-vocals song.flac song_karaoke.mp3 -o song.vocals.wav --report song.pair.json
     """
     import json
 
