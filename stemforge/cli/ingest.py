@@ -45,6 +45,7 @@ def run_ingest(corpus: str, root: Path, data: Optional[Path], workers: int, forc
         recipe = get_recipe(corpus)
         sources = recipe.discover(root, **options)
         datadir = DataDir.create(path)
+        before = datadir.manifest[["uid", "split", "duplicate_of"]].copy()
         n_workers = workers or default_workers()
         bar = tqdm(total=len(sources), desc=f"ingest {corpus}", unit="track", dynamic_ncols=True, leave=True)
 
@@ -60,7 +61,7 @@ def run_ingest(corpus: str, root: Path, data: Optional[Path], workers: int, forc
             report = ingest(datadir, sources, workers=n_workers, force=force, progress=progress, post_commit=_post_commit())
         finally:
             bar.close()
-        _summary(datadir, report)
+        _summary(datadir, report, before)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_PARTIAL)
 
 
@@ -71,15 +72,24 @@ def _post_commit():
     return getattr(identity, "reconcile_datadir", None)
 
 
-def _summary(datadir, report) -> None:
+def _reason_kind(reason: str) -> str:
+    """The rule an exclusion reason names: the text before its first ':' ("instrumental", ...)."""
+    head = reason.split(":", 1)[0].strip()
+    return head if head and len(head) <= 40 and "/" not in head else "other"
+
+
+def _summary(datadir, report, before=None) -> None:
+    """Split table, counts, excluded tracks grouped by rule, failures, and what identity
+    reconciliation changed in rows stored before this run (split moves, duplicates)."""
     import pandas as pd
 
     df = datadir.reload()
     new = pd.DataFrame(report.ingested)
+    new_uids = set(new["uid"]) if len(new) else set()
     rows = []
     for split in ("train", "valid", "test"):
         part = df[df["split"] == split]
-        added = new[new["split"] == split] if len(new) else new
+        added = df[df["uid"].isin(new_uids) & (df["split"] == split)]
         rows.append(
             {
                 "split": split,
@@ -96,9 +106,39 @@ def _summary(datadir, report) -> None:
         f"excluded {len(report.excluded)}, failed {len(report.failed)}"
     )
     if report.excluded:
-        out("excluded by rule:")
+        kinds: dict[str, list[tuple[str, str]]] = {}
         for uid, why in report.excluded:
-            out(f"  {uid}: {why}")
+            kinds.setdefault(_reason_kind(why), []).append((uid, why))
+        out("excluded by rule: " + ", ".join(f"{k} {len(v)}" for k, v in sorted(kinds.items(), key=lambda kv: -len(kv[1]))))
+        for kind, items in sorted(kinds.items()):
+            shown = items if len(items) <= 12 else items[:10]
+            for uid, why in shown:
+                out(f"  {uid}: {why}")
+            if len(shown) < len(items):
+                out(f"  ... and {len(items) - len(shown)} more {kind}")
+    # rows stored before this run that identity reconciliation changed
+    if before is not None and len(before):
+        old = before.set_index("uid")
+        cur = df.set_index("uid")
+        common = [u for u in old.index if u in cur.index and u not in new_uids]
+        moved = [(u, old.at[u, "split"], cur.at[u, "split"]) for u in common if old.at[u, "split"] != cur.at[u, "split"]]
+        if moved:
+            out(f"moved to a stricter split ({len(moved)} stored row(s); the same song is held out in another corpus):")
+            for u, a, b in moved:
+                out(f"  {u}: {a} -> {b}")
+    dups = df[df["duplicate_of"].notna() & (df["duplicate_of"] != "")]
+    if len(dups):
+        involved = dups[dups["uid"].isin(new_uids) | dups["duplicate_of"].isin(new_uids)]
+        if len(involved):
+            out(f"duplicates of songs stored by another corpus ({len(involved)}; kept, marked duplicate_of, left out of training):")
+            for r in involved.head(20).itertuples():
+                out(f"  {r.uid} -> {r.duplicate_of}")
+            if len(involved) > 20:
+                out(f"  ... and {len(involved) - 20} more (stemforge info lists them all)")
+    from stemforge.store.check import leakage
+
+    for line in leakage(df):
+        err(f"leak: {line}")
     if report.failed:
         err("failed (one line each; the other tracks were stored):")
         for uid, why in report.failed:
@@ -121,6 +161,143 @@ def ingest_dsd100(
     Example: stemforge ingest dsd100 ~/corpora/DSD100 --out ./stemforge-data --workers 2
     """
     run_ingest("dsd100", root, data, workers, force)
+
+
+FRACTION_HELP = "(no official split: deterministic, see docs/recipes.md)"
+VALID_OPTION = typer.Option(0.1, "--valid-fraction", help=f"Target fraction of valid songs {FRACTION_HELP}.")
+TEST_OPTION = typer.Option(0.15, "--test-fraction", help=f"Target fraction of test songs {FRACTION_HELP}.")
+
+
+@ingest_app.command("medleydb")
+def ingest_medleydb(
+    root: Path = typer.Argument(..., help="MedleyDB root (holds Audio/<id>/...), or its Audio folder."),
+    data: Optional[Path] = OUT_OPTION,
+    workers: int = WORKERS_OPTION,
+    force: bool = FORCE_OPTION,
+    versions: Optional[str] = typer.Option(
+        None, "--versions", help="Comma-separated versions to ingest: V1,V2,EXTRA,BACH10,unknown (default: all found)."
+    ),
+    exclude_bleed: bool = typer.Option(False, "--exclude-bleed", help="Skip tracks whose metadata says has_bleed: yes."),
+    voices: str = typer.Option(
+        "singing", "--voices", help="singing: singers, vocalists, choir, rappers; all: also speakers, screamers, crowd, beatboxing."
+    ),
+    valid_fraction: float = VALID_OPTION,
+    test_fraction: float = TEST_OPTION,
+) -> None:
+    """Ingest MedleyDB (Audio/<id>/<id>_MIX.wav, <id>_STEMS/, <id>_METADATA.yaml).
+
+    vocals = the stems labelled as voices (weighted by the mixing coefficients), accompaniment
+    = the other stems; instrumental tracks and tracks with a stem mixing voice and instruments
+    are skipped (listed). Split: by artist (one artist never on two sides), deterministic.
+
+    Example: stemforge ingest medleydb ~/corpora/MedleyDB --versions V1,V2 --exclude-bleed --out ./stemforge-data
+    """
+    run_ingest(
+        "medleydb", root, data, workers, force, versions=versions, exclude_bleed=exclude_bleed, voices=voices,
+        valid_fraction=valid_fraction, test_fraction=test_fraction,
+    )
+
+
+@ingest_app.command("ikala")
+def ingest_ikala(
+    root: Path = typer.Argument(..., help="iKala root (holds Wavfile/)."),
+    data: Optional[Path] = OUT_OPTION,
+    workers: int = WORKERS_OPTION,
+    force: bool = FORCE_OPTION,
+    valid_fraction: float = VALID_OPTION,
+    test_fraction: float = TEST_OPTION,
+) -> None:
+    """Ingest iKala (Wavfile/<song>_<section>.wav: left accompaniment, right voice, 44.1 kHz).
+
+    mixture = left + right. Split: by song (chorus and verse together), deterministic.
+
+    Example: stemforge ingest ikala ~/corpora/iKala --out ./stemforge-data
+    """
+    run_ingest("ikala", root, data, workers, force, valid_fraction=valid_fraction, test_fraction=test_fraction)
+
+
+@ingest_app.command("mir1k")
+def ingest_mir1k(
+    root: Path = typer.Argument(..., help="MIR-1K root (holds Wavfile/ and/or UndividedWavfile/)."),
+    data: Optional[Path] = OUT_OPTION,
+    workers: int = WORKERS_OPTION,
+    force: bool = FORCE_OPTION,
+    unit: Optional[str] = typer.Option(None, "--unit", help="clips (Wavfile/, default when present) or songs (UndividedWavfile/)."),
+    split_rule: str = typer.Option("singers", "--split-rule", help="singers (balanced by singer) or huang2014 (abjones+amy train, rest test)."),
+    valid_fraction: float = VALID_OPTION,
+    test_fraction: float = TEST_OPTION,
+) -> None:
+    """Ingest MIR-1K (16 kHz stereo: left accompaniment, right voice).
+
+    mixture = left + right. Split: by singer (a singer never on two sides), deterministic.
+
+    Example: stemforge ingest mir1k ~/corpora/MIR-1K --unit clips --out ./stemforge-data
+    """
+    run_ingest(
+        "mir1k", root, data, workers, force, unit=unit, split_rule=split_rule,
+        valid_fraction=valid_fraction, test_fraction=test_fraction,
+    )
+
+
+@ingest_app.command("ccmixter")
+def ingest_ccmixter(
+    root: Path = typer.Argument(..., help="ccMixter root (one folder per song)."),
+    data: Optional[Path] = OUT_OPTION,
+    workers: int = WORKERS_OPTION,
+    force: bool = FORCE_OPTION,
+    valid_fraction: float = VALID_OPTION,
+    test_fraction: float = TEST_OPTION,
+) -> None:
+    """Ingest ccMixter (<song>/mix.wav, source-01.wav accompaniment, source-02.wav voice).
+
+    Split: by song, deterministic.
+
+    Example: stemforge ingest ccmixter ~/corpora/ccmixter_corpus --out ./stemforge-data
+    """
+    run_ingest("ccmixter", root, data, workers, force, valid_fraction=valid_fraction, test_fraction=test_fraction)
+
+
+@ingest_app.command("musdb")
+def ingest_musdb(
+    root: Path = typer.Argument(..., help="MUSDB18 root (train/, test/ with .stem.mp4 files or HQ wav folders)."),
+    data: Optional[Path] = OUT_OPTION,
+    workers: int = WORKERS_OPTION,
+    force: bool = FORCE_OPTION,
+    fmt: str = typer.Option("auto", "--format", help="auto (HQ folders when present, else .stem.mp4), stems or hq."),
+) -> None:
+    """Ingest MUSDB18 (.stem.mp4: 0 mixture, 1 drums, 2 bass, 3 other, 4 vocals) or MUSDB18-HQ.
+
+    vocals = vocals, accompaniment = drums + bass + other. Split: test -> test; train -> train
+    except the 14 official validation tracks -> valid.
+
+    Example: stemforge ingest musdb ~/corpora/musdb18 --out ./stemforge-data --workers 2
+    """
+    run_ingest("musdb", root, data, workers, force, fmt=fmt)
+
+
+@ingest_app.command("csv")
+def ingest_csv(
+    csv_file: Path = typer.Argument(..., help="CSV with columns mixture,vocals,accompaniment (any two), optional split,artist,title,track_id."),
+    data: Optional[Path] = OUT_OPTION,
+    workers: int = WORKERS_OPTION,
+    force: bool = FORCE_OPTION,
+    name: str = typer.Option("csv", "--name", help="Dataset name of these rows (their uids are NAME:track_id)."),
+    length_tolerance: int = typer.Option(0, "--length-tolerance", help="Samples the files of one row may differ in length by."),
+    valid_fraction: float = VALID_OPTION,
+    test_fraction: float = TEST_OPTION,
+) -> None:
+    """Ingest your own list of songs: one CSV row per song, paths relative to the CSV.
+
+    Any two of mixture, vocals, accompaniment per row; the third is derived (e.g.
+    accompaniment = mixture - vocals). Rows without a split get a deterministic one. A bad row
+    is reported and skipped.
+
+    Example: stemforge ingest csv ./my_songs.csv --name mysongs --out ./stemforge-data
+    """
+    run_ingest(
+        "csv", csv_file, data, workers, force, name=name, length_tolerance=length_tolerance,
+        valid_fraction=valid_fraction, test_fraction=test_fraction,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -13,6 +13,12 @@ from stemforge.errors import StemforgeError
 #: corpus name -> module (imported lazily). Add a line per recipe.
 RECIPES: dict[str, str] = {
     "dsd100": "stemforge.recipes.dsd100",
+    "medleydb": "stemforge.recipes.medleydb",
+    "ikala": "stemforge.recipes.ikala",
+    "mir1k": "stemforge.recipes.mir1k",
+    "ccmixter": "stemforge.recipes.ccmixter",
+    "musdb": "stemforge.recipes.musdb",
+    "csv": "stemforge.recipes.csv",
 }
 
 

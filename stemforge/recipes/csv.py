@@ -1,0 +1,190 @@
+"""A user's own list of songs: one CSV row per song, the simplest manifest there is.
+
+Layout::
+
+    LIST.csv            header: mixture,vocals,accompaniment[,split][,artist][,title][,track_id]
+    any/where/song1/mixture.wav
+    ...
+
+Paths are relative to the CSV's folder (absolute paths are kept). Each row gives any two of
+the three roles (or all three); the missing one is derived sample by sample at the files' own
+rate:
+
+* vocals + accompaniment: mixture = vocals + accompaniment (``vocals_kind`` "stem");
+* mixture + vocals: accompaniment = mixture - vocals (``vocals_kind`` "stem");
+* mixture + accompaniment: vocals = mixture - accompaniment (``vocals_kind`` "derived");
+* all three: the mixture file is stored and ``mix_residual_db`` says how far it is from the sum.
+
+Any format :func:`stemforge.audio.load` reads is accepted (wav, flac, mp3, ...); the files of
+one row must share their sample rate, and their lengths may differ by ``length_tolerance``
+samples (default 0; give some for lossy files).
+
+Split: the row's ``split`` (train/valid/test) when given; otherwise deterministic per song
+(:func:`stemforge.identity.hash_split` of the song key, ``valid_fraction``/``test_fraction``),
+so adding rows later never moves the earlier ones. ``track_id``: the column when given, else
+``artist - title``, else the first path without its suffix. ``name`` is the dataset name
+(default "csv"); give each list its own name to keep their uids apart.
+
+A bad row (fewer than two roles, a missing file, an unknown split) comes back with ``error``
+set: ingest reports it and goes on with the other rows.
+"""
+
+from __future__ import annotations
+
+import csv as _csv
+import re
+from pathlib import Path
+
+import numpy as np
+
+from stemforge.errors import AudioError, DatasetLayoutError, StemforgeError
+from stemforge.identity import check_fractions, hash_split, song_key
+from stemforge.recipes.base import SPLITS, StemRef, TrackSource
+
+NAME = "csv"
+LAYOUT = __doc__
+ROLES = ("mixture", "vocals", "accompaniment")
+VALID_FRACTION = 0.1
+TEST_FRACTION = 0.15
+LOADER = "stemforge.recipes.csv:load_csv_track"
+_SALT = "csv-song-split-v1"
+
+
+def _clean(value) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def discover(
+    root: str | Path,
+    name: str = NAME,
+    valid_fraction: float = VALID_FRACTION,
+    test_fraction: float = TEST_FRACTION,
+    length_tolerance: int = 0,
+) -> list[TrackSource]:
+    """One TrackSource per data row of the CSV file ``root``."""
+    path = Path(root)
+    check_fractions(valid_fraction, test_fraction)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
+        raise StemforgeError(f"dataset name {name!r}: use letters, digits, '_', '-', '.' only")
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.suffix.lower() == ".csv")[:8]
+        raise DatasetLayoutError(
+            f"{path}: a folder; expected a CSV file with columns mixture,vocals,accompaniment (any two) and "
+            f"optional split,artist,title,track_id{f'; CSV files there: {found}' if found else ''}"
+        )
+    if not path.is_file():
+        raise DatasetLayoutError(f"{path}: CSV file not found")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = _csv.DictReader(f)
+            header = [_clean(h).lower() for h in (reader.fieldnames or [])]
+            rows = [{_clean(k).lower(): _clean(v) for k, v in r.items() if k is not None} for r in reader]
+    except (OSError, UnicodeDecodeError, _csv.Error) as exc:
+        raise DatasetLayoutError(f"{path}: not a readable CSV file ({exc})") from None
+    roles = [r for r in ROLES if r in header]
+    if len(roles) < 2:
+        raise DatasetLayoutError(
+            f"{path}: expected a header with at least two of mixture,vocals,accompaniment (plus optional "
+            f"split,artist,title,track_id); found columns {header or 'none'}"
+        )
+    base = path.parent
+    tracks: list[TrackSource] = []
+    used: set[str] = set()
+    for line, row in enumerate(rows, start=2):
+        given = {r: row.get(r, "") for r in ROLES if row.get(r, "")}
+        artist, title = row.get("artist", ""), row.get("title", "")
+        first = next(iter(given.values()), f"row{line}")
+        tid = row.get("track_id") or row.get("id") or (f"{artist} - {title}" if artist and title else title)
+        if not tid:
+            tid = re.sub(r"\.[^./]*$", "", first)
+        tid, i = tid, 1
+        unique = tid
+        while unique in used:
+            i += 1
+            unique = f"{tid}~{i}"
+        used.add(unique)
+        error = None
+        if len(given) < 2:
+            error = f"{path}:{line}: needs two of mixture, vocals, accompaniment; has {', '.join(given) or 'none'}"
+        for role, rel in given.items():
+            if error is None and not (base / rel).is_file():
+                error = f"{base / rel}: file not found ({role} of {path.name} line {line})"
+        split = row.get("split", "").lower()
+        if split and split not in SPLITS:
+            error = error or f"{path}:{line}: split {row['split']!r} is not one of train, valid, test"
+        if not split:
+            split = hash_split(song_key(artist, title or unique), valid_fraction, test_fraction, _SALT)
+        derive = next((r for r in ROLES if r not in given), "") if len(given) == 2 else ""
+        refs = {r: (StemRef(v),) for r, v in given.items()}
+        loader = "stems" if derive in ("", "mixture") else LOADER
+        tracks.append(
+            TrackSource(
+                dataset=name,
+                track_id=unique,
+                root=str(base),
+                artist=artist,
+                title=title or unique,
+                split=split if split in SPLITS else "train",
+                mixture=refs.get("mixture", ()),
+                vocals=refs.get("vocals", ()),
+                accompaniment=refs.get("accompaniment", ()),
+                vocals_kind="derived" if derive == "vocals" else "stem",
+                license=row.get("license", ""),
+                loader=loader,
+                options=(("derive", derive),) if derive else (),
+                extra=(("derived_role", derive or "none"), ("csv_line", line)),
+                error=error,
+                length_tolerance=int(length_tolerance),
+            )
+        )
+    if not tracks:
+        raise DatasetLayoutError(f"{path}: the CSV has a header but no row")
+    return tracks
+
+
+def _decode(root: Path, ref: StemRef) -> tuple[np.ndarray, int, int]:
+    from stemforge import audio
+
+    data, rate = audio.load(root / ref.path, stream=ref.stream)
+    if ref.channel is not None:
+        data = data[ref.channel : ref.channel + 1]
+    mono = audio.to_mono(data).astype(np.float32, copy=False)
+    if ref.gain != 1.0:
+        mono = mono * np.float32(ref.gain)
+    return mono, rate, int(data.shape[0])
+
+
+def load_csv_track(source: TrackSource, config):
+    """Loader for rows that give the mixture and one stem: the other stem = mixture - stem.
+
+    The subtraction happens at the files' own rate, before resampling to 16 kHz (both are
+    linear, so this equals subtracting afterwards). Returns a TrackAudio with ``mixture=None``:
+    the stored mixture is vocals + accompaniment, which is the mixture file itself.
+    """
+    from stemforge import audio
+    from stemforge.ingest import TrackAudio
+
+    root = Path(source.root)
+    derive = dict(source.options).get("derive", "")
+    given = source.vocals if derive == "accompaniment" else source.accompaniment
+    if not source.mixture or not given or derive not in ("vocals", "accompaniment"):
+        raise StemforgeError(f"{source.uid}: load_csv_track needs the mixture and one stem (derive={derive!r})")
+    mix, rate, channels = _decode(root, source.mixture[0])
+    stem, stem_rate, stem_channels = _decode(root, given[0])
+    mpath, spath = root / source.mixture[0].path, root / given[0].path
+    if stem_rate != rate:
+        raise AudioError(spath, f"sample rate {stem_rate} Hz differs from {mpath.name} ({rate} Hz)")
+    if abs(stem.size - mix.size) > source.length_tolerance:
+        raise AudioError(spath, f"length {stem.size} samples differs from {mpath.name} ({mix.size} samples)")
+    n = min(stem.size, mix.size)
+    other = mix[:n] - stem[:n]
+    vocals, accompaniment = (stem[:n], other) if derive == "accompaniment" else (other, stem[:n])
+    sr, q = config.sample_rate, config.resample_quality
+    return TrackAudio(
+        vocals=audio.resample(vocals, rate, sr, q),
+        accompaniment=audio.resample(accompaniment, rate, sr, q),
+        mixture=None,
+        source_sample_rate=rate,
+        source_channels=max(channels, stem_channels),
+        extra={"derived_role": derive},
+    )

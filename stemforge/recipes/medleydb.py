@@ -1,0 +1,328 @@
+"""MedleyDB (1.0 and 2.0, plus the EXTRA and BACH10 sets): multitracks with per-stem labels.
+
+Layout::
+
+    ROOT/
+      Audio/<id>/<id>_MIX.wav
+      Audio/<id>/<id>_STEMS/<id>_STEM_01.wav ...
+      Audio/<id>/<id>_METADATA.yaml              (or ROOT/Metadata/<id>_METADATA.yaml)
+
+``ROOT`` may also be the ``Audio`` folder itself. Every file is 44.1 kHz (stereo or mono) PCM.
+
+What is vocals: a stem is vocal when its instrument label(s) are in the taxonomy's ``voices``
+family and selected by ``voices``: ``"singing"`` (default) keeps male/female singer,
+vocalists, choir, male/female rapper; ``"all"`` adds speakers, screamers, crowd and
+beatboxing. A stem carrying a selected voice label *and* an instrument label (list-valued
+labels, EXTRA) is not a clean target: the track is skipped with that reason. A track without
+a vocal stem is skipped as instrumental (decided by the labels, not by the ``instrumental``
+flag, which is wrong on a few tracks); a track whose stems are all vocal is skipped as a
+cappella (no accompaniment).
+
+vocals = sum of the vocal stems, accompaniment = sum of the other stems, each stem weighted by
+its mixing coefficient (the manual coefficient when the track has one for every stem, else the
+mean of the audio and stft estimates; from ``ROOT/mixing_coefficients.yaml`` when the corpus
+has one, in the schema of MedleyDB's ``mixing_coefficients_version2.yaml``, else from the
+shipped ``manifests/medleydb_mixing_coefficients.csv``, built from that file), so that
+vocals + accompaniment matches ``<id>_MIX.wav``, which is stored as the mixture
+(``mix_residual_db`` says how well). Tracks without coefficients (BACH10, unknown ids) sum
+their stems with gain 1 and derive the mixture as vocals + accompaniment (``mix_source``).
+
+Versions come from ``manifests/medleydb_tracks.csv`` (V1, V2, EXTRA, BACH10; the metadata's own
+``version`` field is the metadata format, 1.2 everywhere); ids not in that table are
+``unknown``. Default: every version found.
+
+Split: artist-conditional (one artist never on both sides), deterministic, from the reference
+track list (not from what is on disk, so a partial copy gets the same splits as the full
+corpus): artists of tracks MUSDB18 holds for validation -> valid, of tracks MUSDB18 trains on
+-> train, the others assigned whole, heaviest first, to approach ``valid_fraction`` and
+``test_fraction`` of the tracks with a voice stem (see :func:`stemforge.identity.balanced_split`).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from stemforge.errors import DatasetLayoutError, StemforgeError
+from stemforge.identity import balanced_split, check_fractions, hash_split
+from stemforge.recipes.base import StemRef, TrackSource
+
+NAME = "medleydb"
+LAYOUT = __doc__
+LICENSE = "MedleyDB: CC BY-NC-SA 4.0"
+VERSIONS = ("V1", "V2", "EXTRA", "BACH10", "unknown")
+VOICE_MODES = ("singing", "all")
+VALID_FRACTION = 0.1
+TEST_FRACTION = 0.15
+_SALT = "medleydb-artist-split-v1"
+
+
+# -- reference tables ------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _tracks() -> dict[str, dict]:
+    from stemforge.reference import reference_manifest
+
+    return {r["track_id"]: r for r in reference_manifest("medleydb_tracks").to_dict("records")}
+
+
+@lru_cache(maxsize=1)
+def _coefficients() -> dict[str, dict[int, float]]:
+    from stemforge.reference import reference_manifest
+
+    out: dict[str, dict[int, float]] = {}
+    for tid, stem, gain in reference_manifest("medleydb_mixing_coefficients")[["track_id", "stem", "gain"]].itertuples(index=False):
+        out.setdefault(tid, {})[int(stem)] = float(gain)
+    return out
+
+
+def resolve_coefficients(entry: dict) -> tuple[dict[int, float], str]:
+    """One track's entry of a MedleyDB mixing-coefficients YAML -> (stem index -> gain, method).
+
+    ``manual`` when it has a coefficient for every stem, else the mean of ``audio`` and ``stft``
+    (the estimates MedleyDB fitted to the MIX), else whichever of them exists.
+    """
+    manual = {int(k): float(v) for k, v in (entry.get("manual") or {}).items()}
+    est = {name: {int(k): float(v) for k, v in (entry.get(name) or {}).items()} for name in ("audio", "stft")}
+    stems = set(manual) | set(est["audio"]) | set(est["stft"])
+    if manual and set(manual) >= stems:
+        return manual, "manual"
+    if est["audio"] and est["stft"]:
+        return {s: (est["audio"].get(s, est["stft"].get(s, 1.0)) + est["stft"].get(s, est["audio"].get(s, 1.0))) / 2.0 for s in stems}, "mean(audio,stft)"
+    only = est["audio"] or est["stft"] or manual
+    return dict(only), "audio" if est["audio"] else ("stft" if est["stft"] else "manual")
+
+
+COEFFICIENT_FILES = ("mixing_coefficients.yaml", "mixing_coefficients_version2.yaml")
+
+
+def _corpus_coefficients(root: Path) -> dict[str, dict[int, float]]:
+    """Coefficients shipped with the corpus (a YAML at its root), which take precedence."""
+    import yaml
+
+    for name in COEFFICIENT_FILES:
+        p = root / name
+        if p.is_file():
+            try:
+                data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            except Exception as exc:
+                raise DatasetLayoutError(f"{p}: unreadable mixing coefficients ({exc})") from None
+            if not isinstance(data, dict):
+                raise DatasetLayoutError(f"{p}: mixing coefficients must map track id -> {{manual, audio, stft}}")
+            return {str(tid): resolve_coefficients(e or {})[0] for tid, e in data.items() if isinstance(e, dict)}
+    return {}
+
+
+@lru_cache(maxsize=1)
+def voice_labels() -> dict[str, frozenset[str]]:
+    """``{"singing": labels, "all": labels}`` from the shipped taxonomy's voices family."""
+    from stemforge.reference import reference_manifest
+
+    tax = reference_manifest("medleydb_taxonomy")
+    voices = tax[tax["family"] == "voices"]
+    return {
+        "singing": frozenset(voices.loc[voices["voice_group"] == "singing", "label"]),
+        "all": frozenset(voices["label"]),
+    }
+
+
+def artist_group(artist: str) -> str:
+    """The artist as a split group: case, spaces and punctuation ignored ("Matthew Entwistle"
+    and "MatthewEntwistle" are one artist; "Music Delta [0]" and "[1]" stay two)."""
+    return re.sub(r"[^a-z0-9\[\]]+", "", str(artist).lower())
+
+
+def artist_splits(valid_fraction: float = VALID_FRACTION, test_fraction: float = TEST_FRACTION) -> dict[str, str]:
+    """Artist group -> split over the whole reference list (see the module docstring)."""
+    return _artist_splits(float(valid_fraction), float(test_fraction))
+
+
+@lru_cache(maxsize=8)
+def _artist_splits(valid_fraction: float, test_fraction: float) -> dict[str, str]:
+    weights: dict[str, float] = {}
+    fixed: dict[str, str] = {}
+    for r in _tracks().values():
+        g = artist_group(r["split_artist"])
+        weights[g] = weights.get(g, 0.0) + (1.0 if r["voice_stems"] else 0.0)
+        if r.get("musdb18_split", "") == "valid":
+            fixed[g] = "valid"
+    weights = {g: w for g, w in weights.items() if w > 0 or g in fixed}
+    return balanced_split(weights, valid_fraction, test_fraction, salt=_SALT, fixed=fixed)
+
+
+# -- labels ----------------------------------------------------------------------------------
+def _labels(stem: dict) -> list[str]:
+    lab = stem.get("instrument", "")
+    if isinstance(lab, (list, tuple)):
+        return [str(x) for x in lab]
+    return [str(lab)] if lab not in (None, "") else []
+
+
+def classify_stems(metadata: dict, voices: str = "singing") -> tuple[list[str], list[str], str | None]:
+    """Split a track's stems into (vocal stem ids, other stem ids, skip reason or None).
+
+    A stem is vocal when one of its labels is a selected voice label and none is an instrument;
+    a selected voice label next to an instrument label makes the track unusable (reason
+    "mixed-label voice stem"). No vocal stem: "instrumental"; no other stem: "a cappella".
+    """
+    if voices not in VOICE_MODES:
+        raise StemforgeError(f"voices must be one of {VOICE_MODES}, got {voices!r}")
+    selected = voice_labels()[voices]
+    family = voice_labels()["all"]
+    stems = metadata.get("stems") or {}
+    vocal, other = [], []
+    for sid in sorted(stems):
+        labels = _labels(stems[sid] or {})
+        chosen = [x for x in labels if x in selected]
+        instruments = [x for x in labels if x not in family]
+        if chosen and instruments:
+            return vocal, other, f"mixed-label voice stem: {sid} is labelled {' + '.join(labels)}"
+        (vocal if chosen else other).append(sid)
+    if not vocal:
+        what = "a singing voice" if voices == "singing" else "a voice"
+        return vocal, other, f"instrumental: no stem labelled as {what} (instrumental flag: {metadata.get('instrumental', '?')})"
+    if not other:
+        return vocal, other, "a cappella: every stem is a voice, no accompaniment"
+    return vocal, other, None
+
+
+# -- discovery -------------------------------------------------------------------------------
+def _audio_dir(root: Path) -> Path:
+    if (root / "Audio").is_dir():
+        return root / "Audio"
+    if any(p.is_dir() and (p / f"{p.name}_MIX.wav").exists() for p in root.iterdir()):
+        return root
+    found = sorted(p.name for p in root.iterdir())[:8]
+    raise DatasetLayoutError(
+        f"{root}: not a MedleyDB root: expected Audio/<id>/<id>_MIX.wav, Audio/<id>/<id>_STEMS/*.wav and "
+        f"<id>_METADATA.yaml; found {found or 'nothing'}"
+    )
+
+
+def _metadata_path(root: Path, track_dir: Path) -> Path | None:
+    tid = track_dir.name
+    for p in (track_dir / f"{tid}_METADATA.yaml", root / "Metadata" / f"{tid}_METADATA.yaml"):
+        if p.exists():
+            return p
+    return None
+
+
+def _parse_list(value: str | None, allowed: tuple[str, ...], what: str) -> tuple[str, ...] | None:
+    if value is None or value == "" or value == "all":
+        return None
+    items = tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip())
+    norm = {a.lower(): a for a in allowed}
+    bad = [v for v in items if v.lower() not in norm]
+    if bad:
+        raise StemforgeError(f"unknown {what} {bad}; known: {', '.join(allowed)}")
+    return tuple(norm[v.lower()] for v in items)
+
+
+def discover(
+    root: str | Path,
+    versions: str | tuple[str, ...] | None = None,
+    exclude_bleed: bool = False,
+    voices: str = "singing",
+    valid_fraction: float = VALID_FRACTION,
+    test_fraction: float = TEST_FRACTION,
+) -> list[TrackSource]:
+    """Every track folder under ``Audio/`` of the selected versions (default: all found).
+
+    Tracks excluded by rule come back with ``skip_reason`` (instrumental, a cappella,
+    mixed-label voice stem, bleed when ``exclude_bleed``); broken ones with ``error``
+    (unreadable metadata, a missing stem file). Tracks of versions not selected are left out.
+    """
+    import yaml
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetLayoutError(f"{root}: corpus root not found (or not a folder)")
+    if voices not in VOICE_MODES:
+        raise StemforgeError(f"--voices must be one of {', '.join(VOICE_MODES)}, got {voices!r}")
+    check_fractions(valid_fraction, test_fraction)
+    wanted = _parse_list(versions, VERSIONS, "MedleyDB version(s)")
+    audio = _audio_dir(root)
+    ref = _tracks()
+    coeffs = {**_coefficients(), **_corpus_coefficients(root)}
+    splits = artist_splits(valid_fraction, test_fraction)
+    options = (("voices", voices),)
+    tracks: list[TrackSource] = []
+    n_dirs = 0
+    for track_dir in sorted(p for p in audio.iterdir() if p.is_dir()):
+        tid = track_dir.name
+        info = ref.get(tid)
+        version = info["version"] if info else "unknown"
+        if wanted is not None and version not in wanted:
+            continue
+        n_dirs += 1
+        meta_path = _metadata_path(root, track_dir)
+        base = dict(dataset=NAME, track_id=tid, root=str(audio), license=LICENSE, options=options)
+        if meta_path is None:
+            if not (track_dir / f"{tid}_MIX.wav").exists():
+                continue  # not a track folder
+            tracks.append(TrackSource(**base, error=f"{track_dir / (tid + '_METADATA.yaml')}: metadata file missing"))
+            continue
+        try:
+            meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
+            if not isinstance(meta, dict) or not isinstance(meta.get("stems"), dict):
+                raise ValueError("no 'stems' mapping")
+        except Exception as exc:
+            tracks.append(TrackSource(**base, error=f"{meta_path}: unreadable metadata ({exc})"))
+            continue
+        artist, title = str(meta.get("artist") or ""), str(meta.get("title") or tid)
+        split_artist = info["split_artist"] if info else artist
+        group = artist_group(split_artist or tid)
+        split = splits.get(group) or hash_split(group, valid_fraction, test_fraction, _SALT)
+        vocal, other, reason = classify_stems(meta, voices)
+        bleed = str(meta.get("has_bleed", "no")).lower() == "yes"
+        if reason is None and exclude_bleed and bleed:
+            reason = "bleed: the stems have bleed (has_bleed: yes) and --exclude-bleed is set"
+        stem_dir = str(meta.get("stem_dir") or f"{tid}_STEMS")
+        gains = coeffs.get(tid)
+
+        def ref_of(sid: str) -> StemRef:
+            gain = 1.0
+            if gains is not None:
+                gain = gains.get(int(str(sid).lstrip("S") or 0), 1.0)
+            return StemRef(str(Path(tid) / stem_dir / str(meta["stems"][sid]["filename"])), gain=gain)
+
+        error = None
+        if reason is None:
+            for sid in vocal + other:
+                p = audio / ref_of(sid).path
+                if not p.exists():
+                    error = f"{p}: missing stem ({sid})"
+                    break
+        mix_rel = str(Path(tid) / str(meta.get("mix_filename") or f"{tid}_MIX.wav"))
+        use_mix = gains is not None
+        if reason is None and error is None and use_mix and not (audio / mix_rel).exists():
+            error = f"{audio / mix_rel}: missing mixture"
+        tracks.append(
+            TrackSource(
+                **base,
+                artist=artist,
+                title=title,
+                split=split,
+                mixture=(StemRef(mix_rel),) if use_mix else (),
+                vocals=tuple(ref_of(s) for s in vocal) if reason is None else (),
+                accompaniment=tuple(ref_of(s) for s in other) if reason is None else (),
+                vocals_kind="stem",
+                skip_reason=reason,
+                error=error if reason is None else None,
+                extra=(
+                    ("medleydb_version", version),
+                    ("vocal_stems", ";".join(vocal)),
+                    ("has_bleed", "yes" if bleed else "no"),
+                    ("mix_source", "file" if use_mix else "derived"),
+                ),
+                group=group,
+            )
+        )
+    if n_dirs == 0 and not tracks:
+        if wanted is not None and any(p.is_dir() for p in audio.iterdir()):
+            raise DatasetLayoutError(f"{audio}: no track of version(s) {', '.join(wanted)} found")
+        raise DatasetLayoutError(
+            f"{root}: not a MedleyDB root: expected Audio/<id>/<id>_MIX.wav, <id>_STEMS/*.wav and <id>_METADATA.yaml; "
+            "found no track folder"
+        )
+    return tracks

@@ -1,0 +1,121 @@
+"""MUSDB18 (``.stem.mp4``) and MUSDB18-HQ (wav folders): 150 songs, 100 train and 50 test.
+
+Layout (MUSDB18, Native Instruments stems: 5 AAC streams in one MP4)::
+
+    ROOT/
+      train/<Artist - Title>.stem.mp4      streams: 0 mixture, 1 drums, 2 bass, 3 other, 4 vocals
+      test/<Artist - Title>.stem.mp4
+
+Layout (MUSDB18-HQ, 44.1 kHz stereo PCM)::
+
+    ROOT/
+      train/<Artist - Title>/{mixture,drums,bass,other,vocals}.wav
+      test/<Artist - Title>/...
+
+vocals = vocals (stream 4 / vocals.wav); accompaniment = drums + bass + other; the stored
+mixture is the mixture stream (file), not the sum: for ``.stem.mp4`` they differ by the AAC
+coding (about -30 dB, see ``mix_residual_db``). Streams decoded from AAC can differ in length
+by the codec's padding: up to ``LENGTH_TOLERANCE`` samples are accepted and the longer ones
+trimmed. ``fmt="auto"`` takes the HQ folders when a subset has both (lossless first).
+
+Split: test -> test; train -> train, except the 14 tracks of the official validation list
+(``manifests/musdb18_tracks.csv``, as musdb's ``split="valid"``) -> valid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stemforge.errors import DatasetLayoutError, StemforgeError
+from stemforge.recipes.base import StemRef, TrackSource
+
+NAME = "musdb"
+LAYOUT = __doc__
+LICENSE = "MUSDB18: academic use (per track licence in manifests/musdb18_tracks.csv)"
+SUBSETS = ("train", "test")
+STREAMS = {"mixture": 0, "drums": 1, "bass": 2, "other": 3, "vocals": 4}
+HQ_FILES = ("mixture", "drums", "bass", "other", "vocals")
+FORMATS = ("auto", "stems", "hq")
+#: AAC frames are 1024 samples; two frames of padding difference are accepted.
+LENGTH_TOLERANCE = 2048
+
+
+def _reference() -> dict[str, dict]:
+    from stemforge.reference import reference_manifest
+
+    return {r["name"]: r for r in reference_manifest("musdb18_tracks").to_dict("records")}
+
+
+def _expected(root: Path) -> str:
+    found = sorted(p.name for p in root.iterdir())[:8] if root.is_dir() else []
+    return (
+        f"{root}: not a MUSDB18 root: expected {{train,test}}/'Artist - Title.stem.mp4' (MUSDB18) or "
+        f"{{train,test}}/'Artist - Title'/{{mixture,drums,bass,other,vocals}}.wav (MUSDB18-HQ); "
+        f"found {found or 'nothing'}"
+    )
+
+
+def discover(root: str | Path, fmt: str = "auto") -> list[TrackSource]:
+    """Every track of ``train/`` and ``test/``; an HQ folder missing a wav gets ``error``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetLayoutError(f"{root}: corpus root not found (or not a folder)")
+    if fmt not in FORMATS:
+        raise StemforgeError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not any((root / s).is_dir() for s in SUBSETS):
+        raise DatasetLayoutError(_expected(root))
+    ref = _reference()
+    tracks: list[TrackSource] = []
+    for subset in SUBSETS:
+        folder = root / subset
+        if not folder.is_dir():
+            continue
+        stems = sorted(p for p in folder.glob("*.stem.mp4") if p.is_file())
+        hq = sorted(p for p in folder.iterdir() if p.is_dir())
+        use_hq = fmt == "hq" or (fmt == "auto" and bool(hq))
+        for item in hq if use_hq else stems:
+            name = item.name if use_hq else item.name[: -len(".stem.mp4")]
+            info = ref.get(name)
+            split = "test" if subset == "test" else ("valid" if info and info["split"] == "valid" else "train")
+            artist, sep, title = name.partition(" - ")
+            if not sep:
+                artist, title = "", name
+            rel = f"{subset}/{item.name}"
+            extra = [("musdb_subset", subset), ("musdb_format", "hq" if use_hq else "stems")]
+            if info and info.get("medleydb_track_id"):
+                extra.append(("medleydb_track_id", info["medleydb_track_id"]))
+            common = dict(
+                dataset=NAME,
+                track_id=name,
+                root=str(root),
+                artist=artist,
+                title=title,
+                split=split,
+                vocals_kind="stem",
+                license=f"MUSDB18: {info['license']}" if info and info.get("license") else LICENSE,
+                extra=tuple(extra),
+            )
+            if use_hq:
+                missing = [f"{s}.wav" for s in HQ_FILES if not (item / f"{s}.wav").exists()]
+                tracks.append(
+                    TrackSource(
+                        **common,
+                        mixture=(StemRef(f"{rel}/mixture.wav"),),
+                        vocals=(StemRef(f"{rel}/vocals.wav"),),
+                        accompaniment=tuple(StemRef(f"{rel}/{s}.wav") for s in ("drums", "bass", "other")),
+                        error=f"{item / missing[0]}: missing stem" if missing else None,
+                    )
+                )
+            else:
+                tracks.append(
+                    TrackSource(
+                        **common,
+                        mixture=(StemRef(rel, stream=STREAMS["mixture"]),),
+                        vocals=(StemRef(rel, stream=STREAMS["vocals"]),),
+                        accompaniment=tuple(StemRef(rel, stream=STREAMS[s]) for s in ("drums", "bass", "other")),
+                        length_tolerance=LENGTH_TOLERANCE,
+                    )
+                )
+    if not tracks:
+        raise DatasetLayoutError(_expected(root) + " (no track under train/ or test/)")
+    return tracks
