@@ -427,3 +427,16 @@ def test_cli_refuses_to_overwrite_input(pair_files):
     )
     assert result.exit_code == 3 and "input" in result.output
     assert original.stat().st_mtime_ns == before
+
+
+def test_different_mix_scores_below_the_right_pair():
+    """With stems from stemforge.synth: louder drums or a missing bass stem fit worse."""
+    synth = pytest.importorskip("stemforge.synth")
+    st = synth.synthesize_song(np.random.default_rng(3), 20.0)
+    mixture = st.vocals + st.drums + st.bass + st.other
+    right = align(mixture, st.sample_rate, st.drums + st.bass + st.other, st.sample_rate)
+    louder_drums = align(mixture, st.sample_rate, 2 * st.drums + st.bass + st.other, st.sample_rate)
+    no_bass = align(mixture, st.sample_rate, st.drums + st.other, st.sample_rate)
+    assert right.score >= MIN_SCORE
+    assert louder_drums.score < right.score - 0.2
+    assert no_bass.score < MIN_SCORE
