@@ -20,37 +20,73 @@ VOCAL_ACTIVITY_DB = -40.0
 SILENT_VOCALS_DB = -60.0
 
 
+_BLOCK_FRAMES = 4096
+
+
+def window(config: SpectrogramConfig) -> np.ndarray:
+    """The analysis window ``[n_fft]`` float32 (periodic, as ``scipy.signal.get_window``)."""
+    n = config.n_fft
+    if config.window == "hann":
+        return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)).astype(np.float32)
+    if config.window in ("ones", "boxcar", "rectangular"):
+        return np.ones(n, np.float32)
+    raise StemforgeError(f"unsupported window {config.window!r} (hann or ones)")
+
+
 def stft(y: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
-    """Complex STFT of ``y [samples]`` -> ``[n_frames, n_bins]`` complex64, as ``librosa.stft``.
+    """Complex STFT of ``y [samples]`` -> ``[n_frames, n_bins]`` complex64, equal to ``librosa.stft``.
 
-    ``n_frames = 1 + samples // hop_length`` (center=True, zero padding).
+    ``n_frames = 1 + samples // hop_length`` (center=True, zero padding). Computed with numpy's
+    FFT in blocks of frames (bounded memory; no librosa import, whose first call costs seconds).
     """
-    import librosa
+    from numpy.lib.stride_tricks import sliding_window_view
 
-    spec = librosa.stft(
-        np.ascontiguousarray(y, dtype=np.float32),
-        n_fft=config.n_fft,
-        hop_length=config.hop_length,
-        window=config.window,
-        center=config.center,
-        pad_mode=config.pad_mode,
-    )
-    return np.ascontiguousarray(spec.T)
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise StemforgeError(f"stft expects a 1-D waveform, got shape {y.shape}")
+    n_fft, hop = config.n_fft, config.hop_length
+    if config.center:
+        pad = n_fft // 2
+        if config.pad_mode != "constant":
+            raise StemforgeError(f"unsupported pad_mode {config.pad_mode!r} (constant)")
+        y = np.pad(y, (pad, pad))
+    if y.size < n_fft:
+        y = np.pad(y, (0, n_fft - y.size))
+    n_frames = 1 + (y.size - n_fft) // hop
+    frames = sliding_window_view(y, n_fft)[::hop][:n_frames]
+    w = window(config)
+    out = np.empty((n_frames, config.n_bins), np.complex64)
+    for s in range(0, n_frames, _BLOCK_FRAMES):
+        out[s : s + _BLOCK_FRAMES] = np.fft.rfft(frames[s : s + _BLOCK_FRAMES] * w, axis=1)
+    return out
 
 
 def istft(spec: np.ndarray, config: SpectrogramConfig, length: int | None = None) -> np.ndarray:
-    """Inverse of :func:`stft`: ``[n_frames, n_bins]`` complex -> ``[samples]`` float32."""
-    import librosa
-
-    y = librosa.istft(
-        np.ascontiguousarray(spec.T),
-        n_fft=config.n_fft,
-        hop_length=config.hop_length,
-        window=config.window,
-        center=config.center,
-        length=length,
-    )
-    return y.astype(np.float32, copy=False)
+    """Inverse of :func:`stft` (weighted overlap-add, as ``librosa.istft``):
+    ``[n_frames, n_bins]`` complex -> ``[samples]`` float32, ``length`` samples when given."""
+    n_frames = spec.shape[0]
+    n_fft, hop = config.n_fft, config.hop_length
+    w = window(config)
+    total = n_fft + hop * (n_frames - 1)
+    y = np.zeros(total, np.float32)
+    norm = np.zeros(total, np.float32)
+    w2 = w * w
+    for s in range(0, n_frames, _BLOCK_FRAMES):
+        frames = np.fft.irfft(spec[s : s + _BLOCK_FRAMES], n=n_fft, axis=1).astype(np.float32) * w
+        for i, frame in enumerate(frames):
+            at = (s + i) * hop
+            y[at : at + n_fft] += frame
+            norm[at : at + n_fft] += w2
+    nz = norm > np.finfo(np.float32).tiny
+    y[nz] /= norm[nz]
+    start = n_fft // 2 if config.center else 0
+    if length is None:
+        end = total - (n_fft // 2 if config.center else 0)
+        return y[start:end]
+    out = y[start : start + length]
+    if out.size < length:
+        out = np.pad(out, (0, length - out.size))
+    return out
 
 
 def magnitude(y: np.ndarray, config: SpectrogramConfig) -> np.ndarray:

@@ -19,6 +19,9 @@ class AudioError(StemforgeError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # picklable across process pools
+        return (type(self), (self.path, self.reason))
+
 
 class DatasetLayoutError(StemforgeError):
     """A corpus root does not have the layout its recipe expects."""
@@ -36,6 +39,9 @@ class ConfigMismatchError(StemforgeError):
         self.expected = expected
         self.found = found
         super().__init__(f"{what}: configuration mismatch: expected {expected}, found {found}")
+
+    def __reduce__(self):  # picklable across process pools
+        return (type(self), (self.what, self.expected, self.found))
 
 
 class CheckpointError(StemforgeError):

@@ -160,3 +160,11 @@ def test_manifest_roundtrip_keeps_extra_columns(tmp_path):
     bad.to_csv(tmp_path / "dup.csv", index=False)
     with pytest.raises(ManifestError, match="duplicate uids"):
         mf.read_manifest(tmp_path / "dup.csv")
+
+
+def test_errors_survive_pickling():
+    from stemforge.errors import AudioError
+
+    for exc in (AudioError("/x/y.wav", "truncated"), ConfigMismatchError("shard", "a", "b")):
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc) and str(back) == str(exc)
