@@ -662,7 +662,7 @@ def _render_all(datadir: DataDir, todo: list[RemixPlan], workers: int, report: A
         if writer is not None:
             writer.abort()
         raise StemforgeError(
-            f"{datadir.path}: a worker process died (out of memory?); {len(report.added)} remixes were "
+            f"{datadir.path}: a worker process died (killed, or out of memory); {len(report.added)} remixes were "
             "committed and are kept; run the same command again to add the rest"
         ) from None
     except BaseException:
