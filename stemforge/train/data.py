@@ -1,0 +1,921 @@
+"""Training data: crops of 128 frames cut from a DataDir's shards, as the U-Net sees them.
+
+The network sees bins 1..512 of the stored 513 (the DC bin is dropped) of 128-frame crops::
+
+    mixture  [batch, 1, 512, 128]   normalized mixture magnitude (the network input)
+    target   [batch, 1, 512, 128]   normalized magnitude of the target (vocals or accompaniment)
+
+Three pieces:
+
+* :class:`PatchSampler` decides *where* the crops of a step come from. Every crop position of
+  every ``train`` row (remixes included, duplicates excluded) is equally likely, so tracks are
+  weighted by their length; an option rejects crops whose vocals are nearly silent (from the
+  stored per-frame vocal energy). The positions of step ``s`` are a pure function of
+  ``(seed, rank, s)``: nothing depends on the worker that cuts them, on the number of workers or
+  on what ran before, so a resumed run draws exactly the crops the uninterrupted run would have,
+  and each distributed rank draws its own.
+* :class:`StreamingBatches` reads those crops from the shards (only the crop: at most two
+  ``pread`` calls per field straight into preallocated buffers, through the HDF5 chunk index;
+  ``h5py`` ``read_direct`` for layouts it does not recognize), one batch per step index.
+  :class:`StreamingLoader` cuts the batches of the coming steps ahead of time in worker
+  processes that write into shared memory; no HDF5 handle or file descriptor is pickled, each
+  worker opens the shards it needs lazily.
+* :class:`ResidentBatches` copies the train split's magnitudes (bins 1..512, float16) once to
+  device memory (GPU) or RAM (CPU) and cuts batches there by a gather, so a fast GPU never
+  waits for the CPU. Its batches are identical to the streaming ones for the same step.
+
+:func:`validation_set` gives fixed crops of the ``valid`` rows (deterministic positions).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import numpy as np
+
+from stemforge.errors import ManifestError, StemforgeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import torch
+
+    from stemforge.store import DataDir, ShardReader
+
+#: Frames per training crop (about 4.1 s at 16 kHz, hop 512).
+PATCH_FRAMES = 128
+#: The stored bins the network sees: 1..512 (bin 0, DC, is dropped and gets mask 0).
+FIRST_BIN = 1
+TARGETS = ("vocals", "accompaniment")
+
+# Streams of the per-step SeedSequence, so that the crop positions and the dropout masks of a
+# step are independent draws.
+STREAM_POSITIONS = 0
+STREAM_DROPOUT = 1
+
+
+def step_seed_sequence(seed: int, rank: int, step: int, stream: int) -> np.random.SeedSequence:
+    """The SeedSequence of one step of one rank: a pure function of its arguments.
+
+    Every random draw of training (crop positions, dropout masks) comes from one of these, so a
+    run is reproducible from ``seed`` alone and can be resumed at any step.
+    """
+    for name, value in (("seed", seed), ("rank", rank), ("step", step), ("stream", stream)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise StemforgeError(f"{name} must be a non-negative integer, got {value!r}")
+    return np.random.SeedSequence([int(seed), int(rank), int(step), int(stream)])
+
+
+def step_torch_seed(seed: int, rank: int, step: int, stream: int = STREAM_DROPOUT) -> int:
+    """A 63-bit integer seed for a ``torch.Generator`` of one step (dropout masks)."""
+    state = step_seed_sequence(seed, rank, step, stream).generate_state(1, np.uint64)[0]
+    return int(state) >> 1
+
+
+# --------------------------------------------------------------------------------------------
+# Where crops come from
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackList:
+    """The tracks a sampler draws from (one entry per manifest row).
+
+    Attributes:
+        uids, shards, keys: manifest ``uid``, ``shard`` and ``key`` per track.
+        n_frames: int64 ``[n_tracks]`` stored frames per track.
+    """
+
+    uids: tuple[str, ...]
+    shards: tuple[str, ...]
+    keys: tuple[str, ...]
+    n_frames: np.ndarray
+
+    @classmethod
+    def from_rows(cls, rows: "pd.DataFrame") -> "TrackList":
+        """From manifest rows (columns uid, shard, key, n_frames); rows with 0 frames are left out."""
+        for col in ("uid", "shard", "key", "n_frames"):
+            if col not in rows.columns:
+                raise ManifestError(f"manifest lacks column {col!r}")
+        if rows["n_frames"].isna().any() or rows["shard"].isna().any() or rows["key"].isna().any():
+            bad = rows.loc[rows["n_frames"].isna() | rows["shard"].isna() | rows["key"].isna(), "uid"].tolist()
+            raise ManifestError(f"manifest rows without shard/key/n_frames: {bad[:5]}")
+        n = rows["n_frames"].astype("int64").to_numpy()
+        keep = n > 0
+        return cls(
+            uids=tuple(rows["uid"].astype(str).to_numpy()[keep]),
+            shards=tuple(rows["shard"].astype(str).to_numpy()[keep]),
+            keys=tuple(rows["key"].astype(str).to_numpy()[keep]),
+            n_frames=n[keep].astype(np.int64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    @property
+    def total_frames(self) -> int:
+        return int(self.n_frames.sum())
+
+
+def _window_means(energy: np.ndarray, patch_frames: int) -> np.ndarray:
+    """Mean of ``energy`` over every window of ``patch_frames`` frames that starts at 0..n-P
+    (one window, zero-padded, when the track is shorter): float64 ``[max(1, n-P+1)]``."""
+    e = np.asarray(energy, dtype=np.float64)
+    if e.size < patch_frames:
+        return np.array([e.sum() / patch_frames])
+    c = np.concatenate(([0.0], np.cumsum(e)))
+    return (c[patch_frames:] - c[:-patch_frames]) / patch_frames
+
+
+class PatchSampler:
+    """Crop positions for training steps: uniform over every crop position of every track.
+
+    A track of ``n`` frames has ``max(1, n - P + 1)`` crop starts (a track shorter than ``P``
+    frames gives one crop, zero-padded at the end); drawing uniformly among all starts weights
+    tracks by length. With ``min_vocal_db`` set, a start is allowed only when the crop's mean
+    per-frame vocal energy is within ``min_vocal_db`` dB of the track's loudest vocal frame
+    (the stored ``vocal_energy``), which rejects crops of nearly silent vocals; a track whose
+    vocals are silent throughout gives no crop.
+
+    Args:
+        tracks: the :class:`TrackList` to draw from.
+        patch_frames: frames per crop ``P``.
+        vocal_energy: per track, float ``[n_frames]`` (needed with ``min_vocal_db``).
+        min_vocal_db: e.g. ``-30.0``; None keeps every crop.
+
+    Raises:
+        StemforgeError: no track, or no crop left after rejection.
+    """
+
+    def __init__(
+        self,
+        tracks: TrackList,
+        patch_frames: int = PATCH_FRAMES,
+        vocal_energy: Sequence[np.ndarray] | None = None,
+        min_vocal_db: float | None = None,
+    ):
+        if patch_frames <= 0:
+            raise StemforgeError(f"patch_frames must be positive, got {patch_frames}")
+        if len(tracks) == 0:
+            raise StemforgeError("no track to draw training crops from (is the train split empty?)")
+        self.tracks = tracks
+        self.patch_frames = int(patch_frames)
+        self.min_vocal_db = None if min_vocal_db is None else float(min_vocal_db)
+        counts = np.maximum(1, tracks.n_frames - self.patch_frames + 1).astype(np.int64)
+        self.n_all_positions = int(counts.sum())
+        self._cum = np.concatenate(([0], np.cumsum(counts)))  # [n_tracks + 1]
+        self._allowed: np.ndarray | None = None
+        if self.min_vocal_db is not None:
+            if vocal_energy is None or len(vocal_energy) != len(tracks):
+                raise StemforgeError("min_vocal_db needs the vocal energy of every track")
+            factor = 10.0 ** (self.min_vocal_db / 10.0)
+            allowed = []
+            for i, energy in enumerate(vocal_energy):
+                energy = np.asarray(energy, dtype=np.float64)[: tracks.n_frames[i]]
+                peak = float(energy.max()) if energy.size else 0.0
+                if peak <= 0.0:
+                    continue
+                ok = np.flatnonzero(_window_means(energy, self.patch_frames) >= peak * factor)
+                allowed.append(ok + self._cum[i])
+            self._allowed = np.concatenate(allowed).astype(np.int64) if allowed else np.zeros(0, np.int64)
+            if self._allowed.size == 0:
+                raise StemforgeError(
+                    f"no training crop has vocals above {self.min_vocal_db} dB of its track's peak; "
+                    "lower --min-vocal-db or drop it"
+                )
+
+    @classmethod
+    def from_datadir(
+        cls,
+        datadir: "DataDir",
+        split: str = "train",
+        patch_frames: int = PATCH_FRAMES,
+        min_vocal_db: float | None = None,
+    ) -> "PatchSampler":
+        """A sampler over ``datadir.select(split=split)`` (duplicates excluded, remixes included)."""
+        tracks = TrackList.from_rows(datadir.select(split=split))
+        if len(tracks) == 0:
+            raise StemforgeError(f"{datadir.path}: no {split!r} rows to train on; ingest a corpus first")
+        energy = None
+        if min_vocal_db is not None:
+            reader = datadir.reader()
+            try:
+                energy = [reader.read_vocal_energy(s, k) for s, k in zip(tracks.shards, tracks.keys)]
+            finally:
+                reader.close()
+        return cls(tracks, patch_frames, energy, min_vocal_db)
+
+    @property
+    def n_positions(self) -> int:
+        """Crop positions that can be drawn (after rejection)."""
+        return self.n_all_positions if self._allowed is None else int(self._allowed.size)
+
+    @property
+    def rejected_fraction(self) -> float:
+        """Fraction of crop positions rejected for silent vocals (0 without ``min_vocal_db``)."""
+        return 1.0 - self.n_positions / self.n_all_positions
+
+    def steps_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
+        """Steps in which all ranks together draw as many crops as the train split holds
+        non-overlapping crops (total frames / P), at least 1."""
+        crops = self.tracks.total_frames / self.patch_frames
+        return max(1, math.ceil(crops / (batch_size * world_size)))
+
+    def positions(self, seed: int, rank: int, step: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The crops of one step: ``(track index int64 [batch], start frame int64 [batch])``.
+
+        A pure function of ``(seed, rank, step, batch_size)``.
+        """
+        rng = np.random.default_rng(step_seed_sequence(seed, rank, step, STREAM_POSITIONS))
+        draw = rng.integers(0, self.n_positions, size=batch_size, dtype=np.int64)
+        flat = draw if self._allowed is None else self._allowed[draw]
+        track = np.searchsorted(self._cum, flat, side="right") - 1
+        return track.astype(np.int64), (flat - self._cum[track]).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading crops from the shards
+# --------------------------------------------------------------------------------------------
+
+
+class _Layout:
+    """Where a float16 ``[n_frames, n_bins]`` dataset's rows lie in its file, when they lie
+    there plainly (uncompressed, chunks spanning whole rows, every chunk written)."""
+
+    __slots__ = ("offsets", "chunk_rows", "row_bytes")
+
+    def __init__(self, offsets: np.ndarray, chunk_rows: int, row_bytes: int):
+        self.offsets = offsets
+        self.chunk_rows = chunk_rows
+        self.row_bytes = row_bytes
+
+
+def _plain_layout(dset) -> _Layout | None:
+    """The byte layout of an HDF5 dataset, or None when reads must go through h5py."""
+    try:
+        if dset.dtype != np.dtype("<f2") or dset.ndim != 2 or np.dtype("<f2") != np.dtype(np.float16):
+            return None
+        dcpl = dset.id.get_create_plist()
+        if dcpl.get_nfilters() != 0 or dcpl.get_external_count() != 0:
+            return None
+        n_rows, n_cols = dset.shape
+        row_bytes = n_cols * 2
+        if dset.chunks is None:
+            offset = dset.id.get_offset()
+            if offset is None:
+                return None
+            return _Layout(np.array([offset], dtype=np.int64), max(1, n_rows), row_bytes)
+        chunk_rows, chunk_cols = dset.chunks
+        if chunk_cols != n_cols:
+            return None
+        n_chunks = -(-n_rows // chunk_rows)
+        if dset.id.get_num_chunks() != n_chunks:
+            return None
+        offsets = np.full(n_chunks, -1, dtype=np.int64)
+        infos: list = []
+        if hasattr(dset.id, "chunk_iter"):  # one pass over the chunk index (HDF5 >= 1.12.3)
+            dset.id.chunk_iter(infos.append)
+        else:
+            infos = [dset.id.get_chunk_info(i) for i in range(n_chunks)]
+        for info in infos:
+            if info.filter_mask != 0 or info.byte_offset is None or info.size != chunk_rows * row_bytes:
+                return None
+            offsets[info.chunk_offset[0] // chunk_rows] = info.byte_offset
+        if (offsets < 0).any():
+            return None
+        return _Layout(offsets, chunk_rows, row_bytes)
+    except Exception:  # an h5py/HDF5 build without the chunk query API, or an odd file
+        return None
+
+
+class CropReader:
+    """Reads crops of stored magnitudes into preallocated buffers, fast.
+
+    For each (track, field) the HDF5 chunk index is read once; after that a 128-frame crop is
+    at most two ``os.preadv`` calls straight into the caller's buffer (rows of a chunk are
+    contiguous in the file because chunks span whole rows and are stored uncompressed). A
+    dataset with another layout is read with ``ShardReader.read_frames_into`` (h5py
+    ``read_direct``). Files are opened lazily and kept open; pickling drops every handle, so a
+    ``CropReader`` can be sent to worker processes.
+
+    Args:
+        reader: the DataDir's :class:`~stemforge.store.ShardReader` (checks the config of each
+            shard on first use).
+        tracks: the tracks, indexed as in :class:`PatchSampler`.
+    """
+
+    def __init__(self, reader: "ShardReader", tracks: TrackList):
+        self.reader = reader
+        self.tracks = tracks
+        self._fds: dict[str, int] = {}
+        self._layouts: dict[tuple[int, str], _Layout | None] = {}
+        self.fast_reads = 0
+        self.slow_reads = 0
+
+    def __getstate__(self) -> dict:
+        return {"reader": self.reader, "tracks": self.tracks}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["reader"], state["tracks"])
+
+    def _fd(self, shard: str) -> int:
+        fd = self._fds.get(shard)
+        if fd is None:
+            path = Path(self.reader.root) / shard
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as exc:
+                raise ManifestError(f"{path}: cannot open shard ({exc})") from None
+            self._fds[shard] = fd
+        return fd
+
+    def _layout(self, track: int, field: str) -> _Layout | None:
+        key = (track, field)
+        if key not in self._layouts:
+            group = self.reader.group(self.tracks.shards[track], self.tracks.keys[track])
+            try:
+                dset = group[field]
+            except KeyError:
+                raise ManifestError(
+                    f"{Path(self.reader.root) / self.tracks.shards[track]}: track {self.tracks.keys[track]!r} has no {field!r}"
+                ) from None
+            if int(dset.shape[0]) < int(self.tracks.n_frames[track]):
+                raise ManifestError(
+                    f"{self.tracks.uids[track]}: shard holds {dset.shape[0]} frames, the manifest says {self.tracks.n_frames[track]}"
+                )
+            self._layouts[key] = _plain_layout(dset)
+        return self._layouts[key]
+
+    def read_into(self, track: int, start: int, fields: dict[str, np.ndarray]) -> None:
+        """Fill ``fields[name]`` (C-contiguous float16 ``[P, n_bins]``) with frames
+        ``[start, start + P)`` of track ``track``; frames past the end are zeros."""
+        n = int(self.tracks.n_frames[track])
+        for name, out in fields.items():
+            rows = out.shape[0]
+            stop = min(start + rows, n)
+            if stop < start + rows:
+                out[max(0, stop - start) :] = 0
+            if stop <= start:
+                continue
+            layout = self._layout(track, name)
+            if layout is None or layout.row_bytes != out.shape[1] * 2:
+                self.reader.read_frames_into(
+                    self.tracks.shards[track], self.tracks.keys[track], start, {name: out[: stop - start]}
+                )
+                self.slow_reads += 1
+                continue
+            fd = self._fd(self.tracks.shards[track])
+            dest = memoryview(out.reshape(-1).view(np.uint8))
+            row = start
+            while row < stop:
+                chunk = row // layout.chunk_rows
+                chunk_end = min(stop, (chunk + 1) * layout.chunk_rows)
+                offset = int(layout.offsets[chunk]) + (row - chunk * layout.chunk_rows) * layout.row_bytes
+                a, b = (row - start) * layout.row_bytes, (chunk_end - start) * layout.row_bytes
+                got = os.preadv(fd, [dest[a:b]], offset)
+                if got != b - a:
+                    raise ManifestError(
+                        f"{Path(self.reader.root) / self.tracks.shards[track]}: short read in track "
+                        f"{self.tracks.keys[track]!r} ({got} of {b - a} bytes): truncated shard?"
+                    )
+                row = chunk_end
+            self.fast_reads += 1
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
+        self._layouts.clear()
+        self.reader.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def to_model_layout(frames: np.ndarray, out: "torch.Tensor | None" = None) -> "torch.Tensor":
+    """Stored crops float16 ``[batch, P, 513]`` -> float16 ``[batch, 1, 512, P]`` (bins 1..512,
+    frequency-major, contiguous), the network's layout. Convert the dtype on the device."""
+    import torch
+
+    src = torch.from_numpy(frames)[:, :, FIRST_BIN:].transpose(1, 2)
+    if out is None:
+        out = torch.empty((src.shape[0], 1, src.shape[1], src.shape[2]), dtype=src.dtype)
+    out[:, 0].copy_(src)
+    return out
+
+
+@dataclass
+class Batch:
+    """One training batch (float16 on the CPU from the loaders; see :func:`to_device`).
+
+    Attributes:
+        mixture: ``[batch, 1, 512, P]``.
+        target: ``[batch, 1, 512, P]``.
+        step: the step it was drawn for.
+    """
+
+    mixture: "torch.Tensor"
+    target: "torch.Tensor"
+    step: int
+
+    def pin_memory(self) -> "Batch":
+        return Batch(self.mixture.pin_memory(), self.target.pin_memory(), self.step)
+
+
+def to_device(batch: Batch, device: "torch.device | str", dtype: "torch.dtype | None" = None) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """``(mixture, target)`` on ``device`` as ``dtype`` (float32 by default)."""
+    import torch
+
+    dtype = dtype or torch.float32
+    device = torch.device(device)
+    non_blocking = device.type == "cuda"
+    return (
+        batch.mixture.to(device, non_blocking=non_blocking).to(dtype),
+        batch.target.to(device, non_blocking=non_blocking).to(dtype),
+    )
+
+
+class StreamingBatches:
+    """Batches read from the shards, one per step: a map-style ``Dataset`` whose index is the step.
+
+    ``batches[step]`` is a :class:`Batch` of float16 ``[batch_size, 1, 512, P]`` tensors, the
+    crops :meth:`PatchSampler.positions` gives for ``(seed, rank, step)``. Use it through
+    :class:`StreamingLoader` (worker processes, prefetching) or index it directly.
+
+    Args:
+        sampler: where the crops come from.
+        reader: a :class:`ShardReader` of the DataDir (a fresh one: nothing opened yet).
+        target: ``"vocals"`` or ``"accompaniment"``.
+        batch_size, seed, rank: as in :meth:`PatchSampler.positions`.
+    """
+
+    def __init__(self, sampler: PatchSampler, reader: "ShardReader", target: str, batch_size: int, seed: int, rank: int = 0):
+        if target not in TARGETS:
+            raise StemforgeError(f"target must be one of {TARGETS}, got {target!r}")
+        if batch_size <= 0:
+            raise StemforgeError(f"batch_size must be positive, got {batch_size}")
+        self.sampler = sampler
+        self.crops = CropReader(reader, sampler.tracks)
+        self.target = target
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self._buffers: dict[str, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_buffers"] = None
+        return state
+
+    def read_step(self, step: int) -> dict[str, np.ndarray]:
+        """The raw crops of ``step``: ``{"mixture", target}`` float16 ``[batch, P, 513]`` (a
+        buffer reused by the next call)."""
+        n_bins = self.crops.reader.config.n_bins
+        shape = (self.batch_size, self.sampler.patch_frames, n_bins)
+        if self._buffers is None or self._buffers["mixture"].shape != shape:
+            self._buffers = {name: np.empty(shape, dtype=np.float16) for name in ("mixture", self.target)}
+        track, start = self.sampler.positions(self.seed, self.rank, step, self.batch_size)
+        mix, tgt = self._buffers["mixture"], self._buffers[self.target]
+        for i in range(self.batch_size):
+            self.crops.read_into(int(track[i]), int(start[i]), {"mixture": mix[i], self.target: tgt[i]})
+        return self._buffers
+
+    def __getitem__(self, step: int) -> Batch:
+        raw = self.read_step(int(step))
+        return Batch(to_model_layout(raw["mixture"]), to_model_layout(raw[self.target]), int(step))
+
+    def close(self) -> None:
+        self.crops.close()
+
+
+def _start_method(requested: str | None) -> str:
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    if requested is not None:
+        if requested not in methods:
+            raise StemforgeError(f"start method {requested!r} is not available here ({methods})")
+        return requested
+    return "fork" if "fork" in methods else "spawn"
+
+
+def _shared_slots(shape: tuple[int, ...], method: str) -> "torch.Tensor":
+    """A float16 tensor of ``shape`` that worker processes started with ``method`` write into
+    and this process reads: an anonymous shared mapping inherited by fork (not limited by the
+    size of /dev/shm), else torch shared memory."""
+    import mmap
+
+    import torch
+
+    nbytes = int(np.prod(shape)) * 2
+    if method == "fork":
+        buf = mmap.mmap(-1, max(1, nbytes))  # MAP_SHARED | MAP_ANONYMOUS
+        return torch.frombuffer(buf, dtype=torch.float16, count=int(np.prod(shape))).view(shape)
+    return torch.empty(shape, dtype=torch.float16).share_memory_()
+
+
+def _portable_error(exc: BaseException) -> BaseException:
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return StemforgeError(f"{type(exc).__name__}: {exc}")
+
+
+def _loader_worker(batches: StreamingBatches, mix_slots, tgt_slots, tasks, results) -> None:
+    """Worker process: cut the batch of each ``(step, slot)`` task into the shared slot."""
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
+    torch.set_num_threads(1)
+    try:
+        while True:
+            task = tasks.get()
+            if task is None:
+                break
+            step, slot = task
+            try:
+                raw = batches.read_step(step)
+                to_model_layout(raw["mixture"], out=mix_slots[slot])
+                to_model_layout(raw[batches.target], out=tgt_slots[slot])
+                results.put((step, slot, None))
+            except BaseException as exc:  # reported to the parent, which raises it
+                results.put((step, slot, _portable_error(exc)))
+    finally:
+        batches.close()
+
+
+class StreamingLoader:
+    """Batches for a sequence of steps, cut ahead of time by worker processes.
+
+    Each worker holds its own :class:`StreamingBatches` (opening the shards itself) and writes
+    the batch of a step straight into one of ``workers * prefetch`` slots of shared memory;
+    only ``(step, slot)`` pairs travel between processes, so handing over a batch costs no copy
+    (a ``DataLoader`` pickles every batch through shared-memory files, which costs more than
+    cutting it). Batches come out in the order of ``steps`` whatever worker cut them, and a
+    batch is the same as ``batches[step]``.
+
+    A yielded :class:`Batch` is a view of a slot: it stays valid until the next batch is asked
+    for (copy or convert it before; :func:`to_device` does). With ``workers=0`` batches are cut
+    in this process when asked for. Use as a context manager or call :meth:`close`.
+
+    Args:
+        batches: the :class:`StreamingBatches` to cut (pickled to each worker).
+        steps: the steps, in order.
+        workers: worker processes (0: none).
+        prefetch: batches queued ahead per worker.
+        start_method: ``"fork"`` (default where available) or ``"spawn"``/``"forkserver"``.
+
+    Raises (while iterating):
+        the error a worker met (a ``StemforgeError`` for a bad shard), or StemforgeError when a
+        worker process died.
+    """
+
+    def __init__(self, batches: StreamingBatches, steps: Iterable[int], workers: int = 2, prefetch: int = 3,
+                 start_method: str | None = None):
+        if workers < 0 or prefetch < 1:
+            raise StemforgeError(f"workers must be >= 0 and prefetch >= 1, got {workers}, {prefetch}")
+        self.batches = batches
+        self.steps = [int(s) for s in steps]
+        self.workers = int(workers)
+        self._next = 0  # index in steps of the next batch to hand out
+        self._issued = 0  # index in steps of the next task to issue
+        self._held: int | None = None  # slot of the batch handed out last
+        self._done: dict[int, tuple[int, BaseException | None]] = {}
+        self._procs: list = []
+        self._closed = False
+        if self.workers == 0:
+            return
+        import multiprocessing as mp
+
+        method = _start_method(start_method)
+        ctx = mp.get_context(method)
+        n_slots = self.workers * prefetch
+        P = batches.sampler.patch_frames
+        n_bins = batches.crops.reader.config.n_bins - FIRST_BIN
+        shape = (n_slots, batches.batch_size, 1, n_bins, P)
+        self._mix = _shared_slots(shape, method)
+        self._tgt = _shared_slots(shape, method)
+        self._free = list(range(n_slots))
+        self._tasks = ctx.SimpleQueue()
+        self._results = ctx.Queue()
+        for _ in range(self.workers):
+            proc = ctx.Process(
+                target=_loader_worker, args=(batches, self._mix, self._tgt, self._tasks, self._results), daemon=True
+            )
+            proc.start()
+            self._procs.append(proc)
+        self._issue()
+
+    def _issue(self) -> None:
+        while self._free and self._issued < len(self.steps):
+            self._tasks.put((self.steps[self._issued], self._free.pop()))
+            self._issued += 1
+
+    def __iter__(self) -> "StreamingLoader":
+        return self
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __next__(self) -> Batch:
+        if self._closed or self._next >= len(self.steps):
+            raise StopIteration
+        step = self.steps[self._next]
+        if self.workers == 0:
+            self._next += 1
+            return self.batches[step]
+        import queue
+
+        if self._held is not None:
+            self._free.append(self._held)
+            self._held = None
+            self._issue()
+        while step not in self._done:
+            try:
+                got_step, slot, error = self._results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in self._procs if not p.is_alive()]
+                if dead:
+                    codes = ", ".join(str(p.exitcode) for p in dead)
+                    self.close()
+                    raise StemforgeError(f"a loader worker process died (exit code {codes})") from None
+                continue
+            self._done[got_step] = (slot, error)
+        slot, error = self._done.pop(step)
+        if error is not None:
+            self.close()
+            raise error
+        self._held = slot
+        self._next += 1
+        return Batch(self._mix[slot], self._tgt[slot], step)
+
+    def close(self) -> None:
+        """Stop the workers (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._procs:
+            try:
+                self._tasks.put(None)
+            except Exception:
+                pass
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+        self._procs = []
+
+    def __enter__(self) -> "StreamingLoader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def streaming_loader(
+    batches: StreamingBatches, steps: Iterable[int], workers: int = 2, prefetch: int = 3, start_method: str | None = None
+) -> StreamingLoader:
+    """A :class:`StreamingLoader` yielding ``batches[step]`` for each step of ``steps``, in order."""
+    return StreamingLoader(batches, steps, workers, prefetch, start_method)
+
+
+# --------------------------------------------------------------------------------------------
+# Resident (in GPU memory or RAM)
+# --------------------------------------------------------------------------------------------
+
+
+def resident_nbytes(tracks: TrackList, patch_frames: int = PATCH_FRAMES, n_bins: int = 512, fields: int = 2) -> int:
+    """Bytes :class:`ResidentBatches` holds for ``tracks`` (float16, short tracks padded)."""
+    rows = int(np.maximum(tracks.n_frames, patch_frames).sum())
+    return rows * n_bins * 2 * fields
+
+
+def _available_ram() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def resident_fits(nbytes: int, device: "torch.device | str", fraction: float = 0.5) -> tuple[bool, str]:
+    """Whether ``nbytes`` fit in ``fraction`` of the free memory of ``device`` (GPU memory for
+    cuda, available RAM for cpu), and a sentence saying so with the figures."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        where = f"free GPU memory on {device}"
+    else:
+        free = _available_ram()
+        where = "available RAM"
+        if free is None:
+            return True, f"resident data {nbytes / 2**30:.2f} GiB ({where} unknown)"
+    ok = nbytes <= fraction * free
+    verb = "fits in" if ok else "does not fit in"
+    return ok, f"resident data {nbytes / 2**30:.2f} GiB {verb} {fraction:.0%} of {where} ({free / 2**30:.2f} GiB)"
+
+
+class ResidentBatches:
+    """The train split's magnitudes (bins 1..512, float16) held on ``device``; batches cut there.
+
+    All tracks are concatenated along time into two frequency-major ``[512, rows]`` float16
+    tensors (mixture and target; a track shorter than ``P`` frames is zero-padded to ``P``), so
+    a crop is a ``[512, P]`` window already in the network's layout. On a GPU a batch is one
+    ``index_select`` over the windows at the step's start indices (computed from the
+    :class:`PatchSampler` on the CPU: 2 x ``batch`` integers, microseconds) followed by the
+    float conversion, so the GPU never waits on the CPU; on the CPU (RAM-resident) the windows
+    are copied one by one, which is the fastest way there. The positions are those of the
+    streaming loader, so the batches are identical to its.
+
+    Args:
+        sampler, target, batch_size, seed, rank: as in :class:`StreamingBatches`.
+        reader: a :class:`ShardReader` of the DataDir; closed after loading.
+        device: where the data lives (``"cuda:0"``, ``"cpu"``, ...).
+        progress: optional ``callable(tracks_done, n_tracks)`` while loading.
+    """
+
+    def __init__(
+        self,
+        sampler: PatchSampler,
+        reader: "ShardReader",
+        target: str,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        device: "torch.device | str" = "cpu",
+        progress=None,
+    ):
+        import torch
+
+        if target not in TARGETS:
+            raise StemforgeError(f"target must be one of {TARGETS}, got {target!r}")
+        if batch_size <= 0:
+            raise StemforgeError(f"batch_size must be positive, got {batch_size}")
+        self.sampler = sampler
+        self.target = target
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.device = torch.device(device)
+        tracks = sampler.tracks
+        P = self.patch_frames = sampler.patch_frames
+        n_bins = reader.config.n_bins - FIRST_BIN
+        lengths = np.maximum(tracks.n_frames, P)
+        self.offsets = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+        rows = int(lengths.sum())
+        self.mixture = torch.zeros((n_bins, rows), dtype=torch.float16, device=self.device)
+        self.target_data = torch.zeros((n_bins, rows), dtype=torch.float16, device=self.device)
+        try:
+            for i in range(len(tracks)):
+                n = int(tracks.n_frames[i])
+                got = reader.read_frames(tracks.shards[i], tracks.keys[i], 0, n, fields=("mixture", target))
+                o = int(self.offsets[i])
+                for name, dest in (("mixture", self.mixture), (target, self.target_data)):
+                    arr = got[name]
+                    if arr.shape[0] != n:
+                        raise ManifestError(f"{tracks.uids[i]}: shard holds {arr.shape[0]} frames, the manifest says {n}")
+                    dest[:, o : o + n].copy_(torch.from_numpy(arr[:, FIRST_BIN:]).T.contiguous())
+                if progress is not None:
+                    progress(i + 1, len(tracks))
+        finally:
+            reader.close()
+        n_windows = rows - P + 1
+        self._windows = [
+            data.as_strided((n_windows, 1, n_bins, P), (1, 0, rows, 1)) for data in (self.mixture, self.target_data)
+        ]
+
+    @property
+    def nbytes(self) -> int:
+        return (self.mixture.numel() + self.target_data.numel()) * 2
+
+    def starts(self, step: int) -> np.ndarray:
+        """int64 ``[batch]``: first row (in the concatenation) of each crop of ``step``."""
+        track, start = self.sampler.positions(self.seed, self.rank, step, self.batch_size)
+        return self.offsets[track] + start
+
+    def batch(self, step: int, dtype: "torch.dtype | None" = None) -> tuple["torch.Tensor", "torch.Tensor"]:
+        """``(mixture, target)`` ``[batch, 1, 512, P]`` on the device, contiguous, as ``dtype``
+        (float32 by default); equal to ``to_device(StreamingBatches[step], device, dtype)``."""
+        import torch
+
+        dtype = dtype or torch.float32
+        starts = self.starts(step)
+        out = []
+        if self.device.type == "cpu":
+            for windows in self._windows:
+                crops = torch.empty((self.batch_size,) + tuple(windows.shape[1:]), dtype=torch.float16)
+                for i, s in enumerate(starts.tolist()):
+                    crops[i].copy_(windows[s])
+                out.append(crops.to(dtype))
+        else:
+            index = torch.from_numpy(starts).to(self.device, non_blocking=True)
+            for windows in self._windows:
+                out.append(windows.index_select(0, index).to(dtype))
+        return out[0], out[1]
+
+    def __getitem__(self, step: int) -> Batch:
+        """The float16 :class:`Batch` of ``step`` (on the device)."""
+        import torch
+
+        m, t = self.batch(step, torch.float16)
+        return Batch(m, t, int(step))
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ValidationSet:
+    """Fixed crops of the validation rows, float16 on the CPU.
+
+    Attributes:
+        mixture, target: ``[n_crops, 1, 512, P]``.
+        uids: tuple of the track uid per crop; starts: int64 ``[n_crops]`` first frames.
+    """
+
+    mixture: "torch.Tensor"
+    target: "torch.Tensor"
+    uids: tuple[str, ...]
+    starts: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.mixture.shape[0])
+
+
+def validation_positions(tracks: TrackList, patch_frames: int = PATCH_FRAMES, max_crops: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic crops of ``tracks``: per track non-overlapping crops at 0, P, 2P, ...
+    (one zero-padded crop for a track shorter than P); when there are more than ``max_crops``,
+    ``max_crops`` of them evenly spread over the list. Returns ``(track int64 [n], start int64 [n])``."""
+    track, start = [], []
+    for i, n in enumerate(tracks.n_frames):
+        k = max(1, int(n) // patch_frames)
+        track.extend([i] * k)
+        start.extend(range(0, k * patch_frames, patch_frames))
+    track_a, start_a = np.asarray(track, dtype=np.int64), np.asarray(start, dtype=np.int64)
+    if max_crops > 0 and track_a.size > max_crops:
+        pick = np.unique(np.linspace(0, track_a.size - 1, max_crops).round().astype(np.int64))
+        track_a, start_a = track_a[pick], start_a[pick]
+    return track_a, start_a
+
+
+def validation_set(
+    datadir: "DataDir",
+    target: str,
+    split: str = "valid",
+    patch_frames: int = PATCH_FRAMES,
+    max_crops: int = 256,
+) -> ValidationSet | None:
+    """Fixed crops of ``datadir.select(split=split)`` (see :func:`validation_positions`);
+    None when the split has no rows."""
+    import torch
+
+    if target not in TARGETS:
+        raise StemforgeError(f"target must be one of {TARGETS}, got {target!r}")
+    tracks = TrackList.from_rows(datadir.select(split=split))
+    if len(tracks) == 0:
+        return None
+    track, start = validation_positions(tracks, patch_frames, max_crops)
+    crops = CropReader(datadir.reader(), tracks)
+    try:
+        raw = {name: np.empty((track.size, patch_frames, datadir.config.n_bins), np.float16) for name in ("mixture", target)}
+        for i in range(track.size):
+            crops.read_into(int(track[i]), int(start[i]), {name: raw[name][i] for name in raw})
+    finally:
+        crops.close()
+    return ValidationSet(
+        mixture=to_model_layout(raw["mixture"]),
+        target=to_model_layout(raw[target]),
+        uids=tuple(tracks.uids[i] for i in track),
+        starts=start,
+    )
