@@ -342,24 +342,9 @@ def test_real_music_wrong_pair_is_rejected(excerpts):
 
 
 def _cli_app():
-    """The real app; while sibling command modules are still missing, an app with only ours."""
-    try:
-        from stemforge.cli.main import app
+    from stemforge.cli.main import app
 
-        return app
-    except ImportError:
-        import typer
-
-        from stemforge.cli import pairs as pairs_cli
-
-        app = typer.Typer(rich_markup_mode=None)
-        pairs_cli.register(app)
-
-        @app.callback()
-        def _root() -> None:
-            """stemforge (test app)."""
-
-        return app
+    return app
 
 
 @pytest.fixture(scope="module")
