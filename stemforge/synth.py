@@ -187,6 +187,7 @@ class _Note:
     onset_s: float
     length_s: float  # sounding length
     midi: float
+    degree: int = 0  # scale degree relative to the singer's tonic
     vowel: int = 0
     phrase: int = 0
 
@@ -204,6 +205,7 @@ class _Plan:
     chord_beats: int
     progression: tuple[int, ...]
     singer: str  # "male" / "female"
+    tonic_midi: int  # the singer's tonic
     melody: list[_Note]
     phrases: list[tuple[float, float]]  # (start_s, end_s)
     drum_pattern: int
@@ -264,6 +266,7 @@ def _plan_song(rng: np.random.Generator, n_samples: int, sample_rate: int) -> _P
                     onset_s=(t + pos) * beat_s,
                     length_s=dur * articulation * beat_s,
                     midi=float(midi),
+                    degree=degree,
                     vowel=int(rng.integers(len(_VOWELS))),
                     phrase=phrase_index,
                 )
@@ -283,6 +286,7 @@ def _plan_song(rng: np.random.Generator, n_samples: int, sample_rate: int) -> _P
         chord_beats=chord_beats,
         progression=progression,
         singer=singer,
+        tonic_midi=tonic_midi,
         melody=melody,
         phrases=phrases,
         drum_pattern=int(rng.integers(3)),
@@ -300,18 +304,23 @@ _TABLE = 2048  # samples per period of a wavetable
 def _wavetable(amps: np.ndarray, phases: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One period (``_TABLE`` samples) with harmonic k+1 of amplitude amps[k], phase phases[k].
 
-    Returns (table, slope), each ``_TABLE + 1`` long (wrapped), for linear interpolation.
+    Returns (table, slope), float32, each ``_TABLE + 1`` long (wrapped), normalized to unit
+    RMS, for linear interpolation: value(x) = table[i] + (x - i) * slope[i].
     """
+    import scipy.fft
+
     spec = np.zeros(_TABLE // 2 + 1, dtype=np.complex128)
     k = min(len(amps), _TABLE // 2 - 1)
     spec[1 : k + 1] = amps[:k] * np.exp(1j * phases[:k])
-    table = np.fft.irfft(spec, n=_TABLE) * (_TABLE / 2.0)
-    rms = float(np.sqrt(np.mean(table**2)))
-    if rms > 0:
-        table /= rms
-    table = np.append(table, table[0])
-    slope = np.append(np.diff(table), 0.0)
-    return table.astype(np.float32), slope.astype(np.float32)
+    period = scipy.fft.irfft(spec, n=_TABLE)
+    rms = math.sqrt(float(np.dot(period, period)) / _TABLE)
+    table = np.empty(_TABLE + 1, dtype=np.float32)
+    table[:_TABLE] = period * (1.0 / rms if rms > 0 else 1.0)
+    table[_TABLE] = table[0]
+    slope = np.empty(_TABLE + 1, dtype=np.float32)
+    np.subtract(table[1:], table[:-1], out=slope[:_TABLE])
+    slope[_TABLE] = 0.0
+    return table, slope
 
 
 def _oscillate(table: tuple[np.ndarray, np.ndarray], cycles: np.ndarray) -> np.ndarray:
@@ -325,9 +334,9 @@ def _read_table(table: tuple[np.ndarray, np.ndarray], frac: np.ndarray) -> np.nd
     idx = pos.astype(np.int32)
     pos -= idx
     tab, slope = table
-    out = slope[idx]
+    out = np.take(slope, idx)
     out *= pos
-    out += tab[idx]
+    out += np.take(tab, idx)
     return out
 
 
@@ -385,17 +394,21 @@ def _peak_of_sum(stems: Sequence[np.ndarray], block: int = 1 << 16) -> float:
     return peak
 
 
-def _pan(mono: np.ndarray, pan: float, stereo: bool, gain: float = 1.0) -> np.ndarray:
-    """[n] -> gain * [2, n] with a constant-power pan in [-1, 1] (or [1, n] when mono)."""
-    if not stereo:
+def _pan_rows(buf: np.ndarray, pan: float, gain: float = 1.0) -> np.ndarray:
+    """Spread the mono signal in row 0 of ``buf`` [channels, n] over its channels, in place.
+
+    Two channels: a constant-power pan in [-1, 1] (0 = centre, both rows = row 0 * gain);
+    one channel: only the gain. Rendering into row 0 of the final array saves a full-length
+    temporary (page faults of fresh memory dominate the cost of long songs).
+    """
+    if buf.shape[0] == 1:
         if gain != 1.0:
-            mono *= np.float32(gain)
-        return mono[None, :]
+            buf *= np.float32(gain)
+        return buf
     angle = (pan + 1.0) * math.pi / 4.0
-    out = np.empty((2, mono.shape[0]), dtype=np.float32)
-    np.multiply(mono, np.float32(gain * math.cos(angle) * math.sqrt(2.0)), out=out[0])
-    np.multiply(mono, np.float32(gain * math.sin(angle) * math.sqrt(2.0)), out=out[1])
-    return out
+    np.multiply(buf[0], np.float32(gain * math.sin(angle) * math.sqrt(2.0)), out=buf[1])
+    buf[0] *= np.float32(gain * math.cos(angle) * math.sqrt(2.0))
+    return buf
 
 
 # --------------------------------------------------------------------------------------------
@@ -418,8 +431,12 @@ def _render_voice(
     transpose_degrees: int = 0,
     singer: str | None = None,
     phrase_keep: float = 1.0,
+    channels: int = 1,
 ) -> tuple[np.ndarray, list[tuple[float, float, float]], float]:
-    """Mono voice [n_samples] float32, its notes (onset_s, end_s, f0_hz), its RMS over sung samples.
+    """A voice, its notes (onset_s, end_s, f0_hz) and its RMS over sung samples.
+
+    The voice is float32 ``[channels, n_samples]`` with the (mono) signal in row 0 and zeros
+    elsewhere, ready for :func:`_pan_rows`.
 
     The source of each syllable is one period of a glottal-pulse-like harmonic series
     (amplitudes k^-tilt, every harmonic below 0.45 * rate) shaped by the vowel's formants
@@ -433,7 +450,8 @@ def _render_voice(
     sr = plan.sample_rate
     n_total = plan.n_samples
     singer = singer or plan.singer
-    out = np.zeros(n_total, dtype=np.float32)
+    buf = np.zeros((channels, n_total), dtype=np.float32)
+    out = buf[0]
     formant_scale = 1.17 if singer == "female" else 1.0
     formant_scale *= float(rng.uniform(0.96, 1.04))
     tilt = float(rng.uniform(1.0, 1.35))
@@ -442,7 +460,7 @@ def _render_voice(
     breath_prob = float(rng.uniform(0.5, 0.9))
     aspiration = float(rng.uniform(0.004, 0.012))
     # Noise material, sliced at random offsets: fricatives (s/sh), plosive bursts, breaths.
-    n_noise = 1 << 16  # about 1.5 s at 44.1 kHz
+    n_noise = 1 << 17  # about 3 s at 44.1 kHz, longer than any syllable
     fric = _shaped_noise(rng, n_noise, sr, 3500.0, 0.45 * sr)
     plos = _shaped_noise(rng, n_noise, sr, 900.0, min(7000.0, 0.45 * sr))
     breath = _shaped_noise(rng, n_noise, sr, 500.0, min(3500.0, 0.45 * sr))
@@ -474,15 +492,8 @@ def _render_voice(
         if not keep[note.phrase]:
             continue
         midi = note.midi + octave_shift
-        if transpose_degrees:
-            # move by scale degrees: find the note's degree relative to the tonic and shift
-            base = note.midi - ((57 if plan.singer == "female" else 45) + (plan.tonic_pc - 9) % 12)
-            octave, within = divmod(int(round(base)), 12)
-            scale = plan.scale
-            step = min(range(7), key=lambda s: abs(scale[s] - within))
-            midi = note.midi + octave_shift + (
-                _degree_semitones(scale, 7 * octave + step + transpose_degrees) - (12 * octave + scale[step])
-            )
+        if transpose_degrees:  # a harmony part: the same rhythm, moved in the scale
+            midi = plan.tonic_midi + octave_shift + _degree_semitones(plan.scale, note.degree + transpose_degrees)
         f0 = _midi_hz(midi) * 2.0 ** (rng.normal(0.0, 6.0) / 1200.0)  # slight intonation error
         start = int(round(note.onset_s * sr))
         n = min(int(round(note.length_s * sr)), n_total - start, len(t_all))
@@ -499,7 +510,9 @@ def _render_voice(
         vphase = float(rng.uniform(0.0, 2 * math.pi))
         cycles = f0 * t
         n_glide = min(n, int(6 * tau * sr))
-        cycles[:n_glide] += f0 * glide * tau * (1.0 - np.exp(-t[:n_glide] / tau))
+        decay = np.exp(t32_all[:n_glide] * np.float32(-1.0 / tau))
+        decay -= np.float32(1.0)
+        cycles[:n_glide] -= (f0 * glide * tau) * decay
         n_delay = int(delay * sr)
         if n_delay < n:
             tv = t32_all[n_delay:n]
@@ -520,16 +533,18 @@ def _render_voice(
         # Envelope: smooth attack, slight decay, release; per-syllable level.
         attack = max(2, int(sr * rng.uniform(0.015, 0.04)))
         release = max(2, min(n // 2, int(sr * rng.uniform(0.03, 0.08))))
-        env = np.linspace(1.0, float(rng.uniform(0.7, 0.95)), n, dtype=np.float32)
+        sustain_end = float(rng.uniform(0.7, 0.95))
+        env = t32_all[:n] * np.float32((sustain_end - 1.0) / max(t[-1], 1e-9))
+        env += np.float32(1.0)
         env[:attack] *= np.sin(np.linspace(0.0, math.pi / 2, attack, dtype=np.float32)) ** 2
         env[n - release :] *= np.cos(np.linspace(0.0, math.pi / 2, release, dtype=np.float32)) ** 2
         level = float(rng.uniform(0.7, 1.0))
-        off = int(rng.integers(0, n_noise))
-        noise = np.take(asp, np.arange(off, off + n) % n_noise) if off + n > n_noise else asp[off : off + n]
-        pulse = np.cos(np.float32(2 * math.pi) * frac)  # aspiration noise, pulse-synchronous
-        pulse += np.float32(1.0)
+        off = int(rng.integers(0, max(1, n_noise - n + 1)))
+        noise = asp[off : off + n] if n <= n_noise else np.resize(asp, n)
+        # aspiration noise, pulse-synchronous: loudest at the start of each period, fading over it
+        pulse = np.float32(1.0) - frac
         pulse *= noise
-        pulse *= np.float32(aspiration)
+        pulse *= np.float32(2.0 * aspiration)
         voiced += pulse
         voiced *= env
         _add(out, start, voiced, level)
@@ -544,7 +559,7 @@ def _render_voice(
             _add(out, start - length // 3, kind[off : off + length] * decay, level * float(rng.uniform(0.15, 0.3)))
         notes_out.append((start / sr, (start + n) / sr, float(f0)))
     active_rms = math.sqrt(sung_energy / sung) if sung else 0.0
-    return out, notes_out, active_rms
+    return buf, notes_out, active_rms
 
 
 # --------------------------------------------------------------------------------------------
@@ -647,7 +662,8 @@ def _note_tone(f0: float, n: int, sr: int, tilt: float, decay_s: float | None, a
 def _render_bass(plan: _Plan, rng: np.random.Generator, stereo: bool) -> np.ndarray:
     """Bass line [2 or 1, n_samples]: chord roots (and fifths) on a per-song rhythm."""
     sr = plan.sample_rate
-    out = np.zeros(plan.n_samples, dtype=np.float32)
+    buf = np.zeros((2 if stereo else 1, plan.n_samples), dtype=np.float32)
+    out = buf[0]
     bass_tonic = 28 + (plan.tonic_pc - 4) % 12
     pattern = int(rng.integers(3))
     tilt = float(rng.uniform(1.4, 2.0))
@@ -670,7 +686,7 @@ def _render_bass(plan: _Plan, rng: np.random.Generator, stereo: bool) -> np.ndar
                 cache[key] = _note_tone(_midi_hz(midi), n, sr, tilt, decay_s=0.6, attack_s=0.005, release_s=0.03, phase_seed=int(midi))
             start = int(round((beat + off) * plan.beat_s * sr))
             _add(out, start, cache[key], float(rng.uniform(0.85, 1.0)))
-    return _pan(out, 0.0, stereo)
+    return _pan_rows(buf, 0.0)
 
 
 def _render_other(plan: _Plan, rng: np.random.Generator, stereo: bool, style: str | None = None, octave: int = 0) -> np.ndarray:
@@ -797,7 +813,7 @@ def synthesize_song(rng: np.random.Generator, seconds: float, sample_rate: int =
     artist, title = _make_names(rng)
     plan = _plan_song(rng, n_samples, int(sample_rate))
     r_voice, r_drums, r_bass, r_other, r_mix = (_child(rng) for _ in range(5))
-    voice, notes, voice_rms = _render_voice(plan, r_voice)
+    vocals, notes, voice_rms = _render_voice(plan, r_voice, channels=2 if stereo else 1)
     drums = _render_drums(plan, r_drums, stereo)
     bass = _render_bass(plan, r_bass, stereo)
     other = _render_other(plan, r_other, stereo)
@@ -808,7 +824,7 @@ def synthesize_song(rng: np.random.Generator, seconds: float, sample_rate: int =
             stem *= np.float32(target / level)
     acc_rms = math.sqrt(float(np.sum(targets**2)))
     voice_gain = acc_rms * 10.0 ** (r_mix.uniform(-2.0, 2.0) / 20.0) / max(voice_rms, 1e-12)
-    vocals = _pan(voice, float(r_mix.uniform(-0.1, 0.1)), stereo, gain=voice_gain)
+    _pan_rows(vocals, float(r_mix.uniform(-0.1, 0.1)), gain=voice_gain)
     peak = _peak_of_sum((vocals, drums, bass, other))
     if peak > 0.89:
         g = np.float32(0.89 / peak)
@@ -888,16 +904,17 @@ def _render_multitrack(
         counts[kind] += 1
         if kind == "voice":
             singer = "female" if "female" in first else ("male" if "male" in first else None)
+            channels = 2 if stereo else 1
             if k == 0:
-                voice, _notes, level = _render_voice(plan, child, singer=singer)
+                voice, _notes, level = _render_voice(plan, child, singer=singer, channels=channels)
                 target = -20.0
             else:
                 voice, _notes, level = _render_voice(
-                    plan, child, transpose_degrees=(2, -3, 4)[(k - 1) % 3], singer=singer, phrase_keep=0.6
+                    plan, child, transpose_degrees=(2, -3, 4)[(k - 1) % 3], singer=singer, phrase_keep=0.6, channels=channels
                 )
                 target = -25.0
             gain = 10.0 ** ((target + child.uniform(-2.0, 2.0)) / 20.0) / max(level, 1e-12)
-            out.append(_pan(voice, float(child.uniform(-0.3, 0.3)) if k else 0.0, stereo, gain=gain))
+            out.append(_pan_rows(voice, float(child.uniform(-0.3, 0.3)) if k else 0.0, gain=gain))
             continue
         if kind == "drums":
             stem = _render_drums(plan, child, stereo, parts=_DRUM_PARTS.get(first, ("kick", "snare", "hat", "open")))

@@ -149,7 +149,7 @@ def test_musdb_hq_layout(tmp_path):
 
 
 def test_musdb_stem_mp4_streams_decode_to_their_stems(tmp_path):
-    seed, seconds = 3, 2.0
+    seed, seconds = 3, 1.0
     recs = write_corpus(tmp_path, "musdb", songs=2, seconds=seconds, seed=seed)
     assert [r["subset"] for r in recs] == ["train", "test"]
     for r in recs:
