@@ -87,6 +87,7 @@ def _summary(datadir, report, before=None) -> None:
     new = pd.DataFrame(report.ingested)
     new_uids = set(new["uid"]) if len(new) else set()
     rows = []
+    is_dup = df["duplicate_of"].notna() & (df["duplicate_of"] != "")
     for split in ("train", "valid", "test"):
         part = df[df["split"] == split]
         added = df[df["uid"].isin(new_uids) & (df["split"] == split)]
@@ -96,6 +97,7 @@ def _summary(datadir, report, before=None) -> None:
                 "added": len(added),
                 "added_h": float(added["duration_s"].sum()) / 3600 if len(added) else 0.0,
                 "tracks": len(part),
+                "duplicates": int(is_dup[part.index].sum()),
                 "hours": float(part["duration_s"].sum()) / 3600,
             }
         )

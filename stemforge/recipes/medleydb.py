@@ -98,13 +98,11 @@ COEFFICIENT_FILES = ("mixing_coefficients.yaml", "mixing_coefficients_version2.y
 
 def _corpus_coefficients(root: Path) -> dict[str, dict[int, float]]:
     """Coefficients shipped with the corpus (a YAML at its root), which take precedence."""
-    import yaml
-
     for name in COEFFICIENT_FILES:
         p = root / name
         if p.is_file():
             try:
-                data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+                data = safe_load_yaml(p.read_text(encoding="utf-8")) or {}
             except Exception as exc:
                 raise DatasetLayoutError(f"{p}: unreadable mixing coefficients ({exc})") from None
             if not isinstance(data, dict):
@@ -148,6 +146,13 @@ def _artist_splits(valid_fraction: float, test_fraction: float) -> dict[str, str
             fixed[g] = "valid"
     weights = {g: w for g, w in weights.items() if w > 0 or g in fixed}
     return balanced_split(weights, valid_fraction, test_fraction, salt=_SALT, fixed=fixed)
+
+
+def safe_load_yaml(text: str):
+    """``yaml.safe_load`` with libyaml's C parser when PyYAML has it (10x faster on 330 files)."""
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 # -- labels ----------------------------------------------------------------------------------
@@ -232,8 +237,6 @@ def discover(
     mixed-label voice stem, bleed when ``exclude_bleed``); broken ones with ``error``
     (unreadable metadata, a missing stem file). Tracks of versions not selected are left out.
     """
-    import yaml
-
     root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: corpus root not found (or not a folder)")
@@ -263,7 +266,7 @@ def discover(
             tracks.append(TrackSource(**base, error=f"{track_dir / (tid + '_METADATA.yaml')}: metadata file missing"))
             continue
         try:
-            meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
+            meta = safe_load_yaml(meta_path.read_text(encoding="utf-8")) or {}
             if not isinstance(meta, dict) or not isinstance(meta.get("stems"), dict):
                 raise ValueError("no 'stems' mapping")
         except Exception as exc:

@@ -1,0 +1,195 @@
+"""Song identity across corpora: keys, aliases, deterministic splits, duplicates, leakage."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from stemforge.cli.main import app
+from stemforge.errors import StemforgeError
+from stemforge.identity import (
+    balanced_split,
+    canonical_key,
+    hash_split,
+    hash_unit,
+    normalize,
+    reconcile_frame,
+    song_key,
+    split_camel,
+)
+from stemforge.store import DataDir
+from stemforge.store import manifest as mf
+from stemforge.store.check import leakage
+
+
+def test_normalize_and_song_key():
+    assert normalize("Beyoncé (feat. Jay-Z)") == "beyonce"
+    assert song_key("Simon & Garfunkel", "The Boxer!") == "simon and garfunkel - the boxer"
+    assert song_key("", "iKala 10161") == "ikala 10161"
+    assert split_camel("LarkOnTheStrand80sRock") == "Lark On The Strand 80s Rock"
+
+
+def test_alias_table_joins_names_that_differ_between_corpora():
+    # DSD100's folder says "Set Me Free", MUSDB18 says "Set Free Me"
+    assert canonical_key(song_key("Patrick Talbot", "Set Me Free")) == song_key("Patrick Talbot", "Set Free Me")
+    # MUSDB18's names of MedleyDB tracks map to the MedleyDB metadata's artist and title
+    assert canonical_key(song_key("Music Delta", "80s Rock")) == song_key("Music Delta Multitracks", "80s Rock")
+    assert canonical_key(song_key("A Classic Education", "NightOwl")) == song_key("A Classic Education", "Night Owl")
+    # two different MedleyDB tracks whose metadata share a title are pinned apart by uid
+    key = song_key("Phoenix", "Lark On The Strand - Drummond Castle")
+    a = canonical_key(key, "medleydb:Phoenix_ScotchMorris")
+    b = canonical_key(key, "medleydb:Phoenix_LarkOnTheStrandDrummondCastle")
+    assert a != b and a == "phoenix - scotch morris"
+    # a key without alias is left alone
+    assert canonical_key("nobody - nothing") == "nobody - nothing"
+
+
+def test_every_medleydb_track_in_musdb18_gets_the_same_key():
+    from stemforge.reference import reference_manifest
+
+    med = reference_manifest("medleydb_tracks")
+    both = med[med["musdb18_name"] != ""]
+    assert len(both) == 46
+    for r in both.itertuples():
+        artist, _, title = r.musdb18_name.partition(" - ")
+        assert canonical_key(song_key(artist, title)) == canonical_key(song_key(r.artist, r.title), f"medleydb:{r.track_id}")
+
+
+def test_hash_split_and_balanced_split_are_deterministic():
+    assert hash_unit("abc", "s") == hash_unit("abc", "s") != hash_unit("abc", "t")
+    assert 0 <= hash_unit("x") < 1
+    weights = {f"artist{i}": float(1 + i % 5) for i in range(200)}
+    a = balanced_split(weights, 0.1, 0.2, salt="x")
+    assert a == balanced_split(dict(reversed(list(weights.items()))), 0.1, 0.2, salt="x")
+    total = sum(weights.values())
+    share = {s: sum(w for g, w in weights.items() if a[g] == s) / total for s in ("train", "valid", "test")}
+    assert abs(share["test"] - 0.2) < 0.02 and abs(share["valid"] - 0.1) < 0.02
+    fixed = balanced_split(weights, 0.1, 0.2, salt="x", fixed={"artist3": "valid", "artist4": "test"})
+    assert fixed["artist3"] == "valid" and fixed["artist4"] == "test"
+    assert hash_split("song", 0.0, 0.0) == "train"
+    with pytest.raises(StemforgeError):
+        balanced_split(weights, 0.6, 0.5)
+
+
+def _rows(*specs) -> pd.DataFrame:
+    rows = []
+    for uid, key, split, *rest in specs:
+        dataset = uid.split(":")[0]
+        rows.append({"uid": uid, "dataset": dataset, "track_id": uid.split(":")[1], "song_key": key, "split": split,
+                     "vocals_kind": rest[0] if rest else "stem", "n_frames": 10, "shard": "shards/x.h5", "key": "k",
+                     "norm": 1.0, "config_hash": "h"})
+    return mf.coerce(pd.DataFrame(rows))
+
+
+def _apply(df, changed):
+    return mf.upsert(df, changed)
+
+
+def test_reconcile_propagates_the_strictest_split_and_marks_duplicates():
+    df = _rows(
+        ("dsd100:051 - AM Contra - Heart Peripheral", "am contra - heart peripheral", "train"),
+        ("musdb:AM Contra - Heart Peripheral", "am contra - heart peripheral", "test"),
+        ("dsd100:081 - Patrick Talbot - Set Me Free", "patrick talbot - set me free", "train"),
+        ("musdb:Patrick Talbot - Set Free Me", "patrick talbot - set free me", "train"),
+        ("ikala:10161_chorus", "ikala 10161", "valid"),
+        ("ikala:10161_verse", "ikala 10161", "valid"),
+        ("remix:r1", "am contra - heart peripheral", "train", "remix"),
+    )
+    changed, report = reconcile_frame(df)
+    out = _apply(df, changed).set_index("uid")
+    # the DSD100 row moved to test because MUSDB18 holds the song out
+    assert out.loc["dsd100:051 - AM Contra - Heart Peripheral", "split"] == "test"
+    assert out.loc["dsd100:051 - AM Contra - Heart Peripheral", "corpus_split"] == "train"
+    assert ("dsd100:051 - AM Contra - Heart Peripheral", "train", "test", "musdb:AM Contra - Heart Peripheral") in report.moved
+    # stored once: DSD100 is preferred, the MUSDB18 row points to it
+    assert out.loc["musdb:AM Contra - Heart Peripheral", "duplicate_of"] == "dsd100:051 - AM Contra - Heart Peripheral"
+    assert pd.isna(out.loc["dsd100:051 - AM Contra - Heart Peripheral", "duplicate_of"])
+    # alias: one key for both names
+    assert out.loc["dsd100:081 - Patrick Talbot - Set Me Free", "song_key"] == "patrick talbot - set free me"
+    assert out.loc["musdb:Patrick Talbot - Set Free Me", "duplicate_of"] == "dsd100:081 - Patrick Talbot - Set Me Free"
+    # excerpts of one song in one corpus are not duplicates
+    assert out.loc[["ikala:10161_chorus", "ikala:10161_verse"], "duplicate_of"].isna().all()
+    # remix rows are left alone
+    assert out.loc["remix:r1", "split"] == "train" and pd.isna(out.loc["remix:r1", "duplicate_of"])
+    assert leakage(out.reset_index()[out.reset_index()["vocals_kind"] != "remix"]) == []
+    # idempotent
+    again, rep2 = reconcile_frame(_apply(df, changed))
+    assert again == [] and rep2.n_changed == 0
+
+
+def test_a_row_returns_to_its_own_split_when_the_stricter_corpus_leaves():
+    df = _rows(("dsd100:a", "x - y", "train"), ("musdb:a", "x - y", "test"))
+    changed, _ = reconcile_frame(df)
+    df = _apply(df, changed)
+    assert set(df["split"]) == {"test"}
+    df = df[df["uid"] != "musdb:a"]
+    changed, report = reconcile_frame(df)
+    df = _apply(df, changed)
+    assert df.set_index("uid").loc["dsd100:a", "split"] == "train" and report.moved == [("dsd100:a", "test", "train", "dsd100:a")]
+
+
+# -- the must-show: DSD100 and MUSDB18 with real song names in one DataDir -----------------
+SONGS = [
+    # (DSD100 id, DSD100 folder artist, title, MUSDB18 subset): chosen for their split conflicts
+    (51, "AM Contra", "Heart Peripheral", "test"),  # DSD100 Dev (train) -> MUSDB18 test
+    (1, "ANiMAL", "Clinic A", "train"),  # DSD100 Test -> MUSDB18 train
+    (3, "Actions", "One Minute Smile", "train"),  # DSD100 Test -> MUSDB18 valid list
+    (81, "Patrick Talbot", "Set Me Free", "train"),  # named "Set Free Me" in MUSDB18
+    (53, "Actions", "Devil's Words", "train"),  # train in both
+]
+
+
+def test_dsd100_and_musdb18_in_one_datadir_have_no_leak_and_name_duplicates(tmp_path):
+    from stemforge.reference import reference_manifest
+    from stemforge.synth import write_corpus
+
+    musdb_ref = reference_manifest("musdb18_tracks").set_index("dsd100_id")
+    dsd_entries, musdb_entries = [], []
+    for ident, artist, title, subset in SONGS:
+        m = musdb_ref.loc[str(ident)]
+        assert m["subset"] == subset
+        dsd_entries.append({"id": ident, "subset": "Test" if ident <= 50 else "Dev", "artist": artist, "title": title})
+        musdb_entries.append({"subset": subset, "artist": m["artist"], "title": m["title"]})
+    assert musdb_entries[3]["title"] == "Set Free Me"
+    write_corpus(tmp_path / "dsd", "dsd100", songs=len(SONGS), seconds=2.0, seed=1, entries=dsd_entries)
+    write_corpus(tmp_path / "musdb", "musdb-hq", songs=len(SONGS), seconds=2.0, seed=1, entries=musdb_entries)
+    runner = CliRunner()
+    data = str(tmp_path / "d")
+    first = runner.invoke(app, ["ingest", "dsd100", str(tmp_path / "dsd"), "--out", data, "--workers", "1"])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, ["ingest", "musdb", str(tmp_path / "musdb"), "--out", data, "--workers", "1"])
+    assert second.exit_code == 0, second.output
+    # the later ingest says which stored rows moved, and names the duplicates
+    assert "moved to a stricter split" in second.output
+    assert "dsd100:051 - AM Contra - Heart Peripheral: train -> test" in second.output
+    assert "musdb:Patrick Talbot - Set Free Me -> dsd100:081 - Patrick Talbot - Set Me Free" in second.output
+    assert "leak:" not in second.output
+
+    df = DataDir.open(data).manifest
+    assert leakage(df) == []
+    assert len(df) == 10 and df.groupby("song_key").size().eq(2).all()  # 5 songs, each from both corpora
+    split = df.groupby("song_key")["split"].first().to_dict()
+    assert split == {
+        "am contra - heart peripheral": "test",
+        "animal - clinic a": "test",
+        "actions - one minute smile": "test",
+        "patrick talbot - set free me": "train",
+        "actions - devil s words": "train",
+    }
+    dups = df[df["duplicate_of"].notna()]
+    assert sorted(dups["dataset"]) == ["musdb"] * 5
+    assert len(DataDir.open(data).select()) == 5  # training sees each song once
+
+    info = runner.invoke(app, ["info", data])
+    assert info.exit_code == 0, info.output
+    assert "duplicates (5" in info.output and "no song is in more than one split" in info.output
+
+    # the other order (MUSDB18 first) ends in the same splits
+    data2 = str(tmp_path / "d2")
+    assert runner.invoke(app, ["ingest", "musdb", str(tmp_path / "musdb"), "--out", data2, "--workers", "1"]).exit_code == 0
+    res = runner.invoke(app, ["ingest", "dsd100", str(tmp_path / "dsd"), "--out", data2, "--workers", "1"])
+    assert res.exit_code == 0 and "musdb:ANiMAL - Clinic A: train -> test" in res.output
+    df2 = DataDir.open(data2).manifest
+    assert df2.groupby("song_key")["split"].first().to_dict() == split and leakage(df2) == []
+    assert sorted(df2.loc[df2["duplicate_of"].notna(), "dataset"]) == ["musdb"] * 5
