@@ -1,0 +1,86 @@
+"""``stemforge serve``: the drag-and-drop separation page (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import typer
+
+from stemforge.cli.common import cli_errors, err
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def serve(
+    model: Path = typer.Argument(..., help="Checkpoint to separate with (model.pt)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port (0: any free port)."),
+    max_upload_mb: float = typer.Option(100.0, "--max-upload-mb", min=0.001, help="Largest upload, in MiB."),
+    max_seconds: float = typer.Option(900.0, "--max-seconds", min=0.1, help="Longest song, in seconds."),
+    jobs: int = typer.Option(1, "--jobs", min=1, max=64, help="Separations running at once (worker threads)."),
+    expire_minutes: float = typer.Option(60.0, "--expire-minutes", min=0.01, help="Keep finished jobs and their files this long."),
+    max_queue: int = typer.Option(100, "--max-queue", min=0, help="Jobs that may wait for a worker; beyond, uploads get 503."),
+    device: str = typer.Option("cpu", "--device", help="Torch device of the model (cpu, cuda, cuda:1, ...)."),
+    work_dir: Path = typer.Option(None, "--work-dir", help="Folder for the jobs' files (default: a temporary folder, removed at exit)."),
+) -> None:
+    """Serve a web page where one drops a song and gets its vocals and accompaniment back.
+
+    The page shows upload and separation progress, plays the mixture and both stems, shows their
+    spectrograms and offers them for download; a JSON API lies beneath (/openapi.json).
+    Separation runs in --jobs worker threads; more uploads wait in a queue and see their place.
+    Finished jobs and their files are removed after --expire-minutes. See docs/serve.md.
+
+    Example: stemforge serve model.pt --port 8000 --jobs 2 --max-upload-mb 50
+    """
+    with cli_errors():
+        import torch
+        import uvicorn
+
+        from stemforge.separate import Separator
+        from stemforge.serve import ServeSettings, create_app
+
+        settings = ServeSettings(
+            max_upload_mb=max_upload_mb,
+            max_seconds=max_seconds,
+            jobs=jobs,
+            expire_minutes=expire_minutes,
+            max_queue=max_queue,
+            work_dir=work_dir,
+        )
+        # Each worker gets its share of the cores, so --jobs workers do not oversubscribe them.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
+        separator = Separator.from_checkpoint(model, device=device)
+        info = _model_info(model, separator)
+        app = create_app(separator, settings, model_info=info)
+        if not _is_loopback(host):
+            err(f"warning: listening on {host}: anyone who can reach this machine can upload songs")
+        err(
+            f"serving {model} at http://{host}:{port}/ (jobs {jobs}, uploads up to {max_upload_mb:g} MiB "
+            f"and {max_seconds:g} s, results kept {expire_minutes:g} min); Ctrl-C stops"
+        )
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+def _model_info(path: Path, separator: object) -> dict:
+    """Plain facts about the model for ``/api/info`` (no server paths)."""
+    info: dict = {"checkpoint": path.name}
+    checkpoint = getattr(separator, "checkpoint", None)
+    if checkpoint is not None and hasattr(checkpoint, "summary"):
+        info.update({k: v for k, v in checkpoint.summary().items() if k != "path"})
+    target = getattr(separator, "target", None)
+    if isinstance(target, str):
+        info["target"] = target
+    return info
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

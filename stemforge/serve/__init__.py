@@ -1,0 +1,24 @@
+"""``stemforge serve``: the drag-and-drop separation page and its JSON API.
+
+:func:`create_app` builds the FastAPI app around a separator; :class:`ServeSettings` holds its
+limits; :class:`~stemforge.serve.jobs.JobStore` runs the jobs in a bounded thread pool.
+See docs/serve.md.
+"""
+
+from stemforge.serve.app import ErrorMessage, JobStatus, ServerInfo, ServeSettings, Stem, StemFiles, create_app
+from stemforge.serve.jobs import STEMS, Job, JobState, JobStore, QueueFullError
+
+__all__ = [
+    "STEMS",
+    "ErrorMessage",
+    "Job",
+    "JobState",
+    "JobStatus",
+    "JobStore",
+    "QueueFullError",
+    "ServeSettings",
+    "ServerInfo",
+    "Stem",
+    "StemFiles",
+    "create_app",
+]

@@ -1,0 +1,708 @@
+"""The web app of ``stemforge serve``: a drag-and-drop page and the JSON API beneath it.
+
+API (the OpenAPI schema is at ``/openapi.json``)::
+
+    GET    /                                   the page (static/index.html, app.js, style.css)
+    GET    /api/info                           limits, formats, model, jobs by state
+    POST   /api/jobs                           multipart/form-data, field "file" -> 202 + job status
+    GET    /api/jobs/{id}                      state, stage, progress, queue position, error
+    GET    /api/jobs/{id}/{stem}.wav           stem in mixture | vocals | accompaniment (16-bit PCM)
+    GET    /api/jobs/{id}/{stem}.png           its spectrogram
+    DELETE /api/jobs/{id}                      forget the job, remove its files -> 204
+
+Bad input is refused early and cheaply: a request whose Content-Length is over the limit gets 413
+before a byte of its body is read; otherwise the body is read in chunks and written to the job's
+folder, and reading stops with 413 as soon as the limit is passed (nothing is buffered whole in
+memory). The stored file is probed (header plus the first decoded samples): 415 when it does not
+decode, 422 when the song is longer than allowed. Errors are JSON ``{"detail": "one line"}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Literal
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from stemforge import __version__
+from stemforge.errors import AudioError, StemforgeError
+from stemforge.serve.jobs import (
+    STEMS,
+    Job,
+    JobState,
+    JobStore,
+    PngRenderer,
+    QueueFullError,
+    SeparatorLike,
+    one_line,
+    valid_job_id,
+)
+
+log = logging.getLogger("stemforge.serve")
+
+STATIC_DIR = Path(__file__).parent / "static"
+#: Upload formats the page advertises (anything FFmpeg or libsndfile decodes is tried).
+FORMATS = ("wav", "flac", "mp3", "ogg", "m4a", "aiff", "opus", "webm")
+#: Bytes of multipart framing (boundaries, part headers, small fields) allowed beyond the file.
+FORM_OVERHEAD = 64 * 1024
+#: Form fields other than the file that are read at all (and then ignored).
+MAX_PARTS = 8
+_CHUNK_WRITE = 1 << 16
+
+
+# --------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits and sizes of a server.
+
+    Attributes:
+        max_upload_mb: largest upload accepted, in MiB (the file itself).
+        max_seconds: longest song accepted, in seconds.
+        jobs: separations running at once (worker threads).
+        expire_minutes: how long finished jobs and their files are kept.
+        max_queue: jobs that may wait for a worker; beyond, POST answers 503.
+        work_dir: folder for the jobs' files; None makes a temporary one, removed at shutdown.
+    """
+
+    max_upload_mb: float = 100.0
+    max_seconds: float = 900.0
+    jobs: int = 1
+    expire_minutes: float = 60.0
+    max_queue: int = 100
+    work_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.max_upload_mb > 0:
+            raise StemforgeError(f"max_upload_mb must be positive, got {self.max_upload_mb}")
+        if not self.max_seconds > 0:
+            raise StemforgeError(f"max_seconds must be positive, got {self.max_seconds}")
+        if self.jobs < 1:
+            raise StemforgeError(f"jobs must be >= 1, got {self.jobs}")
+        if not self.expire_minutes > 0:
+            raise StemforgeError(f"expire_minutes must be positive, got {self.expire_minutes}")
+        if self.max_queue < 0:
+            raise StemforgeError(f"max_queue must be >= 0, got {self.max_queue}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+# --------------------------------------------------------------------------- API models
+class Stem(str, Enum):
+    """The files a finished job offers."""
+
+    mixture = "mixture"
+    vocals = "vocals"
+    accompaniment = "accompaniment"
+
+
+class StemFiles(BaseModel):
+    """Where to fetch one stem (URLs relative to the server)."""
+
+    wav: str = Field(description="16-bit PCM WAV at the upload's sample rate and channels")
+    png: str | None = Field(description="spectrogram picture (null when the server draws none)")
+
+
+class JobStatus(BaseModel):
+    """State of one job. Times are UTC; ``progress`` is a fraction."""
+
+    id: str = Field(description="random, unguessable job id")
+    state: JobState
+    stage: str = Field(description="queued, decoding, separating, writing, drawing, done or failed")
+    progress: float = Field(ge=0.0, le=1.0)
+    queue_position: int | None = Field(description="1-based place among the jobs waiting for a worker; null unless queued")
+    error: str | None = Field(description="one-line reason when the job failed")
+    filename: str = Field(description="name of the uploaded file (display only)")
+    duration_s: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    expires_at: datetime | None = Field(None, description="when the job and its files are removed")
+    stems: dict[Stem, StemFiles] | None = Field(None, description="the result files, once done")
+
+
+class ErrorMessage(BaseModel):
+    """What every refusal carries."""
+
+    detail: str
+
+
+class ServerInfo(BaseModel):
+    """The server's limits and what it is doing."""
+
+    version: str
+    max_upload_bytes: int
+    max_seconds: float
+    jobs: int
+    max_queue: int
+    expire_minutes: float
+    formats: list[str]
+    stems: list[Stem]
+    queued: int
+    running: int
+    model: dict[str, Any]
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        404: "unknown or expired job, or no such file",
+        409: "the job is not done",
+        413: "upload over the size limit",
+        415: "not multipart/form-data, or a file that does not decode as audio",
+        422: "no file in the form, or a song over the length limit",
+        503: "too many jobs waiting; retry later",
+    }
+    return {c: {"model": ErrorMessage, "description": text[c]} for c in codes}
+
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "the song: wav, flac, mp3, ogg, m4a, ...",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+# --------------------------------------------------------------------------- the app
+def create_app(
+    separator: SeparatorLike,
+    settings: ServeSettings | None = None,
+    *,
+    render_png: PngRenderer | None | Literal["auto"] = "auto",
+    model_info: dict[str, Any] | None = None,
+) -> FastAPI:
+    """The FastAPI app serving ``separator`` (see :class:`~stemforge.serve.jobs.SeparatorLike`).
+
+    Args:
+        separator: shared by the worker threads; a ``stemforge.separate.Separator`` or any object
+            with the same ``separate(audio [channels, samples], sample_rate)``.
+        settings: limits (defaults: :class:`ServeSettings`).
+        render_png: draws the spectrogram pictures; "auto" uses :mod:`stemforge.plots`, None draws none.
+        model_info: plain facts about the model shown by ``/api/info`` (a checkpoint summary).
+
+    The job store (``app.state.store``) is made when the app starts (lifespan) and closed, its
+    files removed, when it stops.
+    """
+    settings = settings or ServeSettings()
+    renderer = _default_renderer() if render_png == "auto" else render_png
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_root = settings.work_dir is None
+        root = Path(tempfile.mkdtemp(prefix="stemforge-serve-")) if own_root else Path(settings.work_dir)
+        store = JobStore(
+            root,
+            separator,
+            workers=settings.jobs,
+            max_seconds=settings.max_seconds,
+            expire_seconds=settings.expire_minutes * 60.0,
+            max_queue=settings.max_queue,
+            render_png=renderer,
+        )
+        store.start()
+        app.state.store = store
+        try:
+            yield
+        finally:
+            await run_in_threadpool(store.close, 10.0, own_root)
+
+    app = FastAPI(
+        title="stemforge serve",
+        version=__version__,
+        description="Drop a song, get its vocals and accompaniment back.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+
+    def store_of(request: Request) -> JobStore:
+        return request.app.state.store
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/api/info", response_model=ServerInfo, tags=["server"])
+    async def info(request: Request) -> ServerInfo:
+        """Limits of this server, accepted formats, the model, and how busy it is."""
+        counts = store_of(request).counts()
+        return ServerInfo(
+            version=__version__,
+            max_upload_bytes=settings.max_upload_bytes,
+            max_seconds=settings.max_seconds,
+            jobs=settings.jobs,
+            max_queue=settings.max_queue,
+            expire_minutes=settings.expire_minutes,
+            formats=list(FORMATS),
+            stems=[Stem(s) for s in STEMS],
+            queued=counts["queued"],
+            running=counts["running"],
+            model=dict(model_info or {}),
+        )
+
+    @app.post(
+        "/api/jobs",
+        status_code=202,
+        response_model=JobStatus,
+        responses=_errors(413, 415, 422, 503),
+        openapi_extra=_UPLOAD_BODY,
+        tags=["jobs"],
+    )
+    async def create_job(request: Request) -> JSONResponse:
+        """Upload a song (multipart field ``file``) and queue its separation.
+
+        Answers 202 with the job's status (and a Location header) once the file is stored and
+        probed; the separation itself runs later in the worker pool.
+        """
+        store = store_of(request)
+        boundary = _multipart_boundary(request.headers.get("content-type"))
+        limit = settings.max_upload_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit + FORM_OVERHEAD:
+            raise HTTPException(413, _too_large(limit))
+        job_id, folder = store.reserve()
+        try:
+            upload = await _receive_upload(request, boundary, folder, limit)
+            probe = await run_in_threadpool(_probe, upload.path)
+            if probe.duration_s > settings.max_seconds:
+                raise HTTPException(
+                    422, f"the song lasts {probe.duration_s:.1f} s; this server accepts at most {settings.max_seconds:g} s"
+                )
+            try:
+                job = store.submit(
+                    job_id, upload.path, upload.filename, probe.duration_s or None, probe.sample_rate, probe.channels
+                )
+            except QueueFullError as exc:
+                raise HTTPException(503, str(exc), headers={"Retry-After": "30"}) from None
+        except BaseException:
+            store.discard(job_id)
+            raise
+        return JSONResponse(
+            _status(job).model_dump(mode="json"), status_code=202, headers={"Location": f"/api/jobs/{job.id}"}
+        )
+
+    @app.get("/api/jobs/{job_id}", response_model=JobStatus, responses=_errors(404), tags=["jobs"])
+    async def get_job(request: Request, job_id: str) -> JobStatus:
+        """State, progress, queue position and error of a job."""
+        return _status(_job_or_404(store_of(request), job_id))
+
+    @app.delete("/api/jobs/{job_id}", status_code=204, responses=_errors(404), tags=["jobs"])
+    async def delete_job(request: Request, job_id: str) -> Response:
+        """Forget a job (queued, running or finished) and remove its files."""
+        if not valid_job_id(job_id) or not store_of(request).delete(job_id):
+            raise HTTPException(404, "no such job (unknown or expired)")
+        return Response(status_code=204)
+
+    def file_route(kind: str, media_type: str) -> Callable:
+        async def get_file(
+            request: Request,
+            job_id: str,
+            stem: Stem = PathParam(),
+            download: bool = False,
+        ) -> FileResponse:
+            store = store_of(request)
+            job = _job_or_404(store, job_id)
+            if job.state is not JobState.DONE:
+                raise HTTPException(409, f"the job is {job.state.value}, not done")
+            path = store.file(job_id, stem.value, kind)
+            if path is None or not path.is_file():
+                raise HTTPException(404, f"no {stem.value}.{kind} for this job")
+            return FileResponse(
+                path,
+                media_type=media_type,
+                filename=f"{_download_stem(job.filename)}-{stem.value}.{kind}",
+                content_disposition_type="attachment" if download else "inline",
+            )
+
+        get_file.__doc__ = f"The {kind.upper()} file of one stem of a finished job (``?download=1``: as an attachment)."
+        return get_file
+
+    app.get(
+        "/api/jobs/{job_id}/{stem}.wav",
+        response_class=FileResponse,
+        responses={200: {"content": {"audio/wav": {}}}, **_errors(404, 409)},
+        tags=["jobs"],
+        name="get_stem_wav",
+    )(file_route("wav", "audio/wav"))
+    app.get(
+        "/api/jobs/{job_id}/{stem}.png",
+        response_class=FileResponse,
+        responses={200: {"content": {"image/png": {}}}, **_errors(404, 409)},
+        tags=["jobs"],
+        name="get_stem_png",
+    )(file_route("png", "image/png"))
+
+    app.add_middleware(_SecurityHeaders)
+    return app
+
+
+def _default_renderer() -> PngRenderer | None:
+    try:
+        from stemforge import plots
+    except ImportError:
+        return None
+    fn = getattr(plots, "spectrogram_png", None)
+    return fn if callable(fn) else None
+
+
+# --------------------------------------------------------------------------- helpers
+def _job_or_404(store: JobStore, job_id: str) -> Job:
+    job = store.get(job_id) if valid_job_id(job_id) else None
+    if job is None:
+        raise HTTPException(404, "no such job (unknown or expired)")
+    return job
+
+
+def _time(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, tz=timezone.utc)
+
+
+def _status(job: Job) -> JobStatus:
+    stems = None
+    if job.state is JobState.DONE:
+        stems = {
+            Stem(s): StemFiles(
+                wav=f"/api/jobs/{job.id}/{s}.wav",
+                png=f"/api/jobs/{job.id}/{s}.png" if (job.folder / f"{s}.png").is_file() else None,
+            )
+            for s in STEMS
+        }
+    return JobStatus(
+        id=job.id,
+        state=job.state,
+        stage=job.stage,
+        progress=round(min(1.0, max(0.0, job.progress)), 4),
+        queue_position=job.queue_position,
+        error=job.error,
+        filename=job.filename,
+        duration_s=job.duration_s,
+        sample_rate=job.sample_rate,
+        channels=job.channels,
+        created_at=_time(job.created_at),
+        started_at=_time(job.started_at),
+        finished_at=_time(job.finished_at),
+        expires_at=_time(job.expires_at),
+        stems=stems,
+    )
+
+
+def _too_large(limit: int) -> str:
+    return f"upload over the limit of {limit / 1048576:g} MiB"
+
+
+def _multipart_boundary(content_type: str | None) -> bytes:
+    from python_multipart.multipart import parse_options_header
+
+    ctype, params = parse_options_header(content_type or "")
+    boundary = params.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
+        raise HTTPException(415, "send the song as multipart/form-data in the field 'file'")
+    return boundary
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._ ()+-]+")
+
+
+def _display_name(raw: str | None) -> str:
+    """The client's file name for display only: last path component, printable, <= 120 chars."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable()).strip()
+    return name[:120] or "upload"
+
+
+def _download_stem(filename: str) -> str:
+    base = filename.rsplit(".", 1)[0] if "." in filename else filename
+    base = _SAFE_NAME.sub("_", base).strip(" ._") or "song"
+    return base[:80]
+
+
+@dataclass
+class _Upload:
+    path: Path
+    filename: str
+    size: int
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _FormError(Exception):
+    pass
+
+
+class _UploadSink:
+    """Callbacks of the streaming multipart parser: the part named ``file`` goes to disk."""
+
+    def __init__(self, path: Path, limit: int):
+        self.path, self.limit = path, limit
+        self.size = 0
+        self.filename: str | None = None
+        self.head = b""
+        self.parts = 0
+        self._file = None
+        self._done = False
+        self._field = b""
+        self._value = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._in_file = False
+
+    def callbacks(self) -> dict[str, Callable]:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise _FormError(f"too many form fields (at most {MAX_PARTS})")
+        self._headers, self._field, self._value, self._in_file = {}, b"", b"", False
+
+    def _header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def _header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def _header_end(self) -> None:
+        self._headers[self._field.strip().lower()] = self._value.strip()
+        self._field, self._value = b"", b""
+
+    def _headers_finished(self) -> None:
+        from python_multipart.multipart import parse_options_header
+
+        _, params = parse_options_header(self._headers.get(b"content-disposition", b""))
+        name = params.get(b"name", b"").decode("utf-8", "replace")
+        if name != "file" or b"filename" not in params:
+            return  # another field: read past, ignore
+        if self._done or self._file is not None:
+            raise _FormError("send one file per request")
+        self.filename = _display_name(params[b"filename"].decode("utf-8", "replace"))
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed in _part_end / close()
+        self._in_file = True
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if not self._in_file:
+            return
+        n = end - start
+        self.size += n
+        if self.size > self.limit:
+            raise _TooLarge
+        if len(self.head) < 64:
+            self.head += data[start : min(end, start + 64 - len(self.head))]
+        self._file.write(data[start:end])
+
+    def _part_end(self) -> None:
+        if self._in_file:
+            self._file.close()
+            self._file = None
+            self._in_file = False
+            self._done = True
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+async def _receive_upload(request: Request, boundary: bytes, folder: Path, limit: int) -> _Upload:
+    """Stream the multipart body into ``folder/upload.part`` and rename it ``input<.ext>``.
+
+    The file name the client sent is kept for display only; the stored name is fixed and its
+    extension comes from the file's first bytes (or, failing that, a known extension).
+    """
+    from python_multipart.exceptions import FormParserError
+    from python_multipart.multipart import MultipartParser
+    from starlette.requests import ClientDisconnect
+
+    sink = _UploadSink(folder / "upload.part", limit)
+    parser = MultipartParser(boundary, sink.callbacks())
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit + FORM_OVERHEAD:
+                raise _TooLarge
+            if chunk:
+                parser.write(chunk)
+        parser.finalize()
+    except _TooLarge:
+        raise HTTPException(413, _too_large(limit)) from None
+    except _FormError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except FormParserError as exc:
+        raise HTTPException(422, f"malformed multipart body ({exc})") from None
+    except ClientDisconnect:
+        raise HTTPException(400, "the client went away during the upload") from None
+    finally:
+        sink.close()
+    if not sink._done:
+        raise HTTPException(422, "no file in the form field 'file'")
+    if sink.size == 0:
+        raise HTTPException(415, "the file is empty")
+    suffix = _sniff_suffix(sink.head, sink.filename or "")
+    if suffix is None:
+        raise HTTPException(415, f"not a recognized audio file (accepted: {', '.join(FORMATS)})")
+    path = folder / f"input{suffix}"
+    os.replace(sink.path, path)
+    return _Upload(path=path, filename=sink.filename or "upload", size=sink.size)
+
+
+def _sniff_suffix(head: bytes, filename: str) -> str | None:
+    """The extension that routes a stored upload to the right decoder, from its first bytes;
+    the client's extension only when the bytes say nothing (and only from a fixed set)."""
+    from stemforge.audio import PYAV_EXTENSIONS, SOUNDFILE_EXTENSIONS
+
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return ".wav"
+    if head[:4] == b"fLaC":
+        return ".flac"
+    if head[:4] == b"OggS":
+        return ".opus" if b"OpusHead" in head else ".ogg"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return ".aiff"
+    if head[4:8] == b"ftyp":
+        return ".m4a"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return ".webm"
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return ".mp3"
+    ext = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    if ext in SOUNDFILE_EXTENSIONS | PYAV_EXTENSIONS:
+        return ext
+    return None
+
+
+@dataclass
+class _Probe:
+    duration_s: float
+    sample_rate: int
+    channels: int
+
+
+def _probe(path: Path) -> _Probe:
+    """Header facts of a stored upload, after decoding its first samples; 415 when it does not
+    decode. ``duration_s`` is 0 when the container does not say (the worker checks then)."""
+    from stemforge import audio
+
+    try:
+        info = audio.info(path)
+        _decode_head(path)
+    except AudioError as exc:
+        raise HTTPException(415, f"not a decodable audio file: {one_line(exc, hide=path.parent)}") from None
+    except Exception as exc:  # a decoder's own error type
+        raise HTTPException(415, f"not a decodable audio file: {type(exc).__name__}") from None
+    if info.sample_rate <= 0 or info.channels <= 0:
+        raise HTTPException(415, "not a decodable audio file: no audio channels")
+    return _Probe(info.duration_s if info.n_samples > 0 else 0.0, info.sample_rate, info.channels)
+
+
+def _decode_head(path: Path, n_samples: int = 4096) -> None:
+    """Decode the first samples of ``path``; raise AudioError when none come out."""
+    from stemforge.audio import PYAV_EXTENSIONS
+
+    if path.suffix.lower() not in PYAV_EXTENSIONS:
+        import soundfile as sf
+
+        try:
+            with sf.SoundFile(str(path)) as f:
+                data = f.read(n_samples, dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise AudioError(path, f"decoding failed ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+        if data.shape[0] == 0:
+            raise AudioError(path, "holds no samples")
+        return
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AudioError(path, "container holds no audio stream")
+            for frame in container.decode(container.streams.audio[0]):
+                if frame.samples > 0:
+                    return
+    except AudioError:
+        raise
+    except Exception as exc:
+        raise AudioError(path, f"decoding failed ({type(exc).__name__})") from None
+    raise AudioError(path, "holds no samples")
+
+
+class _SecurityHeaders:
+    """ASGI wrapper: nosniff everywhere, no caching of API answers, a strict CSP on the page."""
+
+    _CSP = (
+        "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; script-src 'self'; "
+        "style-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+
+    def __init__(self, app: Callable):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+
+        async def send_with_headers(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if path.startswith("/api/"):
+                    headers.append((b"cache-control", b"no-store"))
+                if path == "/" or path.startswith("/static/"):
+                    headers.append((b"content-security-policy", self._CSP.encode()))
+                    headers.append((b"referrer-policy", b"no-referrer"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+__all__ = [
+    "ErrorMessage",
+    "JobStatus",
+    "ServeSettings",
+    "ServerInfo",
+    "Stem",
+    "StemFiles",
+    "create_app",
+]
