@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "synth",
     "chainer",
     "pairs",
+    "serve",
 ]
 
 
