@@ -265,6 +265,8 @@ def derive(
     phase, i.e. the original's STFT times the mask ``max(1 - g |K| / |O|, 0)``, inverted to the
     original's length. Returns a :class:`Derived`.
     """
+    from stemforge import dsp
+
     rate = config.sample_rate
     o = _prepare(original_audio, original_rate, rate, "original")
     k = _prepare(karaoke_audio, karaoke_rate, rate, "karaoke")
@@ -275,12 +277,8 @@ def derive(
     else:
         _check_signal(o, rate, "original")
         shifted, covered = _shift(k, alignment.offset_s * rate, o.shape[0])
-        from stemforge import dsp
-
         spec_o = dsp.stft(o, config)
         mag_k = dsp.magnitude(shifted, config)
-    from stemforge import dsp
-
     g = np.float32(alignment.gain)
     mag_o = np.abs(spec_o)
     with np.errstate(divide="ignore", invalid="ignore"):
