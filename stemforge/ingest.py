@@ -66,17 +66,31 @@ class IngestReport:
 
 # -- loading -------------------------------------------------------------------------------
 class _DecodeCache:
-    """Decode each (file, stream) of a track once, even when several roles read it."""
+    """Decode each (file, stream) of a track once when several refs read it (iKala's two
+    channels, a CSV that names one file twice); files read once are not kept."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, refs: Iterable[StemRef]):
         self.root = root
+        counts: dict[tuple[str, int], int] = {}
+        for r in refs:
+            counts[(r.path, r.stream)] = counts.get((r.path, r.stream), 0) + 1
+        self._shared = {k for k, n in counts.items() if n > 1}
         self._cache: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
 
-    def get(self, ref: StemRef) -> tuple[np.ndarray, int]:
+    def get(self, ref: StemRef) -> tuple[np.ndarray, int, int]:
+        """``(y [samples] float32, sample_rate, n_channels)`` of one ref (channel picked or mean)."""
         k = (ref.path, ref.stream)
+        path = self.root / ref.path
+        if k not in self._shared:
+            return audio.load_mono(path, ref.stream, ref.channel)
         if k not in self._cache:
-            self._cache[k] = audio.load(self.root / ref.path, stream=ref.stream)
-        return self._cache[k]
+            self._cache[k] = audio.load(path, stream=ref.stream)
+        data, sr = self._cache[k]
+        if ref.channel is None:
+            return audio.to_mono(data), sr, data.shape[0]
+        if ref.channel >= data.shape[0]:
+            raise AudioError(path, f"has {data.shape[0]} channel(s); channel {ref.channel} requested")
+        return data[ref.channel], sr, data.shape[0]
 
 
 def _sum_role(
@@ -87,19 +101,12 @@ def _sum_role(
     rate = channels = 0
     first = cache.root / refs[0].path
     for ref in refs:
-        data, sr = cache.get(ref)
+        mono, sr, n_channels = cache.get(ref)
         path = cache.root / ref.path
-        if ref.channel is not None:
-            if ref.channel >= data.shape[0]:
-                raise AudioError(path, f"has {data.shape[0]} channel(s); channel {ref.channel} expected for {role}")
-            data = data[ref.channel : ref.channel + 1]
-        mono = audio.to_mono(data)
         if ref.gain != 1.0:
             mono = mono * np.float32(ref.gain)
         if total is None:
-            total, rate, channels = mono.astype(np.float32, copy=True), sr, int(data.shape[0])
-            if ref.channel is not None:
-                channels = int(cache.get(ref)[0].shape[0])
+            total, rate, channels = mono.astype(np.float32, copy=True), sr, n_channels
             continue
         if sr != rate:
             raise AudioError(path, f"sample rate {sr} Hz differs from {first.name} ({rate} Hz)")
@@ -108,6 +115,7 @@ def _sum_role(
         n = min(mono.size, total.size)
         total = total[:n]
         total += mono[:n]
+        channels = max(channels, n_channels)
     assert total is not None
     return total, rate, channels, first
 
@@ -117,7 +125,7 @@ def load_stems(source: TrackSource, config: SpectrogramConfig) -> TrackAudio:
     root = Path(source.root)
     if not source.vocals or not source.accompaniment:
         raise StemforgeError(f"{root}: recipe gave no {'vocals' if not source.vocals else 'accompaniment'} for {source.uid}")
-    cache = _DecodeCache(root)
+    cache = _DecodeCache(root, source.mixture + source.vocals + source.accompaniment)
     tol = source.length_tolerance
     voc, rate, channels, vpath = _sum_role(source.vocals, cache, tol, "vocals")
     acc, arate, _, apath = _sum_role(source.accompaniment, cache, tol, "accompaniment")
