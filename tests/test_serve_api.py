@@ -219,6 +219,7 @@ def test_oversize_upload_with_content_length_is_refused_unread(tmp_path):
         r = upload(client, b"\0" * (700 * 1024))
         assert r.status_code == 413
         assert "0.5 MiB" in r.json()["detail"]
+        assert r.headers["connection"] == "close"  # uvicorn then stops receiving the body
         assert files_under(tmp_path / "work") == []
 
 

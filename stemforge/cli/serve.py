@@ -56,13 +56,20 @@ def serve(
         separator = Separator.from_checkpoint(model, device=device)
         info = _model_info(model, separator)
         app = create_app(separator, settings, model_info=info)
+        sock = _listen(host, port)
+        port = sock.getsockname()[1]
         if not _is_loopback(host):
             err(f"warning: listening on {host}: anyone who can reach this machine can upload songs")
+        shown = f"[{host}]" if ":" in host else host
         err(
-            f"serving {model} at http://{host}:{port}/ (jobs {jobs}, uploads up to {max_upload_mb:g} MiB "
+            f"serving {model} at http://{shown}:{port}/ (jobs {jobs}, uploads up to {max_upload_mb:g} MiB "
             f"and {max_seconds:g} s, results kept {expire_minutes:g} min); Ctrl-C stops"
         )
-        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
 
 
 def _model_info(path: Path, separator: object) -> dict:
@@ -75,6 +82,27 @@ def _model_info(path: Path, separator: object) -> dict:
     if isinstance(target, str):
         info["target"] = target
     return info
+
+
+def _listen(host: str, port: int):
+    """A bound TCP socket for ``host:port`` (port 0: any free one); StemforgeError when the
+    address is taken or unknown."""
+    import socket
+
+    from stemforge.errors import StemforgeError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise StemforgeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise StemforgeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def _is_loopback(host: str) -> bool:

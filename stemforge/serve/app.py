@@ -290,7 +290,7 @@ def create_app(
         limit = settings.max_upload_bytes
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit + FORM_OVERHEAD:
-            raise HTTPException(413, _too_large(limit))
+            raise HTTPException(413, _too_large(limit), headers=_CLOSE)
         job_id, folder = store.reserve()
         try:
             upload = await _receive_upload(request, boundary, folder, limit)
@@ -415,6 +415,11 @@ def _status(job: Job) -> JobStatus:
         expires_at=_time(job.expires_at),
         stems=stems,
     )
+
+
+#: On a 413 the server closes the connection, so that the rest of the body is not even received
+#: (uvicorn would otherwise read and discard it to keep the connection alive).
+_CLOSE = {"Connection": "close"}
 
 
 def _too_large(limit: int) -> str:
@@ -564,7 +569,7 @@ async def _receive_upload(request: Request, boundary: bytes, folder: Path, limit
                 parser.write(chunk)
         parser.finalize()
     except _TooLarge:
-        raise HTTPException(413, _too_large(limit)) from None
+        raise HTTPException(413, _too_large(limit), headers=_CLOSE) from None
     except _FormError as exc:
         raise HTTPException(422, str(exc)) from None
     except FormParserError as exc:
