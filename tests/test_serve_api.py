@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from PIL import Image
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's notice about httpx vs httpx2
     from fastapi.testclient import TestClient
 
 from stemforge.serve import STEMS, ServeSettings, create_app
-from stemforge.serve.jobs import valid_job_id
+from stemforge.serve.jobs import PNG_HEIGHT, PNG_WIDTH, spectrogram_png, valid_job_id
 
 RATE = 8000
 FIXED_NAMES = {f"{s}.{k}" for s in STEMS for k in ("wav", "png")}
@@ -101,11 +102,12 @@ class StandIn:
         return {"vocals": 0.25 * audio, "accompaniment": 0.75 * audio}
 
 
-def make_client(tmp_path: Path, separator=None, **settings) -> TestClient:
+def make_client(tmp_path: Path, separator=None, render_png=None, **settings) -> TestClient:
     settings.setdefault("max_upload_mb", 0.5)
     settings.setdefault("max_seconds", 5.0)
     settings.setdefault("work_dir", tmp_path / "work")
-    app = create_app(separator or StandIn(), ServeSettings(**settings), render_png=lambda a, r, p, t: tiny_png(p))
+    render_png = render_png or (lambda audio, rate, path, reference: tiny_png(path) or 1.0)
+    app = create_app(separator or StandIn(), ServeSettings(**settings), render_png=render_png)
     return TestClient(app)
 
 
@@ -509,7 +511,7 @@ def test_real_separator_with_a_tiny_model(tmp_path):
     model = UNet(UNetConfig(width=0.125), generator=torch.Generator().manual_seed(3))
     separator = separate.Separator(model, SpectrogramConfig(), "vocals", "cpu")
     mix = tone(2.0, channels=2, rate=22050)
-    with make_client(tmp_path, separator=separator) as client:
+    with make_client(tmp_path, separator=separator, render_png="auto") as client:
         job = upload(client, encode(mix, "wav", rate=22050)).json()
         status = wait(client, job["id"], timeout=30)
         assert status["state"] == "done", status
@@ -518,5 +520,27 @@ def test_real_separator_with_a_tiny_model(tmp_path):
             data, rate = sf.read(io.BytesIO(client.get(status["stems"][stem]["wav"]).content), dtype="float32", always_2d=True)
             assert rate == 22050 and data.shape == (mix.shape[1], 2)
             stems[stem] = data.T
+            picture = Image.open(io.BytesIO(client.get(status["stems"][stem]["png"]).content))
+            assert picture.format == "PNG" and picture.size == (PNG_WIDTH, PNG_HEIGHT)
         np.testing.assert_allclose(stems["vocals"] + stems["accompaniment"], stems["mixture"], atol=3e-4)
         assert np.abs(stems["vocals"]).max() > 1e-3 and np.abs(stems["accompaniment"]).max() > 1e-3
+
+
+def test_spectrogram_png_draws_where_the_energy_is(tmp_path):
+    rate = 16000
+    t = np.arange(2 * rate) / rate
+    loud = (0.5 * np.sin(2 * np.pi * 2000 * t)).astype(np.float32)
+    ref = spectrogram_png(loud, rate, tmp_path / "loud.png")
+    spectrogram_png(loud * 0.01, rate, tmp_path / "quiet.png", reference=ref)  # 40 dB lower
+    loud_img = Image.open(tmp_path / "loud.png")
+    assert loud_img.size == (PNG_WIDTH, PNG_HEIGHT) and loud_img.mode == "P"
+    loud_idx = np.asarray(loud_img).astype(int)  # palette index = level, 0 = silence
+    quiet_idx = np.asarray(Image.open(tmp_path / "quiet.png")).astype(int)
+    # 2 kHz of a 0..8 kHz picture: a quarter of the way up from the bottom.
+    brightest_row = int(np.argmax(loud_idx.mean(axis=1)))
+    assert abs(brightest_row - PNG_HEIGHT * 3 / 4) <= 3
+    assert loud_idx.max() == 63 and quiet_idx.max() < 63 - 25  # the shared reference shows -40 dB
+    assert loud_idx[5].max() < 20  # nothing near 7.8 kHz
+    # Silence and a few samples still give a picture.
+    spectrogram_png(np.zeros(10, np.float32), rate, tmp_path / "silence.png")
+    assert Image.open(tmp_path / "silence.png").size == (PNG_WIDTH, PNG_HEIGHT)

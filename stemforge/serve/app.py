@@ -207,7 +207,8 @@ def create_app(
         separator: shared by the worker threads; a ``stemforge.separate.Separator`` or any object
             with the same ``separate(audio [channels, samples], sample_rate)``.
         settings: limits (defaults: :class:`ServeSettings`).
-        render_png: draws the spectrogram pictures; "auto" uses :mod:`stemforge.plots`, None draws none.
+        render_png: draws the spectrogram pictures (see :data:`~stemforge.serve.jobs.PngRenderer`);
+            "auto" uses :func:`~stemforge.serve.jobs.spectrogram_png`, None draws none.
         model_info: plain facts about the model shown by ``/api/info`` (a checkpoint summary).
 
     The job store (``app.state.store``) is made when the app starts (lifespan) and closed, its
@@ -367,13 +368,10 @@ def create_app(
     return app
 
 
-def _default_renderer() -> PngRenderer | None:
-    try:
-        from stemforge import plots
-    except ImportError:
-        return None
-    fn = getattr(plots, "spectrogram_png", None)
-    return fn if callable(fn) else None
+def _default_renderer() -> PngRenderer:
+    from stemforge.serve.jobs import spectrogram_png
+
+    return spectrogram_png
 
 
 # --------------------------------------------------------------------------- helpers

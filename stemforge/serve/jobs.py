@@ -74,8 +74,15 @@ class SeparatorLike(Protocol):
     def separate(self, audio: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]: ...
 
 
-#: ``render_png(audio [samples] mono float32, sample_rate, path, title)`` writes a spectrogram PNG.
-PngRenderer = Callable[[np.ndarray, int, Path, str], Any]
+#: ``render_png(audio [samples] mono float32, sample_rate, path, reference)`` writes a spectrogram
+#: PNG and returns the reference power it used (0 dB); the pool passes the mixture's for the stems,
+#: so that the three pictures share one scale.
+PngRenderer = Callable[[np.ndarray, int, Path, "float | None"], float]
+
+#: Size of the spectrogram pictures (pixels) and what they show.
+PNG_WIDTH, PNG_HEIGHT = 900, 160
+PNG_MAX_HZ = 8000.0
+PNG_RANGE_DB = 80.0
 
 
 @dataclass
@@ -457,9 +464,11 @@ class JobStore:
         for name in STEMS:
             audio_io.write(job.folder / f"{name}.wav", np.clip(outputs[name], -1.0, 1.0), int(sample_rate), subtype="PCM_16")
         if self.render_png is not None:
-            for i, name in enumerate(STEMS):
+            reference = None
+            for i, name in enumerate(STEMS):  # the mixture first: its peak is the 0 dB of all three
                 self._step(job, "drawing", 0.85 + 0.05 * i)
-                self.render_png(audio_io.to_mono(outputs[name]), int(sample_rate), job.folder / f"{name}.png", name)
+                used = self.render_png(audio_io.to_mono(outputs[name]), int(sample_rate), job.folder / f"{name}.png", reference)
+                reference = used if reference is None else reference
         now = self.clock()
         if not self._update(
             job, state=JobState.DONE, stage="done", progress=1.0, finished_at=now, expires_at=now + self.expire_seconds
@@ -474,6 +483,71 @@ class JobStore:
                     log.info("removed %d expired jobs", removed)
             except Exception:  # cleanup must not die
                 log.exception("cleanup failed")
+
+
+def spectrogram_png(
+    audio: np.ndarray,
+    sample_rate: int,
+    path: str | os.PathLike,
+    reference: float | None = None,
+    width: int = PNG_WIDTH,
+    height: int = PNG_HEIGHT,
+    max_hz: float = PNG_MAX_HZ,
+    range_db: float = PNG_RANGE_DB,
+) -> float:
+    """Write the spectrogram of ``audio [samples]`` (mono, ``sample_rate`` Hz) as a PNG picture.
+
+    A picture for the page, not a figure: ``width`` x ``height`` pixels, time left to right, 0 Hz
+    at the bottom up to ``min(max_hz, Nyquist)`` (linear), the power of a Hann STFT of about
+    46 ms (hop a quarter of it) averaged into the pixels, in dB re. ``reference`` (default: this
+    signal's largest pixel) over ``range_db``, in 64 levels of the magma colour map (a palette
+    PNG: small files).
+
+    Memory does not grow with the song: the STFT is computed in blocks and pooled at once.
+    Thread-safe (no pyplot): matplotlib only gives the colours, Pillow writes the file, under a
+    temporary name renamed when complete. Returns the reference power used.
+    """
+    import matplotlib
+    import scipy.fft
+    from PIL import Image
+
+    x = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+    n_fft = 1 << int(round(np.log2(max(64.0, 0.046 * sample_rate))))
+    hop = n_fft // 4
+    n_frames = 1 + max(0, len(x) - 1) // hop
+    n_cols = max(1, min(width, n_frames))
+    top_bin = max(2, min(n_fft // 2 + 1, int(round(min(max_hz, sample_rate / 2) * n_fft / sample_rate)) + 1))
+    n_rows = min(height, top_bin)
+    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
+    padded = np.pad(x, (n_fft // 2, n_fft // 2 + hop))
+    col_of_frame = (np.arange(n_frames) * n_cols) // n_frames  # sorted: pooling by reduceat
+    row_starts = np.searchsorted((np.arange(top_bin) * n_rows) // top_bin, np.arange(n_rows))
+    power = np.zeros((n_cols, top_bin), dtype=np.float64)
+    for f0 in range(0, n_frames, 2048):
+        f1 = min(n_frames, f0 + 2048)
+        seg = padded[f0 * hop : (f1 - 1) * hop + n_fft]
+        frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft)[::hop][: f1 - f0]
+        spec = scipy.fft.rfft(frames * window, axis=-1)[:, :top_bin]
+        frame_power = spec.real**2 + spec.imag**2
+        cols, starts = np.unique(col_of_frame[f0:f1], return_index=True)
+        power[cols] += np.add.reduceat(frame_power, starts, axis=0)
+    power /= np.bincount(col_of_frame, minlength=n_cols)[:, None]
+    pooled = np.add.reduceat(power, row_starts, axis=1) / np.diff(np.append(row_starts, top_bin))[None, :]
+    ref = float(reference) if reference is not None and reference > 0 else float(pooled.max())
+    ref = ref if ref > 0 else 1.0
+    db = 10.0 * np.log10(np.maximum(pooled, ref * 10.0 ** (-range_db / 10.0)) / ref)
+    levels = 64
+    index = np.clip(np.rint((1.0 + db.T[::-1] / range_db) * (levels - 1)), 0, levels - 1).astype(np.uint8)
+    palette = (matplotlib.colormaps["magma"](np.linspace(0.0, 1.0, levels))[:, :3] * 255).astype(np.uint8)
+    image = Image.fromarray(index, mode="P")
+    image.putpalette(palette.reshape(-1).tolist())
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.NEAREST)
+    out = Path(path)
+    tmp = out.with_name(f".{out.name}.tmp")
+    image.save(tmp, format="PNG", optimize=True)
+    os.replace(tmp, out)
+    return ref
 
 
 #: The separation stage spans progress 0.1 .. 0.8 (decoding before, writing and drawing after).
