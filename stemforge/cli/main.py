@@ -26,9 +26,11 @@ COMMAND_MODULES = [
     "ingest",
     "datadir",
     "augment",
+    "train",
     "synth",
     "chainer",
     "pairs",
+    "separate",
     "serve",
 ]
 

@@ -218,11 +218,14 @@ class PatchSampler:
         """Fraction of crop positions rejected for silent vocals (0 without ``min_vocal_db``)."""
         return 1.0 - self.n_positions / self.n_all_positions
 
+    @property
+    def crops_per_epoch(self) -> float:
+        """One epoch: as many crops as the train split holds non-overlapping crops (frames / P)."""
+        return self.tracks.total_frames / self.patch_frames
+
     def steps_per_epoch(self, batch_size: int, world_size: int = 1) -> int:
-        """Steps in which all ranks together draw as many crops as the train split holds
-        non-overlapping crops (total frames / P), at least 1."""
-        crops = self.tracks.total_frames / self.patch_frames
-        return max(1, math.ceil(crops / (batch_size * world_size)))
+        """Steps in which all ranks together draw :attr:`crops_per_epoch` crops (rounded up)."""
+        return max(1, math.ceil(self.crops_per_epoch / (batch_size * world_size)))
 
     def positions(self, seed: int, rank: int, step: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """The crops of one step: ``(track index int64 [batch], start frame int64 [batch])``.

@@ -1,0 +1,229 @@
+"""Training: loss goes down on synthetic songs, exact resume after Ctrl-C, files of a run, CLI, DDP."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from stemforge.errors import CheckpointError, ConfigMismatchError, StemforgeError
+from stemforge.store import DataDir
+from stemforge.train.checkpoint import load_checkpoint
+from stemforge.train.loop import TrainConfig, distributed_env, resume_configs, steps_for_epochs, train
+from stemforge.train.model import UNetConfig
+
+TINY = UNetConfig(width=0.125)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a small shared machine two threads are several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def datadir(tmp_path_factory) -> DataDir:
+    """Synthetic DSD100 songs: four train songs and one valid song (a name the recipe holds out)."""
+    from stemforge.ingest import ingest
+    from stemforge.recipes import dsd100
+    from stemforge.synth import write_corpus
+
+    root = tmp_path_factory.mktemp("train")
+    entries = [dict(id=51 + i, subset="Dev", artist=f"Synth Artist {i}", title=f"Song {i}") for i in range(4)]
+    entries.append(dict(id=65, subset="Dev", artist="Fergessen", title="Nos Palpitants"))  # valid in DSD100
+    write_corpus(root / "corpus", "dsd100", songs=5, seconds=10.0, seed=3, entries=entries)
+    dd = DataDir.create(root / "data")
+    report = ingest(dd, dsd100.discover(root / "corpus"), workers=1)
+    assert not report.failed
+    dd = DataDir.open(root / "data")
+    assert sorted(dd.manifest["split"]) == ["train"] * 4 + ["valid"]
+    return dd
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(steps=4, batch_size=4, lr=1e-2, val_every=100, val_crops=8, checkpoint_every=100, log_every=2,
+                tensorboard=False, data_mode="memory", deterministic=True, seed=11)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_validation_loss_goes_down(datadir, tmp_path):
+    events = []
+    result = train(datadir, tmp_path / "run", _config(steps=30, val_every=10, tensorboard=True), TINY,
+                   progress=events.append, device="cpu")
+    assert result.step == 30 and not result.interrupted
+    assert result.initial_val_loss is not None and result.final_val_loss is not None
+    assert result.final_val_loss < 0.8 * result.initial_val_loss, (result.initial_val_loss, result.final_val_loss)
+    assert result.best_val_loss <= result.final_val_loss and result.best_step in (10, 20, 30)
+    # better than any constant mask (L1 favours a mask near 0 on sparse vocals): it separates
+    from stemforge.train.data import validation_set
+
+    vs = validation_set(datadir, "vocals", max_crops=8)
+    mix, voc = vs.mixture.float(), vs.target.float()
+    constant = min(float((c / 50 * mix - voc).abs().mean()) for c in range(51))
+    assert result.final_val_loss < 0.97 * constant, (result.final_val_loss, constant)
+    # the best weights are in best.pt and model.pt (the same file)
+    best = load_checkpoint(result.model_path)
+    assert best.step == result.best_step and best.extra["val_loss"] == pytest.approx(result.best_val_loss)
+    assert os.path.samefile(result.model_path, result.best_checkpoint)
+    last = load_checkpoint(result.last_checkpoint)
+    assert last.step == 30 and last.optimizer_state is not None and last.manifest_hash == datadir.manifest_hash
+    assert last.extra["train_config"]["lr"] == 1e-2 and last.target == "vocals"
+    # metrics, plot, tensorboard, run info
+    rows = list(csv.DictReader(open(result.metrics_path)))
+    assert rows[0]["step"] == "0" and rows[0]["val_loss"] and not rows[0]["train_loss"]
+    assert [r["step"] for r in rows if r["val_loss"]] == ["0", "10", "20", "30"]
+    assert all(float(r["train_loss"]) > 0 for r in rows[1:])
+    assert result.loss_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(p.name.startswith("events.out.tfevents") for p in result.tensorboard_dir.iterdir())
+    assert (result.out_dir / "train.json").exists()
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "data" and "start" in kinds and kinds[-1] == "done"
+    assert sum(k == "step" for k in kinds) == 30 and sum(k == "validation" for k in kinds) == 4
+    assert result.patches_per_s and result.patches_per_s > 0
+    # a run folder is never overwritten by a new run
+    with pytest.raises(StemforgeError, match="--resume"):
+        train(datadir, tmp_path / "run", _config(), TINY, device="cpu")
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def test_resume_after_ctrl_c_is_bit_exact(datadir, tmp_path):
+    n = 3
+    whole = train(datadir, tmp_path / "whole", _config(steps=2 * n), TINY, device="cpu")
+
+    def interrupt(event):
+        if event.kind == "step" and event.step == n:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: handled between steps
+
+    # the interrupted run streams its crops from the shards with a worker process; the resumed
+    # one holds them in memory: the batches are the same either way
+    part = train(datadir, tmp_path / "part", _config(steps=2 * n, data_mode="streaming", workers=1), TINY,
+                 progress=interrupt, device="cpu")
+    assert part.interrupted and part.step == n
+    assert load_checkpoint(part.last_checkpoint).step == n
+    cfg, unet, step = resume_configs(tmp_path / "part")
+    assert step == n and unet == TINY and cfg.data_mode == "streaming"
+    resumed = train(datadir, tmp_path / "part", _config(steps=2 * n), TINY, device="cpu", resume=True)
+    assert resumed.step == 2 * n and not resumed.interrupted
+    a, b = _state(whole.last_checkpoint), _state(resumed.last_checkpoint)
+    assert a["model_state"].keys() == b["model_state"].keys()
+    for key in a["model_state"]:
+        assert torch.equal(a["model_state"][key], b["model_state"][key]), key
+    for i, state in a["optimizer_state"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, b["optimizer_state"]["state"][i][name]), (i, name)
+    # metrics rows continue without duplicates
+    steps = [int(r["step"]) for r in csv.DictReader(open(resumed.metrics_path))]
+    assert steps == sorted(set(steps)) and steps[-1] == 2 * n
+
+
+def test_resume_refuses_other_configuration_or_data(datadir, tmp_path):
+    train(datadir, tmp_path / "run", _config(steps=1), TINY, device="cpu")
+    with pytest.raises(ConfigMismatchError, match="lr"):
+        train(datadir, tmp_path / "run", _config(steps=2, lr=1e-3), TINY, device="cpu", resume=True)
+    with pytest.raises(ConfigMismatchError, match="U-Net"):
+        train(datadir, tmp_path / "run", _config(steps=2), UNetConfig(width=0.25), device="cpu", resume=True)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train(datadir, tmp_path / "other", _config(steps=2), TINY, device="cpu", resume=True)
+    # another manifest: same shards, one row's split changed
+    import shutil
+
+    copy = tmp_path / "data2"
+    shutil.copytree(datadir.path, copy)
+    dd2 = DataDir.open(copy)
+    with dd2.writing():
+        rows = dd2.manifest.to_dict("records")
+        rows[0]["title"] = "changed"
+        dd2.commit([rows[0]])
+    with pytest.raises(ConfigMismatchError, match="manifest"):
+        train(DataDir.open(copy), tmp_path / "run", _config(steps=2), TINY, device="cpu", resume=True)
+
+
+def test_train_config_validation_and_epochs(datadir):
+    with pytest.raises(StemforgeError, match="precision"):
+        TrainConfig(precision="fp8")
+    with pytest.raises(StemforgeError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(StemforgeError, match="data_mode"):
+        TrainConfig(data_mode="disk")
+    cfg = TrainConfig(lr=1, betas=[0.5, 0.9])
+    assert cfg.lr == 1.0 and cfg.betas == (0.5, 0.9)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    # 4 train songs of ~313 frames -> 1252 frames = 9.8 crops of 128: 3 steps of 4 per epoch
+    assert steps_for_epochs(datadir, 1, batch_size=4) == 3
+    assert steps_for_epochs(datadir, 2, batch_size=4, world_size=2) == 3
+    assert distributed_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}).rank == 1
+    with pytest.raises(StemforgeError):
+        distributed_env({"RANK": "2", "WORLD_SIZE": "2"})
+
+
+def test_cli_train_resume_and_refusals(datadir, tmp_path):
+    from stemforge.cli.main import app
+
+    runner = CliRunner()
+    run = tmp_path / "cli-run"
+    common = ["--width", "0.125", "--batch-size", "2", "--device", "cpu", "--val-every", "1", "--no-tensorboard"]
+    r = runner.invoke(app, ["train", str(datadir.path), "--out", str(run), "--steps", "2", *common])
+    assert r.exit_code == 0, r.output
+    assert "model (best)" in r.output and "metrics" in r.output
+    for name in ("last.pt", "best.pt", "model.pt", "metrics.csv", "loss.png"):
+        assert (run / name).exists(), name
+    # --resume keeps the run's options (width, batch size) and extends it
+    r = runner.invoke(app, ["train", "--data", str(datadir.path), "--out", str(run), "--resume", "--steps", "3", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt.step == 3 and ckpt.unet_config.width == 0.125 and ckpt.extra["train_config"]["batch_size"] == 2
+    # a new run into the same folder is refused (exit 3), as are bad options (exit 2)
+    r = runner.invoke(app, ["train", str(datadir.path), "--out", str(run), "--steps", "2", *common])
+    assert r.exit_code == 3 and "--resume" in r.output
+    r = runner.invoke(app, ["train", str(datadir.path), "--out", str(run), "--steps", "2", "--epochs", "1"])
+    assert r.exit_code == 2
+    r = runner.invoke(app, ["train", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 3 and "not a stemforge DataDir" in r.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, results) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    result = train(DataDir.open(data), out, _config(steps=2, batch_size=2, val_crops=4, log_every=1),
+                   UNetConfig(width=0.0625), device="cpu")
+    results.put((rank, result.step, result.world_size, result.final_val_loss))
+
+
+def test_ddp_two_processes_on_cpu(datadir, tmp_path):
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    results = ctx.SimpleQueue()
+    port = _free_port()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, str(datadir.path), str(tmp_path / "ddp"), results)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    got = sorted(results.get() for _ in range(2))
+    assert [g[:3] for g in got] == [(0, 2, 2), (1, 2, 2)]
+    assert got[0][3] == pytest.approx(got[1][3])  # validation split across ranks, all-reduced
+    ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert ckpt.step == 2 and ckpt.extra["world_size"] == 2
+    rows = list(csv.DictReader(open(tmp_path / "ddp" / "metrics.csv")))
+    assert [r["step"] for r in rows] == ["0", "1", "2"]  # one writer: rank 0
