@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "chainer",
     "pairs",
     "separate",
+    "separate",
     "serve",
 ]
 

@@ -1,0 +1,163 @@
+"""Separation speed and memory: decode -> mask -> full-band stems -> files written.
+
+Speed (default): a synthetic 3-minute 44.1 kHz stereo song (PCM_16 wav) separated by the
+FULL-WIDTH U-Net (random weights: the arithmetic is the same as a trained model's) on the CPU,
+end to end with ``Separator.separate_file``; prints seconds and the real-time factor. One
+warm-up separation of a 10 s file runs first (PyTorch's first forward pass allocates its
+kernels); model construction is not timed.
+
+Memory (``--memory``): a long song (default 30 minutes) separated in a fresh child process,
+which reports its peak resident memory (``VmHWM`` from /proc/self/status, i.e. the kernel's own
+high-water mark; ``resource.getrusage`` agrees).
+
+    python benchmarks/separate.py                       # speed, 180 s song
+    python benchmarks/separate.py --memory --minutes 30 # peak RSS of a 30-minute song
+    python benchmarks/separate.py --threads 2 --window-frames 2048 --batch-size 2
+
+The songs are written to a temporary folder (or --workdir) and removed afterwards. The song is
+one synthetic minute (stemforge.synth) repeated, which is all the separator needs to do its
+full work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def write_song(path: Path, seconds: float, sample_rate: int = 44100, seed: int = 0) -> Path:
+    """Write a stereo PCM_16 wav of ``seconds`` s: a synthetic song of up to 60 s, repeated."""
+    import soundfile as sf
+
+    from stemforge.synth import synthesize_song
+
+    unit_s = min(60.0, seconds)
+    song = synthesize_song(np.random.default_rng(seed), unit_s, sample_rate, stereo=True)
+    unit = song.mixture.T  # [samples, 2]
+    total = int(round(seconds * sample_rate))
+    with sf.SoundFile(str(path), "w", samplerate=sample_rate, channels=2, subtype="PCM_16", format="WAV") as f:
+        done = 0
+        while done < total:
+            n = min(unit.shape[0], total - done)
+            f.write(unit[:n])
+            done += n
+    return path
+
+
+def make_separator(args):
+    import torch
+
+    from stemforge.config import SpectrogramConfig
+    from stemforge.separate import Separator
+    from stemforge.train.model import UNet, UNetConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = UNet(UNetConfig(width=args.width), generator=torch.Generator().manual_seed(0))
+    return Separator(
+        model,
+        SpectrogramConfig(),
+        "vocals",
+        args.device,
+        window_frames=args.window_frames,
+        overlap_frames=args.overlap_frames,
+        batch_size=args.batch_size,
+    )
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(args) -> None:
+    """Separate args.input into args.workdir and print one JSON line with the figures."""
+    sep = make_separator(args)
+    out = Path(args.workdir)
+    before = peak_rss_mb()
+    result = sep.separate_file(args.input, {"vocals": out / "vocals.wav", "accompaniment": out / "accompaniment.wav"})
+    print(
+        json.dumps(
+            {
+                "duration_s": result.duration_s,
+                "seconds": result.seconds,
+                "speed": result.speed,
+                "timings": result.timings,
+                "peak_rss_mb": peak_rss_mb(),
+                "rss_after_model_mb": before,
+                "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=180.0, help="speed: song length (s)")
+    p.add_argument("--memory", action="store_true", help="measure the peak RSS of a long song instead")
+    p.add_argument("--minutes", type=float, default=30.0, help="memory: song length (min)")
+    p.add_argument("--width", type=float, default=1.0, help="U-Net width (1.0: the seed's full network)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    p.add_argument("--window-frames", type=int, default=2048)
+    p.add_argument("--overlap-frames", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--workdir", default=None)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--input", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        tmp = Path(tmp)
+        if args.memory:
+            seconds = args.minutes * 60
+            t0 = time.perf_counter()
+            song = write_song(tmp / "long.wav", seconds)
+            print(f"wrote a {args.minutes:g}-minute 44.1 kHz stereo wav in {time.perf_counter() - t0:.1f} s", flush=True)
+            cmd = [sys.executable, __file__, "--child", "--input", str(song), "--workdir", str(tmp)]
+            cmd += ["--width", str(args.width), "--device", args.device, "--threads", str(args.threads)]
+            cmd += ["--window-frames", str(args.window_frames), "--overlap-frames", str(args.overlap_frames)]
+            cmd += ["--batch-size", str(args.batch_size)]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode != 0:
+                sys.stderr.write(res.stderr)
+                raise SystemExit(res.returncode)
+            fig = json.loads(res.stdout.strip().splitlines()[-1])
+            print(
+                f"{args.minutes:g}-minute song, width {args.width:g}: peak RSS {fig['peak_rss_mb']:.0f} MB "
+                f"(after loading the model: {fig['rss_after_model_mb']:.0f} MB); "
+                f"{fig['seconds']:.1f} s, {fig['speed']:.1f}x real time"
+            )
+            print("timings:", {k: round(v, 2) for k, v in fig["timings"].items()})
+            return
+
+        sep = make_separator(args)
+        import torch
+
+        warm = write_song(tmp / "warm.wav", 10.0, seed=1)
+        sep.separate_file(warm, {"vocals": tmp / "w_v.wav", "accompaniment": tmp / "w_a.wav"})
+        song = write_song(tmp / "song.wav", args.seconds)
+        result = sep.separate_file(song, {"vocals": tmp / "vocals.wav", "accompaniment": tmp / "accompaniment.wav"})
+        print(
+            f"{args.seconds:g} s 44.1 kHz stereo wav, U-Net width {args.width:g} on {args.device} "
+            f"({torch.get_num_threads()} threads): {result.seconds:.2f} s end to end = {result.speed:.1f}x real time"
+        )
+        print("timings:", {k: round(v, 2) for k, v in result.timings.items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,569 @@
+"""Separation quality: BSS Eval on a DataDir's stored waveforms, with two references.
+
+For every track of a split, the references are the stored 16 kHz mono waveforms (``read_wave``:
+vocals, accompaniment) and the input is their sum. Three estimates are scored:
+
+* ``model``: the :class:`~stemforge.separate.Separator` run on that sum;
+* ``mixture``: the sum itself given as both stems (the floor: NSDR is measured from it);
+* ``oracle``: the ideal ratio mask ``|V| / (|V| + |A|)`` at the DataDir's STFT applied to the
+  mixture STFT (mixture phase, as the model's mask): the ceiling of any magnitude mask.
+
+Two families of metrics, because the literature reports both:
+
+* **Whole-track BSS Eval** (``sdr``, ``sir``, ``sar``): ``bss_eval_sources`` of BSS Eval v3
+  (512-tap distortion filters over the whole track), computed by ``fast_bss_eval`` (torch
+  backend, float64; its numpy backend does not run with numpy 2). ``nsdr`` = SDR(estimate) -
+  SDR(mixture as estimate); the summary's ``gnsdr``, ``gsir``, ``gsar`` are their means weighted
+  by track duration: what Jansson et al. (ISMIR 2017) report.
+* **Frame-wise BSS Eval v4** (``sdr_frames``, ``isr_frames``, ``sir_frames``,
+  ``sar_frames``): museval's ``bss_eval`` as SiSEC 2018 / MUSDB18 results use it: image mode,
+  distortion filters computed once on the whole track, metrics on 1 s windows (hop 1 s, the last
+  partial window dropped), windows where a reference or an estimate is all zero left out, the
+  median over the remaining windows per track; the summary takes the median over tracks.
+  museval needs ffmpeg binaries at import, so :func:`bss_eval_v4` implements the same
+  computation here (numpy/scipy); tests/test_evaluate.py checks it against museval when museval
+  is importable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from stemforge.config import SpectrogramConfig
+from stemforge.errors import StemforgeError
+
+METHODS = ("model", "mixture", "oracle")
+STEMS = ("vocals", "accompaniment")
+#: Frame length and hop of the frame-wise metrics (seconds), as museval for MUSDB18.
+FRAME_SECONDS = 1.0
+#: Distortion filter length (taps) of BSS Eval.
+FILTER_LENGTH = 512
+
+#: Columns of the per-track table, in order.
+TABLE_COLUMNS = [
+    "uid",
+    "dataset",
+    "title",
+    "split",
+    "duration_s",
+    "method",
+    "stem",
+    "sdr",
+    "sir",
+    "sar",
+    "nsdr",
+    "sdr_frames",
+    "isr_frames",
+    "sir_frames",
+    "sar_frames",
+    "n_frames_defined",
+]
+#: Columns of the summary table (one row per method and stem).
+SUMMARY_COLUMNS = [
+    "method",
+    "stem",
+    "tracks",
+    "hours",
+    "gnsdr",
+    "gsir",
+    "gsar",
+    "sdr_mean",
+    "sdr_frames",
+    "sir_frames",
+    "sar_frames",
+]
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+# ------------------------------------------------------------------------------------------
+# Metrics
+# ------------------------------------------------------------------------------------------
+
+
+def bss_eval_sources(references: np.ndarray, estimates: np.ndarray, filter_length: int = FILTER_LENGTH) -> dict[str, np.ndarray]:
+    """Whole-signal BSS Eval v3 ``bss_eval_sources`` (no permutation) with ``fast_bss_eval``.
+
+    Args:
+        references: ``[n_sources, samples]`` true sources.
+        estimates: ``[n_sources, samples]`` estimates, in the same order.
+
+    Returns:
+        ``{"sdr", "sir", "sar"}`` -> float64 ``[n_sources]`` (dB).
+    """
+    import fast_bss_eval
+    import torch
+
+    ref, est = _pair(references, estimates)
+    sdr, sir, sar = fast_bss_eval.bss_eval_sources(
+        torch.from_numpy(ref), torch.from_numpy(est), filter_length=filter_length, compute_permutation=False
+    )
+    return {"sdr": sdr.numpy(), "sir": sir.numpy(), "sar": sar.numpy()}
+
+
+def _pair(references: np.ndarray, estimates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ref = np.atleast_2d(np.asarray(references, dtype=np.float64))
+    est = np.atleast_2d(np.asarray(estimates, dtype=np.float64))
+    if ref.shape != est.shape or ref.ndim != 2:
+        raise StemforgeError(f"references {ref.shape} and estimates {est.shape} must both be [n_sources, samples]")
+    if ref.shape[1] == 0:
+        raise StemforgeError("cannot evaluate empty signals")
+    return ref, est
+
+
+class BssEvalV4:
+    """Frame-wise BSS Eval v4 (museval ``bss_eval``: image mode, time-invariant filters) against
+    fixed single-channel references; the reference correlations are factorized once, so scoring
+    several estimates of one track (model, mixture, oracle) costs one factorization.
+
+    For estimate ``j``, least-squares filters of ``filter_length`` taps project the estimate on
+    the delayed references (all of them: ``C``; its own: ``Cj``), solved once over the whole
+    signals (``G + eps I``, eps = float64 machine epsilon, as museval). In each window
+    ``[t*hop, t*hop + window)`` the references are cut to the window and filtered by those global
+    filters (``P_all``, ``P_own``, each ``window + filter_length - 1`` long); with ``s`` the
+    reference and ``e`` the estimate in the window (zero padded to that length)::
+
+        SDR = 10 log10(|s|^2 / |e - s|^2)        ISR = 10 log10(|s|^2 / |P_own - s|^2)
+        SIR = 10 log10(|P_own|^2 / |P_all - P_own|^2)
+        SAR = 10 log10(|P_all|^2 / |e - P_all|^2)
+
+    (a zero denominator gives +inf). There are ``floor((n - window + hop) / hop)`` windows (one
+    window of the whole signal when ``window >= n``); a window where any reference or any
+    estimate is all zero gives NaN.
+
+    Args:
+        references: ``[n_sources, samples]``.
+        filter_length: taps of the distortion filters (512).
+    """
+
+    def __init__(self, references: np.ndarray, filter_length: int = FILTER_LENGTH):
+        from scipy.linalg import toeplitz
+
+        ref = np.atleast_2d(np.asarray(references, dtype=np.float64))
+        if ref.ndim != 2 or ref.shape[1] == 0:
+            raise StemforgeError(f"BssEvalV4: references must be [n_sources, samples], got {ref.shape}")
+        self.ref = ref
+        n_src, n = ref.shape
+        L = self.L = int(filter_length)
+        self.n_fft = 1 << int(math.ceil(math.log2(n + L - 1)))
+        self.R = np.fft.rfft(ref, self.n_fft)
+        G = np.zeros((n_src * L, n_src * L))
+        for i in range(n_src):
+            for j in range(n_src):
+                pos, neg = self._lags(self.R[i], self.R[j])
+                # G[(i, t1), (j, t2)] = sum_u s_i[u] s_j[u + t1 - t2]
+                G[i * L : (i + 1) * L, j * L : (j + 1) * L] = toeplitz(pos, neg)
+        G += np.finfo(float).eps * np.eye(n_src * L)
+        self._all = _Factor(G)
+        self._own = [_Factor(G[j * L : (j + 1) * L, j * L : (j + 1) * L]) for j in range(n_src)]
+
+    def _lags(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``r[k] = sum_u x[u] y[u + k]`` for ``k = 0..L-1`` and ``k = 0, -1, ..., -(L-1)``."""
+        c = np.fft.irfft(np.conj(a) * b, self.n_fft)
+        L = self.L
+        return c[:L], np.concatenate(([c[0]], c[-1 : -L : -1]))
+
+    def evaluate(self, estimates: np.ndarray, window: int, hop: int, chunk: int = 32) -> dict[str, np.ndarray]:
+        """Metrics of ``estimates [n_sources, samples]``: ``{"sdr", "isr", "sir", "sar"}`` ->
+        float64 ``[n_sources, n_windows]``."""
+        ref = self.ref
+        est = np.atleast_2d(np.asarray(estimates, dtype=np.float64))
+        if est.shape != ref.shape:
+            raise StemforgeError(f"BssEvalV4: estimates {est.shape} and references {ref.shape} differ in shape")
+        if window <= 0 or hop <= 0:
+            raise StemforgeError(f"BssEvalV4: window and hop must be positive, got {window}, {hop}")
+        n_src, n = ref.shape
+        L = self.L
+        E = np.fft.rfft(est, self.n_fft)
+        # D[:, j][(i, tau)] = sum_u s_i[u] e_j[u + tau]: all estimates solved at once.
+        D = np.stack([np.concatenate([self._lags(self.R[i], E[j])[0] for i in range(n_src)]) for j in range(n_src)], axis=1)
+        C = self._all.solve(D).T.reshape(n_src, n_src, L)  # estimate j -> filters on every reference
+        Cj = np.stack([self._own[j].solve(D[j * L : (j + 1) * L, j]) for j in range(n_src)])
+
+        if window >= n:
+            starts = np.array([0])
+            w = n
+        else:
+            n_win = int(math.floor((n - window + hop) / hop))
+            starts = np.arange(n_win) * int(hop)
+            w = int(window)
+        out = {k: np.full((n_src, len(starts)), np.nan) for k in ("sdr", "isr", "sir", "sar")}
+        m = w + L - 1
+        n_fft_w = 1 << int(math.ceil(math.log2(m)))
+        FC = np.fft.rfft(C, n_fft_w)  # [j, i, F]
+        FCj = np.fft.rfft(Cj, n_fft_w)  # [j, F]
+        for c0 in range(0, len(starts), chunk):
+            st = starts[c0 : c0 + chunk]
+            idx = st[:, None] + np.arange(w)[None, :]
+            rw = ref[:, idx]  # [n_src, k, w]
+            ew = est[:, idx]
+            silent = np.zeros(len(st), dtype=bool)
+            for s in range(n_src):
+                silent |= ~np.any(rw[s] != 0, axis=1)
+                silent |= ~np.any(ew[s] != 0, axis=1)
+            FR = np.fft.rfft(rw, n_fft_w, axis=-1)  # [i, k, F]
+            pad = np.zeros((len(st), m - w))
+            for j in range(n_src):
+                p_all = np.fft.irfft(np.einsum("if,ikf->kf", FC[j], FR), n_fft_w, axis=-1)[:, :m]
+                p_own = np.fft.irfft(FCj[j][None, :] * FR[j], n_fft_w, axis=-1)[:, :m]
+                s_true = np.concatenate([rw[j], pad], axis=1)
+                e = np.concatenate([ew[j], pad], axis=1)
+                vals = {
+                    "sdr": _db(np.sum(s_true**2, 1), np.sum((e - s_true) ** 2, 1)),
+                    "isr": _db(np.sum(s_true**2, 1), np.sum((p_own - s_true) ** 2, 1)),
+                    "sir": _db(np.sum(p_own**2, 1), np.sum((p_all - p_own) ** 2, 1)),
+                    "sar": _db(np.sum(p_all**2, 1), np.sum((e - p_all) ** 2, 1)),
+                }
+                for k, v in vals.items():
+                    v[silent] = np.nan
+                    out[k][j, c0 : c0 + len(st)] = v
+        return out
+
+
+def bss_eval_v4(
+    references: np.ndarray, estimates: np.ndarray, window: int, hop: int, filter_length: int = FILTER_LENGTH
+) -> dict[str, np.ndarray]:
+    """Frame-wise BSS Eval v4 of ``estimates`` against ``references`` (both ``[n_sources,
+    samples]``, single channel), as museval computes it; see :class:`BssEvalV4`.
+
+    Returns ``{"sdr", "isr", "sir", "sar"}`` -> float64 ``[n_sources, n_windows]`` (dB, NaN for
+    windows where a reference or an estimate is silent).
+    """
+    ref, est = _pair(references, estimates)
+    return BssEvalV4(ref, filter_length).evaluate(est, window, hop)
+
+
+class _Factor:
+    """Solves ``a x = b`` for a symmetric positive (semi-)definite ``a``, factorized once
+    (Cholesky; LU, then least squares, when that fails)."""
+
+    def __init__(self, a: np.ndarray):
+        from scipy.linalg import cho_factor
+
+        self.a = a
+        try:
+            self.cho = cho_factor(a, lower=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            self.cho = None
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        from scipy.linalg import cho_solve
+
+        if self.cho is not None:
+            return cho_solve(self.cho, b, check_finite=False)
+        try:
+            return np.linalg.solve(self.a, b)
+        except np.linalg.LinAlgError:
+            return np.linalg.lstsq(self.a, b, rcond=None)[0]
+
+
+def _db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    out = np.full(num.shape, np.inf)
+    ok = den > 0
+    out[ok] = 10.0 * np.log10(num[ok] / den[ok])
+    return out
+
+
+def ideal_ratio_mask(vocals: np.ndarray, accompaniment: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
+    """``|V| / (|V| + |A|)`` at ``config``'s STFT: float32 ``[n_frames, n_bins]`` (0 where both are 0)."""
+    from stemforge import dsp
+
+    v = dsp.magnitude(np.asarray(vocals, dtype=np.float32), config)
+    a = dsp.magnitude(np.asarray(accompaniment, dtype=np.float32), config)
+    den = v + a
+    return np.where(den > 0, v / np.where(den > 0, den, 1.0), 0.0).astype(np.float32)
+
+
+def frame_medians(frames: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per source, the median over windows of each metric, ignoring NaN windows (museval)."""
+    out = {}
+    for k, v in frames.items():
+        with np.errstate(all="ignore"):
+            med = np.full(v.shape[0], np.nan)
+            for s in range(v.shape[0]):
+                ok = ~np.isnan(v[s])
+                if ok.any():
+                    med[s] = float(np.median(v[s][ok]))
+        out[k] = med
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Tracks and DataDirs
+# ------------------------------------------------------------------------------------------
+
+
+def score_estimates(
+    vocals: np.ndarray,
+    accompaniment: np.ndarray,
+    estimates: dict[str, np.ndarray],
+    sample_rate: int,
+    frame_seconds: float = FRAME_SECONDS,
+    v4: BssEvalV4 | None = None,
+) -> dict[str, dict[str, float]]:
+    """All metrics of one estimate pair against the references (all ``[samples]``, mono).
+
+    ``v4``: a :class:`BssEvalV4` of ``[vocals, accompaniment]`` to reuse across estimates.
+    Returns ``{stem: {"sdr", "sir", "sar", "sdr_frames", "isr_frames", "sir_frames",
+    "sar_frames", "n_frames_defined"}}``.
+    """
+    refs = np.stack([vocals, accompaniment]).astype(np.float64)
+    ests = np.stack([estimates["vocals"], estimates["accompaniment"]]).astype(np.float64)
+    whole = bss_eval_sources(refs, ests)
+    win = max(1, int(round(frame_seconds * sample_rate)))
+    frames = (v4 or BssEvalV4(refs)).evaluate(ests, window=win, hop=win)
+    med = frame_medians(frames)
+    out = {}
+    for s, stem in enumerate(STEMS):
+        out[stem] = {
+            "sdr": float(whole["sdr"][s]),
+            "sir": float(whole["sir"][s]),
+            "sar": float(whole["sar"][s]),
+            "sdr_frames": float(med["sdr"][s]),
+            "isr_frames": float(med["isr"][s]),
+            "sir_frames": float(med["sir"][s]),
+            "sar_frames": float(med["sar"][s]),
+            "n_frames_defined": int(np.sum(~np.isnan(frames["sdr"][s]))),
+        }
+    return out
+
+
+def evaluate_track(
+    separator: Any,
+    vocals: np.ndarray,
+    accompaniment: np.ndarray,
+    sample_rate: int,
+    config: SpectrogramConfig | None = None,
+    frame_seconds: float = FRAME_SECONDS,
+) -> list[dict[str, Any]]:
+    """Score model, mixture and oracle on one track (mono ``[samples]`` references).
+
+    ``config`` is the STFT of the oracle mask (default: the separator's). Returns one dict per
+    method and stem with the metric columns of :data:`TABLE_COLUMNS` (``nsdr`` included).
+    """
+    from stemforge.separate import Separator
+
+    v = np.asarray(vocals, dtype=np.float32)
+    a = np.asarray(accompaniment, dtype=np.float32)
+    if v.ndim != 1 or v.shape != a.shape:
+        raise StemforgeError(f"evaluate_track: vocals {v.shape} and accompaniment {a.shape} must be equal-length mono signals")
+    mix = v + a
+    cfg = config or separator.config
+    estimates: dict[str, dict[str, np.ndarray]] = {}
+    est = separator.separate(mix, sample_rate)
+    estimates["model"] = {k: est[k][: len(mix)] for k in STEMS}
+    estimates["mixture"] = {"vocals": mix, "accompaniment": mix}
+    irm = ideal_ratio_mask(v, a, cfg) if sample_rate == cfg.sample_rate else None
+    if irm is None:
+        raise StemforgeError(
+            f"evaluate_track: the oracle mask needs the waveforms at {cfg.sample_rate} Hz, got {sample_rate} Hz"
+        )
+    oracle = Separator.from_mask_fn(lambda _x: irm, cfg, window_frames=None)
+    est = oracle.separate(mix, sample_rate)
+    estimates["oracle"] = {k: est[k][: len(mix)] for k in STEMS}
+    v4 = BssEvalV4(np.stack([v, a]))
+    scores = {m: score_estimates(v, a, estimates[m], sample_rate, frame_seconds, v4) for m in METHODS}
+    rows = []
+    for m in METHODS:
+        for stem in STEMS:
+            r = {"method": m, "stem": stem, **scores[m][stem]}
+            r["nsdr"] = r["sdr"] - scores["mixture"][stem]["sdr"]
+            rows.append(r)
+    return rows
+
+
+@dataclass
+class EvaluationReport:
+    """Result of :func:`evaluate_datadir`.
+
+    Attributes:
+        table: one row per track, method and stem (:data:`TABLE_COLUMNS`).
+        summary: one row per method and stem (:data:`SUMMARY_COLUMNS`).
+        meta: what was evaluated (model, DataDir, split, configs, timing).
+        failed: ``(uid, reason)`` of tracks that could not be evaluated.
+    """
+
+    table: Any
+    summary: Any
+    meta: dict[str, Any] = field(default_factory=dict)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def write(self, csv_path: str | Path, chart: bool = True) -> dict[str, Path]:
+        """Write the per-track CSV at ``csv_path``, and beside it a JSON (meta, summary, tracks)
+        and a bar chart PNG (same name, ``.json`` / ``.png``). Returns kind -> path."""
+        from stemforge import plots
+
+        csv_path = Path(csv_path)
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        paths = {"csv": csv_path, "json": csv_path.with_suffix(".json")}
+        _atomic_text(csv_path, self.table.to_csv(index=False, float_format="%.4f"))
+        doc = {
+            "meta": self.meta,
+            "summary": _records(self.summary),
+            "tracks": _records(self.table),
+            "failed": [{"uid": u, "reason": r} for u, r in self.failed],
+        }
+        _atomic_text(paths["json"], json.dumps(doc, indent=2, allow_nan=True) + "\n")
+        if chart and len(self.summary):
+            paths["png"] = plots.metrics_chart(self.summary, csv_path.with_suffix(".png"), title=self.meta.get("title"))
+        return paths
+
+
+def _records(df: Any) -> list[dict]:
+    recs = df.to_dict(orient="records")
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in recs]
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    import os
+    import uuid
+
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StemforgeError(f"{path}: cannot write ({exc})") from None
+
+
+def summarize(table: Any) -> Any:
+    """The summary table (:data:`SUMMARY_COLUMNS`) of a per-track table.
+
+    ``gnsdr``/``gsir``/``gsar``: duration-weighted means of the whole-track NSDR/SIR/SAR;
+    ``sdr_mean``: plain mean of the whole-track SDR; ``*_frames``: median over tracks of the
+    per-track frame medians (MUSDB18's convention). Non-finite values are left out.
+    """
+    import pandas as pd
+
+    rows = []
+    if len(table) == 0:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    for method in METHODS:
+        for stem in STEMS:
+            part = table[(table["method"] == method) & (table["stem"] == stem)]
+            if not len(part):
+                continue
+            rows.append(
+                {
+                    "method": method,
+                    "stem": stem,
+                    "tracks": int(len(part)),
+                    "hours": float(part["duration_s"].sum()) / 3600.0,
+                    "gnsdr": _weighted(part["nsdr"], part["duration_s"]),
+                    "gsir": _weighted(part["sir"], part["duration_s"]),
+                    "gsar": _weighted(part["sar"], part["duration_s"]),
+                    "sdr_mean": _weighted(part["sdr"], None),
+                    "sdr_frames": _median(part["sdr_frames"]),
+                    "sir_frames": _median(part["sir_frames"]),
+                    "sar_frames": _median(part["sar_frames"]),
+                }
+            )
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _weighted(values: Any, weights: Any) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=np.float64)
+    ok = np.isfinite(v)
+    if not ok.any() or w[ok].sum() <= 0:
+        return float("nan")
+    return float(np.sum(v[ok] * w[ok]) / np.sum(w[ok]))
+
+
+def _median(values: Any) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    return float(np.median(v)) if v.size else float("nan")
+
+
+def evaluate_datadir(
+    separator: Any,
+    datadir: Any,
+    split: str | None = "test",
+    *,
+    limit: int | None = None,
+    uids: list[str] | None = None,
+    frame_seconds: float = FRAME_SECONDS,
+    progress: ProgressFn | None = None,
+) -> EvaluationReport:
+    """Evaluate ``separator`` on the tracks of ``datadir`` (a :class:`~stemforge.store.DataDir`).
+
+    Args:
+        separator: a :class:`~stemforge.separate.Separator`.
+        split: "train", "valid", "test", or None / "all" for every track (duplicates left out).
+        limit: evaluate at most this many tracks (in manifest order).
+        uids: evaluate only these tracks.
+        progress: ``progress(event, done, total)`` with event "track" or "failed:<uid>:<reason>".
+
+    Tracks whose audio cannot be read or scored are listed in ``failed``; the others are
+    scored. Raises StemforgeError when no track is selected.
+    """
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    cfg = datadir.config
+    df = datadir.select(split=None if split in (None, "all") else split)
+    if uids is not None:
+        df = df[df["uid"].isin(list(uids))]
+    if limit is not None:
+        df = df.head(int(limit))
+    if not len(df):
+        raise StemforgeError(f"{datadir.path}: no track in split {split!r} to evaluate")
+    reader = datadir.reader()
+    note = progress or (lambda *_: None)
+    rows: list[dict] = []
+    failed: list[tuple[str, str]] = []
+    total = len(df)
+    for i, rec in enumerate(df.to_dict(orient="records")):
+        uid = rec["uid"]
+        try:
+            v = reader.read_wave(rec["shard"], rec["key"], "vocals")
+            a = reader.read_wave(rec["shard"], rec["key"], "accompaniment")
+            n = min(len(v), len(a))
+            if n == 0 or not np.any(v[:n]) or not np.any(a[:n]):
+                raise StemforgeError("vocals or accompaniment is silent: BSS Eval is undefined")
+            track_rows = evaluate_track(separator, v[:n], a[:n], cfg.sample_rate, cfg, frame_seconds)
+        except StemforgeError as exc:
+            failed.append((uid, str(exc)))
+            note(f"failed:{uid}:{exc}", i + 1, total)
+            continue
+        base = {
+            "uid": uid,
+            "dataset": rec.get("dataset", ""),
+            "title": f"{rec.get('artist', '')} - {rec.get('title', '')}".strip(" -"),
+            "split": rec.get("split", ""),
+            "duration_s": n / cfg.sample_rate,
+        }
+        rows += [{**base, **r} for r in track_rows]
+        note("track", i + 1, total)
+    reader.close()
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    summary = summarize(table)
+    meta = {
+        "datadir": str(Path(datadir.path).resolve()),
+        "split": split or "all",
+        "tracks": int(table["uid"].nunique()) if len(table) else 0,
+        "failed": len(failed),
+        "sample_rate": cfg.sample_rate,
+        "datadir_spectrogram_config": cfg.hash,
+        "model_spectrogram_config": separator.config.hash,
+        "frame_seconds": frame_seconds,
+        "filter_length": FILTER_LENGTH,
+        "metrics": "whole-track bss_eval_sources (fast_bss_eval) and frame-wise BSS Eval v4 (museval's method)",
+        "hard_mask": bool(getattr(separator, "hard_mask", False)),
+        "seconds": time.perf_counter() - t0,
+    }
+    ckpt = getattr(separator, "checkpoint", None)
+    if ckpt is not None:
+        meta["model"] = str(ckpt.path)
+        meta["model_step"] = ckpt.step
+        meta["model_target"] = ckpt.target
+    return EvaluationReport(table=table, summary=summary, meta=meta, failed=failed)
