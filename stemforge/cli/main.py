@@ -31,7 +31,6 @@ COMMAND_MODULES = [
     "chainer",
     "pairs",
     "separate",
-    "separate",
     "serve",
 ]
 
