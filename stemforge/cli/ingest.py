@@ -302,5 +302,36 @@ def ingest_csv(
     )
 
 
+@ingest_app.command("pairs")
+def ingest_pairs(
+    list_or_dir: Path = typer.Argument(
+        ..., help="CSV with columns original,karaoke[,artist,title,split,track_id], or a folder with pairs.csv or originals/ + karaoke/."
+    ),
+    data: Optional[Path] = OUT_OPTION,
+    workers: int = WORKERS_OPTION,
+    force: bool = FORCE_OPTION,
+    name: str = typer.Option("pairs", "--name", help="Dataset name of these pairs (their uids are NAME:track_id)."),
+    min_score: Optional[float] = typer.Option(
+        None, "--min-score", help="Refuse pairs scoring below this (default: stemforge.pairs.MIN_SCORE).", show_default=False
+    ),
+    max_offset: float = typer.Option(30.0, "--max-offset", help="Search offsets up to this many seconds either way."),
+    valid_fraction: float = VALID_OPTION,
+    test_fraction: float = TEST_OPTION,
+) -> None:
+    """Ingest original/karaoke pairs: align each karaoke, derive the vocals, store the covered part.
+
+    Each pair's offset, gain and fit score go into the manifest (align_* columns); a pair
+    scoring below --min-score (a wrong pair, a different mix) or with a missing file is
+    reported as failed in one line naming its files, the others are stored, and the exit code
+    is 1. Rows without a split get a deterministic one. See docs/pairs.md.
+
+    Example: stemforge ingest pairs ./karaoke_pairs.csv --min-score 0.5 --out ./stemforge-data
+    """
+    run_ingest(
+        "pairs", list_or_dir, data, workers, force, name=name, min_score=min_score, max_offset_s=max_offset,
+        valid_fraction=valid_fraction, test_fraction=test_fraction,
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(ingest_app, name="ingest")

@@ -19,6 +19,7 @@ RECIPES: dict[str, str] = {
     "ccmixter": "stemforge.recipes.ccmixter",
     "musdb": "stemforge.recipes.musdb",
     "csv": "stemforge.recipes.csv",
+    "pairs": "stemforge.recipes.pairs",
 }
 
 
