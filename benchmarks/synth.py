@@ -3,8 +3,9 @@
 Usage: .venv/bin/python benchmarks/synth.py [--seconds 180] [--sample-rate 44100] [--repeats 5] [--mono]
        [--write LAYOUT]
 
-Prints, for a song of --seconds at --sample-rate (stereo unless --mono): the first call in the
-process (it pays for the first page faults of ~250 MB of fresh output memory), then the
+Prints, for a song of --seconds at --sample-rate (stereo unless --mono): the first long call in
+the process (after a 1 s warm-up call for the lazy imports; it pays for the first page faults
+of ~250 MB of fresh output memory), then the
 median and best of --repeats more calls, as wall-clock seconds, CPU seconds of this process
 (user and system: system time is mostly page faults of fresh memory) and x real time (song
 seconds / wall seconds). Each call uses its own seed. With --write, also
@@ -44,6 +45,7 @@ def main() -> None:
     stereo = not args.mono
     import stemforge.synth  # noqa: F401  (import time is not synthesis time)
 
+    _one(999, 1.0, args.sample_rate, stereo)  # lazy imports (scipy.fft), not synthesis time
     what = f"{args.seconds:g} s song, {args.sample_rate} Hz, {'stereo' if stereo else 'mono'}"
     wall, user, system = _one(1000, args.seconds, args.sample_rate, stereo)
     print(
