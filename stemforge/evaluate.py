@@ -267,7 +267,8 @@ class _Factor:
 def _db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     out = np.full(num.shape, np.inf)
     ok = den > 0
-    out[ok] = 10.0 * np.log10(num[ok] / den[ok])
+    with np.errstate(divide="ignore"):
+        out[ok] = 10.0 * np.log10(num[ok] / den[ok])
     return out
 
 
