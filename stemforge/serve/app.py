@@ -122,7 +122,7 @@ class JobStatus(BaseModel):
 
     id: str = Field(description="random, unguessable job id")
     state: JobState
-    stage: str = Field(description="queued, decoding, separating, writing, drawing, done or failed")
+    stage: str = Field(description="queued, decoding, separating, writing, done or failed")
     progress: float = Field(ge=0.0, le=1.0)
     queue_position: int | None = Field(description="1-based place among the jobs waiting for a worker; null unless queued")
     error: str | None = Field(description="one-line reason when the job failed")

@@ -459,16 +459,16 @@ class JobStore:
             if stem.shape != mixture.shape:
                 raise StemforgeError(f"the separator returned {name} of shape {stem.shape}, expected {mixture.shape}")
             outputs[name] = stem
-        del stems
-        self._step(job, "writing", 0.8)
-        for name in STEMS:
-            audio_io.write(job.folder / f"{name}.wav", np.clip(outputs[name], -1.0, 1.0), int(sample_rate), subtype="PCM_16")
-        if self.render_png is not None:
-            reference = None
-            for i, name in enumerate(STEMS):  # the mixture first: its peak is the 0 dB of all three
-                self._step(job, "drawing", 0.85 + 0.05 * i)
-                used = self.render_png(audio_io.to_mono(outputs[name]), int(sample_rate), job.folder / f"{name}.png", reference)
+        del stems, mixture
+        reference = None
+        for i, name in enumerate(STEMS):  # the mixture first: its peak is the 0 dB of all three
+            self._step(job, "writing", 0.8 + 0.06 * i)
+            audio = outputs.pop(name)  # each array is let go as soon as it is written and drawn
+            write_pcm16(job.folder / f"{name}.wav", audio, int(sample_rate))
+            if self.render_png is not None:
+                used = self.render_png(audio_io.to_mono(audio), int(sample_rate), job.folder / f"{name}.png", reference)
                 reference = used if reference is None else reference
+            del audio
         now = self.clock()
         if not self._update(
             job, state=JobState.DONE, stage="done", progress=1.0, finished_at=now, expires_at=now + self.expire_seconds
@@ -483,6 +483,24 @@ class JobStore:
                     log.info("removed %d expired jobs", removed)
             except Exception:  # cleanup must not die
                 log.exception("cleanup failed")
+
+
+def write_pcm16(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, block: int = 1 << 16) -> Path:
+    """Write ``audio [channels, samples]`` as 16-bit PCM WAV, clipped to [-1, 1], in blocks (no
+    full-size copy), under a temporary name renamed when complete. Returns the path."""
+    import soundfile as sf
+
+    out = Path(path)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with sf.SoundFile(str(tmp), "w", samplerate=int(sample_rate), channels=int(audio.shape[0]), subtype="PCM_16", format="WAV") as f:
+            for b0 in range(0, audio.shape[1], block):
+                f.write(np.clip(audio[:, b0 : b0 + block], -1.0, 1.0).T)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
 
 
 def spectrogram_png(
@@ -519,14 +537,18 @@ def spectrogram_png(
     top_bin = max(2, min(n_fft // 2 + 1, int(round(min(max_hz, sample_rate / 2) * n_fft / sample_rate)) + 1))
     n_rows = min(height, top_bin)
     window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
-    padded = np.pad(x, (n_fft // 2, n_fft // 2 + hop))
     col_of_frame = (np.arange(n_frames) * n_cols) // n_frames  # sorted: pooling by reduceat
     row_starts = np.searchsorted((np.arange(top_bin) * n_rows) // top_bin, np.arange(n_rows))
     power = np.zeros((n_cols, top_bin), dtype=np.float64)
-    for f0 in range(0, n_frames, 2048):
-        f1 = min(n_frames, f0 + 2048)
-        seg = padded[f0 * hop : (f1 - 1) * hop + n_fft]
-        frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft)[::hop][: f1 - f0]
+    half = n_fft // 2
+    for f0 in range(0, n_frames, 256):  # blocks of 256 frames: a few MB whatever the song
+        f1 = min(n_frames, f0 + 256)
+        lo, hi = f0 * hop - half, (f1 - 1) * hop + n_fft - half  # frame i is centred on i * hop
+        seg = np.zeros(hi - lo, dtype=np.float32)
+        a, b = max(lo, 0), min(hi, len(x))
+        if b > a:
+            seg[a - lo : b - lo] = x[a:b]
+        frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft)[::hop]
         spec = scipy.fft.rfft(frames * window, axis=-1)[:, :top_bin]
         frame_power = spec.real**2 + spec.imag**2
         cols, starts = np.unique(col_of_frame[f0:f1], return_index=True)

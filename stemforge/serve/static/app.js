@@ -172,8 +172,7 @@
   const STAGES = {
     decoding: "Decoding the song\u2026",
     separating: "Separating vocals and accompaniment\u2026",
-    writing: "Writing the stems\u2026",
-    drawing: "Drawing the spectrograms\u2026",
+    writing: "Writing the stems and drawing their spectrograms\u2026",
   };
 
   function render(job) {
