@@ -26,6 +26,7 @@ from stemforge.store.check import validate
 
 SECONDS = 3.0
 MUSDB_SECONDS = 2.0
+PAIRS_SECONDS = 5.0
 REFERENCE = Path(os.environ.get("STEMFORGE_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference"))
 
 
@@ -70,6 +71,8 @@ def _write(name: str, out: Path) -> tuple[Path, dict]:
         write_corpus(out, "musdb-hq", songs=3, seconds=SECONDS, seed=8)
     elif name == "csv":
         return _csv_corpus(out), {}
+    elif name == "pairs":  # two songs: with three or more, synth makes one pair wrong on purpose
+        write_corpus(out, "pairs", songs=2, seconds=PAIRS_SECONDS, seed=9)  # alignment needs >= 2 s of karaoke
     else:  # a recipe without a corpus here fails the contract test on purpose
         raise AssertionError(f"no synthetic corpus for recipe {name!r}: add one to tests/test_recipes.py")
     return out, {}
@@ -119,7 +122,10 @@ def test_contract_every_recipe_ingests_its_layout(case, corpora, tmp_path):
         frames = reader.read_frames(row.shard, row.key)
         for field in ("mixture", "vocals", "accompaniment"):
             assert frames[field].shape == (int(row.n_frames), 513)
-        assert abs(float(row.duration_s) - (MUSDB_SECONDS if case == "musdb" else SECONDS)) < 0.05
+        if case == "pairs":  # cut to the part of the original the karaoke covers
+            assert 2.0 <= float(row.duration_s) <= PAIRS_SECONDS + 0.05
+        else:
+            assert abs(float(row.duration_s) - (MUSDB_SECONDS if case == "musdb" else SECONDS)) < 0.05
         assert 0.05 < float(row.vocal_activity) <= 1.0
     result = validate(dd)
     assert result.ok, result.problems

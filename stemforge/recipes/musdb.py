@@ -17,6 +17,8 @@ mixture is the mixture stream (file), not the sum: for ``.stem.mp4`` they differ
 coding (about -30 dB, see ``mix_residual_db``). Streams decoded from AAC can differ in length
 by the codec's padding: up to ``LENGTH_TOLERANCE`` samples are accepted and the longer ones
 trimmed. ``fmt="auto"`` takes the HQ folders when a subset has both (lossless first).
+A ``.stem.mp4`` is read by :func:`load_stem_mp4`: one demuxing pass decodes the five streams
+and downmixes each frame as it comes (AAC decoding is the floor of this recipe's speed).
 
 Split: test -> test; train -> train, except the 14 tracks of the official validation list
 (``manifests/musdb18_tracks.csv``, as musdb's ``split="valid"``) -> valid.
@@ -26,7 +28,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stemforge.errors import DatasetLayoutError, StemforgeError
+import numpy as np
+
+from stemforge.errors import AudioError, DatasetLayoutError, StemforgeError
 from stemforge.recipes.base import StemRef, TrackSource
 
 NAME = "musdb"
@@ -38,6 +42,8 @@ HQ_FILES = ("mixture", "drums", "bass", "other", "vocals")
 FORMATS = ("auto", "stems", "hq")
 #: AAC frames are 1024 samples; two frames of padding difference are accepted.
 LENGTH_TOLERANCE = 2048
+#: The loader of ``.stem.mp4`` tracks: every stream decoded in one pass over the file.
+STEM_LOADER = "stemforge.recipes.musdb:load_stem_mp4"
 
 
 def _reference() -> dict[str, dict]:
@@ -114,8 +120,133 @@ def discover(root: str | Path, fmt: str = "auto") -> list[TrackSource]:
                         vocals=(StemRef(rel, stream=STREAMS["vocals"]),),
                         accompaniment=tuple(StemRef(rel, stream=STREAMS[s]) for s in ("drums", "bass", "other")),
                         length_tolerance=LENGTH_TOLERANCE,
+                        loader=STEM_LOADER,
                     )
                 )
     if not tracks:
         raise DatasetLayoutError(_expected(root) + " (no track under train/ or test/)")
     return tracks
+
+
+# -- decoding ------------------------------------------------------------------------------
+def decode_streams_mono(path: str | Path, streams: set[int]) -> tuple[dict[int, np.ndarray], int, int]:
+    """Decode audio streams ``streams`` of ``path`` in one pass, each downmixed to mono.
+
+    Returns ({stream: float32 [n_samples]}, sample_rate Hz, channels of the first stream).
+    Equal to :func:`stemforge.audio.load` + :func:`stemforge.audio.to_mono` per stream, but the
+    file is demuxed once and no ``[channels, samples]`` array is built (the frames' planes are
+    added into a preallocated mono buffer). AudioError for a missing stream or a decode error.
+    """
+    import av
+
+    from stemforge import audio
+
+    p = Path(path)
+    audio._check_exists(p)
+    try:
+        container = av.open(str(p))
+    except Exception as exc:
+        raise AudioError(p, f"not a readable audio file ({exc})") from None
+    with container:
+        all_streams = list(container.streams.audio)
+        missing = sorted(k for k in streams if not 0 <= k < len(all_streams))
+        if missing:
+            raise AudioError(p, f"has {len(all_streams)} audio streams; stream {missing[0]} requested")
+        wanted = {all_streams[k].index: k for k in sorted(streams)}
+        rates = {int(all_streams[k].rate) for k in streams}
+        if len(rates) != 1:
+            raise AudioError(p, f"streams {sorted(streams)} have different sample rates {sorted(rates)}")
+        rate = rates.pop()
+        bufs: dict[int, np.ndarray] = {}
+        pos = {k: 0 for k in streams}
+        for k in streams:
+            s = all_streams[k]
+            n = int(float(s.duration * s.time_base) * rate) if s.duration is not None and s.time_base else 0
+            bufs[k] = np.zeros(max(n, rate) + 8192, np.float32)
+        fallback: dict[int, object] = {}
+        try:
+            for packet in container.demux([all_streams[k] for k in sorted(streams)]):
+                k = wanted.get(packet.stream.index)
+                if k is None:
+                    continue
+                for frame in packet.decode():
+                    if frame.format.name != "fltp":  # not AAC's planar float: convert
+                        if k not in fallback:
+                            fallback[k] = av.AudioResampler(format="fltp", layout=frame.layout, rate=frame.sample_rate)
+                        frames = fallback[k].resample(frame)
+                    else:
+                        frames = [frame]
+                    for f in frames:
+                        _add_mono(bufs, pos, k, f)
+            for k, r in fallback.items():
+                for f in r.resample(None):
+                    _add_mono(bufs, pos, k, f)
+        except AudioError:
+            raise
+        except Exception as exc:
+            raise AudioError(p, f"decoding failed ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
+        channels = int(all_streams[min(streams)].channels)
+    out = {}
+    for k in streams:
+        if pos[k] == 0:
+            raise AudioError(p, f"stream {k} holds no samples")
+        out[k] = bufs[k][: pos[k]]
+    return out, rate, channels
+
+
+def _add_mono(bufs: dict[int, np.ndarray], pos: dict[int, int], k: int, frame) -> None:
+    n = frame.samples
+    planes = frame.planes
+    start = pos[k]
+    if start + n > bufs[k].size:  # the container's duration was short: grow
+        bufs[k] = np.concatenate([bufs[k], np.zeros(max(n, bufs[k].size // 2), np.float32)])
+    out = bufs[k][start : start + n]
+    out[:] = np.frombuffer(planes[0], np.float32, n)
+    for plane in planes[1:]:
+        out += np.frombuffer(plane, np.float32, n)
+    if len(planes) > 1:
+        out *= np.float32(1.0 / len(planes))
+    pos[k] = start + n
+
+
+def load_stem_mp4(source: TrackSource, config):
+    """Loader of a ``.stem.mp4`` track: decode its streams once, sum each role, resample.
+
+    Same checks and result as :func:`stemforge.ingest.load_stems` (lengths within
+    ``source.length_tolerance``, trimmed to the shortest), faster on multi-stream files.
+    """
+    from stemforge import audio
+    from stemforge.ingest import TrackAudio, load_stems
+
+    refs = source.mixture + source.vocals + source.accompaniment
+    if len({r.path for r in refs}) != 1 or any(r.channel is not None for r in refs):
+        return load_stems(source, config)  # not one multi-stream file: the general path
+    path = Path(source.root) / refs[0].path
+    decoded, rate, channels = decode_streams_mono(path, {r.stream for r in refs})
+
+    def role(rs: tuple[StemRef, ...]) -> np.ndarray:
+        total = None
+        for r in rs:
+            x = decoded[r.stream] if r.gain == 1.0 else decoded[r.stream] * np.float32(r.gain)
+            if total is None:
+                total = x.copy()
+                continue
+            n = min(total.size, x.size)
+            total = total[:n]
+            total += x[:n]
+        return total
+
+    lengths = {k: v.size for k, v in decoded.items()}
+    if max(lengths.values()) - min(lengths.values()) > source.length_tolerance:
+        raise AudioError(path, f"stream lengths {lengths} differ by more than {source.length_tolerance} samples")
+    voc, acc = role(source.vocals), role(source.accompaniment)
+    mix = role(source.mixture) if source.mixture else None
+    n = min(voc.size, acc.size, mix.size if mix is not None else voc.size)
+    sr, q = config.sample_rate, config.resample_quality
+    return TrackAudio(
+        vocals=audio.resample(voc[:n], rate, sr, q),
+        accompaniment=audio.resample(acc[:n], rate, sr, q),
+        mixture=None if mix is None else audio.resample(mix[:n], rate, sr, q),
+        source_sample_rate=rate,
+        source_channels=channels,
+    )
