@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "pairs",
     "separate",
     "serve",
+    "demo",
 ]
 
 

@@ -1,0 +1,60 @@
+"""``stemforge demo``: the whole pipeline on the built-in procedural corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from stemforge.cli.common import cli_errors, err, format_table, out
+
+
+def demo(
+    out_dir: Path = typer.Option(Path("stemforge-demo"), "--out", "-o", help="Folder for corpora, DataDir, run and outputs."),
+    minutes: float = typer.Option(4.0, "--minutes", "-m", help="Training budget in minutes (CPU)."),
+    songs: int = typer.Option(16, "--songs", help="Songs in the synthetic DSD100-layout corpus."),
+    seconds: float = typer.Option(30.0, "--seconds", help="Length of each synthetic song (s)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the corpus, the remixes and the training."),
+    workers: int = typer.Option(2, "--workers", "-j", help="Processes for ingest and augment."),
+) -> None:
+    """Synthesize a corpus and karaoke pairs, ingest, augment, train the narrow U-Net on the CPU for
+    a few minutes, separate a held-out song, evaluate against the mixture and the oracle mask.
+
+    Runs in under 10 minutes on 2 CPU cores with the defaults.
+
+    Example: stemforge demo --out stemforge-demo --minutes 4
+    """
+    from stemforge.demo import DemoConfig, run_demo
+
+    def stage(name: str, message: str) -> None:
+        err(f"[{name}] {message}")
+
+    with cli_errors():
+        result = run_demo(out_dir, DemoConfig(minutes=minutes, songs=songs, seconds=seconds, seed=seed, workers=workers), stage)
+    s = result.summary
+    rows = [
+        {"method": r.method, "stem": r.stem, "SDR": r.sdr_mean, "NSDR(GNSDR)": r.gnsdr, "SIR": r.gsir, "SAR": r.gsar, "SDR frames": r.sdr_frames}
+        for r in s.itertuples()
+    ]
+    out("")
+    out("Test split (dB): the model, the mixture itself, and the oracle ideal ratio mask")
+    out(format_table(rows))
+    gain = result.sdr("model") - result.sdr("mixture")
+    out(f"\nvocals SDR: model {result.sdr('model'):.2f} dB, mixture {result.sdr('mixture'):.2f} dB "
+        f"(model beats the mixture by {gain:.2f} dB), oracle {result.sdr('oracle'):.2f} dB")
+    for line in result.notes:
+        out(line)
+    out(f"\ntrained {result.steps} steps in {result.train_seconds / 60:.1f} min")
+    out("outputs:")
+    for name, path in result.separated.items():
+        out(f"  {name:<14} {path}")
+    out(f"  {'spectrograms':<14} {result.figure}")
+    out(f"  {'loss curve':<14} {result.loss_plot}")
+    out(f"  {'model':<14} {result.model}")
+    for kind, path in result.report.items():
+        out(f"  {'evaluation ' + kind:<14} {path}")
+    out(f"  {'DataDir':<14} {result.data}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
