@@ -197,7 +197,14 @@ class ReconcileReport:
 
 
 def _empty(v) -> bool:
-    return v is None or v != v or v == "" or v is __import__("pandas").NA
+    """True for None, NaN, pandas.NA and ""."""
+    import pandas as pd
+
+    if v is None or v is pd.NA:
+        return True
+    if isinstance(v, float):
+        return v != v
+    return isinstance(v, str) and v == ""
 
 
 def _priority(dataset: str) -> tuple[int, str]:

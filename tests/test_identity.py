@@ -20,7 +20,7 @@ from stemforge.identity import (
 )
 from stemforge.store import DataDir
 from stemforge.store import manifest as mf
-from stemforge.store.check import leakage
+from stemforge.store.check import leakage, validate
 
 
 def test_normalize_and_song_key():
@@ -167,7 +167,7 @@ def test_dsd100_and_musdb18_in_one_datadir_have_no_leak_and_name_duplicates(tmp_
     assert "leak:" not in second.output
 
     df = DataDir.open(data).manifest
-    assert leakage(df) == []
+    assert leakage(df) == [] and validate(DataDir.open(data)).ok
     assert len(df) == 10 and df.groupby("song_key").size().eq(2).all()  # 5 songs, each from both corpora
     split = df.groupby("song_key")["split"].first().to_dict()
     assert split == {
@@ -193,3 +193,28 @@ def test_dsd100_and_musdb18_in_one_datadir_have_no_leak_and_name_duplicates(tmp_
     df2 = DataDir.open(data2).manifest
     assert df2.groupby("song_key")["split"].first().to_dict() == split and leakage(df2) == []
     assert sorted(df2.loc[df2["duplicate_of"].notna(), "dataset"]) == ["musdb"] * 5
+
+
+def test_a_later_ingest_that_moves_a_remix_parent_to_test_says_so(tmp_path):
+    """DSD100 Dev song -> remixed as train -> MUSDB18 holds it in test: the ingest warns."""
+    from stemforge.augment import AugmentOptions, augment, stale_remixes
+    from stemforge.synth import write_corpus
+
+    entries = [
+        {"id": 51, "subset": "Dev", "artist": "AM Contra", "title": "Heart Peripheral"},  # MUSDB18 test
+        {"id": 53, "subset": "Dev", "artist": "Actions", "title": "Devil's Words"},  # MUSDB18 train
+    ]
+    write_corpus(tmp_path / "dsd", "dsd100", songs=2, seconds=5.0, seed=2, entries=entries)
+    write_corpus(tmp_path / "musdb", "musdb-hq", songs=1, seconds=3.0, seed=2,
+                 entries=[{"subset": "test", "artist": "AM Contra", "title": "Heart Peripheral"}])
+    runner = CliRunner()
+    data = str(tmp_path / "d")
+    assert runner.invoke(app, ["ingest", "dsd100", str(tmp_path / "dsd"), "--out", data, "-j", "1"]).exit_code == 0
+    options = AugmentOptions(segment_seconds=4.1, min_vocal_activity=0.05)
+    augment(DataDir.create(data), hours=20 / 3600, seed=1, options=options)
+    assert stale_remixes(DataDir.open(data).manifest) == []
+    res = runner.invoke(app, ["ingest", "musdb", str(tmp_path / "musdb"), "--out", data, "-j", "1"])
+    assert res.exit_code == 0, res.output
+    assert "dsd100:051 - AM Contra - Heart Peripheral: train -> test" in res.output
+    stale = stale_remixes(DataDir.open(data).manifest)
+    assert stale and f"{len(stale)} remix row(s) now have a parent outside train" in res.output

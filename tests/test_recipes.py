@@ -248,6 +248,26 @@ def test_musdb_validation_list_and_formats(tmp_path):
     assert {dict(s.extra)["musdb_format"] for s in musdb.discover(tmp_path / "hq", fmt="stems")} == {"stems"}
 
 
+def test_stem_mp4_one_pass_loader_equals_the_general_loader(corpora):
+    import dataclasses
+
+    from stemforge.config import SpectrogramConfig
+    from stemforge.ingest import load_stems
+    from stemforge.recipes import musdb
+
+    root, _ = corpora("musdb")
+    src = musdb.discover(root)[0]
+    assert src.loader == musdb.STEM_LOADER
+    config = SpectrogramConfig()
+    fast = musdb.load_stem_mp4(src, config)
+    general = load_stems(dataclasses.replace(src, loader="stems"), config)
+    for role in ("vocals", "accompaniment", "mixture"):
+        np.testing.assert_array_equal(getattr(fast, role), getattr(general, role))
+    assert (fast.source_sample_rate, fast.source_channels) == (general.source_sample_rate, general.source_channels)
+    with pytest.raises(Exception, match="stream 7 requested"):
+        musdb.decode_streams_mono(Path(root) / src.source_path, {0, 7})
+
+
 def test_musdb_hq_folder_missing_a_stem_is_an_error(tmp_path):
     from stemforge.recipes import musdb
     from stemforge.synth import write_corpus

@@ -137,6 +137,16 @@ def _summary(datadir, report, before=None) -> None:
                 out(f"  {r.uid} -> {r.duplicate_of}")
             if len(involved) > 20:
                 out(f"  ... and {len(involved) - 20} more (stemforge info lists them all)")
+    try:
+        from stemforge.augment import stale_remixes
+    except ImportError:  # pragma: no cover - augment is optional here
+        stale_remixes = None
+    stale = stale_remixes(df) if stale_remixes is not None else []
+    if stale:
+        err(
+            f"{len(stale)} remix row(s) now have a parent outside train (moved by identity reconciliation); "
+            "the next `stemforge augment` drops and replaces them"
+        )
     from stemforge.store.check import leakage
 
     for line in leakage(df):
