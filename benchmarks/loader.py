@@ -57,14 +57,35 @@ def warm_page_cache(dd) -> None:
                 pass
 
 
-def rate(fetch, batch_size: int, seconds: float, min_batches: int = 3) -> float:
-    """Patches/s of calling ``fetch(i)`` for i = 0, 1, ... for about ``seconds``."""
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of processes ``pids`` (from /proc; 0 where unreadable)."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def rate(fetch, batch_size: int, seconds: float, pids: list[int] | None = None, min_batches: int = 3) -> tuple[float, float]:
+    """``(patches per wall second, patches per CPU second)`` of calling ``fetch(i)`` for
+    i = 0, 1, ... for about ``seconds``. CPU time is this process's, or that of ``pids`` (the
+    loader's worker processes) when given: on a machine shared with other work the second
+    figure is what one core delivers."""
     fetch(0)  # warm up (open files, read chunk indexes, start workers)
     n, t0 = 0, time.perf_counter()
+    c0 = time.process_time() if pids is None else _cpu_seconds(pids)
     while n < min_batches or time.perf_counter() - t0 < seconds:
         fetch(n + 1)
         n += 1
-    return n * batch_size / (time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    cpu = (time.process_time() if pids is None else _cpu_seconds(pids)) - c0
+    return n * batch_size / wall, (n * batch_size / cpu if cpu > 0 else float("nan"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=3.0, help="timing per mode")
     ap.add_argument("--workers", default="1,2", help="worker process counts to time (comma separated)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of this process (workers use 1)")
     args = ap.parse_args(argv)
 
     import torch
+
+    torch.set_num_threads(args.threads)
 
     from stemforge.store import DataDir
     from stemforge.train.data import PatchSampler, ResidentBatches, StreamingBatches, streaming_loader
@@ -105,18 +129,21 @@ def main(argv: list[str] | None = None) -> int:
 
         for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
             batches = StreamingBatches(sampler, dd.reader(), "vocals", B, seed=0)
-            loader = iter(streaming_loader(batches, range(10**6), workers=workers, prefetch=4))
+            loader = streaming_loader(batches, range(10**6), workers=workers, prefetch=4)
+            pids = [p.pid for p in loader._procs]
             results.append((f"streaming, {workers} worker process{'es' if workers > 1 else ''}",
-                            rate(lambda i: next(loader), B, args.seconds)))
-            del loader
+                            rate(lambda i: next(loader), B, args.seconds, pids=pids)))
+            loader.close()
 
         resident = ResidentBatches(sampler, dd.reader(), "vocals", B, seed=0, device="cpu")
         results.append(("resident in RAM, float16 batch", rate(lambda i: resident[i], B, args.seconds)))
         results.append(("resident in RAM, float32 batch", rate(lambda i: resident.batch(i), B, args.seconds)))
 
         width = max(len(name) for name, _ in results)
-        for name, value in results:
-            print(f"{name:<{width}}  {value:9.0f} patches/s")
+        print(f"{'mode':<{width}}  {'patches/s':>9}  {'patches per CPU-second':>22}")
+        for name, (wall, cpu) in results:
+            print(f"{name:<{width}}  {wall:9.0f}  {cpu:22.0f}")
+        print("(CPU-seconds: of the loader's worker processes, or of this process for in-process modes)")
         return 0
     finally:
         if tmp is not None:

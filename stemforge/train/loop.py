@@ -686,14 +686,14 @@ def train(
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
         loss_n = 0
         final_train = None
-        loop_time = 0.0
-        timed_steps = 0
+        timer_start: float | None = None  # after the first step (warm-up) of this session
+        timed_from = start_step + 1
+        paused = 0.0  # validation, plots and checkpoints: left out of the throughput
         interval_t, interval_steps = time.perf_counter(), 0
         interrupted = False
         batch_iter = iter(batches)
         with _StopFlag() as stop:
             while step < cfg.steps:
-                t0 = time.perf_counter()
                 mixture, target_mag = next(batch_iter)
                 if dev.type == "cuda":
                     mixture = mixture.contiguous(memory_format=torch.channels_last)
@@ -702,9 +702,9 @@ def train(
                 loss_n += 1
                 step += 1
                 interval_steps += 1
-                if step > start_step + 1:
-                    loop_time += time.perf_counter() - t0
-                    timed_steps += 1
+                if step == timed_from:
+                    _synchronize(dev)
+                    timer_start = time.perf_counter()
                 last_step = step == cfg.steps
                 row: dict[str, Any] = {}
                 if step % cfg.log_every == 0 or last_step:
@@ -724,23 +724,30 @@ def train(
                     emit(TrainEvent("step", step, cfg.steps, train_loss=final_train, patches_per_s=rate))
                 else:
                     emit(TrainEvent("step", step, cfg.steps))
+                pausing = step % cfg.val_every == 0 or step % cfg.checkpoint_every == 0 or last_step
+                if pausing:
+                    _synchronize(dev)  # the steps before count as training time
+                t_pause = time.perf_counter()
                 if step % cfg.val_every == 0 or last_step:
-                    t_val = time.perf_counter()
                     final_val = validate(step)
                     row["val_loss"] = final_val
-                    interval_t += time.perf_counter() - t_val
                 if row and metrics is not None:
                     row.update(step=step, epoch=step / steps_per_epoch, lr=cfg.lr, elapsed_s=elapsed())
                     metrics.write(row)
                     if "val_loss" in row:
                         plot()
                 if step % cfg.checkpoint_every == 0 or last_step:
-                    t_ckpt = time.perf_counter()
                     emit(TrainEvent("checkpoint", step, cfg.steps, path=save_last(step)))
-                    interval_t += time.perf_counter() - t_ckpt
+                if pausing:
+                    pause = time.perf_counter() - t_pause
+                    interval_t += pause
+                    if timer_start is not None:
+                        paused += pause
                 if not last_step and _should_stop(stop.set, env, dev):
                     interrupted = True
                     break
+        _synchronize(dev)
+        timer_end = time.perf_counter()
         if interrupted:
             path = save_last(step)
             if metrics is not None:
@@ -753,7 +760,10 @@ def train(
             save_last(step)
             if metrics is not None:
                 plot()
-        rate = timed_steps * cfg.batch_size * env.world_size / loop_time if timed_steps and loop_time > 0 else None
+        rate = None
+        if timer_start is not None and step > timed_from:
+            seconds = timer_end - timer_start - paused
+            rate = (step - timed_from) * cfg.batch_size * env.world_size / seconds if seconds > 0 else None
         emit(TrainEvent("done", step, cfg.steps, train_loss=final_train, val_loss=final_val, patches_per_s=rate))
         return TrainResult(
             out_dir=out_dir,
@@ -789,6 +799,13 @@ def train(
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _synchronize(dev) -> None:
+    if dev.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(dev)
 
 
 def _should_stop(local: bool, env: DistributedEnv, dev) -> bool:
