@@ -3,8 +3,9 @@
 Builds a synthetic DSD100 corpus, ingests it (not timed), then times ``augment`` adding
 ``--remix-hours`` hours of remixes with ``--workers`` processes (pool start-up included, as in a
 real run). Target from the issue: 17 hours in under 10 minutes on 2 cores, i.e. >= 1.7 h/min.
-Also prints peak RSS (memory must not grow with the hours rendered) and the load average, since
-the machine may be shared.
+Also prints peak RSS (memory must not grow with the hours rendered), the load average (the
+machine may be shared), and the CPU seconds the run used (parent + workers), from which it
+estimates the rate with the cores to ourselves.
 
     .venv/bin/python benchmarks/augment.py --songs 8 --seconds 60 --remix-hours 1 --workers 2
 """
@@ -30,6 +31,67 @@ from stemforge.synth import write_corpus  # noqa: E402
 
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+class TreeCPU:
+    """CPU seconds (user + system) used by this process and its descendants (worker processes of
+    a forkserver pool are grandchildren, which ``getrusage(RUSAGE_CHILDREN)`` misses), sampled
+    from /proc every ``interval`` s; a process's last sample counts."""
+
+    def __init__(self, interval: float = 0.1):
+        import threading
+
+        self.interval = interval
+        self._seen: dict[int, float] = {}
+        self._start: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _cpu(pid: int) -> float | None:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return None
+
+    @staticmethod
+    def _tree(pid: int) -> list[int]:
+        todo, out = [pid], []
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            for task in Path(f"/proc/{p}/task").glob("*"):
+                try:
+                    todo += [int(x) for x in (task / "children").read_text().split()]
+                except OSError:
+                    pass
+        return out
+
+    def _sample(self) -> None:
+        for pid in self._tree(os.getpid()):
+            c = self._cpu(pid)
+            if c is not None:
+                self._start.setdefault(pid, c)
+                self._seen[pid] = c
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> "TreeCPU":
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self._seen[p] - self._start[p] for p in self._seen)
 
 
 def main() -> None:
@@ -58,11 +120,13 @@ def main() -> None:
         print(f"train songs: {base.total_h:.3f} h; rendering {args.remix_hours} h of {args.segment_seconds:g}-s remixes "
               f"(pitch {args.pitch_semitones:g}) with {args.workers} worker(s); load average before: {_load()}", flush=True)
         rss = PeakRSS() if PeakRSS else None
+        cpu = TreeCPU()
         t0 = time.perf_counter()
         if rss:
             rss.__enter__()
         try:
-            rep = augment(dd, target, seed=args.seed, options=options, workers=args.workers)
+            with cpu:
+                rep = augment(dd, target, seed=args.seed, options=options, workers=args.workers)
         finally:
             if rss:
                 rss.__exit__(None, None, None)
@@ -77,6 +141,12 @@ def main() -> None:
         print(f"{'remixes':>7} {'hours':>6} {'wall_s':>7} {'h_per_min':>9} {'remix_per_s':>11} {'17h_in_min':>10}")
         print(f"{len(rep.added):>7} {added_h:>6.2f} {wall:>7.1f} {rate:>9.2f} {len(rep.added) / wall:>11.1f} {17 / rate:>10.1f}")
         print(f"peak RSS: {peak}; load average after: {_load()}")
+        cpu_per_h = cpu.seconds / added_h
+        print(
+            f"CPU: {cpu.seconds:.1f} s (parent + workers) = {cpu_per_h:.0f} CPU-s per hour of remixes; "
+            f"{args.workers} cores to ourselves would give about {args.workers * 60 / cpu_per_h:.2f} h/min "
+            f"(CPU share this run got: {cpu.seconds / wall:.2f} cores)"
+        )
 
 
 if __name__ == "__main__":
