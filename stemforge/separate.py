@@ -119,16 +119,20 @@ def _window(name: str, n_fft: int) -> np.ndarray:
     return get_window(name, n_fft, fftbins=True).astype(np.float32)
 
 
+#: Threads of the batched FFTs (scipy.fft ``workers``).
+FFT_WORKERS = max(1, min(4, os.cpu_count() or 1))
+
+
 def _rfft(frames: np.ndarray) -> np.ndarray:
     import scipy.fft
 
-    return scipy.fft.rfft(frames, axis=-1)
+    return scipy.fft.rfft(frames, axis=-1, workers=FFT_WORKERS)
 
 
 def _irfft(spec: np.ndarray, n: int) -> np.ndarray:
     import scipy.fft
 
-    return scipy.fft.irfft(spec, n=n, axis=-1)
+    return scipy.fft.irfft(spec, n=n, axis=-1, workers=FFT_WORKERS)
 
 
 def frame_spectra(x: np.ndarray, start: int, stop: int, n_fft: int, hop_length: int, window: np.ndarray) -> np.ndarray:
@@ -156,18 +160,33 @@ def frame_spectra(x: np.ndarray, start: int, stop: int, n_fft: int, hop_length: 
 def overlap_add(frames: np.ndarray, hop_length: int) -> np.ndarray:
     """Overlap-add ``frames [..., n_frames, n_fft]`` at ``hop_length`` -> ``[..., (n-1)*hop + n_fft]``."""
     *lead, n_frames, n_fft = frames.shape
-    out = np.zeros(tuple(lead) + ((n_frames - 1) * hop_length + n_fft,), dtype=np.float32)
+    length = (n_frames - 1) * hop_length + n_fft
+    if n_fft % hop_length == 0:
+        # Split every frame into n_fft / hop blocks of one hop: block r of frame i lands on
+        # output block i + r, so the sum is n_fft / hop strided additions without copies.
+        ratio = n_fft // hop_length
+        blocks = np.zeros(tuple(lead) + (n_frames + ratio - 1, hop_length), dtype=np.float32)
+        parts = frames.reshape(tuple(lead) + (n_frames, ratio, hop_length))
+        for r in range(ratio):
+            blocks[..., r : r + n_frames, :] += parts[..., :, r, :]
+        return blocks.reshape(tuple(lead) + (length,))
+    out = np.zeros(tuple(lead) + (length,), dtype=np.float32)
+    for i in range(n_frames):
+        out[..., i * hop_length : i * hop_length + n_fft] += frames[..., i, :]
+    return out
+
+
+def window_envelope(window_sq: np.ndarray, n_frames: int, hop_length: int) -> np.ndarray:
+    """Overlap-added squared window of ``n_frames`` frames: ``[(n-1)*hop + n_fft]`` float32."""
+    n_fft = window_sq.shape[0]
     if n_fft % hop_length == 0:
         ratio = n_fft // hop_length
-        for r in range(min(ratio, n_frames)):
-            sub = frames[..., r::ratio, :]
-            m = sub.shape[-2]
-            flat = np.ascontiguousarray(sub).reshape(tuple(lead) + (m * n_fft,))
-            out[..., r * hop_length : r * hop_length + m * n_fft] += flat
-    else:
-        for i in range(n_frames):
-            out[..., i * hop_length : i * hop_length + n_fft] += frames[..., i, :]
-    return out
+        blocks = np.zeros((n_frames + ratio - 1, hop_length), dtype=np.float32)
+        parts = window_sq.reshape(ratio, hop_length)
+        for r in range(ratio):
+            blocks[r : r + n_frames] += parts[r]
+        return blocks.reshape(-1)
+    return overlap_add(np.broadcast_to(window_sq, (n_frames, n_fft)), hop_length)
 
 
 # ------------------------------------------------------------------------------------------
@@ -420,7 +439,7 @@ class StreamingMasker:
             y = _irfft(spec, self.n_fft).astype(np.float32, copy=False)
             y *= self.window
             ola = overlap_add(y, self.hop)
-            den = overlap_add(np.broadcast_to(self.window_sq, (f1 - f0, self.n_fft)), self.hop)
+            den = window_envelope(self.window_sq, f1 - f0, self.hop)
             end = lo + ola.shape[1]
             acc_end = self.acc_pos + self.acc.shape[1]
             if end > acc_end:
@@ -461,6 +480,38 @@ class StreamingMasker:
             self.acc = self.acc[:, cut:]
             self.acc_den = self.acc_den[cut:]
             self.acc_pos = keep_from
+
+
+def inference_net(model: Any) -> Any:
+    """An inference copy of ``model``: BatchNorm folded into the preceding (transposed)
+    convolution for a stemforge :class:`~stemforge.train.model.UNet` in eval mode (the same
+    function to float rounding), and channels-last memory format (about a third less CPU time
+    for the full-width U-Net). Other modules are only copied and made channels-last."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    from stemforge.train.model import UNet
+
+    net = copy.deepcopy(model).eval()
+    if isinstance(net, UNet):
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        with torch.no_grad():
+            for i in range(1, 7):
+                conv, norm = getattr(net, f"conv{i}"), getattr(net, f"norm{i}")
+                if isinstance(norm, nn.BatchNorm2d):
+                    setattr(net, f"conv{i}", fuse_conv_bn_eval(conv, norm))
+                    setattr(net, f"norm{i}", nn.Identity())
+            for i in range(1, 6):
+                conv, norm = getattr(net, f"deconv{i}"), getattr(net, f"denorm{i}")
+                if isinstance(norm, nn.BatchNorm2d):
+                    setattr(net, f"deconv{i}", fuse_conv_bn_eval(conv, norm, transpose=True))
+                    setattr(net, f"denorm{i}", nn.Identity())
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.to(memory_format=torch.channels_last)
 
 
 # ------------------------------------------------------------------------------------------
@@ -671,6 +722,7 @@ class Separator:
                     f"Separator: the model sees {n_bins} bins but the STFT gives {self.config.n_bins - 1} above DC"
                 )
             self.model = model.to(self.device).eval()
+            self._net = inference_net(self.model)
 
     # -- construction ------------------------------------------------------------------------
 
@@ -761,8 +813,8 @@ class Separator:
                     mag = np.abs(frame_spectra(x, start, start + valid, cfg.n_fft, cfg.hop_length, window))
                     mags.append(mag)
                     batch[b, 0, :, :valid] = (mag[:, 1:] * inv).T
-                inp = torch.from_numpy(batch).to(self.device)
-                out = self.model(inp)
+                inp = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
+                out = self._net(inp)
                 if out.shape != inp.shape:
                     raise StemforgeError(f"the model returned shape {tuple(out.shape)} for input {tuple(inp.shape)}")
                 out = out.float().cpu().numpy()
