@@ -121,7 +121,7 @@ def wait(client: TestClient, job_id: str, states=("done", "failed"), timeout: fl
         status = client.get(f"/api/jobs/{job_id}").json()
         if status["state"] in states:
             return status
-        time.sleep(0.02)
+        time.sleep(0.03)
     raise AssertionError(f"job {job_id} still {status['state']} after {timeout} s")
 
 

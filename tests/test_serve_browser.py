@@ -204,8 +204,7 @@ def test_drop_a_song_and_get_its_stems(server, song, browser, tmp_path):
         assert r["magic"] == "RIFFWAVE" and r["size"] > RATE * SECONDS * 2 * 2, r  # 16-bit stereo
         assert r["download"] == f"Synthetic Song-{r['stem']}.wav"
         assert r["disposition"].startswith("attachment")
-        if not r["imgHidden"]:
-            assert r["imgWidth"] > 0, r  # the spectrogram picture loaded
+        assert not r["imgHidden"] and r["imgWidth"] == 900, r  # the spectrogram picture loaded
     shot = tmp_path / "serve.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
