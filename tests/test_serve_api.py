@@ -544,3 +544,31 @@ def test_spectrogram_png_draws_where_the_energy_is(tmp_path):
     # Silence and a few samples still give a picture.
     spectrogram_png(np.zeros(10, np.float32), rate, tmp_path / "silence.png")
     assert Image.open(tmp_path / "silence.png").size == (PNG_WIDTH, PNG_HEIGHT)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "m4a"])
+def test_worker_stops_decoding_at_the_length_limit(tmp_path, fmt):
+    """Headers can lie about the length; the worker decodes no more than max_seconds."""
+    from stemforge.serve.jobs import JobStore, decode_limited
+    from stemforge.errors import StemforgeError
+
+    path = tmp_path / f"long.{fmt}"
+    path.write_bytes(encode(tone(3.0), fmt))
+    with pytest.raises(StemforgeError, match="more than 1 s"):
+        decode_limited(path, 1.0)
+    audio, rate = decode_limited(path, 4.0)
+    assert rate == RATE and audio.shape[0] == 2 and abs(audio.shape[1] - 3 * RATE) < 0.25 * RATE  # AAC priming
+    # Through the pool, bypassing the upload's header check: the job fails with the reason.
+    store = JobStore(tmp_path / "work", StandIn(), max_seconds=1.0)
+    store.start()
+    try:
+        job_id, folder = store.reserve()
+        (folder / path.name).write_bytes(path.read_bytes())
+        store.submit(job_id, folder / path.name, path.name)
+        deadline = time.monotonic() + 10
+        while store.get(job_id).state.value not in ("done", "failed") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        status = store.get(job_id)
+        assert status.state.value == "failed" and "more than 1 s" in status.error
+    finally:
+        store.close()

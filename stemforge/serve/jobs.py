@@ -433,10 +433,8 @@ class JobStore:
         from stemforge import audio as audio_io
 
         self._step(job, "decoding", 0.02)
-        mixture, sample_rate = audio_io.load(job.input_path)
+        mixture, sample_rate = decode_limited(job.input_path, self.max_seconds)
         duration = mixture.shape[1] / sample_rate
-        if duration > self.max_seconds:
-            raise StemforgeError(f"the song lasts {duration:.1f} s; this server accepts at most {self.max_seconds:g} s")
         self._update(job, duration_s=duration, sample_rate=int(sample_rate), channels=int(mixture.shape[0]))
         job.input_path.unlink(missing_ok=True)
         self._step(job, "separating", _SEPARATE_FROM)
@@ -483,6 +481,60 @@ class JobStore:
                     log.info("removed %d expired jobs", removed)
             except Exception:  # cleanup must not die
                 log.exception("cleanup failed")
+
+
+def decode_limited(path: str | os.PathLike, max_seconds: float) -> tuple[np.ndarray, int]:
+    """Decode ``path`` like :func:`stemforge.audio.load` (``[channels, samples]`` float32, rate),
+    but never more than ``max_seconds``: StemforgeError as soon as the song proves longer.
+
+    Why: a compressed file can expand a thousandfold, and its header's length can be missing or
+    wrong (an mp3's duration is often estimated from its first frames). libsndfile never reads
+    past the frame count it reports, so for its formats the count is checked first; FFmpeg
+    formats are decoded frame by frame and stopped at the limit.
+    """
+    from stemforge import audio as audio_io
+
+    p = Path(path)
+    info = audio_io.info(p)
+    too_long = f"the song lasts more than {max_seconds:g} s, the most this server accepts"
+    if p.suffix.lower() not in audio_io.PYAV_EXTENSIONS:
+        if info.n_samples > max_seconds * info.sample_rate:
+            raise StemforgeError(too_long)
+        return audio_io.load(p)
+    import av
+
+    limit = int(max_seconds * info.sample_rate) + 1
+    chunks: list[np.ndarray] = []
+    n = 0
+    try:
+        with av.open(str(p)) as container:
+            if not container.streams.audio:
+                raise AudioError(p, "container holds no audio stream")
+            stream = container.streams.audio[0]
+            rate, channels = int(stream.rate), int(stream.channels)
+            resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=stream.rate)
+            frames = container.decode(stream)
+            for frame in frames:
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+                    n += chunks[-1].shape[1]
+                if n > limit:
+                    raise StemforgeError(too_long)
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+    except StemforgeError:
+        raise
+    except Exception as exc:
+        raise AudioError(p, f"decoding failed ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if not chunks or sum(c.shape[1] for c in chunks) == 0:
+        raise AudioError(p, "holds no samples")
+    audio = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
+    del chunks
+    if audio.shape[0] == 1 and channels > 1:
+        audio = np.repeat(audio, channels, axis=0)
+    if audio.shape[1] > limit:
+        raise StemforgeError(too_long)
+    return np.ascontiguousarray(audio), rate
 
 
 def write_pcm16(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, block: int = 1 << 16) -> Path:
