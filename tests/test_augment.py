@@ -352,3 +352,23 @@ def test_cli(base_data, tmp_path, monkeypatch):
     assert res.exit_code == 3 and "not a stemforge DataDir" in res.output
     res = runner.invoke(_app(), ["augment", str(dd.path), "--hours", "1", "--vocal-gain-db", "x"])
     assert res.exit_code == 2
+
+
+def test_validate_flags_remix_whose_parent_left_train(base_data, tmp_path):
+    """A remix whose source song moved to test (a later ingest) is a leak until augment drops it."""
+    import json as _json
+
+    from stemforge.store.check import validate as _validate
+
+    dd = _copy(base_data, tmp_path / "d")
+    augment(dd, hours=_target(dd, 1.0), seed=0)
+    dd = DataDir.open(tmp_path / "d")
+    assert _validate(dd).ok
+    remix = _remixes(dd).iloc[0]
+    parent = _json.loads(remix["parents"])["vocals"]
+    with dd.writing():
+        df = dd.manifest.copy()
+        df.loc[df["uid"] == parent, "split"] = "test"
+        dd.commit(df.to_dict("records"))
+    res = _validate(DataDir.open(tmp_path / "d"))
+    assert any("would leak" in p and parent in p for p in res.problems), res.problems

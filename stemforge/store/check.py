@@ -111,6 +111,10 @@ def validate(datadir: DataDir, check_values: bool = True) -> ValidationResult:
             res.problems.append(f"{datadir.relative(p)}: half-written shard (removed by the next write)")
     for problem in leakage(df):
         res.problems.append(problem)
+    from stemforge.augment import stale_remixes
+
+    for uid, why in stale_remixes(df):
+        res.problems.append(f"{uid}: remix would leak a held-out song ({why}); `stemforge augment` drops it")
     return res
 
 

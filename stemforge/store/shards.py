@@ -88,7 +88,7 @@ class ShardWriter:
         chunk = (min(CHUNK_FRAMES, n_frames), n_bins)
         for name in MAG_FIELDS:
             data = getattr(arrays, name)
-            data16 = np.minimum(data, _F16_MAX).astype(np.float16)
+            data16 = data if data.dtype == np.float16 else np.minimum(data, _F16_MAX).astype(np.float16)
             g.create_dataset(name, data=data16, chunks=chunk)
             self.n_bytes += data16.nbytes
         g.create_dataset("vocal_energy", data=arrays.vocal_energy.astype(np.float32))
