@@ -151,10 +151,17 @@ def main() -> None:
         warm = write_song(tmp / "warm.wav", 10.0, seed=1)
         sep.separate_file(warm, {"vocals": tmp / "w_v.wav", "accompaniment": tmp / "w_a.wav"})
         song = write_song(tmp / "song.wav", args.seconds)
+        load = os.getloadavg()[0]
+        cpu0 = time.process_time()
         result = sep.separate_file(song, {"vocals": tmp / "vocals.wav", "accompaniment": tmp / "accompaniment.wav"})
+        cpu = time.process_time() - cpu0
         print(
             f"{args.seconds:g} s 44.1 kHz stereo wav, U-Net width {args.width:g} on {args.device} "
             f"({torch.get_num_threads()} threads): {result.seconds:.2f} s end to end = {result.speed:.1f}x real time"
+        )
+        print(
+            f"process CPU time {cpu:.2f} s (all threads; = {args.seconds / cpu:.1f}x real time per core); "
+            f"load average before the run {load:.1f} on {os.cpu_count()} cores"
         )
         print("timings:", {k: round(v, 2) for k, v in result.timings.items()})
 
