@@ -765,10 +765,11 @@ class Separator:
 
     # -- the mask at the model's STFT ------------------------------------------------------------
 
-    def model_mask(self, mixture: np.ndarray) -> ModelMask:
+    def model_mask(self, mixture: np.ndarray, progress: ProgressFn | None = None) -> ModelMask:
         """The vocals mask of ``mixture [samples]`` (mono, at ``config.sample_rate``).
 
         Returns a :class:`ModelMask` (``[n_frames, n_bins + 1]``: mask and top-band value).
+        ``progress(fraction)`` is called after every batch of windows.
         """
         cfg = self.config
         x = np.ascontiguousarray(mixture, dtype=np.float32)
@@ -789,7 +790,7 @@ class Separator:
         if norm <= 0.0 or not np.isfinite(norm):
             # Silence (or garbage): no vocals.
             return ModelMask(values, cfg, 0.0)
-        self._run_model(x, n_frames, window, norm, values)
+        self._run_model(x, n_frames, window, norm, values, progress)
         return ModelMask(values, cfg, norm)
 
     def estimate_mask(self, mixture: np.ndarray) -> np.ndarray:
@@ -805,7 +806,9 @@ class Separator:
             peak = max(peak, float(mag.max()))
         return peak
 
-    def _run_model(self, x: np.ndarray, n_frames: int, window: np.ndarray, norm: float, values: np.ndarray) -> None:
+    def _run_model(
+        self, x: np.ndarray, n_frames: int, window: np.ndarray, norm: float, values: np.ndarray, progress: ProgressFn | None
+    ) -> None:
         import torch
 
         cfg = self.config
@@ -820,7 +823,7 @@ class Separator:
             else:
                 groups.append([k])
         with torch.inference_mode():
-            for group in groups:
+            for g, group in enumerate(groups):
                 width = windows[group[0]][1] - windows[group[0]][0]
                 batch = np.zeros((len(group), 1, cfg.n_bins - 1, width), dtype=np.float32)
                 mags = []
@@ -846,6 +849,8 @@ class Separator:
                     w = weights[k][:valid, None]
                     values[start : start + valid, :-1] += w * full
                     values[start : start + valid, -1] += w[:, 0] * top_band_value(full, mags[b], cfg)
+                if progress is not None:
+                    progress((g + 1) / len(groups))
 
     # -- separation -------------------------------------------------------------------------------
 
@@ -856,13 +861,15 @@ class Separator:
         *,
         output_sample_rate: int | None = None,
         mono: bool = False,
+        progress: ProgressFn | None = None,
     ) -> dict[str, np.ndarray]:
         """Separate ``audio`` (``[samples]`` or ``[channels, samples]`` float, ``sample_rate`` Hz).
 
         Returns ``{"vocals": array, "accompaniment": array}`` float32 at ``output_sample_rate``
         (default: the input's) with the input's channels (one when ``mono``), shaped like the
         input (1-D in, 1-D out). ``vocals + accompaniment`` equals the (downmixed, resampled)
-        input to float rounding.
+        input to float rounding. ``progress(fraction)`` (0..1) is called now and then; an
+        exception it raises stops the separation.
         """
         from stemforge import audio as audio_io
 
@@ -879,7 +886,9 @@ class Separator:
         x2 = x[None, :] if one_d else x
         cfg = self.config
         mix = audio_io.resample(audio_io.to_mono(x2), sample_rate, cfg.sample_rate, cfg.resample_quality)
-        mm = self.model_mask(mix)
+        note = progress or (lambda _f: None)
+        note(0.0)
+        mm = self.model_mask(mix, lambda f: note(0.6 * f))
         work = audio_io.to_mono(x2)[None, :] if mono else x2
         out_rate = output_sample_rate or sample_rate
         _check_rate(out_rate)
@@ -892,8 +901,10 @@ class Separator:
             _, v = masker.push(work[:, b0 : b0 + BLOCK_SAMPLES])
             vocals[:, pos : pos + v.shape[1]] = v
             pos += v.shape[1]
+            note(0.6 + 0.4 * min(1.0, pos / max(1, work.shape[1])))
         _, v = masker.finish()
         vocals[:, pos : pos + v.shape[1]] = v
+        note(1.0)
         acc = work - vocals
         if one_d:
             return {"vocals": vocals[0], "accompaniment": acc[0]}
@@ -966,10 +977,10 @@ class Separator:
         timings["decode_16k"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        mm = self.model_mask(mix)
+        mm = self.model_mask(mix, lambda f: note(0.1 + 0.5 * f))
         del mix
         timings["mask"] = time.perf_counter() - t0
-        note(0.5)
+        note(0.6)
 
         # Pass 2: full band, streamed to the writers.
         t0 = time.perf_counter()
@@ -994,7 +1005,7 @@ class Separator:
                 n_done += block.shape[1]
                 work = audio_io.to_mono(block)[None, :] if mono else block
                 write(*masker.push(rs2.push(work)))
-                note(0.5 + 0.5 * min(1.0, n_done / n_in))
+                note(0.6 + 0.4 * min(1.0, n_done / n_in))
             write(*masker.push(rs2.flush()))
             write(*masker.finish())
             paths = {stem: w.close() for stem, w in writers.items()}

@@ -66,7 +66,9 @@ def seed_output(model: UNet, mono16: np.ndarray, hard: bool = False) -> np.ndarr
 
 def test_fullband_stereo_keeps_rate_channels_and_sums_to_input(song44):
     mix, _, _ = song44
-    out = Separator(tiny_model(), CFG, device="cpu").separate(mix, 44100)
+    seen: list[float] = []
+    out = Separator(tiny_model(), CFG, device="cpu").separate(mix, 44100, progress=seen.append)
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
     assert out["vocals"].shape == mix.shape == out["accompaniment"].shape
     assert out["vocals"].dtype == np.float32
     # vocals + accompaniment == input within -60 dB (in practice float rounding, about -140 dB)
