@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -391,11 +392,11 @@ def _expected_medleydb(voices: str, exclude_bleed: bool) -> dict[str, tuple[str,
     return out
 
 
-@pytest.mark.parametrize("voices,exclude_bleed", [("singing", False), ("all", True)])
-def test_medleydb_rules_on_all_330_real_metadata_files(medleydb_tree, voices, exclude_bleed):
+@pytest.mark.parametrize("voices,exclude_bleed,mixture", [("singing", False, "derived"), ("all", True, "file")])
+def test_medleydb_rules_on_all_330_real_metadata_files(medleydb_tree, voices, exclude_bleed, mixture):
     from stemforge.recipes import medleydb
 
-    sources = medleydb.discover(medleydb_tree, voices=voices, exclude_bleed=exclude_bleed)
+    sources = medleydb.discover(medleydb_tree, voices=voices, exclude_bleed=exclude_bleed, mixture=mixture)
     expected = _expected_medleydb(voices, exclude_bleed)
     assert len(sources) == 330 == len(expected)
     for s in sources:
@@ -410,7 +411,10 @@ def test_medleydb_rules_on_all_330_real_metadata_files(medleydb_tree, voices, ex
             files = [r.path for r in s.vocals + s.accompaniment]
             assert len(files) == len(set(files)) == len(list((medleydb_tree / "Audio" / s.track_id).glob("*_STEMS/*")))
             assert all(r.gain > 0 for r in s.vocals + s.accompaniment)
-            assert s.mixture and s.mixture[0].path.endswith("_MIX.wav")
+            if mixture == "file":  # every ingestible track has coefficients
+                assert s.mixture and s.mixture[0].path.endswith("_MIX.wav")
+            else:
+                assert not s.mixture and dict(s.extra)["mix_source"] == "derived"
     ingest_by_version = {}
     for s in sources:
         if s.skip_reason is None:
@@ -467,7 +471,7 @@ def test_medleydb_ingest_sums_the_labelled_stems_with_their_coefficients(tmp_pat
     ref = _reference_dir()
     ids = ["AClassicEducation_NightOwl", "MatthewEntwistle_AnEveningWithOliver", "Plasma_GoodShout", "ChrisBrown_Yeah"]
     write_corpus(tmp_path / "m", "medleydb", songs=0, seconds=1.0, seed=3, metadata_dir=ref / "medleydb-metadata", track_ids=ids)
-    sources = medleydb.discover(tmp_path / "m")
+    sources = medleydb.discover(tmp_path / "m", mixture="file")
     reasons = {s.track_id: (s.skip_reason or "").split(":")[0] for s in sources}
     assert reasons == {
         "AClassicEducation_NightOwl": "",
@@ -491,6 +495,15 @@ def test_medleydb_ingest_sums_the_labelled_stems_with_their_coefficients(tmp_pat
         expect = audio.resample(np.asarray(expect, np.float32), sr, 16000)
         got = dd.reader().read_wave(row["shard"], row["key"], "vocals", 0, None)
         np.testing.assert_allclose(got, expect[: got.size], atol=1e-4)
+    # default: the mixture is derived (vocals + accompaniment); the targets are the same
+    derived = DataDir.create(tmp_path / "d2")
+    assert ingest(derived, medleydb.discover(tmp_path / "m"), workers=1).ok
+    row2 = derived.reload().set_index("track_id").loc["AClassicEducation_NightOwl"]
+    row1 = df.loc["AClassicEducation_NightOwl"]
+    assert row2["mix_source"] == "derived" and row1["mix_source"] == "file" and pd.isna(row2["mix_residual_db"])
+    a = dd.reader().read_frames(row1["shard"], row1["key"])
+    b = derived.reader().read_frames(row2["shard"], row2["key"])
+    np.testing.assert_allclose(a["mixture"].astype(np.float32), b["mixture"].astype(np.float32), atol=2e-3)
 
 
 def test_medleydb_stem_missing_is_an_error(tmp_path):

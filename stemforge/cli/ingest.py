@@ -193,6 +193,9 @@ def ingest_medleydb(
     voices: str = typer.Option(
         "singing", "--voices", help="singing: singers, vocalists, choir, rappers; all: also speakers, screamers, crowd, beatboxing."
     ),
+    mixture: str = typer.Option(
+        "derived", "--mixture", help="derived: vocals + accompaniment (the weighted stems); file: store <id>_MIX.wav."
+    ),
     valid_fraction: float = VALID_OPTION,
     test_fraction: float = TEST_OPTION,
 ) -> None:
@@ -206,7 +209,7 @@ def ingest_medleydb(
     """
     run_ingest(
         "medleydb", root, data, workers, force, versions=versions, exclude_bleed=exclude_bleed, voices=voices,
-        valid_fraction=valid_fraction, test_fraction=test_fraction,
+        mixture=mixture, valid_fraction=valid_fraction, test_fraction=test_fraction,
     )
 
 

@@ -22,10 +22,12 @@ vocals = sum of the vocal stems, accompaniment = sum of the other stems, each st
 its mixing coefficient (the manual coefficient when the track has one for every stem, else the
 mean of the audio and stft estimates; from ``ROOT/mixing_coefficients.yaml`` when the corpus
 has one, in the schema of MedleyDB's ``mixing_coefficients_version2.yaml``, else from the
-shipped ``manifests/medleydb_mixing_coefficients.csv``, built from that file), so that
-vocals + accompaniment matches ``<id>_MIX.wav``, which is stored as the mixture
-(``mix_residual_db`` says how well). Tracks without coefficients (BACH10, unknown ids) sum
-their stems with gain 1 and derive the mixture as vocals + accompaniment (``mix_source``).
+shipped ``manifests/medleydb_mixing_coefficients.csv``, built from that file). The MIX is
+that weighted sum, so by default (``mixture="derived"``) the stored mixture is vocals +
+accompaniment, exactly consistent with the targets, as MedleyDB's own mixing tools build it;
+``mixture="file"`` stores ``<id>_MIX.wav`` instead and ``mix_residual_db`` says how well the
+weighted stems match it. Tracks without coefficients (BACH10, unknown ids) sum their stems with
+gain 1 and always derive the mixture (column ``mix_source``: ``file`` / ``derived``).
 
 Versions come from ``manifests/medleydb_tracks.csv`` (V1, V2, EXTRA, BACH10; the metadata's own
 ``version`` field is the metadata format, 1.2 everywhere); ids not in that table are
@@ -33,9 +35,10 @@ Versions come from ``manifests/medleydb_tracks.csv`` (V1, V2, EXTRA, BACH10; the
 
 Split: artist-conditional (one artist never on both sides), deterministic, from the reference
 track list (not from what is on disk, so a partial copy gets the same splits as the full
-corpus): artists of tracks MUSDB18 holds for validation -> valid, of tracks MUSDB18 trains on
--> train, the others assigned whole, heaviest first, to approach ``valid_fraction`` and
-``test_fraction`` of the tracks with a voice stem (see :func:`stemforge.identity.balanced_split`).
+corpus): the artists of the tracks MUSDB18 holds for validation -> valid, the others assigned
+whole, heaviest first, to approach ``valid_fraction`` and ``test_fraction`` of the tracks with a
+voice stem (see :func:`stemforge.identity.balanced_split`). MUSDB18 trains on some tracks that
+land in valid or test here: ingesting both moves those MUSDB18 rows (song identity).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ LAYOUT = __doc__
 LICENSE = "MedleyDB: CC BY-NC-SA 4.0"
 VERSIONS = ("V1", "V2", "EXTRA", "BACH10", "unknown")
 VOICE_MODES = ("singing", "all")
+MIXTURE_MODES = ("derived", "file")
 VALID_FRACTION = 0.1
 TEST_FRACTION = 0.15
 _SALT = "medleydb-artist-split-v1"
@@ -228,6 +232,7 @@ def discover(
     versions: str | tuple[str, ...] | None = None,
     exclude_bleed: bool = False,
     voices: str = "singing",
+    mixture: str = "derived",
     valid_fraction: float = VALID_FRACTION,
     test_fraction: float = TEST_FRACTION,
 ) -> list[TrackSource]:
@@ -243,12 +248,14 @@ def discover(
     if voices not in VOICE_MODES:
         raise StemforgeError(f"--voices must be one of {', '.join(VOICE_MODES)}, got {voices!r}")
     check_fractions(valid_fraction, test_fraction)
+    if mixture not in MIXTURE_MODES:
+        raise StemforgeError(f"--mixture must be one of {', '.join(MIXTURE_MODES)}, got {mixture!r}")
     wanted = _parse_list(versions, VERSIONS, "MedleyDB version(s)")
     audio = _audio_dir(root)
     ref = _tracks()
     coeffs = {**_coefficients(), **_corpus_coefficients(root)}
     splits = artist_splits(valid_fraction, test_fraction)
-    options = (("voices", voices),)
+    options = (("voices", voices), ("mixture", mixture))
     tracks: list[TrackSource] = []
     n_dirs = 0
     for track_dir in sorted(p for p in audio.iterdir() if p.is_dir()):
@@ -297,7 +304,7 @@ def discover(
                     error = f"{p}: missing stem ({sid})"
                     break
         mix_rel = str(Path(tid) / str(meta.get("mix_filename") or f"{tid}_MIX.wav"))
-        use_mix = gains is not None
+        use_mix = gains is not None and mixture == "file"
         if reason is None and error is None and use_mix and not (audio / mix_rel).exists():
             error = f"{audio / mix_rel}: missing mixture"
         tracks.append(
