@@ -523,29 +523,31 @@ def evaluate_datadir(
     rows: list[dict] = []
     failed: list[tuple[str, str]] = []
     total = len(df)
-    for i, rec in enumerate(df.to_dict(orient="records")):
-        uid = rec["uid"]
-        try:
-            v = reader.read_wave(rec["shard"], rec["key"], "vocals")
-            a = reader.read_wave(rec["shard"], rec["key"], "accompaniment")
-            n = min(len(v), len(a))
-            if n == 0 or not np.any(v[:n]) or not np.any(a[:n]):
-                raise StemforgeError("vocals or accompaniment is silent: BSS Eval is undefined")
-            track_rows = evaluate_track(separator, v[:n], a[:n], cfg.sample_rate, cfg, frame_seconds)
-        except StemforgeError as exc:
-            failed.append((uid, str(exc)))
-            note(f"failed:{uid}:{exc}", i + 1, total)
-            continue
-        base = {
-            "uid": uid,
-            "dataset": rec.get("dataset", ""),
-            "title": f"{rec.get('artist', '')} - {rec.get('title', '')}".strip(" -"),
-            "split": rec.get("split", ""),
-            "duration_s": n / cfg.sample_rate,
-        }
-        rows += [{**base, **r} for r in track_rows]
-        note("track", i + 1, total)
-    reader.close()
+    try:
+        for i, rec in enumerate(df.to_dict(orient="records")):
+            uid = rec["uid"]
+            try:
+                v = reader.read_wave(rec["shard"], rec["key"], "vocals")
+                a = reader.read_wave(rec["shard"], rec["key"], "accompaniment")
+                n = min(len(v), len(a))
+                if n == 0 or not np.any(v[:n]) or not np.any(a[:n]):
+                    raise StemforgeError("vocals or accompaniment is silent: BSS Eval is undefined")
+                track_rows = evaluate_track(separator, v[:n], a[:n], cfg.sample_rate, cfg, frame_seconds)
+            except StemforgeError as exc:
+                failed.append((uid, str(exc)))
+                note(f"failed:{uid}:{exc}", i + 1, total)
+                continue
+            base = {
+                "uid": uid,
+                "dataset": rec.get("dataset", ""),
+                "title": f"{rec.get('artist', '')} - {rec.get('title', '')}".strip(" -"),
+                "split": rec.get("split", ""),
+                "duration_s": n / cfg.sample_rate,
+            }
+            rows += [{**base, **r} for r in track_rows]
+            note("track", i + 1, total)
+    finally:
+        reader.close()
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     summary = summarize(table)
     meta = {
