@@ -648,7 +648,7 @@ def _decode_head(path: Path, n_samples: int = 4096) -> None:
             with sf.SoundFile(str(path)) as f:
                 data = f.read(n_samples, dtype="float32", always_2d=True)
         except Exception as exc:
-            raise AudioError(path, f"decoding failed ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+            raise AudioError(path, f"decoding failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         if data.shape[0] == 0:
             raise AudioError(path, "holds no samples")
         return

@@ -133,7 +133,9 @@ def one_line(exc: BaseException, hide: str | os.PathLike | None = None) -> str:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     text = " ".join(text.split())
     if hide:
-        text = text.replace(str(hide) + os.sep, "").replace(str(hide), "")
+        # the job folder and the work root above it (a decoder may quote either, or a cut path)
+        for folder in (Path(hide), Path(hide).parent):
+            text = text.replace(str(folder) + os.sep, "").replace(str(folder), "")
     return text[:300] or "unknown error"
 
 
@@ -525,7 +527,7 @@ def decode_limited(path: str | os.PathLike, max_seconds: float) -> tuple[np.ndar
     except StemforgeError:
         raise
     except Exception as exc:
-        raise AudioError(p, f"decoding failed ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise AudioError(p, f"decoding failed ({type(exc).__name__}: {str(exc)})") from None
     if not chunks or sum(c.shape[1] for c in chunks) == 0:
         raise AudioError(p, "holds no samples")
     audio = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
