@@ -32,11 +32,9 @@ sources or options starts a new sequence and counts the older remixes as part of
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
 import json
 import math
-import multiprocessing
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
@@ -48,7 +46,9 @@ from stemforge import __version__, dsp
 from stemforge.config import SpectrogramConfig
 from stemforge.errors import StemforgeError
 from stemforge.store.datadir import DataDir
+from stemforge.parallel import map_ordered
 from stemforge.store.shards import ShardReader, TrackArrays
+from stemforge.store.sink import ShardSink
 
 #: Bump when the way remixes are planned or rendered changes (it enters the plan id).
 AUGMENT_VERSION = "1"
@@ -56,7 +56,6 @@ DATASET = "remix"
 VOCALS_KIND = "remix"
 SHARD_PREFIX = "remix"
 REMIXES_PER_SHARD = 64
-BYTES_PER_SHARD = 512 << 20
 #: A training patch is 128 frames; a segment shorter than that is of no use to the trainer.
 MIN_SEGMENT_FRAMES = 128
 
@@ -599,81 +598,31 @@ def augment(
 
 
 def _render_all(datadir: DataDir, todo: list[RemixPlan], workers: int, report: AugmentReport, note, per_shard: int) -> None:
-    config = datadir.config
-    rows: list[dict] = []
-    writer = None
-
-    def flush() -> None:
-        nonlocal writer
-        if writer is None:
-            return
-        final = writer.close()
-        for row in rows:
-            row["shard"] = datadir.relative(final)
-        datadir.commit(rows)
-        report.added.extend(rows)
-        rows.clear()
-        writer = None
-
-    def store(plan: RemixPlan, row: dict, arrays: TrackArrays) -> None:
-        nonlocal writer
-        if writer is not None and (writer.n_tracks >= per_shard or writer.n_bytes >= BYTES_PER_SHARD):
-            flush()
-        if writer is None:
-            writer = datadir.shard_writer(SHARD_PREFIX)
-        writer.add(plan.track_id, plan.uid, arrays)
-        row["key"] = plan.track_id
-        rows.append(row)
-        note("done", plan.uid, "")
-
-    def fail(plan: RemixPlan, exc: BaseException) -> None:
-        msg = str(exc) if isinstance(exc, StemforgeError) else f"{plan.uid}: {type(exc).__name__}: {exc}"
-        report.failed.append((plan.uid, msg))
-        note("failed", plan.uid, msg)
-
+    """Render ``todo`` in ``workers`` processes and store the remixes in plan order (so the
+    shards of a run do not depend on which worker finished first), committing shard by shard."""
+    global _WORKER_READER
     try:
-        if workers <= 1:
-            reader = datadir.reader()
-            try:
-                for plan in todo:
-                    try:
-                        row, arrays = render_remix(reader, plan, config)
-                    except Exception as exc:  # one bad remix never stops the batch
-                        fail(plan, exc)
-                        continue
-                    store(plan, row, arrays)
-            finally:
-                reader.close()
-        else:
-            ctx = multiprocessing.get_context("forkserver")
-            with cf.ProcessPoolExecutor(
-                max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(datadir.reader(),)
-            ) as pool:
-                # Results are stored in plan order (a small reorder buffer), so the shards of a
-                # run do not depend on which worker finished first.
-                window = 2 * workers
-                futures: dict[int, cf.Future] = {}
-                nxt = 0
-                for i, plan in enumerate(todo):
-                    while len(futures) < window and nxt < len(todo):
-                        futures[nxt] = pool.submit(_render_in_worker, todo[nxt], config)
-                        nxt += 1
-                    fut = futures.pop(i)
-                    try:
-                        row, arrays = fut.result()
-                    except Exception as exc:
-                        fail(plan, exc)
-                        continue
-                    store(plan, row, arrays)
-        flush()
+        with ShardSink(datadir, SHARD_PREFIX, per_shard) as sink:
+            results = map_ordered(
+                _render_in_worker, todo, (datadir.config,), workers, initializer=_init_worker, initargs=(datadir.reader(),)
+            )
+            for plan, result, exc in results:
+                if exc is not None:
+                    msg = str(exc) if isinstance(exc, StemforgeError) else f"{plan.uid}: {type(exc).__name__}: {exc}"
+                    report.failed.append((plan.uid, msg))
+                    note("failed", plan.uid, msg)
+                    continue
+                row, arrays = result
+                sink.add(plan.track_id, plan.uid, row, arrays)
+                note("done", plan.uid, "")
+        report.added.extend(sink.committed)
     except BrokenProcessPool:
-        if writer is not None:
-            writer.abort()
+        report.added.extend(sink.committed)
         raise StemforgeError(
             f"{datadir.path}: a worker process died (killed, or out of memory); {len(report.added)} remixes were "
             "committed and are kept; run the same command again to add the rest"
         ) from None
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
+    finally:
+        if _WORKER_READER is not None and workers <= 1:  # the inline run's reader
+            _WORKER_READER.close()
+            _WORKER_READER = None

@@ -8,10 +8,8 @@ shard completes, so a killed run loses at most the shard being written.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import hashlib
 import importlib
-import multiprocessing
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +22,15 @@ from stemforge.config import SpectrogramConfig
 from stemforge.errors import AudioError, StemforgeError
 from stemforge.identity import song_key
 from stemforge.recipes.base import StemRef, TrackSource
+from stemforge.parallel import map_ordered
 from stemforge.store.datadir import DataDir
 from stemforge.store.shards import TrackArrays
+from stemforge.store.sink import ShardSink
 
 #: Bump when the way arrays are computed changes: stored tracks are then redone.
 INGEST_VERSION = "1"
 FINGERPRINT_BYTES = 1 << 20
 TRACKS_PER_SHARD = 16
-BYTES_PER_SHARD = 512 << 20
 
 
 @dataclass
@@ -263,12 +262,12 @@ def fingerprint(source: TrackSource) -> str:
 
 
 def _shard_key(track_id: str, used: set[str]) -> str:
+    """An HDF5-safe group name for ``track_id``, unique among ``used``."""
     base = "".join(c if c.isalnum() or c in "._-" else "_" for c in track_id)[:120] or "track"
     key, i = base, 1
     while key in used:
         i += 1
         key = f"{base}~{i}"
-    used.add(key)
     return key
 
 
@@ -332,76 +331,28 @@ def ingest(
     return report
 
 
+def _process(item: tuple[TrackSource, str], config: SpectrogramConfig) -> tuple[dict, TrackArrays]:
+    return process_track(item[0], config)
+
+
 def _run(datadir, todo, workers, report, note, tracks_per_shard, post_commit) -> None:
-    config = datadir.config
-    pending_rows: list[dict] = []
-    used_keys: set[str] = set()
-    writer = None
-
-    def flush() -> None:
-        nonlocal writer
-        if writer is None:
-            return
-        final = writer.close()
-        for row in pending_rows:
-            row["shard"] = datadir.relative(final)
-        datadir.commit(pending_rows)
-        if post_commit is not None:
-            post_commit(datadir)
-        report.ingested.extend(pending_rows)
-        pending_rows.clear()
-        used_keys.clear()
-        writer = None
-
-    def store(src: TrackSource, fp: str, row: dict, arrays: TrackArrays) -> None:
-        nonlocal writer
-        if writer is not None and (writer.n_tracks >= tracks_per_shard or writer.n_bytes >= BYTES_PER_SHARD):
-            flush()
-        if writer is None:
-            writer = datadir.shard_writer(src.dataset)
-        key = _shard_key(src.track_id, used_keys)
-        writer.add(key, src.uid, arrays)
-        row.update(key=key, source_fingerprint=fp)
-        pending_rows.append(row)
-        note("done", src.uid, "")
-
-    def fail(src: TrackSource, exc: BaseException) -> None:
-        msg = str(exc) if isinstance(exc, StemforgeError) else f"{Path(src.root) / src.source_path}: {type(exc).__name__}: {exc}"
-        report.failed.append((src.uid, msg))
-        note("failed", src.uid, msg)
-
-    try:
-        if workers <= 1:
-            for src, fp in todo:
-                try:
-                    row, arrays = process_track(src, config)
-                except Exception as exc:  # one bad track never stops the batch
-                    fail(src, exc)
-                    continue
-                store(src, fp, row, arrays)
-        else:
-            ctx = multiprocessing.get_context("forkserver")
-            with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                queue = list(todo)
-                running: dict[cf.Future, tuple[TrackSource, str]] = {}
-                while queue or running:
-                    while queue and len(running) < 2 * workers:
-                        src, fp = queue.pop(0)
-                        running[pool.submit(process_track, src, config)] = (src, fp)
-                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                    for fut in done:
-                        src, fp = running.pop(fut)
-                        try:
-                            row, arrays = fut.result()
-                        except Exception as exc:
-                            fail(src, exc)
-                            continue
-                        store(src, fp, row, arrays)
-        flush()
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
+    """Process ``todo`` in ``workers`` processes (results in input order) and store them shard
+    by shard; a killed run keeps every committed shard."""
+    with ShardSink(datadir, "", tracks_per_shard, after_commit=post_commit) as sink:
+        for (src, fp), result, exc in map_ordered(_process, todo, (datadir.config,), workers):
+            if exc is not None:
+                msg = str(exc) if isinstance(exc, StemforgeError) else f"{Path(src.root) / src.source_path}: {type(exc).__name__}: {exc}"
+                report.failed.append((src.uid, msg))
+                note("failed", src.uid, msg)
+                continue
+            row, arrays = result
+            if sink.prefix != src.dataset:  # one shard prefix per dataset
+                sink.flush()
+                sink.prefix = src.dataset
+            row["source_fingerprint"] = fp
+            sink.add(_shard_key(src.track_id, sink.pending_keys), src.uid, row, arrays)
+            note("done", src.uid, "")
+    report.ingested.extend(sink.committed)
 
 
 def default_workers() -> int:
