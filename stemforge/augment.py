@@ -36,7 +36,7 @@ import hashlib
 import json
 import math
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -522,17 +522,13 @@ def _init_worker(reader: ShardReader) -> None:
     _WORKER_READER = reader
 
 
-_F16_MAX = float(np.finfo(np.float16).max)
-
-
 def _render_in_worker(plan: RemixPlan, config: SpectrogramConfig) -> tuple[dict, TrackArrays]:
     """:func:`render_remix` in a worker; magnitudes come back as float16 (clipped like the shard
     writer does, so what is stored is the same bytes), which halves what is sent to the parent
     and takes the conversion off the parent, the one process that writes."""
     assert _WORKER_READER is not None
     row, arrays = render_remix(_WORKER_READER, plan, config)
-    half = {name: np.minimum(getattr(arrays, name), _F16_MAX).astype(np.float16) for name in ("mixture", "vocals", "accompaniment")}
-    return row, replace(arrays, **half)
+    return row, arrays.as_float16()
 
 
 def augment(

@@ -332,7 +332,9 @@ def ingest(
 
 
 def _process(item: tuple[TrackSource, str], config: SpectrogramConfig) -> tuple[dict, TrackArrays]:
-    return process_track(item[0], config)
+    """:func:`process_track` in a worker; magnitudes come back as float16 (see TrackArrays.as_float16)."""
+    row, arrays = process_track(item[0], config)
+    return row, arrays.as_float16()
 
 
 def _run(datadir, todo, workers, report, note, tracks_per_shard, post_commit) -> None:

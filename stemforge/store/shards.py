@@ -58,6 +58,19 @@ class TrackArrays:
     def n_frames(self) -> int:
         return int(self.mixture.shape[0])
 
+    def as_float16(self) -> "TrackArrays":
+        """The same arrays with the magnitudes already converted as the shard stores them
+        (clipped to the float16 range): what a worker process sends to the writing parent, half
+        the bytes, and the conversion taken off the one process that writes."""
+        import dataclasses
+
+        half = {name: _to_float16(getattr(self, name)) for name in MAG_FIELDS}
+        return dataclasses.replace(self, **half)
+
+
+def _to_float16(data: np.ndarray) -> np.ndarray:
+    return data if data.dtype == np.float16 else np.minimum(data, _F16_MAX).astype(np.float16)
+
 
 class ShardWriter:
     """Write tracks into ``final_path`` through a temporary file; :meth:`close` renames it.
@@ -88,7 +101,7 @@ class ShardWriter:
         chunk = (min(CHUNK_FRAMES, n_frames), n_bins)
         for name in MAG_FIELDS:
             data = getattr(arrays, name)
-            data16 = data if data.dtype == np.float16 else np.minimum(data, _F16_MAX).astype(np.float16)
+            data16 = _to_float16(data)
             g.create_dataset(name, data=data16, chunks=chunk)
             self.n_bytes += data16.nbytes
         g.create_dataset("vocal_energy", data=arrays.vocal_energy.astype(np.float32))
