@@ -7,7 +7,8 @@ Usage::
         --precision fp32,bf16 --modes memory,streaming --steps 300                      # one GPU
 
 "bare" is :class:`stemforge.train.loop.TrainStep` (forward, L1 loss, backward, Adam; the very
-step the trainer runs) on one batch already on the device: the most the model allows. The
+step the trainer runs) on one batch already on the device (the trainer's first batch): the most
+the model allows. The
 trainer figures are :func:`stemforge.train.loop.train` end to end (crops drawn and cut by the
 loader, metrics, progress callback) with validation off, as ``TrainResult.patches_per_s``
 (first step and the final checkpoint left out). The modes are ``memory`` (train magnitudes
@@ -47,12 +48,23 @@ def build_synthetic_datadir(path: Path, songs: int, seconds: float, seed: int = 
     return DataDir.open(path / "data")
 
 
-def bare_rate(unet_config, batch_size: int, device, precision: str, steps: int, warmup: int, compile_: bool) -> float:
-    """Patches/s of TrainStep on one fixed batch resident on ``device``."""
+def first_batch(datadir, target: str, batch_size: int, device):
+    """The trainer's batch of step 0 (seed 0), on ``device``: the bare step runs on it."""
+    from stemforge.train.data import PatchSampler, ResidentBatches
+
+    sampler = PatchSampler.from_datadir(datadir)
+    return ResidentBatches(sampler, datadir.reader(), target, batch_size, seed=0, device=device).batch(0)
+
+
+def bare_rate(unet_config, batch, device, precision: str, steps: int, warmup: int, compile_: bool) -> float:
+    """Patches/s of TrainStep on one fixed batch ``(mixture, target)`` resident on ``device``."""
     import torch
 
     from stemforge.train.loop import TrainConfig, TrainStep
     from stemforge.train.model import UNet
+
+    x, y = batch
+    batch_size = x.shape[0]
 
     model = UNet(unet_config, generator=torch.Generator().manual_seed(0)).to(device)
     if device.type == "cuda":
@@ -60,9 +72,6 @@ def bare_rate(unet_config, batch_size: int, device, precision: str, steps: int, 
     model.train()
     net = torch.compile(model) if compile_ else model
     step = TrainStep(net, model.parameters(), TrainConfig(precision=precision, batch_size=batch_size), device)
-    g = torch.Generator().manual_seed(1)
-    x = (torch.rand((batch_size, 1, unet_config.n_bins, 128), generator=g) * 0.1).to(device)
-    y = x * torch.rand(x.shape, generator=g).to(device)
     for i in range(warmup):
         step(i, x, y)
     if device.type == "cuda":
@@ -83,7 +92,7 @@ def trainer_rate(datadir, unet_config, batch_size: int, device: str, precision: 
     out = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
     try:
         cfg = TrainConfig(
-            steps=steps + 1, batch_size=batch_size, precision=precision, data_mode=mode, workers=workers,
+            steps=steps + min(10, max(1, steps // 10)), batch_size=batch_size, precision=precision, data_mode=mode, workers=workers,
             compile=compile_, val_crops=0, val_every=10**9, checkpoint_every=10**9, log_every=max(1, steps // 4),
             tensorboard=False,
         )
@@ -138,23 +147,28 @@ def main(argv: list[str] | None = None) -> int:
             f"U-Net width {unet.width:g} kernel {unet.kernel_size} ({count_parameters(UNet(unet)):,} parameters), "
             f"batch {args.batch_size}, {args.steps} timed steps, {args.rounds} round(s)"
         )
+        batch = first_batch(datadir, unet.target, args.batch_size, device)
         for precision in precisions:
             figures: dict[str, list[float]] = {"bare": []}
             notes: dict[str, str] = {}
             for _ in range(args.rounds):
                 figures["bare"].append(
-                    bare_rate(unet, args.batch_size, device, precision, args.steps, args.warmup, args.compile)
+                    bare_rate(unet, batch, device, precision, args.steps, args.warmup, args.compile)
                 )
                 for mode in modes:
                     rate, note = trainer_rate(datadir, unet, args.batch_size, str(device), precision, args.steps,
                                               mode, args.workers, args.compile, workdir)
                     figures.setdefault(mode, []).append(rate)
                     notes[mode] = note
+            def rounds(values: list[float]) -> str:
+                return "" if len(values) < 2 else "  rounds: " + ", ".join(f"{v:.1f}" for v in values)
+
             bare = statistics.median(figures["bare"])
-            print(f"[{precision}] bare model step (in-memory tensors): {bare:10.1f} patches/s")
+            print(f"[{precision}] bare model step (in-memory tensors): {bare:10.1f} patches/s{rounds(figures['bare'])}")
             for mode in modes:
                 value = statistics.median(figures[mode])
-                print(f"[{precision}] trainer, {mode:<9}: {value:10.1f} patches/s = {100 * value / bare:5.1f}% of bare  ({notes[mode]})")
+                print(f"[{precision}] trainer, {mode:<9}: {value:10.1f} patches/s = {100 * value / bare:5.1f}% of bare"
+                      f"{rounds(figures[mode])}  ({notes[mode]})")
             sys.stdout.flush()
         return 0
     finally:

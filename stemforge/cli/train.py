@@ -202,7 +202,7 @@ def _summary(result) -> None:
     rows = [
         {"what": "steps", "value": f"{result.step} of {result.total_steps}"},
         {"what": "device", "value": f"{result.device} x {result.world_size}"},
-        {"what": "data", "value": result.data_message},
+        {"what": "data", "value": "resident" if result.data_mode == "memory" else "streamed"},
         {"what": "train loss (last interval)", "value": loss(result.final_train_loss)},
         {"what": "validation loss: initial", "value": loss(result.initial_val_loss)},
         {"what": "validation loss: final", "value": loss(result.final_val_loss)},

@@ -840,7 +840,9 @@ class ResidentBatches:
                     crops[i].copy_(windows[s])
                 out.append(crops.to(dtype))
         else:
-            index = torch.from_numpy(starts).to(self.device, non_blocking=True)
+            # pinned, so the copy is asynchronous; the caching host allocator keeps the buffer
+            # alive until the copy is done
+            index = torch.from_numpy(starts).pin_memory().to(self.device, non_blocking=True)
             for windows in self._windows:
                 out.append(windows.index_select(0, index).to(dtype))
         return out[0], out[1]

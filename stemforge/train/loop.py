@@ -57,6 +57,9 @@ RUN_INFO_NAME = "train.json"
 METRICS_COLUMNS = ("step", "epoch", "train_loss", "val_loss", "patches_per_s", "lr", "elapsed_s")
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: Steps at the start of a session left out of the throughput figure (at most; a tenth of a
+#: short run): cudnn autotuning, torch.compile, allocator warm-up.
+WARMUP_STEPS = 10
 DATA_MODES = ("auto", "memory", "streaming")
 #: TrainConfig fields a resumed run must keep (they decide which batches and updates come next).
 RESUME_FIXED = ("batch_size", "lr", "seed", "patch_frames", "min_vocal_db", "betas", "eps")
@@ -179,8 +182,8 @@ class TrainResult:
         final_val_loss: the validation loss at the last step (None without validation).
         final_train_loss: mean train loss of the last logged interval.
         patches_per_s: training throughput of this session, all processes together: crops per
-            second of the step loop (data included), leaving out the first step (warm-up),
-            validation and checkpoint writing.
+            second of the step loop (data included), leaving out the warm-up steps
+            (:data:`WARMUP_STEPS` at most), validation and checkpoint writing.
         data_mode: ``"memory"`` or ``"streaming"`` as used; data_message: why.
         device: the device of rank 0; world_size: processes.
         metrics_path, tensorboard_dir, loss_plot: the files written (tensorboard_dir None
@@ -564,15 +567,15 @@ def train(
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     previous_benchmark = torch.backends.cudnn.benchmark
     initialized_here = False
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # before NCCL initializes, so that it uses this GPU
+        torch.backends.cudnn.benchmark = not cfg.deterministic
     if env.is_distributed:
         import torch.distributed as dist
 
         if not dist.is_initialized():
             dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
             initialized_here = True
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-        torch.backends.cudnn.benchmark = not cfg.deterministic
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     closers: list[Callable[[], None]] = []
@@ -673,7 +676,7 @@ def train(
             if env.is_main:
                 from stemforge.train.plots import plot_loss
 
-                plot_loss(metrics.path, out_dir / PLOT_NAME)
+                plot_loss(metrics.path, out_dir / PLOT_NAME, title=f"{out_dir.name}: {target}, U-Net width {unet_config.width:g}")
 
         # -- the loop ---------------------------------------------------------------------
         final_val = None
@@ -686,8 +689,8 @@ def train(
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
         loss_n = 0
         final_train = None
-        timer_start: float | None = None  # after the first step (warm-up) of this session
-        timed_from = start_step + 1
+        timer_start: float | None = None  # after the warm-up steps of this session
+        timed_from = start_step + min(WARMUP_STEPS, max(1, (cfg.steps - start_step) // 10))
         paused = 0.0  # validation, plots and checkpoints: left out of the throughput
         interval_t, interval_steps = time.perf_counter(), 0
         interrupted = False
@@ -743,7 +746,9 @@ def train(
                     interval_t += pause
                     if timer_start is not None:
                         paused += pause
-                if not last_step and _should_stop(stop.set, env, dev):
+                # several processes agree at log steps (a collective); one process checks each step
+                check = not env.is_distributed or step % cfg.log_every == 0
+                if not last_step and check and _should_stop(stop.set, env, dev):
                     interrupted = True
                     break
         _synchronize(dev)
