@@ -205,7 +205,7 @@ def _summary(result) -> None:
         {"what": "data", "value": "resident" if result.data_mode == "memory" else "streamed"},
         {"what": "train loss (last interval)", "value": loss(result.final_train_loss)},
         {"what": "validation loss: initial", "value": loss(result.initial_val_loss)},
-        {"what": "validation loss: final", "value": loss(result.final_val_loss)},
+        {"what": "validation loss: latest", "value": loss(result.final_val_loss)},
         {"what": "validation loss: best", "value": f"{loss(result.best_val_loss)} (step {result.best_step})" if result.best_val_loss is not None else "- (no valid split)"},
         {"what": "throughput", "value": "-" if result.patches_per_s is None else f"{result.patches_per_s:.1f} patches/s"},
     ]
