@@ -16,6 +16,7 @@ def demo(
     seconds: float = typer.Option(30.0, "--seconds", help="Length of each synthetic song (s)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the corpus, the remixes and the training."),
     workers: int = typer.Option(2, "--workers", "-j", help="Processes for ingest and augment."),
+    steps: int = typer.Option(0, "--steps", help="Train exactly this many steps instead of filling --minutes (0: fill)."),
 ) -> None:
     """Synthesize a corpus and karaoke pairs, ingest, augment, train the narrow U-Net on the CPU for
     a few minutes, separate a held-out song, evaluate against the mixture and the oracle mask.
@@ -30,7 +31,7 @@ def demo(
         err(f"[{name}] {message}")
 
     with cli_errors():
-        result = run_demo(out_dir, DemoConfig(minutes=minutes, songs=songs, seconds=seconds, seed=seed, workers=workers), stage)
+        result = run_demo(out_dir, DemoConfig(minutes=minutes, songs=songs, seconds=seconds, seed=seed, workers=workers, steps=steps or None), stage)
     s = result.summary
     rows = [
         {"method": r.method, "stem": r.stem, "SDR": r.sdr_mean, "NSDR(GNSDR)": r.gnsdr, "SIR": r.gsir, "SAR": r.gsar, "SDR frames": r.sdr_frames}
