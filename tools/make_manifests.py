@@ -32,12 +32,16 @@ def dsd100(ref: Path) -> pd.DataFrame:
         m = musdb.loc[i] if i in musdb.index else None
         musdb_valid = bool(m is not None and m["musdb_valid_split"])
         split = "test" if subset == "Test" else ("valid" if musdb_valid else "train")
-        artist, _, title = t["name"].partition(" - ")
+        # The SiSEC list names song 081 as MUSDB18 does ("Set Free Me"); the DSD100 folder says
+        # "Set Me Free". The MUSDB18 table records the folder name: prefer it.
+        folder = m["dsd100_folder_guess"] if m is not None and isinstance(m["dsd100_folder_guess"], str) else f"{i:03d} - {t['name']}"
+        name = folder.split(" - ", 1)[1]
+        artist, _, title = name.partition(" - ")
         rows.append(
             {
                 "dsd100_id": i,
-                "folder": f"{i:03d} - {t['name']}",
-                "name": t["name"],
+                "folder": folder,
+                "name": name,
                 "artist": artist,
                 "title": title,
                 "subset": subset,
