@@ -1,9 +1,36 @@
 """stemforge: turn singing-voice corpora into training data, train a U-Net, separate songs.
 
-The stable programmatic surface is re-exported lazily here so that ``import stemforge``
-stays cheap (no torch, no librosa until needed).
+The stable programmatic surface is re-exported here lazily, so that ``import stemforge`` stays
+cheap (no torch, no h5py until a name is used)::
+
+    from stemforge import DataDir, Separator, SpectrogramConfig
+
+Submodules: ``audio``, ``dsp``, ``store``, ``recipes``, ``ingest``, ``identity``, ``pairs``,
+``augment``, ``synth``, ``train``, ``separate``, ``evaluate``, ``serve``, ``demo``.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_EXPORTS = {
+    "SpectrogramConfig": "stemforge.config",
+    "StemforgeError": "stemforge.errors",
+    "DataDir": "stemforge.store",
+    "TrackSource": "stemforge.recipes.base",
+    "Separator": "stemforge.separate",
+    "UNet": "stemforge.train.model",
+    "UNetConfig": "stemforge.train.model",
+    "TrainConfig": "stemforge.train.loop",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stemforge' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -3,10 +3,13 @@ of the seed's Chainer weights (:mod:`.chainer`). The training data and loop live
 ``loop``."""
 
 from stemforge.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from stemforge.train.loop import TrainConfig, TrainResult, train
 from stemforge.train.model import UNet, UNetConfig, count_parameters, loss_fn, pad_frames
 
 __all__ = [
     "Checkpoint",
+    "TrainConfig",
+    "TrainResult",
     "UNet",
     "UNetConfig",
     "count_parameters",
@@ -14,4 +17,5 @@ __all__ = [
     "loss_fn",
     "pad_frames",
     "save_checkpoint",
+    "train",
 ]
