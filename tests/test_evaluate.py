@@ -184,3 +184,21 @@ def test_cli_evaluate_errors(datadir_and_model, tmp_path):
     assert r.exit_code == 3 and "nodata" in r.output
     r = CliRunner().invoke(app, ["evaluate", str(ck), str(root / "data"), "--split", "dev"])
     assert r.exit_code == 2
+
+
+def test_bss_eval_survives_a_thread_count_change():
+    """torch.set_num_threads(n > 1) anywhere in the process used to break MKL's solve."""
+    import torch
+
+    from stemforge.evaluate import bss_eval_sources
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((2, 16000 * 3)).astype(np.float32)
+    est = ref + 0.1 * rng.standard_normal(ref.shape).astype(np.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        sdr = bss_eval_sources(ref, est)["sdr"]
+    finally:
+        torch.set_num_threads(before)
+    assert np.all(np.abs(sdr - 20.0) < 0.5)
