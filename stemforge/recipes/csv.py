@@ -54,6 +54,21 @@ def _clean(value) -> str:
     return "" if value is None else str(value).strip()
 
 
+def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """A list file's lower-cased header and its rows (dicts of stripped strings; BOM tolerated).
+
+    Shared by the ``csv`` and ``pairs`` recipes. DatasetLayoutError when unreadable.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = _csv.DictReader(f)
+            header = [_clean(h).lower() for h in (reader.fieldnames or [])]
+            rows = [{_clean(k).lower(): _clean(v) for k, v in r.items() if k is not None} for r in reader]
+    except (OSError, UnicodeDecodeError, _csv.Error) as exc:
+        raise DatasetLayoutError(f"{path}: not a readable CSV file ({exc})") from None
+    return header, rows
+
+
 def discover(
     root: str | Path,
     name: str = NAME,
@@ -74,13 +89,7 @@ def discover(
         )
     if not path.is_file():
         raise DatasetLayoutError(f"{path}: CSV file not found")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = _csv.DictReader(f)
-            header = [_clean(h).lower() for h in (reader.fieldnames or [])]
-            rows = [{_clean(k).lower(): _clean(v) for k, v in r.items() if k is not None} for r in reader]
-    except (OSError, UnicodeDecodeError, _csv.Error) as exc:
-        raise DatasetLayoutError(f"{path}: not a readable CSV file ({exc})") from None
+    header, rows = read_table(path)
     roles = [r for r in ROLES if r in header]
     if len(roles) < 2:
         raise DatasetLayoutError(

@@ -39,13 +39,13 @@ row's ``split`` (train/valid/test) when given; otherwise deterministic per song
 
 from __future__ import annotations
 
-import csv as _csv
 import re
 from pathlib import Path
 
 from stemforge.errors import AlignmentError, DatasetLayoutError, StemforgeError
 from stemforge.identity import check_fractions, hash_split, song_key
 from stemforge.recipes.base import SPLITS, StemRef, TrackSource
+from stemforge.recipes.csv import read_table
 
 NAME = "pairs"
 LAYOUT = __doc__
@@ -60,10 +60,6 @@ MAX_OFFSET_S = 30.0
 #: Audio file extensions the folder form pairs up (what :func:`stemforge.audio.load` decodes).
 AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".mp3", ".m4a", ".mp4", ".aac", ".opus", ".webm", ".mka", ".wma")
 _SALT = "pairs-song-split-v1"
-
-
-def _clean(value) -> str:
-    return "" if value is None else str(value).strip()
 
 
 def _names_from(name: str) -> tuple[str, str]:
@@ -179,13 +175,7 @@ def discover(
 
 def _read_list(path: Path) -> list[dict]:
     """Rows of a pairs CSV as dicts (original, karaoke, artist, title, split, track_id, line, list)."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = _csv.DictReader(f)
-            header = [_clean(h).lower() for h in (reader.fieldnames or [])]
-            rows = [{_clean(k).lower(): _clean(v) for k, v in r.items() if k is not None} for r in reader]
-    except (OSError, UnicodeDecodeError, _csv.Error) as exc:
-        raise DatasetLayoutError(f"{path}: not a readable CSV file ({exc})") from None
+    header, rows = read_table(path)
     if "original" not in header or "karaoke" not in header:
         raise DatasetLayoutError(
             f"{path}: expected a header with columns original,karaoke (plus optional artist,title,split,track_id); "
