@@ -184,13 +184,15 @@ def test_drop_a_song_and_get_its_stems(server, song, browser, tmp_path):
     external = []
     page.on("request", lambda r: external.append(r.url) if not r.url.startswith(base) and not r.url.startswith("data:") else None)
     page.goto(base + "/")
-    page.wait_for_function("document.getElementById('limits').textContent.includes('MiB')")
+    page.wait_for_selector("#limits:has-text('MiB')")  # selector waits: no eval, so the page's CSP allows them
     assert "wav" in page.inner_text("#limits")
 
     # 1. Drop the song onto the drop zone (a real DragEvent carrying a File).
     data = base64.b64encode(song.read_bytes()).decode()
     page.evaluate(DROP_JS, [data, song.name])
-    page.wait_for_function("['uploading', 'queued', 'running', 'done'].includes(document.body.dataset.state)", timeout=5_000)
+    page.wait_for_selector(
+        ", ".join(f"body[data-state={s}]" for s in ("uploading", "queued", "running", "done")), timeout=5_000
+    )
     page.wait_for_selector("body[data-state=done]", timeout=45_000)
     assert page.inner_text("#result-name").startswith("Synthetic Song.wav")
     assert page.get_attribute("#upload-bar", "value") == "1"
@@ -247,7 +249,7 @@ def test_oversize_file_is_refused_in_the_page(server, browser, tmp_path):
     base, _ = server
     page = browser.new_page()
     page.goto(base + "/")
-    page.wait_for_function("document.getElementById('limits').textContent.includes('MiB')")
+    page.wait_for_selector("#limits:has-text('MiB')")  # selector waits: no eval, so the page's CSP allows them
     big = tmp_path / "big.wav"
     big.write_bytes(b"\0" * (6 * 1024 * 1024))  # limit 5 MiB
     page.set_input_files("#file", str(big))
