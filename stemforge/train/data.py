@@ -903,8 +903,6 @@ def validation_set(
 ) -> ValidationSet | None:
     """Fixed crops of ``datadir.select(split=split)`` (see :func:`validation_positions`);
     None when the split has no rows."""
-    import torch
-
     if target not in TARGETS:
         raise StemforgeError(f"target must be one of {TARGETS}, got {target!r}")
     tracks = TrackList.from_rows(datadir.select(split=split))

@@ -40,7 +40,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -399,14 +399,18 @@ def resume_configs(out_dir: str | os.PathLike):
     if not path.exists():
         raise CheckpointError(f"{path}: no checkpoint to resume from (train without --resume first)")
     ckpt = load_checkpoint(path)
+    return stored_train_config(ckpt), ckpt.unet_config, ckpt.step
+
+
+def stored_train_config(ckpt) -> TrainConfig:
+    """The TrainConfig a run checkpoint records; CheckpointError when absent or unreadable."""
     stored = (ckpt.extra or {}).get("train_config")
     if not isinstance(stored, dict):
-        raise CheckpointError(f"{path}: holds no training configuration (not written by `stemforge train`?)")
+        raise CheckpointError(f"{ckpt.path}: holds no training configuration (not written by `stemforge train`?)")
     try:
-        config = TrainConfig.from_dict(stored)
+        return TrainConfig.from_dict(stored)
     except (StemforgeError, TypeError) as exc:
-        raise CheckpointError(f"{path}: stored training configuration cannot be read: {exc}") from None
-    return config, ckpt.unet_config, ckpt.step
+        raise CheckpointError(f"{ckpt.path}: stored training configuration cannot be read: {exc}") from None
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -625,7 +629,6 @@ def train(
             return time.perf_counter() - elapsed0
 
         def save_last(step: int) -> Path:
-            nonlocal best_val, best_step
             if not env.is_main:
                 return last_path
             info = {
@@ -830,13 +833,7 @@ def _check_resume(ckpt, cfg: TrainConfig, unet_config, manifest_hash: str, datad
     if ckpt.unet_config != unet_config:
         raise ConfigMismatchError(f"{path} (U-Net)", unet_config.describe(), ckpt.unet_config.describe())
     ckpt.check_spectrogram_config(datadir.config)
-    stored = (ckpt.extra or {}).get("train_config")
-    if not isinstance(stored, dict):
-        raise CheckpointError(f"{path}: holds no training configuration; cannot resume")
-    try:
-        stored_cfg = TrainConfig.from_dict(stored)
-    except (StemforgeError, TypeError) as exc:
-        raise CheckpointError(f"{path}: stored training configuration cannot be read: {exc}") from None
+    stored_cfg = stored_train_config(ckpt)
     differ = {k: (getattr(cfg, k), getattr(stored_cfg, k)) for k in RESUME_FIXED if getattr(cfg, k) != getattr(stored_cfg, k)}
     if differ:
         expected = ", ".join(f"{k}={v[0]}" for k, v in differ.items())
