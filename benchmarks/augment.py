@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from stemforge.augment import AugmentOptions, augment, train_hours  # noqa: E402
-from stemforge.ingest import ingest  # noqa: E402
+from stemforge.augment.remix import AugmentOptions, augment, train_hours  # noqa: E402
+from stemforge.ingest.engine import ingest  # noqa: E402
 from stemforge.recipes import dsd100  # noqa: E402
 from stemforge.store import DataDir  # noqa: E402
-from stemforge.synth import write_corpus  # noqa: E402
+from stemforge.synth.corpus import write_corpus  # noqa: E402
 
 
 def _load() -> str:

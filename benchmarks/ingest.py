@@ -18,10 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _rss import PeakRSS  # noqa: E402
 
-from stemforge.ingest import ingest  # noqa: E402
+from stemforge.ingest.engine import ingest  # noqa: E402
 from stemforge.recipes import dsd100  # noqa: E402
 from stemforge.store import DataDir  # noqa: E402
-from stemforge.synth import write_corpus  # noqa: E402
+from stemforge.synth.corpus import write_corpus  # noqa: E402
 
 
 def run(root: Path, work: Path, workers: int) -> tuple[float, float, float, float]:

@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from stemforge.identity import reconcile_datadir
-from stemforge.ingest import ingest
+from stemforge.ingest.reconcile import reconcile_datadir
+from stemforge.ingest.engine import ingest
 from stemforge.recipes import get_recipe
 from stemforge.store import DataDir
-from stemforge.synth import write_corpus
+from stemforge.synth.corpus import write_corpus
 
 CASES = ("dsd100", "musdb", "musdb-hq", "medleydb", "ccmixter", "ikala", "mir1k", "csv")
 

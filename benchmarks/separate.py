@@ -15,7 +15,7 @@ high-water mark; ``resource.getrusage`` agrees).
     python benchmarks/separate.py --threads 2 --window-frames 2048 --batch-size 2
 
 The songs are written to a temporary folder (or --workdir) and removed afterwards. The song is
-one synthetic minute (stemforge.synth) repeated, which is all the separator needs to do its
+one synthetic minute (stemforge.synth.corpus) repeated, which is all the separator needs to do its
 full work.
 """
 
@@ -38,7 +38,7 @@ def write_song(path: Path, seconds: float, sample_rate: int = 44100, seed: int =
     """Write a stereo PCM_16 wav of ``seconds`` s: a synthetic song of up to 60 s, repeated."""
     import soundfile as sf
 
-    from stemforge.synth import synthesize_song
+    from stemforge.synth.corpus import synthesize_song
 
     unit_s = min(60.0, seconds)
     song = synthesize_song(np.random.default_rng(seed), unit_s, sample_rate, stereo=True)
@@ -56,8 +56,8 @@ def write_song(path: Path, seconds: float, sample_rate: int = 44100, seed: int =
 def make_separator(args):
     import torch
 
-    from stemforge.config import SpectrogramConfig
-    from stemforge.separate import Separator
+    from stemforge.core.config import SpectrogramConfig
+    from stemforge.separate.separator import Separator
     from stemforge.train.model import UNet, UNetConfig
 
     if args.threads:

@@ -81,8 +81,8 @@ def make_inputs(work: Path, n_songs: int, seconds: float, width: float) -> tuple
     """A checkpoint and ``n_songs`` distinct songs: (file name, bytes, decoded mixture)."""
     import torch
 
-    from stemforge.config import SpectrogramConfig
-    from stemforge.synth import synthesize_song
+    from stemforge.core.config import SpectrogramConfig
+    from stemforge.synth.corpus import synthesize_song
     from stemforge.train.checkpoint import save_checkpoint
     from stemforge.train.model import UNet, UNetConfig
 

@@ -16,8 +16,8 @@ resident on the device) and ``streaming`` (crops read from the shards by loader 
 Rounds are interleaved (bare, memory, streaming, bare, ...) so that a machine shared with other
 work affects all figures alike; the median of the rounds is printed.
 
-Without ``--data`` a synthetic DataDir is built in a temporary folder (``stemforge.synth``
-DSD100 layout + ``stemforge.ingest``).
+Without ``--data`` a synthetic DataDir is built in a temporary folder (``stemforge.synth.corpus``
+DSD100 layout + ``stemforge.ingest.engine``).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from pathlib import Path
 
 def build_synthetic_datadir(path: Path, songs: int, seconds: float, seed: int = 0):
     """``songs`` synthetic DSD100 songs (all train but one valid) ingested into ``path``."""
-    from stemforge.ingest import ingest
+    from stemforge.ingest.engine import ingest
     from stemforge.recipes import dsd100
     from stemforge.store import DataDir
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
 
     entries = [dict(id=51 + i, subset="Dev", artist=f"Bench Artist {i}", title=f"Song {i}") for i in range(max(1, songs - 1))]
     entries.append(dict(id=65, subset="Dev", artist="Fergessen", title="Nos Palpitants"))  # a DSD100 validation song

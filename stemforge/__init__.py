@@ -5,8 +5,10 @@ cheap (no torch, no h5py until a name is used)::
 
     from stemforge import DataDir, Separator, SpectrogramConfig
 
-Submodules: ``audio``, ``dsp``, ``store``, ``recipes``, ``ingest``, ``identity``, ``pairs``,
-``augment``, ``synth``, ``train``, ``separate``, ``evaluate``, ``serve``, ``demo``.
+Packages, in the order the data flows (each imports only those before it; see
+``tests/test_layers.py``): ``core`` (errors, config, audio, dsp), ``store`` and ``recipes`` (and
+``karaoke``, ``synth``), ``ingest``, ``augment``, ``train``, ``separate``, ``evaluate``, ``serve``,
+``demo``, and the thin ``cli`` on top.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "SpectrogramConfig": "stemforge.config",
-    "StemforgeError": "stemforge.errors",
+    "SpectrogramConfig": "stemforge.core.config",
+    "StemforgeError": "stemforge.core.errors",
     "DataDir": "stemforge.store",
     "TrackSource": "stemforge.recipes.base",
-    "Separator": "stemforge.separate",
+    "Separator": "stemforge.separate.separator",
     "UNet": "stemforge.train.model",
     "UNetConfig": "stemforge.train.model",
     "TrainConfig": "stemforge.train.loop",

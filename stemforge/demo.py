@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from stemforge.errors import StemforgeError
+from stemforge.core.errors import StemforgeError
 
 #: Two synthetic Dev songs carry names from DSD100's validation list, so the valid split (used
 #: for validation loss and the best checkpoint) is not empty; the rule that puts them there is
@@ -111,16 +111,16 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, stage: StageFn |
     """
     import shutil
 
-    from stemforge import audio
-    from stemforge.augment import augment, train_hours
-    from stemforge.evaluate import evaluate_datadir
-    from stemforge.ingest import ingest
-    from stemforge.plots import separation_figure
+    from stemforge.core import audio
+    from stemforge.augment.remix import augment, train_hours
+    from stemforge.evaluate.datadir import evaluate_datadir
+    from stemforge.ingest.engine import ingest
+    from stemforge.evaluate.plots import separation_figure
     from stemforge.recipes import dsd100
-    from stemforge.recipes import pairs as pairs_recipe
-    from stemforge.separate import Separator
+    from stemforge.recipes import karaoke as pairs_recipe
+    from stemforge.separate.separator import Separator
     from stemforge.store import DataDir
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
     from stemforge.train.loop import TrainConfig, train
     from stemforge.train.model import UNetConfig
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stemforge import audio
-from stemforge.errors import AudioError
+from stemforge.core import audio
+from stemforge.core.errors import AudioError
 
 
 def _tone(seconds: float, rate: int, channels: int = 2) -> np.ndarray:

@@ -15,19 +15,18 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from stemforge import dsp
-from stemforge.augment import (
+from stemforge.core import dsp
+from stemforge.augment.remix import (
     AugmentOptions,
     RemixPlanner,
     augment,
-    remix_sources,
     render_remix,
-    stale_remixes,
     train_hours,
 )
-from stemforge.errors import StemforgeError
+from stemforge.core.errors import StemforgeError
 from stemforge.store import DataDir
 from stemforge.store.check import summary, validate
+from stemforge.store.lineage import remix_sources, stale_remixes
 
 SEGMENT = 5.0  # seconds: 157 frames, more than a 128-frame patch
 OPTIONS = AugmentOptions(segment_seconds=SEGMENT)
@@ -37,9 +36,9 @@ SONGS, SECONDS = 8, 15.0
 @pytest.fixture(scope="module")
 def base_data(tmp_path_factory) -> Path:
     """A DataDir of synthetic DSD100 songs (train and test), ingested once, never written to."""
-    from stemforge.ingest import ingest
+    from stemforge.ingest.engine import ingest
     from stemforge.recipes import dsd100
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
 
     root = tmp_path_factory.mktemp("augment-corpus")
     write_corpus(root, "dsd100", songs=SONGS, seconds=SECONDS, seed=11)

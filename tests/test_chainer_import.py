@@ -19,8 +19,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from stemforge.config import SpectrogramConfig
-from stemforge.errors import CheckpointError
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import CheckpointError
 from stemforge.train.chainer import convert_chainer_npz, expected_chainer_keys, import_chainer_npz, read_chainer_npz
 from stemforge.train.checkpoint import load_checkpoint
 from stemforge.train.model import UNet

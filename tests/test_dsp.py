@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from stemforge import dsp
-from stemforge.config import SpectrogramConfig
+from stemforge.core import dsp
+from stemforge.core.config import SpectrogramConfig
 
 
 @pytest.mark.parametrize("n_samples", [100, 1024, 16000 * 3 + 17])

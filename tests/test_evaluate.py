@@ -11,9 +11,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from stemforge.config import SpectrogramConfig
-from stemforge.errors import StemforgeError
-from stemforge.evaluate import (
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import StemforgeError
+from stemforge.evaluate.datadir import (
     SUMMARY_COLUMNS,
     TABLE_COLUMNS,
     BssEvalV4,
@@ -23,7 +23,7 @@ from stemforge.evaluate import (
     ideal_ratio_mask,
     summarize,
 )
-from stemforge.synth import synthesize_song
+from stemforge.synth.corpus import synthesize_song
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +129,10 @@ def test_summarize_weights_by_duration():
 
 @pytest.fixture(scope="module")
 def datadir_and_model(tmp_path_factory):
-    from stemforge.ingest import ingest
+    from stemforge.ingest.engine import ingest
     from stemforge.recipes import get_recipe
     from stemforge.store import DataDir
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
     from stemforge.train.checkpoint import save_checkpoint
     from stemforge.train.model import UNet, UNetConfig
 
@@ -190,7 +190,7 @@ def test_bss_eval_survives_a_thread_count_change():
     """torch.set_num_threads(n > 1) anywhere in the process used to break MKL's solve."""
     import torch
 
-    from stemforge.evaluate import bss_eval_sources
+    from stemforge.evaluate.datadir import bss_eval_sources
 
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((2, 16000 * 3)).astype(np.float32)

@@ -7,17 +7,10 @@ import pytest
 from typer.testing import CliRunner
 
 from stemforge.cli.main import app
-from stemforge.errors import StemforgeError
-from stemforge.identity import (
-    balanced_split,
-    canonical_key,
-    hash_split,
-    hash_unit,
-    normalize,
-    reconcile_frame,
-    song_key,
-    split_camel,
-)
+from stemforge.core.errors import StemforgeError
+from stemforge.ingest.reconcile import reconcile_frame
+from stemforge.recipes.identity import canonical_key, normalize, song_key, split_camel
+from stemforge.recipes.splits import balanced_split, hash_split, hash_unit
 from stemforge.store import DataDir
 from stemforge.store import manifest as mf
 from stemforge.store.check import leakage, validate
@@ -46,7 +39,7 @@ def test_alias_table_joins_names_that_differ_between_corpora():
 
 
 def test_every_medleydb_track_in_musdb18_gets_the_same_key():
-    from stemforge.reference import reference_manifest
+    from stemforge.recipes.reference import reference_manifest
 
     med = reference_manifest("medleydb_tracks")
     both = med[med["musdb18_name"] != ""]
@@ -141,8 +134,8 @@ SONGS = [
 
 
 def test_dsd100_and_musdb18_in_one_datadir_have_no_leak_and_name_duplicates(tmp_path):
-    from stemforge.reference import reference_manifest
-    from stemforge.synth import write_corpus
+    from stemforge.recipes.reference import reference_manifest
+    from stemforge.synth.corpus import write_corpus
 
     musdb_ref = reference_manifest("musdb18_tracks").set_index("dsd100_id")
     dsd_entries, musdb_entries = [], []
@@ -197,8 +190,9 @@ def test_dsd100_and_musdb18_in_one_datadir_have_no_leak_and_name_duplicates(tmp_
 
 def test_a_later_ingest_that_moves_a_remix_parent_to_test_says_so(tmp_path):
     """DSD100 Dev song -> remixed as train -> MUSDB18 holds it in test: the ingest warns."""
-    from stemforge.augment import AugmentOptions, augment, stale_remixes
-    from stemforge.synth import write_corpus
+    from stemforge.augment.remix import AugmentOptions, augment
+    from stemforge.store.lineage import stale_remixes
+    from stemforge.synth.corpus import write_corpus
 
     entries = [
         {"id": 51, "subset": "Dev", "artist": "AM Contra", "title": "Heart Peripheral"},  # MUSDB18 test

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from conftest import copy_tree
 from stemforge.cli.main import app
-from stemforge.errors import DatasetLayoutError
-from stemforge.ingest import ingest
+from stemforge.core.errors import DatasetLayoutError
+from stemforge.ingest.engine import ingest
 from stemforge.recipes import dsd100
 from stemforge.store import DataDir
 from stemforge.store.check import validate
@@ -70,7 +70,7 @@ def test_splits_and_rows(dsd100_corpus, tmp_path):
 
 
 def test_validation_list_sends_known_dev_songs_to_valid(tmp_path):
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
 
     write_corpus(tmp_path / "c", "dsd100", songs=2, seconds=2.0, seed=3,
                  names=[("Leaf", "Summerghost"), ("Some", "Body")])
@@ -100,7 +100,7 @@ def test_changed_source_is_redone(dsd100_corpus, tmp_path):
     root = copy_tree(dsd100_corpus, tmp_path / "c")
     _ingest(root, tmp_path / "d")
     victim = _songs(root)[0] / "vocals.wav"
-    from stemforge import audio
+    from stemforge.core import audio
 
     y, sr = audio.load(victim)
     audio.write(victim, y * 0.5, sr, "PCM_16")
@@ -110,7 +110,7 @@ def test_changed_source_is_redone(dsd100_corpus, tmp_path):
 
 
 def test_two_corpora_compose_into_one_datadir(tmp_path):
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
 
     write_corpus(tmp_path / "a", "dsd100", songs=2, seconds=2.0, seed=11)
     write_corpus(tmp_path / "b", "dsd100", songs=2, seconds=2.0, seed=12)
@@ -122,7 +122,7 @@ def test_two_corpora_compose_into_one_datadir(tmp_path):
 
 def _break(root: Path) -> dict[str, str]:
     """Damage six songs of a copy, each in one way; returns song folder -> expected reason."""
-    from stemforge import audio
+    from stemforge.core import audio
 
     songs = _songs(root)
     expected = {}
@@ -155,7 +155,7 @@ def _break(root: Path) -> dict[str, str]:
 
 
 def test_bad_input_is_reported_per_track_and_nothing_stored_is_lost(dsd100_corpus, tmp_path):
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
 
     good = tmp_path / "good"
     write_corpus(good, "dsd100", songs=2, seconds=2.0, seed=99)
@@ -192,7 +192,7 @@ def test_root_that_is_not_dsd100(tmp_path):
 
 
 def test_kill_9_then_rerun_resumes(tmp_path):
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
 
     write_corpus(tmp_path / "c", "dsd100", songs=8, seconds=8.0, seed=21)
     data = tmp_path / "d"

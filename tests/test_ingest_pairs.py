@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from stemforge import audio
+from stemforge.core import audio
 from stemforge.cli.main import app
-from stemforge.config import SpectrogramConfig
-from stemforge.errors import AlignmentError, DatasetLayoutError, StemforgeError
-from stemforge.identity import hash_split, song_key
-from stemforge.pairs import MIN_SCORE
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import AlignmentError, DatasetLayoutError, StemforgeError
+from stemforge.recipes.splits import hash_split
+from stemforge.recipes.identity import song_key
+from stemforge.karaoke.align import MIN_SCORE
 from stemforge.recipes import get_recipe
-from stemforge.recipes import pairs as recipe
+from stemforge.recipes import karaoke as recipe
 from stemforge.store import DataDir
 from stemforge.store.check import validate
 
@@ -35,7 +36,7 @@ def _invoke(*args: str):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
 
     root = tmp_path_factory.mktemp("pairs-corpus")
     write_corpus(root, "pairs", songs=4, seconds=SECONDS, seed=SEED)
@@ -192,7 +193,7 @@ def test_discover_surface_splits_and_options(corpus, tmp_path):
     sources = recipe.discover(root, min_score=0.6, max_offset_s=12.0)
     assert [s.track_id for s in sources] == [f"{p['artist']} - {p['title']}" for p in truth["pairs"]]
     for s in sources:
-        assert s.loader == "stemforge.recipes.pairs:load_pair" and s.vocals_kind == "derived"
+        assert s.loader == "stemforge.recipes.karaoke:load_pair" and s.vocals_kind == "derived"
         assert dict(s.options) == {"min_score": "0.6", "max_offset_s": "12.0"}
         assert [str(f.relative_to(root)) for f in s.files()][0].startswith("originals/") and len(s.files()) == 2
         assert s.split == hash_split(song_key(s.artist, s.title), 0.1, 0.15, "pairs-song-split-v1")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from stemforge.config import SpectrogramConfig
-from stemforge.errors import ManifestError, StemforgeError
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import ManifestError, StemforgeError
 from stemforge.store import DataDir
 from stemforge.store.shards import TrackArrays
 from stemforge.train.data import (
@@ -279,7 +279,7 @@ def test_empty_train_split_is_an_error(tmp_path):
 
 
 def test_other_spectrogram_config_is_refused(datadir):
-    from stemforge.errors import ConfigMismatchError
+    from stemforge.core.errors import ConfigMismatchError
     from stemforge.store.shards import ShardReader
 
     other = ShardReader(datadir.path, SpectrogramConfig(n_fft=2048))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from stemforge.config import SpectrogramConfig
-from stemforge.errors import CheckpointError, ConfigMismatchError, StemforgeError
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import CheckpointError, ConfigMismatchError, StemforgeError
 from stemforge.train.checkpoint import FORMAT_VERSION, Checkpoint, load_checkpoint, save_checkpoint
 from stemforge.train.model import UNet, UNetConfig, count_parameters, loss_fn, pad_frames
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from scipy.signal import lfilter
 
-from stemforge import audio
-from stemforge.errors import AlignmentError
-from stemforge.pairs import MIN_SCORE, Alignment, align, derive
+from stemforge.core import audio
+from stemforge.core.errors import AlignmentError
+from stemforge.karaoke.align import MIN_SCORE, Alignment, align, derive
 
 SR_ORIG = 44100
 SR_KAR = 48000
@@ -262,7 +262,7 @@ def test_karaoke_missing_the_bass_is_rejected(song):
 
 
 def test_bad_input():
-    from stemforge.errors import AudioError
+    from stemforge.core.errors import AudioError
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 5 * 16000)).astype(np.float32)
@@ -275,8 +275,8 @@ def test_bad_input():
 
 
 def test_derive_files_rejects_undecodable(tmp_path):
-    from stemforge.errors import AudioError
-    from stemforge.pairs import derive_files
+    from stemforge.core.errors import AudioError
+    from stemforge.karaoke.align import derive_files
 
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....WAVEnot audio at all")
@@ -419,8 +419,8 @@ def test_cli_refuses_to_overwrite_input(pair_files):
 
 
 def test_different_mix_scores_below_the_right_pair():
-    """With stems from stemforge.synth: louder drums or a missing bass stem fit worse."""
-    synth = pytest.importorskip("stemforge.synth")
+    """With stems from stemforge.synth.corpus: louder drums or a missing bass stem fit worse."""
+    synth = pytest.importorskip("stemforge.synth.corpus")
     st = synth.synthesize_song(np.random.default_rng(3), 20.0)
     mixture = st.vocals + st.drums + st.bass + st.other
     right = align(mixture, st.sample_rate, st.drums + st.bass + st.other, st.sample_rate)
@@ -438,7 +438,7 @@ def test_synth_pairs_corpus_repetitive_music(tmp_path):
     only the 6th best onset-correlation peak, outside the 5 candidates that were kept, and a lag
     a bar away won. Every right pair must be recovered and the wrong one refused.
     """
-    synth = pytest.importorskip("stemforge.synth")
+    synth = pytest.importorskip("stemforge.synth.corpus")
     synth.write_corpus(tmp_path, "pairs", songs=4, seconds=30, seed=1)
     truth = json.loads((tmp_path / "truth.json").read_text())
     names = {p["karaoke"]: p for p in truth["pairs"]}

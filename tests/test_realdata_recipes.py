@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stemforge import audio
-from stemforge.identity import reconcile_datadir
-from stemforge.ingest import ingest
+from stemforge.core import audio
+from stemforge.ingest.reconcile import reconcile_datadir
+from stemforge.ingest.engine import ingest
 from stemforge.store import DataDir
 from stemforge.store.check import validate
 

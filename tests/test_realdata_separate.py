@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stemforge import audio, dsp
-from stemforge.config import SpectrogramConfig
-from stemforge.evaluate import bss_eval_sources
-from stemforge.separate import Separator
+from stemforge.core import audio, dsp
+from stemforge.core.config import SpectrogramConfig
+from stemforge.evaluate.datadir import bss_eval_sources
+from stemforge.separate.separator import Separator
 
 CFG = SpectrogramConfig()
 

@@ -16,11 +16,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from stemforge import audio
+from stemforge.core import audio
 from stemforge.cli.main import app
-from stemforge.errors import DatasetLayoutError
-from stemforge.identity import reconcile_datadir
-from stemforge.ingest import ingest
+from stemforge.core.errors import DatasetLayoutError
+from stemforge.ingest.reconcile import reconcile_datadir
+from stemforge.ingest.engine import ingest
 from stemforge.recipes import RECIPES, get_recipe
 from stemforge.store import DataDir
 from stemforge.store.check import validate
@@ -34,7 +34,7 @@ REFERENCE = Path(os.environ.get("STEMFORGE_REFERENCE", Path(__file__).resolve().
 def _csv_corpus(out: Path) -> Path:
     """A CSV over a synthetic MUSDB18-HQ tree: rows giving mixture+vocals, vocals+accompaniment,
     mixture+accompaniment and all three."""
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
 
     recs = write_corpus(out / "audio", "musdb-hq", songs=4, seconds=SECONDS, seed=4)
     for r in recs:  # an accompaniment file per song (drums + bass + other)
@@ -54,7 +54,7 @@ def _csv_corpus(out: Path) -> Path:
 
 #: recipe -> (how to write a small synthetic corpus in its layout, the discover root, options)
 def _write(name: str, out: Path) -> tuple[Path, dict]:
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
 
     if name == "dsd100":
         write_corpus(out, "dsd100", songs=4, seconds=SECONDS, seed=1)
@@ -173,7 +173,7 @@ def test_channel_corpora_take_the_voice_from_the_right_channel(name, corpora, tm
 
 def test_ikala_song_level_split_keeps_chorus_and_verse_together():
     from stemforge.recipes import ikala
-    from stemforge.reference import reference_manifest
+    from stemforge.recipes.reference import reference_manifest
 
     clips = list(reference_manifest("ikala_tracks")["clip_id"])
     splits = ikala.song_splits(clips, 0.1, 0.15)
@@ -218,7 +218,7 @@ def test_ccmixter_mono_song_and_missing_source(corpora, tmp_path):
 # -- MUSDB18 ------------------------------------------------------------------------------
 def test_musdb_validation_list_and_formats(tmp_path):
     from stemforge.recipes import musdb
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
 
     entries = [
         {"subset": "train", "artist": "Actions", "title": "One Minute Smile"},  # official valid
@@ -232,7 +232,7 @@ def test_musdb_validation_list_and_formats(tmp_path):
         "Actions - Devil's Words": "train",
         "AM Contra - Heart Peripheral": "test",
     }
-    from stemforge.reference import reference_manifest
+    from stemforge.recipes.reference import reference_manifest
 
     ref = reference_manifest("musdb18_tracks")
     assert (ref["split"] == "valid").sum() == 14 and (ref["split"] == "test").sum() == 50
@@ -252,8 +252,8 @@ def test_musdb_validation_list_and_formats(tmp_path):
 def test_stem_mp4_one_pass_loader_equals_the_general_loader(corpora):
     import dataclasses
 
-    from stemforge.config import SpectrogramConfig
-    from stemforge.ingest import load_stems
+    from stemforge.core.config import SpectrogramConfig
+    from stemforge.ingest.engine import load_stems
     from stemforge.recipes import musdb
 
     root, _ = corpora("musdb")
@@ -271,7 +271,7 @@ def test_stem_mp4_one_pass_loader_equals_the_general_loader(corpora):
 
 def test_musdb_hq_folder_missing_a_stem_is_an_error(tmp_path):
     from stemforge.recipes import musdb
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
 
     write_corpus(tmp_path / "hq", "musdb-hq", songs=2, seconds=1.0, seed=1)
     victim = sorted((tmp_path / "hq").glob("*/*/bass.wav"))[0]
@@ -440,7 +440,7 @@ def test_medleydb_rules_on_all_330_real_metadata_files(medleydb_tree, voices, ex
 
 def test_medleydb_versions_and_artist_conditional_split(medleydb_tree):
     from stemforge.recipes import medleydb
-    from stemforge.reference import reference_manifest
+    from stemforge.recipes.reference import reference_manifest
 
     v1 = medleydb.discover(medleydb_tree, versions="V1")
     assert len(v1) == 122 and {dict(s.extra)["medleydb_version"] for s in v1} == {"V1"}
@@ -466,7 +466,7 @@ def test_medleydb_versions_and_artist_conditional_split(medleydb_tree):
 def test_medleydb_ingest_sums_the_labelled_stems_with_their_coefficients(tmp_path):
     """Synthetic audio under real metadata: the stored vocals are the weighted vocal stems."""
     from stemforge.recipes import medleydb
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
 
     ref = _reference_dir()
     ids = ["AClassicEducation_NightOwl", "MatthewEntwistle_AnEveningWithOliver", "Plasma_GoodShout", "ChrisBrown_Yeah"]
@@ -508,7 +508,7 @@ def test_medleydb_ingest_sums_the_labelled_stems_with_their_coefficients(tmp_pat
 
 def test_medleydb_stem_missing_is_an_error(tmp_path):
     from stemforge.recipes import medleydb
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
 
     write_corpus(tmp_path / "m", "medleydb", songs=2, seconds=1.0, seed=3)
     victim = sorted((tmp_path / "m" / "Audio").glob("*/*_STEMS/*_STEM_01.wav"))[0]
@@ -518,7 +518,7 @@ def test_medleydb_stem_missing_is_an_error(tmp_path):
 
 
 def test_cli_ingest_medleydb_lists_exclusions_by_rule(tmp_path):
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
 
     ref = _reference_dir()
     ids = ["AClassicEducation_NightOwl", "AimeeNorwich_Flying", "ChrisBrown_Yeah"]

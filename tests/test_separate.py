@@ -8,10 +8,10 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from stemforge import audio, dsp
-from stemforge.config import SpectrogramConfig
-from stemforge.errors import AudioError, CheckpointError, StemforgeError
-from stemforge.separate import (
+from stemforge.core import audio, dsp
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import AudioError, CheckpointError, StemforgeError
+from stemforge.separate.separator import (
     MaskMapper,
     ModelMask,
     Separator,
@@ -20,7 +20,7 @@ from stemforge.separate import (
     plan_windows,
     window_weights,
 )
-from stemforge.synth import synthesize_song
+from stemforge.synth.corpus import synthesize_song
 from stemforge.train.model import UNet, UNetConfig, pad_frames
 
 CFG = SpectrogramConfig()

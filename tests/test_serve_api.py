@@ -504,8 +504,8 @@ def test_real_separator_with_a_tiny_model(tmp_path):
     """The whole path with stemforge's Separator (a random-weight width-0.125 U-Net): the stems
     keep the upload's rate and channels and add up to the mixture."""
     torch = pytest.importorskip("torch")
-    separate = pytest.importorskip("stemforge.separate")
-    from stemforge.config import SpectrogramConfig
+    separate = pytest.importorskip("stemforge.separate.separator")
+    from stemforge.core.config import SpectrogramConfig
     from stemforge.train.model import UNet, UNetConfig
 
     model = UNet(UNetConfig(width=0.125), generator=torch.Generator().manual_seed(3))
@@ -550,7 +550,7 @@ def test_spectrogram_png_draws_where_the_energy_is(tmp_path):
 def test_worker_stops_decoding_at_the_length_limit(tmp_path, fmt):
     """Headers can lie about the length; the worker decodes no more than max_seconds."""
     from stemforge.serve.jobs import JobStore, decode_limited
-    from stemforge.errors import StemforgeError
+    from stemforge.core.errors import StemforgeError
 
     path = tmp_path / f"long.{fmt}"
     path.write_bytes(encode(tone(3.0), fmt))

@@ -45,8 +45,8 @@ def server(tmp_path_factory):
     import torch
     import uvicorn
 
-    from stemforge.config import SpectrogramConfig
-    from stemforge.separate import Separator
+    from stemforge.core.config import SpectrogramConfig
+    from stemforge.separate.separator import Separator
     from stemforge.serve import ServeSettings, create_app
     from stemforge.train.checkpoint import save_checkpoint
     from stemforge.train.model import UNet, UNetConfig
@@ -83,8 +83,8 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def song(tmp_path_factory) -> Path:
     """A 2.5 s synthetic song (voice, drums, bass, chords), 16-bit stereo WAV at 22.05 kHz."""
-    from stemforge.audio import write
-    from stemforge.synth import synthesize_song
+    from stemforge.core.audio import write
+    from stemforge.synth.corpus import synthesize_song
 
     stems = synthesize_song(np.random.default_rng(11), SECONDS, RATE)
     path = tmp_path_factory.mktemp("song") / "Synthetic Song.wav"

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stemforge.config import SpectrogramConfig
-from stemforge.errors import ConfigMismatchError, DataDirLockedError, ManifestError
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import ConfigMismatchError, DataDirLockedError, ManifestError
 from stemforge.store import DataDir, TrackArrays
 from stemforge.store import manifest as mf
 
@@ -163,7 +163,7 @@ def test_manifest_roundtrip_keeps_extra_columns(tmp_path):
 
 
 def test_errors_survive_pickling():
-    from stemforge.errors import AudioError
+    from stemforge.core.errors import AudioError
 
     for exc in (AudioError("/x/y.wav", "truncated"), ConfigMismatchError("shard", "a", "b")):
         back = pickle.loads(pickle.dumps(exc))

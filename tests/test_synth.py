@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 import yaml
 
-from stemforge import audio
-from stemforge.errors import StemforgeError
-from stemforge.synth import LAYOUTS, stem_kind, synthesize_song, write_corpus
+from stemforge.core import audio
+from stemforge.core.errors import StemforgeError
+from stemforge.synth.corpus import LAYOUTS, stem_kind, synthesize_song, write_corpus
 
 REFERENCE = Path("/work/shared/reference")
 MEDLEYDB_METADATA = REFERENCE / "medleydb-metadata"

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from stemforge.errors import CheckpointError, ConfigMismatchError, StemforgeError
+from stemforge.core.errors import CheckpointError, ConfigMismatchError, StemforgeError
 from stemforge.store import DataDir
 from stemforge.train.checkpoint import load_checkpoint
 from stemforge.train.loop import TrainConfig, distributed_env, resume_configs, steps_for_epochs, train
@@ -33,9 +33,9 @@ def one_thread():
 @pytest.fixture(scope="module")
 def datadir(tmp_path_factory) -> DataDir:
     """Synthetic DSD100 songs: four train songs and one valid song (a name the recipe holds out)."""
-    from stemforge.ingest import ingest
+    from stemforge.ingest.engine import ingest
     from stemforge.recipes import dsd100
-    from stemforge.synth import write_corpus
+    from stemforge.synth.corpus import write_corpus
 
     root = tmp_path_factory.mktemp("train")
     entries = [dict(id=51 + i, subset="Dev", artist=f"Synth Artist {i}", title=f"Song {i}") for i in range(4)]

@@ -59,7 +59,7 @@ SINGING = ("male singer", "female singer", "vocalists", "choir", "male rapper", 
 
 def _song_key(artist: str, title: str) -> str:
     sys.path.insert(0, str(ROOT))
-    from stemforge.identity import song_key
+    from stemforge.recipes.identity import song_key
 
     return song_key(artist, title)
 
@@ -239,7 +239,7 @@ def aliases(ref: Path) -> pd.DataFrame:
 
 def split_camel(text: str) -> str:
     sys.path.insert(0, str(ROOT))
-    from stemforge.identity import split_camel as f
+    from stemforge.recipes.identity import split_camel as f
 
     return f(text)
 

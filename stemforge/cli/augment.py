@@ -68,8 +68,8 @@ def augment(
     """
     from tqdm import tqdm
 
-    from stemforge.augment import AugmentOptions, augment as run
-    from stemforge.ingest import default_workers
+    from stemforge.augment.remix import AugmentOptions, augment as run
+    from stemforge.ingest.engine import default_workers
     from stemforge.store import DataDir
 
     if data is not None and data_option is not None and data != data_option:

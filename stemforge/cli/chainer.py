@@ -31,7 +31,7 @@ def import_chainer(
     if target not in TARGETS:
         raise typer.BadParameter(f"must be one of {', '.join(TARGETS)}", param_hint="--target")
     with cli_errors():
-        from stemforge.errors import CheckpointError
+        from stemforge.core.errors import CheckpointError
         from stemforge.train.chainer import convert_chainer_npz
         from stemforge.train.checkpoint import load_checkpoint
 

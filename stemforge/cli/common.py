@@ -18,7 +18,7 @@ from typing import Iterator
 
 import typer
 
-from stemforge.errors import StemforgeError
+from stemforge.core.errors import StemforgeError
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1

@@ -36,7 +36,7 @@ def run_ingest(corpus: str, root: Path, data: Optional[Path], workers: int, forc
     """
     from tqdm import tqdm
 
-    from stemforge.ingest import default_workers, ingest
+    from stemforge.ingest.engine import default_workers, ingest
     from stemforge.recipes import get_recipe
     from stemforge.store import DataDir
 
@@ -66,10 +66,10 @@ def run_ingest(corpus: str, root: Path, data: Optional[Path], workers: int, forc
 
 
 def _post_commit():
-    """Identity reconciliation across corpora, when the identity module provides it."""
-    from stemforge import identity
+    """Identity reconciliation across corpora (aliases, strictest split, duplicates)."""
+    from stemforge.ingest.reconcile import reconcile_datadir
 
-    return getattr(identity, "reconcile_datadir", None)
+    return reconcile_datadir
 
 
 def _reason_kind(reason: str) -> str:
@@ -137,11 +137,9 @@ def _summary(datadir, report, before=None) -> None:
                 out(f"  {r.uid} -> {r.duplicate_of}")
             if len(involved) > 20:
                 out(f"  ... and {len(involved) - 20} more (stemforge info lists them all)")
-    try:
-        from stemforge.augment import stale_remixes
-    except ImportError:  # pragma: no cover - augment is optional here
-        stale_remixes = None
-    stale = stale_remixes(df) if stale_remixes is not None else []
+    from stemforge.store.lineage import stale_remixes
+
+    stale = stale_remixes(df)
     if stale:
         err(
             f"{len(stale)} remix row(s) now have a parent outside train (moved by identity reconciliation); "
@@ -325,7 +323,7 @@ def ingest_pairs(
     force: bool = FORCE_OPTION,
     name: str = typer.Option("pairs", "--name", help="Dataset name of these pairs (their uids are NAME:track_id)."),
     min_score: Optional[float] = typer.Option(
-        None, "--min-score", help="Refuse pairs scoring below this (default: stemforge.pairs.MIN_SCORE).", show_default=False
+        None, "--min-score", help="Refuse pairs scoring below this (default: stemforge.karaoke.align.MIN_SCORE).", show_default=False
     ),
     max_offset: float = typer.Option(30.0, "--max-offset", help="Search offsets up to this many seconds either way."),
     valid_fraction: float = VALID_OPTION,

@@ -29,7 +29,7 @@ COMMAND_MODULES = [
     "train",
     "synth",
     "chainer",
-    "pairs",
+    "derive",
     "separate",
     "serve",
     "demo",

@@ -90,9 +90,9 @@ def separate(
     with cli_errors():
         import torch
 
-        from stemforge import audio as audio_io
-        from stemforge.errors import StemforgeError
-        from stemforge.separate import STEMS, Separator
+        from stemforge.core import audio as audio_io
+        from stemforge.core.errors import StemforgeError
+        from stemforge.separate.separator import STEMS, Separator
 
         if threads:
             torch.set_num_threads(threads)
@@ -198,8 +198,8 @@ def evaluate(
     with cli_errors():
         import torch
 
-        from stemforge.evaluate import evaluate_datadir
-        from stemforge.separate import Separator
+        from stemforge.evaluate.datadir import evaluate_datadir
+        from stemforge.separate.separator import Separator
         from stemforge.store import DataDir
 
         if threads:

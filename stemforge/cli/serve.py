@@ -40,7 +40,7 @@ def serve(
         import torch
         import uvicorn
 
-        from stemforge.separate import Separator
+        from stemforge.separate.separator import Separator
         from stemforge.serve import ServeSettings, create_app
 
         settings = ServeSettings(
@@ -89,7 +89,7 @@ def _listen(host: str, port: int):
     address is taken or unknown."""
     import socket
 
-    from stemforge.errors import StemforgeError
+    from stemforge.core.errors import StemforgeError
 
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]

@@ -9,7 +9,7 @@ import typer
 
 from stemforge.cli.common import cli_errors, out
 
-# Kept here (not imported from stemforge.synth) so that `stemforge --help` stays fast.
+# Kept here (not imported from stemforge.synth.corpus) so that `stemforge --help` stays fast.
 LAYOUT_NAMES = ("dsd100", "medleydb", "ikala", "musdb", "musdb-hq", "ccmixter", "mir1k", "pairs")
 
 
@@ -42,8 +42,8 @@ def synth(
     with cli_errors():
         from tqdm import tqdm
 
-        from stemforge.errors import StemforgeError
-        from stemforge.synth import LAYOUTS, write_corpus
+        from stemforge.core.errors import StemforgeError
+        from stemforge.synth.corpus import LAYOUTS, write_corpus
 
         if layout not in LAYOUTS:
             raise StemforgeError(f"unknown layout {layout!r}; layouts: {', '.join(LAYOUTS)}")

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
 
 def _default_out(resume: bool) -> Path:
     """``runs/<UTC timestamp>`` for a new run; for ``--resume``, the newest run under ``runs/``."""
-    from stemforge.errors import StemforgeError
+    from stemforge.core.errors import StemforgeError
 
     if resume:
         runs = sorted(Path(RUNS_DIR).glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
@@ -99,7 +99,7 @@ def train(
         raise typer.BadParameter(f"must be fp32, bf16 or fp16, got {precision!r}", param_hint="--precision")
 
     with cli_errors():
-        from stemforge.errors import StemforgeError
+        from stemforge.core.errors import StemforgeError
         from stemforge.train.loop import distributed_env
 
         env = distributed_env()

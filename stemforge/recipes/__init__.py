@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from stemforge.errors import StemforgeError
+from stemforge.core.errors import StemforgeError
 
 #: corpus name -> module (imported lazily). Add a line per recipe.
 RECIPES: dict[str, str] = {
@@ -19,7 +19,7 @@ RECIPES: dict[str, str] = {
     "ccmixter": "stemforge.recipes.ccmixter",
     "musdb": "stemforge.recipes.musdb",
     "csv": "stemforge.recipes.csv",
-    "pairs": "stemforge.recipes.pairs",
+    "pairs": "stemforge.recipes.karaoke",
 }
 
 

@@ -5,7 +5,7 @@ A recipe module has the same surface for every corpus:
 * ``NAME``: the corpus name used on the command line (``stemforge ingest NAME ROOT``);
 * a module docstring (``LAYOUT``) that shows the expected folder layout;
 * ``discover(root, **options) -> list[TrackSource]`` which only looks at the folder (no
-  decoding) and raises :class:`~stemforge.errors.DatasetLayoutError` naming the expected
+  decoding) and raises :class:`~stemforge.core.errors.DatasetLayoutError` naming the expected
   layout and what it found when the root is not that corpus.
 
 A TrackSource says which files (or streams, or channels) sum into the mixture, the vocals and
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 SPLITS = ("train", "valid", "test")
 VOCALS_KINDS = ("stem", "channel", "derived", "remix")
@@ -42,7 +44,7 @@ class TrackSource:
 
     ``mixture`` may be empty: the mixture is then derived as vocals + accompaniment.
     ``loader`` names the function that turns this into audio: ``"stems"`` (sum the StemRefs,
-    see :func:`stemforge.ingest.load_stems`) or ``"module:function"`` for special cases
+    see :func:`stemforge.ingest.engine.load_stems`) or ``"module:function"`` for special cases
     (karaoke pairs). ``skip_reason`` marks a track found but not ingestible (instrumental,
     mixed-label voice stem, ...): ingest reports it as excluded without reading audio;
     ``error`` marks a track found but broken (an empty folder, a missing stem): ingest reports
@@ -92,3 +94,19 @@ class TrackSource:
             for r in refs:
                 seen.setdefault(r.path, None)
         return [Path(self.root) / p for p in seen]
+
+
+@dataclass
+class TrackAudio:
+    """A track as 16 kHz mono waveforms ``[n_samples]`` float32, before the STFT.
+
+    ``mixture`` None means "derive it as vocals + accompaniment". ``extra`` holds additional
+    manifest columns the loader computed (alignment figures, ...).
+    """
+
+    vocals: np.ndarray
+    accompaniment: np.ndarray
+    mixture: np.ndarray | None
+    source_sample_rate: int
+    source_channels: int
+    extra: dict = field(default_factory=dict)

@@ -14,7 +14,7 @@ taken as ``Artist - Title`` when it has a " - ", else as the title.
 
 Split: ccMixter has no official split. Song-level, deterministic: the songs found are
 assigned to approach ``valid_fraction`` and ``test_fraction``
-(:func:`stemforge.identity.balanced_split`, ties broken by a hash of the folder name); the
+(:func:`stemforge.recipes.splits.balanced_split`, ties broken by a hash of the folder name); the
 full corpus always gets the same split.
 """
 
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stemforge.errors import DatasetLayoutError
-from stemforge.identity import balanced_split, check_fractions
+from stemforge.core.errors import DatasetLayoutError
+from stemforge.recipes.splits import balanced_split, check_fractions
 from stemforge.recipes.base import StemRef, TrackSource
 
 NAME = "ccmixter"

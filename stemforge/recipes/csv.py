@@ -15,12 +15,12 @@ rate:
 * mixture + accompaniment: vocals = mixture - accompaniment (``vocals_kind`` "derived");
 * all three: the mixture file is stored and ``mix_residual_db`` says how far it is from the sum.
 
-Any format :func:`stemforge.audio.load` reads is accepted (wav, flac, mp3, ...); the files of
+Any format :func:`stemforge.core.audio.load` reads is accepted (wav, flac, mp3, ...); the files of
 one row must share their sample rate, and their lengths may differ by ``length_tolerance``
 samples (default 0; give some for lossy files).
 
 Split: the row's ``split`` (train/valid/test) when given; otherwise deterministic per song
-(:func:`stemforge.identity.hash_split` of the song key, ``valid_fraction``/``test_fraction``),
+(:func:`stemforge.recipes.splits.hash_split` of the song key, ``valid_fraction``/``test_fraction``),
 so adding rows later never moves the earlier ones. ``track_id``: the column when given, else
 ``artist - title``, else the first path without its suffix. ``name`` is the dataset name
 (default "csv"); give each list its own name to keep their uids apart.
@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stemforge.errors import AudioError, DatasetLayoutError, StemforgeError
-from stemforge.identity import check_fractions, hash_split, song_key
+from stemforge.core.errors import AudioError, DatasetLayoutError, StemforgeError
+from stemforge.recipes.splits import check_fractions, hash_split
+from stemforge.recipes.identity import song_key
 from stemforge.recipes.base import SPLITS, StemRef, TrackSource
 
 NAME = "csv"
@@ -152,7 +153,7 @@ def discover(
 
 
 def _decode(root: Path, ref: StemRef) -> tuple[np.ndarray, int, int]:
-    from stemforge import audio
+    from stemforge.core import audio
 
     data, rate = audio.load(root / ref.path, stream=ref.stream)
     if ref.channel is not None:
@@ -170,8 +171,8 @@ def load_csv_track(source: TrackSource, config):
     linear, so this equals subtracting afterwards). Returns a TrackAudio with ``mixture=None``:
     the stored mixture is vocals + accompaniment, which is the mixture file itself.
     """
-    from stemforge import audio
-    from stemforge.ingest import TrackAudio
+    from stemforge.core import audio
+    from stemforge.recipes.base import TrackAudio
 
     root = Path(source.root)
     derive = dict(source.options).get("derive", "")

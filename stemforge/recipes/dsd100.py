@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from stemforge.errors import DatasetLayoutError
-from stemforge.identity import song_key
+from stemforge.core.errors import DatasetLayoutError
+from stemforge.recipes.identity import song_key
 from stemforge.recipes.base import StemRef, TrackSource
 
 NAME = "dsd100"
@@ -32,7 +32,7 @@ _FOLDER = re.compile(r"^(?P<id>\d{3}) - (?P<artist>.+?) - (?P<title>.+)$")
 
 
 def _valid_songs() -> set[str]:
-    from stemforge.reference import reference_manifest
+    from stemforge.recipes.reference import reference_manifest
 
     ref = reference_manifest("dsd100_tracks")
     return {song_key(a, t) for a, t, s in zip(ref["artist"], ref["title"], ref["split"]) if s == "valid"}

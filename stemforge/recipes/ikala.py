@@ -13,7 +13,7 @@ distribution (PitchLabel, Lyrics) are not read.
 Split: iKala has no official split. Song-level (the chorus and the verse of one song always
 share a split), deterministic: the songs of ``manifests/ikala_tracks.csv`` plus any other song
 found are assigned whole, heaviest first, to approach ``valid_fraction`` and
-``test_fraction`` of the clips (:func:`stemforge.identity.balanced_split`), so a partial copy
+``test_fraction`` of the clips (:func:`stemforge.recipes.splits.balanced_split`), so a partial copy
 gets the same splits as the full corpus.
 """
 
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stemforge.errors import DatasetLayoutError
-from stemforge.identity import balanced_split, check_fractions
+from stemforge.core.errors import DatasetLayoutError
+from stemforge.recipes.splits import balanced_split, check_fractions
 from stemforge.recipes.base import StemRef, TrackSource
 
 NAME = "ikala"
@@ -40,7 +40,7 @@ def song_id(clip_id: str) -> str:
 
 def song_splits(found: list[str], valid_fraction: float, test_fraction: float) -> dict[str, str]:
     """Song id -> split over the reference clips plus the clips ``found``."""
-    from stemforge.reference import reference_manifest
+    from stemforge.recipes.reference import reference_manifest
 
     clips = set(reference_manifest("ikala_tracks")["clip_id"]) | set(found)
     weights: dict[str, float] = {}

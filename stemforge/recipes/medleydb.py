@@ -37,7 +37,7 @@ Split: artist-conditional (one artist never on both sides), deterministic, from 
 track list (not from what is on disk, so a partial copy gets the same splits as the full
 corpus): the artists of the tracks MUSDB18 holds for validation -> valid, the others assigned
 whole, heaviest first, to approach ``valid_fraction`` and ``test_fraction`` of the tracks with a
-voice stem (see :func:`stemforge.identity.balanced_split`). MUSDB18 trains on some tracks that
+voice stem (see :func:`stemforge.recipes.splits.balanced_split`). MUSDB18 trains on some tracks that
 land in valid or test here: ingesting both moves those MUSDB18 rows (song identity).
 """
 
@@ -47,8 +47,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from stemforge.errors import DatasetLayoutError, StemforgeError
-from stemforge.identity import balanced_split, check_fractions, hash_split
+from stemforge.core.errors import DatasetLayoutError, StemforgeError
+from stemforge.recipes.splits import balanced_split, check_fractions, hash_split
 from stemforge.recipes.base import StemRef, TrackSource
 
 NAME = "medleydb"
@@ -65,14 +65,14 @@ _SALT = "medleydb-artist-split-v1"
 # -- reference tables ------------------------------------------------------------------------
 @lru_cache(maxsize=1)
 def _tracks() -> dict[str, dict]:
-    from stemforge.reference import reference_manifest
+    from stemforge.recipes.reference import reference_manifest
 
     return {r["track_id"]: r for r in reference_manifest("medleydb_tracks").to_dict("records")}
 
 
 @lru_cache(maxsize=1)
 def _coefficients() -> dict[str, dict[int, float]]:
-    from stemforge.reference import reference_manifest
+    from stemforge.recipes.reference import reference_manifest
 
     out: dict[str, dict[int, float]] = {}
     for tid, stem, gain in reference_manifest("medleydb_mixing_coefficients")[["track_id", "stem", "gain"]].itertuples(index=False):
@@ -118,7 +118,7 @@ def _corpus_coefficients(root: Path) -> dict[str, dict[int, float]]:
 @lru_cache(maxsize=1)
 def voice_labels() -> dict[str, frozenset[str]]:
     """``{"singing": labels, "all": labels}`` from the shipped taxonomy's voices family."""
-    from stemforge.reference import reference_manifest
+    from stemforge.recipes.reference import reference_manifest
 
     tax = reference_manifest("medleydb_taxonomy")
     voices = tax[tax["family"] == "voices"]

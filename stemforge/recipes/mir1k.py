@@ -14,7 +14,7 @@ ingests the clips, ``unit="songs"`` the undivided songs; never both (they are th
 Split: MIR-1K has no official split. Singer-level (a singer is never on two sides),
 deterministic: the singers found are assigned whole, heaviest first, to approach
 ``valid_fraction`` and ``test_fraction`` of the files
-(:func:`stemforge.identity.balanced_split`); the full corpus always gets the same split.
+(:func:`stemforge.recipes.splits.balanced_split`); the full corpus always gets the same split.
 (Huang et al. 2014 train on the 175 clips of abjones and amy and test on the rest; pass
 ``split_rule="huang2014"`` for that.)
 """
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stemforge.errors import DatasetLayoutError, StemforgeError
-from stemforge.identity import balanced_split, check_fractions
+from stemforge.core.errors import DatasetLayoutError, StemforgeError
+from stemforge.recipes.splits import balanced_split, check_fractions
 from stemforge.recipes.base import StemRef, TrackSource
 
 NAME = "mir1k"

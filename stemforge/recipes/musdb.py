@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stemforge.errors import AudioError, DatasetLayoutError, StemforgeError
+from stemforge.core.errors import AudioError, DatasetLayoutError, StemforgeError
 from stemforge.recipes.base import StemRef, TrackSource
 
 NAME = "musdb"
@@ -47,7 +47,7 @@ STEM_LOADER = "stemforge.recipes.musdb:load_stem_mp4"
 
 
 def _reference() -> dict[str, dict]:
-    from stemforge.reference import reference_manifest
+    from stemforge.recipes.reference import reference_manifest
 
     return {r["name"]: r for r in reference_manifest("musdb18_tracks").to_dict("records")}
 
@@ -133,13 +133,13 @@ def decode_streams_mono(path: str | Path, streams: set[int]) -> tuple[dict[int, 
     """Decode audio streams ``streams`` of ``path`` in one pass, each downmixed to mono.
 
     Returns ({stream: float32 [n_samples]}, sample_rate Hz, channels of the first stream).
-    Equal to :func:`stemforge.audio.load` + :func:`stemforge.audio.to_mono` per stream, but the
+    Equal to :func:`stemforge.core.audio.load` + :func:`stemforge.core.audio.to_mono` per stream, but the
     file is demuxed once and no ``[channels, samples]`` array is built (the frames' planes are
     added into a preallocated mono buffer). AudioError for a missing stream or a decode error.
     """
     import av
 
-    from stemforge import audio
+    from stemforge.core import audio
 
     p = Path(path)
     audio._check_exists(p)
@@ -212,11 +212,12 @@ def _add_mono(bufs: dict[int, np.ndarray], pos: dict[int, int], k: int, frame) -
 def load_stem_mp4(source: TrackSource, config):
     """Loader of a ``.stem.mp4`` track: decode its streams once, sum each role, resample.
 
-    Same checks and result as :func:`stemforge.ingest.load_stems` (lengths within
+    Same checks and result as :func:`stemforge.ingest.engine.load_stems` (lengths within
     ``source.length_tolerance``, trimmed to the shortest), faster on multi-stream files.
     """
-    from stemforge import audio
-    from stemforge.ingest import TrackAudio, load_stems
+    from stemforge.core import audio
+    from stemforge.ingest.engine import load_stems
+    from stemforge.recipes.base import TrackAudio
 
     refs = source.mixture + source.vocals + source.accompaniment
     if len({r.path for r in refs}) != 1 or any(r.channel is not None for r in refs):

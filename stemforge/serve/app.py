@@ -38,7 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from stemforge import __version__
-from stemforge.errors import AudioError, StemforgeError
+from stemforge.core.errors import AudioError, StemforgeError
 from stemforge.serve.jobs import (
     STEMS,
     Job,
@@ -204,7 +204,7 @@ def create_app(
     """The FastAPI app serving ``separator`` (see :class:`~stemforge.serve.jobs.SeparatorLike`).
 
     Args:
-        separator: shared by the worker threads; a ``stemforge.separate.Separator`` or any object
+        separator: shared by the worker threads; a ``stemforge.separate.separator.Separator`` or any object
             with the same ``separate(audio [channels, samples], sample_rate)``.
         settings: limits (defaults: :class:`ServeSettings`).
         render_png: draws the spectrogram pictures (see :data:`~stemforge.serve.jobs.PngRenderer`);
@@ -591,7 +591,7 @@ async def _receive_upload(request: Request, boundary: bytes, folder: Path, limit
 def _sniff_suffix(head: bytes, filename: str) -> str | None:
     """The extension that routes a stored upload to the right decoder, from its first bytes;
     the client's extension only when the bytes say nothing (and only from a fixed set)."""
-    from stemforge.audio import PYAV_EXTENSIONS, SOUNDFILE_EXTENSIONS
+    from stemforge.core.audio import PYAV_EXTENSIONS, SOUNDFILE_EXTENSIONS
 
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return ".wav"
@@ -623,7 +623,7 @@ class _Probe:
 def _probe(path: Path) -> _Probe:
     """Header facts of a stored upload, after decoding its first samples; 415 when it does not
     decode. ``duration_s`` is 0 when the container does not say (the worker checks then)."""
-    from stemforge import audio
+    from stemforge.core import audio
 
     try:
         info = audio.info(path)
@@ -639,7 +639,7 @@ def _probe(path: Path) -> _Probe:
 
 def _decode_head(path: Path, n_samples: int = 4096) -> None:
     """Decode the first samples of ``path``; raise AudioError when none come out."""
-    from stemforge.audio import PYAV_EXTENSIONS
+    from stemforge.core.audio import PYAV_EXTENSIONS
 
     if path.suffix.lower() not in PYAV_EXTENSIONS:
         import soundfile as sf

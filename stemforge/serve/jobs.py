@@ -38,7 +38,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from stemforge.errors import AudioError, StemforgeError
+from stemforge.core.errors import AudioError, StemforgeError
 
 log = logging.getLogger("stemforge.serve")
 
@@ -64,7 +64,7 @@ class QueueFullError(StemforgeError):
 
 
 class SeparatorLike(Protocol):
-    """What the pool needs of a separator (``stemforge.separate.Separator`` is one).
+    """What the pool needs of a separator (``stemforge.separate.separator.Separator`` is one).
 
     ``separate(audio [channels, samples] float32, sample_rate)`` returns at least ``"vocals"`` and
     ``"accompaniment"``, each ``[channels, samples]`` at the same rate. It may take a keyword
@@ -432,7 +432,7 @@ class JobStore:
             raise _Cancelled
 
     def _separate(self, job: Job) -> None:
-        from stemforge import audio as audio_io
+        from stemforge.core import audio as audio_io
 
         self._step(job, "decoding", 0.02)
         mixture, sample_rate = decode_limited(job.input_path, self.max_seconds)
@@ -486,7 +486,7 @@ class JobStore:
 
 
 def decode_limited(path: str | os.PathLike, max_seconds: float) -> tuple[np.ndarray, int]:
-    """Decode ``path`` like :func:`stemforge.audio.load` (``[channels, samples]`` float32, rate),
+    """Decode ``path`` like :func:`stemforge.core.audio.load` (``[channels, samples]`` float32, rate),
     but never more than ``max_seconds``: StemforgeError as soon as the song proves longer.
 
     Why: a compressed file can expand a thousandfold, and its header's length can be missing or
@@ -494,7 +494,7 @@ def decode_limited(path: str | os.PathLike, max_seconds: float) -> tuple[np.ndar
     past the frame count it reports, so for its formats the count is checked first; FFmpeg
     formats are decoded frame by frame and stopped at the limit.
     """
-    from stemforge import audio as audio_io
+    from stemforge.core import audio as audio_io
 
     p = Path(path)
     info = audio_io.info(p)

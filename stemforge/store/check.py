@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from stemforge.errors import StemforgeError
+from stemforge.core.errors import StemforgeError
 from stemforge.store.datadir import DataDir
 from stemforge.store.shards import MAG_FIELDS, TMP_SUFFIX, WAVE_FIELDS
 
@@ -111,7 +111,7 @@ def validate(datadir: DataDir, check_values: bool = True) -> ValidationResult:
             res.problems.append(f"{datadir.relative(p)}: half-written shard (removed by the next write)")
     for problem in leakage(df):
         res.problems.append(problem)
-    from stemforge.augment import stale_remixes
+    from stemforge.store.lineage import stale_remixes
 
     for uid, why in stale_remixes(df):
         res.problems.append(f"{uid}: remix would leak a held-out song ({why}); `stemforge augment` drops it")

@@ -22,8 +22,8 @@ from typing import Iterator
 import pandas as pd
 
 from stemforge import __version__
-from stemforge.config import SpectrogramConfig, check_config
-from stemforge.errors import DataDirLockedError, ManifestError
+from stemforge.core.config import SpectrogramConfig, check_config
+from stemforge.core.errors import DataDirLockedError, ManifestError
 from stemforge.store import manifest as mf
 from stemforge.store.shards import TMP_SUFFIX, ShardReader, ShardWriter
 

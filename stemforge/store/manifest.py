@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stemforge.errors import ManifestError
+from stemforge.core.errors import ManifestError
 
 #: name -> (pandas dtype, description). The order is the column order on disk.
 COLUMNS: dict[str, tuple[str, str]] = {

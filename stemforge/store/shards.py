@@ -26,8 +26,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from stemforge.config import SpectrogramConfig, check_config
-from stemforge.errors import ManifestError
+from stemforge.core.config import SpectrogramConfig, check_config
+from stemforge.core.errors import ManifestError
 
 SHARD_FORMAT_VERSION = 1
 CHUNK_FRAMES = 128

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stemforge.config import SpectrogramConfig
-from stemforge.errors import CheckpointError, StemforgeError
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import CheckpointError, StemforgeError
 from stemforge.train.checkpoint import load_model_state, save_checkpoint
 from stemforge.train.model import BASE_ENCODER_CHANNELS, UNet, UNetConfig
 

@@ -42,8 +42,8 @@ import torch
 from torch import nn
 
 from stemforge import __version__
-from stemforge.config import SpectrogramConfig, check_config
-from stemforge.errors import CheckpointError, StemforgeError
+from stemforge.core.config import SpectrogramConfig, check_config
+from stemforge.core.errors import CheckpointError, StemforgeError
 from stemforge.train.model import UNet, UNetConfig, count_parameters
 
 FORMAT_NAME = "stemforge-checkpoint"
@@ -107,7 +107,7 @@ class Checkpoint:
         return self.raw.get("stemforge_version")
 
     def check_spectrogram_config(self, expected: SpectrogramConfig) -> None:
-        """Raise :class:`~stemforge.errors.ConfigMismatchError` unless the checkpoint was trained
+        """Raise :class:`~stemforge.core.errors.ConfigMismatchError` unless the checkpoint was trained
         on magnitudes computed with ``expected`` (a DataDir's config, say)."""
         check_config(
             f"checkpoint {self.path}", expected, self.spectrogram_config.hash, self.spectrogram_config.to_dict()
@@ -153,7 +153,7 @@ def save_checkpoint(
         step: optimizer steps taken (>= 0).
         optimizer_state, scaler_state, rng_state, extra: plain values and tensors only (numpy
             arrays and scalars are converted to lists and Python numbers); anything else raises
-            :class:`~stemforge.errors.CheckpointError` here rather than failing at load time.
+            :class:`~stemforge.core.errors.CheckpointError` here rather than failing at load time.
         manifest_hash: identifies the training data.
 
     Raises:

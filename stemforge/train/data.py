@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from stemforge.errors import ManifestError, StemforgeError
+from stemforge.core.errors import ManifestError, StemforgeError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

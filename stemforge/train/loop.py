@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from stemforge.config import _Config
-from stemforge.errors import CheckpointError, ConfigMismatchError, StemforgeError
+from stemforge.core.config import _Config
+from stemforge.core.errors import CheckpointError, ConfigMismatchError, StemforgeError
 
 LAST_NAME = "last.pt"
 BEST_NAME = "best.pt"

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stemforge.config import _Config
-from stemforge.errors import StemforgeError
+from stemforge.core.config import _Config
+from stemforge.core.errors import StemforgeError
 
 #: Channel counts of the seed's network (width 1.0).
 BASE_ENCODER_CHANNELS = (16, 32, 64, 128, 256, 512)

@@ -10,7 +10,7 @@ import csv
 import os
 from pathlib import Path
 
-from stemforge.errors import StemforgeError
+from stemforge.core.errors import StemforgeError
 
 
 def read_losses(metrics_csv: str | os.PathLike) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:

@@ -3,7 +3,7 @@
 The seed recipe grew its training set to about 17 hours this way. A remix is made in the
 waveform domain (``|A + B|`` is not ``|A| + |B|``): the stored 16 kHz waveforms of a vocal
 segment and an accompaniment segment are summed, and the sum goes through the same STFT and
-normalization as every ingested track (:func:`stemforge.ingest.compute_arrays`).
+normalization as every ingested track (:func:`stemforge.ingest.engine.compute_arrays`).
 
 Two stages:
 
@@ -21,7 +21,7 @@ Two stages:
 Rules: sources are train rows only (never valid or test, never rows marked ``duplicate_of``,
 never remixes); vocals and accompaniment of one remix come from different songs; the vocal
 segment is one where the voice is active (a fraction ``min_vocal_activity`` of its frames pass
-:func:`stemforge.dsp.vocal_activity`); every source is used about equally often.
+:func:`stemforge.core.dsp.vocal_activity`); every source is used about equally often.
 
 A remix row has ``dataset = "remix"``, ``vocals_kind = "remix"``, ``split = "train"``,
 ``uid = "remix:<plan id>-<n>"``, ``song_key = "remix:<vocal song>+<accompaniment song>:<plan id>-<n>"``
@@ -42,18 +42,18 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from stemforge import __version__, dsp
-from stemforge.config import SpectrogramConfig
-from stemforge.errors import StemforgeError
+from stemforge import __version__
+from stemforge.core import dsp
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import StemforgeError
 from stemforge.store.datadir import DataDir
-from stemforge.parallel import map_ordered
+from stemforge.store.lineage import DATASET, VOCALS_KIND, is_remix, remix_sources, stale_remixes
+from stemforge.core.parallel import map_ordered
 from stemforge.store.shards import ShardReader, TrackArrays
 from stemforge.store.sink import ShardSink
 
 #: Bump when the way remixes are planned or rendered changes (it enters the plan id).
 AUGMENT_VERSION = "1"
-DATASET = "remix"
-VOCALS_KIND = "remix"
 SHARD_PREFIX = "remix"
 REMIXES_PER_SHARD = 64
 #: A training patch is 128 frames; a segment shorter than that is of no use to the trainer.
@@ -165,60 +165,6 @@ class _Source:
     license: str
     #: valid start frames of a vocal segment (None: not a vocal source)
     vocal_starts: np.ndarray | None = None
-
-
-def remix_sources(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows a remix may take audio from: train, not a duplicate, not itself a remix, sorted by uid."""
-    if df.empty:
-        return df
-    dup = df["duplicate_of"].isna() | (df["duplicate_of"] == "")
-    mask = (df["split"] == "train") & dup.fillna(True) & (df["vocals_kind"] != VOCALS_KIND).fillna(True)
-    mask &= df["dataset"] != DATASET
-    return df[mask.fillna(False)].sort_values("uid", kind="stable")
-
-
-def is_remix(df: pd.DataFrame) -> pd.Series:
-    """Boolean mask of remix rows."""
-    return ((df["vocals_kind"] == VOCALS_KIND) | (df["dataset"] == DATASET)).fillna(False).astype(bool)
-
-
-def stale_remixes(df: pd.DataFrame) -> list[tuple[str, str]]:
-    """Remix rows whose parents are no longer train sources (moved to valid/test by identity
-    reconciliation, marked duplicate, removed, or unreadable lineage): ``[(uid, reason)]``.
-
-    Such a remix would leak a held-out song into training; :func:`augment` drops them.
-    """
-    if df.empty:
-        return []
-    sources = set(remix_sources(df)["uid"])
-    by_uid = df.set_index("uid")
-    out = []
-    for row in df[is_remix(df)].itertuples(index=False):
-        try:
-            lineage = json.loads(row.parents)
-            parents = [lineage["vocals"], lineage["accompaniment"]]
-        except (TypeError, ValueError, KeyError):
-            out.append((row.uid, "lineage (parents) missing or unreadable"))
-            continue
-        if row.split != "train":
-            out.append((row.uid, f"remix is in split {row.split}, not train"))
-            continue
-        for p in parents:
-            if p in sources:
-                continue
-            if p not in by_uid.index:
-                why = f"parent {p} is no longer in the manifest"
-            else:
-                prow = by_uid.loc[p]
-                if prow["split"] != "train":
-                    why = f"parent {p} is now in split {prow['split']}"
-                elif isinstance(prow["duplicate_of"], str) and prow["duplicate_of"]:
-                    why = f"parent {p} is now a duplicate of {prow['duplicate_of']}"
-                else:
-                    why = f"parent {p} is not a remix source"
-            out.append((row.uid, why))
-            break
-    return out
 
 
 def _song(row) -> str:
@@ -403,7 +349,8 @@ def render_remix(reader: ShardReader, plan: RemixPlan, config: SpectrogramConfig
     processed segments, so ``mixture == |STFT(vocals + accompaniment)| / norm`` holds for what is
     stored. Raises AudioError when the segment's vocals are silent.
     """
-    from stemforge.ingest import TrackAudio, compute_arrays
+    from stemforge.ingest.engine import compute_arrays
+    from stemforge.recipes.base import TrackAudio
 
     stop_v = plan.vocals_offset + plan.n_samples
     stop_a = plan.accompaniment_offset + plan.n_samples

@@ -4,7 +4,7 @@ The seed multiplies the mixture's STFT magnitude by the U-Net mask and keeps the
 phase; the accompaniment gets ``1 - mask``. stemforge does the same, in three layers:
 
 1. **The mask, at the model's STFT** (16 kHz mono, n_fft 1024, hop 512: the checkpoint's
-   :class:`~stemforge.config.SpectrogramConfig`). The input is downmixed (channel mean) and
+   :class:`~stemforge.core.config.SpectrogramConfig`). The input is downmixed (channel mean) and
    resampled (soxr HQ) to that rate. Magnitudes are divided by **one number per song, the maximum
    of the whole song's mixture magnitude** (as in training), found by a first cheap pass over the
    16 kHz STFT. The network sees bins 1..512 and the DC bin gets mask 0. A checkpoint trained on
@@ -55,8 +55,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from stemforge.config import SpectrogramConfig
-from stemforge.errors import AudioError, StemforgeError
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import AudioError, StemforgeError
 
 STEMS = ("vocals", "accompaniment")
 
@@ -538,7 +538,7 @@ def _deinterleave(x: np.ndarray) -> np.ndarray:
 
 def _decode_blocks(path: Path, block_samples: int) -> Iterator[np.ndarray]:
     """Yield float32 ``[channels, n]`` blocks of ``path`` at its native rate (stream 0)."""
-    from stemforge import audio
+    from stemforge.core import audio
 
     suffix = path.suffix.lower()
     if suffix in audio.PYAV_EXTENSIONS:
@@ -748,7 +748,7 @@ class Separator:
         """Load a checkpoint (:func:`stemforge.train.checkpoint.load_checkpoint`) and wrap it.
 
         ``options`` are the keyword arguments of :class:`Separator` (``hard_mask``,
-        ``window_frames``...). Raises :class:`~stemforge.errors.CheckpointError` for a bad file.
+        ``window_frames``...). Raises :class:`~stemforge.core.errors.CheckpointError` for a bad file.
         """
         from stemforge.train.checkpoint import load_checkpoint
 
@@ -871,7 +871,7 @@ class Separator:
         input to float rounding. ``progress(fraction)`` (0..1) is called now and then; an
         exception it raises stops the separation.
         """
-        from stemforge import audio as audio_io
+        from stemforge.core import audio as audio_io
 
         x = np.asarray(audio)
         if x.ndim not in (1, 2) or x.size == 0:
@@ -929,7 +929,7 @@ class Separator:
         """Separate an audio file into files, streaming: memory does not grow with the full band.
 
         Args:
-            path: any file :func:`stemforge.audio.load` reads (stream 0 of a container).
+            path: any file :func:`stemforge.core.audio.load` reads (stream 0 of a container).
             outputs: stem name (``"vocals"``, ``"accompaniment"``) -> output path; the format
                 follows the suffix (wav: 32-bit float by default; flac: 24-bit, values clipped to
                 [-1, 1]). Each is written under a temporary name and renamed when complete.
@@ -941,7 +941,7 @@ class Separator:
         Raises:
             AudioError: the input cannot be decoded or is empty; an output cannot be written.
         """
-        from stemforge import audio as audio_io
+        from stemforge.core import audio as audio_io
 
         t_start = time.perf_counter()
         src = Path(path)

@@ -3,7 +3,7 @@
 For every track of a split, the references are the stored 16 kHz mono waveforms (``read_wave``:
 vocals, accompaniment) and the input is their sum. Three estimates are scored:
 
-* ``model``: the :class:`~stemforge.separate.Separator` run on that sum;
+* ``model``: the :class:`~stemforge.separate.separator.Separator` run on that sum;
 * ``mixture``: the sum itself given as both stems (the floor: NSDR is measured from it);
 * ``oracle``: the ideal ratio mask ``|V| / (|V| + |A|)`` at the DataDir's STFT applied to the
   mixture STFT (mixture phase, as the model's mask): the ceiling of any magnitude mask.
@@ -36,8 +36,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from stemforge.config import SpectrogramConfig
-from stemforge.errors import StemforgeError
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import StemforgeError
 
 METHODS = ("model", "mixture", "oracle")
 STEMS = ("vocals", "accompaniment")
@@ -284,7 +284,7 @@ def _db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def ideal_ratio_mask(vocals: np.ndarray, accompaniment: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
     """``|V| / (|V| + |A|)`` at ``config``'s STFT: float32 ``[n_frames, n_bins]`` (0 where both are 0)."""
-    from stemforge import dsp
+    from stemforge.core import dsp
 
     v = dsp.magnitude(np.asarray(vocals, dtype=np.float32), config)
     a = dsp.magnitude(np.asarray(accompaniment, dtype=np.float32), config)
@@ -359,7 +359,7 @@ def evaluate_track(
     ``config`` is the STFT of the oracle mask (default: the separator's). Returns one dict per
     method and stem with the metric columns of :data:`TABLE_COLUMNS` (``nsdr`` included).
     """
-    from stemforge.separate import Separator
+    from stemforge.separate.separator import Separator
 
     v = np.asarray(vocals, dtype=np.float32)
     a = np.asarray(accompaniment, dtype=np.float32)
@@ -409,7 +409,7 @@ class EvaluationReport:
     def write(self, csv_path: str | Path, chart: bool = True) -> dict[str, Path]:
         """Write the per-track CSV at ``csv_path``, and beside it a JSON (meta, summary, tracks)
         and a bar chart PNG (same name, ``.json`` / ``.png``). Returns kind -> path."""
-        from stemforge import plots
+        from stemforge.evaluate import plots
 
         csv_path = Path(csv_path)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -508,7 +508,7 @@ def evaluate_datadir(
     """Evaluate ``separator`` on the tracks of ``datadir`` (a :class:`~stemforge.store.DataDir`).
 
     Args:
-        separator: a :class:`~stemforge.separate.Separator`.
+        separator: a :class:`~stemforge.separate.separator.Separator`.
         split: "train", "valid", "test", or None / "all" for every track (duplicates left out).
         limit: evaluate at most this many tracks (in manifest order).
         uids: evaluate only these tracks.

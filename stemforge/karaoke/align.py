@@ -22,7 +22,7 @@ Conventions
   magnitude-weighted fraction whose level in the original is within ``SCORE_TOLERANCE_DB`` of
   the gain-corrected karaoke's (see :func:`align`). Bins without voice are explained exactly by
   a right pair; a wrong pair or a different mix leaves few such bins. Pairs below
-  ``MIN_SCORE`` are refused with :class:`~stemforge.errors.AlignmentError`.
+  ``MIN_SCORE`` are refused with :class:`~stemforge.core.errors.AlignmentError`.
 * Coverage: where the aligned karaoke does not cover the original (the offset pushes it
   outside, or it is cut shorter), the karaoke is missing, not silent: :func:`derive` keeps the
   output length equal to the original's and sets vocals and accompaniment to 0 there, and
@@ -60,8 +60,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stemforge.config import SpectrogramConfig
-from stemforge.errors import AlignmentError, AudioError
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import AlignmentError, AudioError
 
 #: Pairs whose score is below this are refused (AlignmentError). Measured (docs/pairs.md): right
 #: pairs 0.52-0.95 (synthetic; real 128-kbps MP3 excerpts, also re-encoded at 64-96 kbps), wrong
@@ -273,7 +273,7 @@ def derive(
     phase, i.e. the original's STFT times the mask ``max(1 - g |K| / |O|, 0)``, inverted to the
     original's length. Returns a :class:`Derived`.
     """
-    from stemforge import dsp
+    from stemforge.core import dsp
 
     rate = config.sample_rate
     o = _prepare(original_audio, original_rate, rate, "original")
@@ -317,11 +317,11 @@ def derive_files(
     min_score: float = MIN_SCORE,
     max_offset_s: float = MAX_OFFSET_S,
 ) -> Derived:
-    """Decode both files (any format :func:`stemforge.audio.load` reads) and :func:`derive`.
+    """Decode both files (any format :func:`stemforge.core.audio.load` reads) and :func:`derive`.
 
     Raises AudioError for an undecodable file, AlignmentError for a pair that does not fit.
     """
-    from stemforge import audio
+    from stemforge.core import audio
 
     original, original_rate = audio.load(original_path)
     karaoke, karaoke_rate = audio.load(karaoke_path)
@@ -346,7 +346,7 @@ class _Cache:
 
 def _prepare(audio_in: np.ndarray, rate: int, target_rate: int, what: str) -> np.ndarray:
     """Validate, downmix and resample one input to ``[samples]`` float32 at ``target_rate``."""
-    from stemforge import audio
+    from stemforge.core import audio
 
     a = np.asarray(audio_in)
     if a.ndim not in (1, 2):
@@ -375,7 +375,7 @@ def _measure(
     o: np.ndarray, k: np.ndarray, config: SpectrogramConfig, original_rate: int, max_offset_s: float
 ) -> tuple[Alignment, _Cache]:
     """Coarse + fine offset, gain and score of mono ``o``, ``k`` at ``config.sample_rate``."""
-    from stemforge import dsp
+    from stemforge.core import dsp
 
     rate = config.sample_rate
     _check_signal(o, rate, "original")
@@ -524,7 +524,7 @@ def _quick_score(mag_o: np.ndarray, n_o: int, k: np.ndarray, lag: int, config: S
     frame ``f`` exactly. Returns -1 when the overlap holds no full block or the fit cannot be
     measured.
     """
-    from stemforge import dsp
+    from stemforge.core import dsp
 
     hop, half = config.hop_length, config.n_fft // 2
     uncentred = replace(config, center=False)

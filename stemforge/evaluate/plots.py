@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from stemforge.config import SpectrogramConfig
-from stemforge.errors import StemforgeError
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import StemforgeError
 
 _COLORS = {"model": "#1f77b4", "mixture": "#9e9e9e", "oracle": "#2ca02c"}
 
@@ -108,7 +108,7 @@ def separation_figure(
     The spectrograms use a Hann STFT of about 64 ms (hop 16 ms) in dB re. the mixture's peak,
     80 dB range. Returns ``path``.
     """
-    from stemforge.audio import to_mono
+    from stemforge.core.audio import to_mono
 
     plt = _pyplot()
     n_fft = 1 << int(round(np.log2(max(64, 0.064 * sample_rate))))
@@ -116,7 +116,7 @@ def separation_figure(
     cfg = SpectrogramConfig(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop)
     signals = [("mixture", mixture), ("vocals", vocals), ("accompaniment", accompaniment)]
     mags = []
-    from stemforge import dsp
+    from stemforge.core import dsp
 
     for _, sig in signals:
         x = to_mono(np.asarray(sig, dtype=np.float32))

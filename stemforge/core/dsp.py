@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stemforge.config import SpectrogramConfig
-from stemforge.errors import StemforgeError
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import StemforgeError
 
 #: A frame counts as "voiced" when its vocal energy is within this many dB of the loudest
 #: vocal frame of the track (see :func:`vocal_activity`).

@@ -10,9 +10,9 @@ Layout::
     DIR/karaoke/<name>.<ext>       same <name> (the file name without its extension; any
                                    format stemforge decodes, the two extensions may differ)
 
-Each pair is aligned and its vocals derived as in :func:`stemforge.pairs.derive` (offset,
+Each pair is aligned and its vocals derived as in :func:`stemforge.karaoke.align.derive` (offset,
 gain, score; ``vocals = max(|O| - g |K|, 0)`` with the original's phase), then cut to the part
-of the original the karaoke covers (:meth:`stemforge.pairs.Derived.cropped`). Stored: mixture =
+of the original the karaoke covers (:meth:`stemforge.karaoke.align.Derived.cropped`). Stored: mixture =
 the original, accompaniment = the aligned, gain-corrected karaoke, vocals = the derived vocals,
 all 16 kHz mono; ``vocals_kind`` is "derived" and ``mix_residual_db`` says how far the original
 is from vocals + accompaniment (the bins where the karaoke is louder than the original).
@@ -33,7 +33,7 @@ Names: ``artist``/``title`` from the CSV; in the folder form (and for CSV rows w
 ``<name>`` is read as ``Artist - Title`` when it holds " - ", else as the title.
 ``track_id``: the column when given, else ``artist - title``, else ``<name>``. Split: the
 row's ``split`` (train/valid/test) when given; otherwise deterministic per song
-(:func:`stemforge.identity.hash_split` of the song key with ``valid_fraction`` /
+(:func:`stemforge.recipes.splits.hash_split` of the song key with ``valid_fraction`` /
 ``test_fraction``), so adding pairs later never moves the earlier ones.
 """
 
@@ -42,8 +42,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from stemforge.errors import AlignmentError, DatasetLayoutError, StemforgeError
-from stemforge.identity import check_fractions, hash_split, song_key
+from stemforge.core.errors import AlignmentError, DatasetLayoutError, StemforgeError
+from stemforge.recipes.splits import check_fractions, hash_split
+from stemforge.recipes.identity import song_key
 from stemforge.recipes.base import SPLITS, StemRef, TrackSource
 from stemforge.recipes.csv import read_table
 
@@ -52,12 +53,12 @@ LAYOUT = __doc__
 LIST_NAME = "pairs.csv"
 ORIGINALS = "originals"
 KARAOKE = "karaoke"
-LOADER = "stemforge.recipes.pairs:load_pair"
+LOADER = "stemforge.recipes.karaoke:load_pair"
 VALID_FRACTION = 0.1
 TEST_FRACTION = 0.15
 #: Default offset search range (s), as ``stemforge derive-vocals --max-offset``.
 MAX_OFFSET_S = 30.0
-#: Audio file extensions the folder form pairs up (what :func:`stemforge.audio.load` decodes).
+#: Audio file extensions the folder form pairs up (what :func:`stemforge.core.audio.load` decodes).
 AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".mp3", ".m4a", ".mp4", ".aac", ".opus", ".webm", ".mka", ".wma")
 _SALT = "pairs-song-split-v1"
 
@@ -71,7 +72,7 @@ def _names_from(name: str) -> tuple[str, str]:
 
 
 def _default_min_score() -> float:
-    from stemforge.pairs import MIN_SCORE
+    from stemforge.karaoke.align import MIN_SCORE
 
     return MIN_SCORE
 
@@ -95,7 +96,7 @@ def discover(
     """One TrackSource per pair of the CSV file ``root``, or of the folder ``root`` (see Layout).
 
     ``name`` is the dataset name (uids are ``name:track_id``); ``min_score`` (default
-    :data:`stemforge.pairs.MIN_SCORE`) and ``max_offset_s`` are handed to the loader and enter
+    :data:`stemforge.karaoke.align.MIN_SCORE`) and ``max_offset_s`` are handed to the loader and enter
     the fingerprint. Only looks at the file system (no decoding). Raises DatasetLayoutError
     when ``root`` is neither form; a bad pair comes back with ``error`` set.
     """
@@ -228,15 +229,15 @@ def load_pair(source: TrackSource, config):
 
     ``source.mixture[0]`` is the original, ``source.accompaniment[0]`` the karaoke;
     ``source.options`` carries ``min_score`` and ``max_offset_s``. Returns a
-    :class:`~stemforge.ingest.TrackAudio` with 16 kHz mono ``[samples]`` vocals (derived),
+    :class:`~stemforge.ingest.engine.TrackAudio` with 16 kHz mono ``[samples]`` vocals (derived),
     accompaniment (the aligned karaoke times its gain) and mixture (the original), cut to
     the range the karaoke covers, and the alignment figures in ``extra``. Raises
     AlignmentError (message naming both files) for a pair that does not fit, AudioError for a
     file that cannot be decoded.
     """
-    from stemforge import audio
-    from stemforge.ingest import TrackAudio
-    from stemforge.pairs import derive
+    from stemforge.core import audio
+    from stemforge.recipes.base import TrackAudio
+    from stemforge.karaoke.align import derive
 
     root = Path(source.root)
     if not source.mixture or not source.accompaniment:

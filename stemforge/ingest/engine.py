@@ -17,12 +17,13 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from stemforge import __version__, audio, dsp
-from stemforge.config import SpectrogramConfig
-from stemforge.errors import AudioError, StemforgeError
-from stemforge.identity import song_key
-from stemforge.recipes.base import StemRef, TrackSource
-from stemforge.parallel import map_ordered
+from stemforge import __version__
+from stemforge.core import audio, dsp
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import AudioError, StemforgeError
+from stemforge.recipes.identity import song_key
+from stemforge.recipes.base import StemRef, TrackAudio, TrackSource
+from stemforge.core.parallel import map_ordered
 from stemforge.store.datadir import DataDir
 from stemforge.store.shards import TrackArrays
 from stemforge.store.sink import ShardSink
@@ -31,22 +32,6 @@ from stemforge.store.sink import ShardSink
 INGEST_VERSION = "1"
 FINGERPRINT_BYTES = 1 << 20
 TRACKS_PER_SHARD = 16
-
-
-@dataclass
-class TrackAudio:
-    """A track as 16 kHz mono waveforms ``[n_samples]`` float32, before the STFT.
-
-    ``mixture`` None means "derive it as vocals + accompaniment". ``extra`` holds additional
-    manifest columns the loader computed (alignment figures, ...).
-    """
-
-    vocals: np.ndarray
-    accompaniment: np.ndarray
-    mixture: np.ndarray | None
-    source_sample_rate: int
-    source_channels: int
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Frozen configuration dataclasses with a stable hash.
 
 A configuration is recorded by every DataDir, shard and checkpoint; a reader facing another
-configuration refuses with :class:`~stemforge.errors.ConfigMismatchError` naming both values.
+configuration refuses with :class:`~stemforge.core.errors.ConfigMismatchError` naming both values.
 The hash is the first 12 hex digits of the SHA-256 of the canonical JSON of ``to_dict()``, so it
 is stable across Python versions, processes and machines.
 """
@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from stemforge.errors import ConfigMismatchError, StemforgeError
+from stemforge.core.errors import ConfigMismatchError, StemforgeError
 
 T = TypeVar("T", bound="_Config")
 

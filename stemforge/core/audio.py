@@ -3,7 +3,7 @@
 Decoding gives float32 arrays shaped ``[channels, samples]`` at the file's native rate.
 wav/flac/ogg/aiff go through soundfile (libsndfile); mp3/m4a/mp4/aac (including every stream of
 a ``.stem.mp4``) go through PyAV, which carries its own FFmpeg libraries, so no ffmpeg binary is
-needed. Every failure is an :class:`~stemforge.errors.AudioError` naming the path and the reason.
+needed. Every failure is an :class:`~stemforge.core.errors.AudioError` naming the path and the reason.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stemforge.errors import AudioError
+from stemforge.core.errors import AudioError
 
 SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".wave"}
 PYAV_EXTENSIONS = {".mp3", ".m4a", ".mp4", ".aac", ".opus", ".webm", ".mka", ".wma"}

@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from stemforge.errors import StemforgeError
+from stemforge.core.errors import StemforgeError
 
 __all__ = [
     "LAYOUTS",
@@ -947,7 +947,7 @@ def _q16(x: np.ndarray) -> np.ndarray:
 
 
 def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> Path:
-    from stemforge.audio import write
+    from stemforge.core.audio import write
 
     return write(path, audio, sample_rate, subtype=_PCM16)
 
@@ -1442,7 +1442,7 @@ def _write_pairs(
     max_gain_db: float = 4.0,
     karaoke_rate: int = 48000,
 ) -> list[dict]:
-    from stemforge.audio import resample
+    from stemforge.core.audio import resample
 
     sr = 44100
     n_songs = len(specs)

@@ -8,7 +8,7 @@ from importlib import resources
 
 import pandas as pd
 
-from stemforge.errors import ManifestError
+from stemforge.core.errors import ManifestError
 
 
 @lru_cache(maxsize=None)

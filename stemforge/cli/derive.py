@@ -27,7 +27,7 @@ def derive_vocals(
         None, "--report", help="Write offset, gain, score and verdict as JSON here.", show_default=False
     ),
     min_score: Optional[float] = typer.Option(
-        None, "--min-score", help="Refuse pairs scoring below this (default: stemforge.pairs.MIN_SCORE).", show_default=False
+        None, "--min-score", help="Refuse pairs scoring below this (default: stemforge.karaoke.align.MIN_SCORE).", show_default=False
     ),
     max_offset: float = typer.Option(30.0, "--max-offset", help="Search offsets up to this many seconds either way."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
@@ -44,17 +44,17 @@ def derive_vocals(
     """
     import json
 
-    from stemforge.config import SpectrogramConfig
-    from stemforge.errors import StemforgeError
-    from stemforge.pairs import MIN_SCORE
+    from stemforge.core.config import SpectrogramConfig
+    from stemforge.core.errors import StemforgeError
+    from stemforge.karaoke.align import MIN_SCORE
 
     threshold = MIN_SCORE if min_score is None else float(min_score)
     vocals_path = output if output is not None else Path(f"{original.stem}.vocals.wav")
     with cli_errors():
         targets = [p for p in (vocals_path, accompaniment_out, report) if p is not None]
         _check_targets(targets, [original, karaoke], force)
-        from stemforge import audio
-        from stemforge.pairs import derive_files
+        from stemforge.core import audio
+        from stemforge.karaoke.align import derive_files
 
         derived = derive_files(original, karaoke, SpectrogramConfig(), min_score=threshold, max_offset_s=max_offset)
         a = derived.alignment
@@ -96,7 +96,7 @@ def derive_vocals(
 
 def _check_targets(targets: list[Path], inputs: list[Path], force: bool) -> None:
     """Refuse to overwrite an input (ever) or an existing output (without --force)."""
-    from stemforge.errors import StemforgeError
+    from stemforge.core.errors import StemforgeError
 
     resolved_inputs = {p.resolve() for p in inputs}
     seen: set[Path] = set()

@@ -1,0 +1,1 @@
+"""DataDir -> DataDir: cross-song remixes that grow the train split (:mod:`.remix`)."""

@@ -1,0 +1,10 @@
+"""The ground floor: typed errors, the spectrogram config, audio I/O and the one STFT.
+
+Nothing here imports anything above it (``tests/test_layers.py`` holds that):
+
+* :mod:`.errors`: the typed errors every layer raises (the CLI maps them to exit codes);
+* :mod:`.config`: :class:`~stemforge.core.config.SpectrogramConfig`, frozen, with a stable hash;
+* :mod:`.audio`: decoding (whole, blockwise, every stream of a container), resampling, writing;
+* :mod:`.dsp`: the framed STFT/iSTFT and the features computed from it;
+* :mod:`.parallel`: an ordered, bounded map over worker processes.
+"""

@@ -1,0 +1,1 @@
+"""Original/karaoke pairs: alignment (offset, gain, score) and derived vocals (:mod:`.align`)."""

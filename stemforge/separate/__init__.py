@@ -1,0 +1,1 @@
+"""Checkpoint + song -> vocals and accompaniment: the :class:`~stemforge.separate.separator.Separator`."""
