@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from stemforge.core.errors import ConfigMismatchError, StemforgeError
 
@@ -20,7 +20,15 @@ T = TypeVar("T", bound="_Config")
 
 
 class _Config:
-    """Mixin: dict round trip and a stable content hash for frozen dataclasses."""
+    """Mixin: dict round trip and a stable content hash for frozen dataclasses.
+
+    A field added after configurations were first recorded is listed in ``_HASH_IF_SET``: it
+    enters the hash only when it differs from its default, so every configuration that could be
+    written before the field existed keeps its hash (and the DataDirs and checkpoints that
+    recorded it stay valid). ``to_dict()`` always holds every field.
+    """
+
+    _HASH_IF_SET: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
@@ -40,13 +48,23 @@ class _Config:
 
     @property
     def hash(self) -> str:
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        data = self.to_dict()
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        for name in self._HASH_IF_SET:
+            if data[name] == defaults[name]:
+                del data[name]
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def describe(self) -> str:
         """Short human-readable form used in error messages: ``hash (k=v, ...)``."""
         body = ", ".join(f"{k}={v}" for k, v in self.to_dict().items())
         return f"{self.hash} ({body})"
+
+
+#: How a track's magnitudes are scaled: ``max_mixture`` (divided by the maximum of the mixture
+#: magnitude over all channels) or ``none`` (the plain ``|STFT|``).
+NORMALIZATIONS = ("max_mixture", "none")
 
 
 @dataclass(frozen=True)
@@ -57,8 +75,12 @@ class SpectrogramConfig(_Config):
     ``n_fft`` 1024, ``hop_length`` 512 with ``center=True`` (as ``librosa.stft``, zero padding),
     ``n_bins = n_fft // 2 + 1 = 513`` bins stored. Each track's mixture, vocals and
     accompaniment magnitudes are divided by one number, the maximum of the mixture magnitude
-    (``normalization="max_mixture"``), so their ratios are kept.
+    (``normalization="max_mixture"``), so their ratios are kept; ``"none"`` keeps the plain
+    ``|STFT|`` of the waveform (full scale 1.0), which is what Spleeter's networks were trained on.
+    ``channels`` is 1 (mono: the channel mean) or 2 (stereo: magnitudes per channel).
     """
+
+    _HASH_IF_SET: ClassVar[tuple[str, ...]] = ("channels",)
 
     sample_rate: int = 16000
     n_fft: int = 1024
@@ -68,12 +90,15 @@ class SpectrogramConfig(_Config):
     pad_mode: str = "constant"
     normalization: str = "max_mixture"
     resample_quality: str = "HQ"
+    channels: int = 1
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop_length <= 0:
             raise StemforgeError(f"SpectrogramConfig: sizes must be positive: {self}")
-        if self.normalization != "max_mixture":
+        if self.normalization not in NORMALIZATIONS:
             raise StemforgeError(f"SpectrogramConfig: unknown normalization {self.normalization!r}")
+        if isinstance(self.channels, bool) or self.channels not in (1, 2):
+            raise StemforgeError(f"SpectrogramConfig: channels must be 1 or 2, got {self.channels!r}")
 
     @property
     def n_bins(self) -> int:
