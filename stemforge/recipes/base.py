@@ -14,10 +14,13 @@ the accompaniment. Everything downstream reads manifests and shards, never a cor
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
+
+from stemforge.core.errors import DatasetLayoutError
 
 SPLITS = ("train", "valid", "test")
 VOCALS_KINDS = ("stem", "channel", "derived", "remix")
@@ -36,6 +39,36 @@ class StemRef:
     stream: int = 0
     channel: int | None = None
     gain: float = 1.0
+
+
+def inside_root(root: str | Path, *names: str) -> str:
+    """A file name that a corpus's own metadata or list gives, checked to stay inside ``root``.
+
+    ``names`` are pieces of one path relative to ``root`` (e.g. track folder, stem folder, file
+    name; ``/`` separated); returned joined and normalized (``a/./b`` -> ``a/b``, ``a/../b`` ->
+    ``b``). Raises DatasetLayoutError with a one-line reason (for the caller to prefix with the
+    file it read the name from) when a piece is empty or absolute, or the path climbs out of
+    ``root`` with ``..``. The check is on the names, not on the file system: symbolic links
+    inside the root are followed, as the root itself may be one (a corpus assembled from
+    several downloads); what it refuses is text in a file naming files elsewhere. Recipes
+    whose format is documented to take paths anywhere (the ``csv`` and ``pairs`` lists) do not
+    use it.
+    """
+    depth = 0
+    for name in names:
+        text = str(name)
+        if not text.strip() or "\x00" in text:
+            raise DatasetLayoutError(f"file name {text!r} is empty or not a file name")
+        if PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or PureWindowsPath(text).drive:
+            raise DatasetLayoutError(f"file name {text!r} is an absolute path; only names inside {root} are read")
+        for part in text.replace("\\", "/").split("/"):  # a backslash separates on Windows
+            if part in ("", "."):
+                continue
+            depth += -1 if part == ".." else 1
+            if depth < 0:
+                path = "/".join(str(n) for n in names)
+                raise DatasetLayoutError(f"file name {path!r} leads outside {root}; only names inside it are read")
+    return posixpath.normpath("/".join(str(n) for n in names))
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from pathlib import Path
 
 from stemforge.core.errors import DatasetLayoutError, StemforgeError
 from stemforge.recipes.splits import balanced_split, check_fractions, hash_split
-from stemforge.recipes.base import StemRef, TrackSource
+from stemforge.recipes.base import StemRef, TrackSource, inside_root
 
 NAME = "medleydb"
 LAYOUT = __doc__
@@ -105,13 +105,13 @@ def _corpus_coefficients(root: Path) -> dict[str, dict[int, float]]:
     for name in COEFFICIENT_FILES:
         p = root / name
         if p.is_file():
-            try:
-                data = safe_load_yaml(p.read_text(encoding="utf-8")) or {}
-            except Exception as exc:
-                raise DatasetLayoutError(f"{p}: unreadable mixing coefficients ({exc})") from None
+            data = read_yaml(p, MAX_COEFFICIENT_BYTES, "mixing coefficients") or {}
             if not isinstance(data, dict):
                 raise DatasetLayoutError(f"{p}: mixing coefficients must map track id -> {{manual, audio, stft}}")
-            return {str(tid): resolve_coefficients(e or {})[0] for tid, e in data.items() if isinstance(e, dict)}
+            try:
+                return {str(tid): resolve_coefficients(e or {})[0] for tid, e in data.items() if isinstance(e, dict)}
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise DatasetLayoutError(f"{p}: mixing coefficients must map stem index -> number ({_one_line(exc)})") from None
     return {}
 
 
@@ -152,11 +152,122 @@ def _artist_splits(valid_fraction: float, test_fraction: float) -> dict[str, str
     return balanced_split(weights, valid_fraction, test_fraction, salt=_SALT, fixed=fixed)
 
 
-def safe_load_yaml(text: str):
-    """``yaml.safe_load`` with libyaml's C parser when PyYAML has it (10x faster on 330 files)."""
+#: Bounds on a YAML file the recipe reads. The 330 real METADATA files are at most 11 KB and 800
+#: nodes, 5 levels deep, with no anchor or alias; the corpus's mixing coefficients are one file
+#: of about 200 tracks.
+MAX_METADATA_BYTES = 1 << 20
+MAX_COEFFICIENT_BYTES = 16 << 20
+MAX_YAML_NODES = 200_000
+MAX_YAML_DEPTH = 64
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _expanded_size(root, max_nodes: int, max_depth: int) -> int:
+    """Nodes of a composed YAML graph counted as if every alias were a copy of its anchor
+    (what constructing and then walking the data costs), without expanding anything: each
+    shared node is sized once. ValueError beyond ``max_nodes`` or ``max_depth``, or for a
+    recursive alias (a node inside itself)."""
     import yaml
 
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    def children(node):
+        if isinstance(node, yaml.SequenceNode):
+            return node.value
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return []
+
+    sizes: dict[int, int] = {}
+    entered: set[int] = set()
+    stack = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        key = id(node)
+        if done:
+            entered.discard(key)
+            size = 1 + sum(sizes[id(c)] for c in children(node))
+            if size > max_nodes:
+                raise ValueError(f"expands to more than {max_nodes} nodes (aliases counted as copies)")
+            sizes[key] = size
+            continue
+        if key in sizes:
+            continue
+        if key in entered:
+            raise ValueError("holds a recursive alias (a node inside itself)")
+        if depth > max_depth:
+            raise ValueError(f"nests deeper than {max_depth} levels")
+        entered.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in children(node) if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def safe_load_yaml(text: str, max_nodes: int = MAX_YAML_NODES, max_depth: int = MAX_YAML_DEPTH):
+    """``yaml.safe_load`` bounded: the document is composed (libyaml's C parser when PyYAML has
+    it, 10x faster on 330 files), sized with aliases and merge keys counted as copies, and
+    constructed only when it stays within ``max_nodes`` nodes and ``max_depth`` levels, so an
+    alias bomb of a few KB is refused in milliseconds instead of taking minutes and GBs.
+
+    Raises ValueError (over a bound, a recursive alias) or ``yaml.YAMLError`` (not YAML).
+    """
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, max_nodes, max_depth)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path, max_bytes: int = MAX_METADATA_BYTES, what: str = "YAML"):
+    """One YAML file of the corpus, bounded: at most ``max_bytes`` bytes, then
+    :func:`safe_load_yaml`. Raises DatasetLayoutError with a one-line reason naming ``path``
+    (``"PATH: unreadable WHAT (reason)"``).
+    """
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ValueError(f"{size} bytes, more than the {max_bytes} a file of this kind may have")
+        return safe_load_yaml(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise DatasetLayoutError(f"{path}: unreadable {what} (nests too deep)") from None
+    except Exception as exc:  # yaml.YAMLError, ValueError, OSError, UnicodeDecodeError: one reason
+        raise DatasetLayoutError(f"{path}: unreadable {what} ({_one_line(exc)})") from None
+
+
+def read_metadata(path: Path) -> dict:
+    """A track's ``<id>_METADATA.yaml``, bounded (:func:`read_yaml`) and checked for what
+    discovery reads: a mapping whose ``stems`` map stem ids (returned as strings) to mappings
+    with a scalar ``filename``, and scalar ``stem_dir``/``mix_filename`` when given.
+
+    Raises DatasetLayoutError naming ``path`` with a one-line reason; discovery turns it into
+    that track's error, and the other tracks go on.
+    """
+    meta = read_yaml(path, MAX_METADATA_BYTES, "metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("stems"), dict):
+        raise DatasetLayoutError(f"{path}: unreadable metadata (no 'stems' mapping)")
+    scalar = (str, int, float)
+    for key in ("stem_dir", "mix_filename"):
+        if meta.get(key) is not None and not isinstance(meta[key], scalar):
+            raise DatasetLayoutError(f"{path}: unreadable metadata ({key} is not a file name)")
+    stems = {}
+    for sid, stem in meta["stems"].items():
+        if not isinstance(stem, dict) or not isinstance(stem.get("filename"), scalar) or isinstance(stem["filename"], bool):
+            raise DatasetLayoutError(f"{path}: unreadable metadata (stem {sid} has no filename)")
+        stems[str(sid)] = {**stem, "filename": str(stem["filename"])}
+    return {**meta, "stems": stems}
+
+
+def _stem_index(sid: str) -> int:
+    """``"S03"`` -> 3, the key of the mixing coefficients; -1 (no coefficient) for other ids."""
+    m = re.fullmatch(r"S?(\d+)", sid)
+    return int(m.group(1)) if m else -1
 
 
 # -- labels ----------------------------------------------------------------------------------
@@ -273,11 +384,9 @@ def discover(
             tracks.append(TrackSource(**base, error=f"{track_dir / (tid + '_METADATA.yaml')}: metadata file missing"))
             continue
         try:
-            meta = safe_load_yaml(meta_path.read_text(encoding="utf-8")) or {}
-            if not isinstance(meta, dict) or not isinstance(meta.get("stems"), dict):
-                raise ValueError("no 'stems' mapping")
-        except Exception as exc:
-            tracks.append(TrackSource(**base, error=f"{meta_path}: unreadable metadata ({exc})"))
+            meta = read_metadata(meta_path)
+        except DatasetLayoutError as exc:
+            tracks.append(TrackSource(**base, error=str(exc)))
             continue
         artist, title = str(meta.get("artist") or ""), str(meta.get("title") or tid)
         split_artist = info["split_artist"] if info else artist
@@ -288,23 +397,25 @@ def discover(
         if reason is None and exclude_bleed and bleed:
             reason = "bleed: the stems have bleed (has_bleed: yes) and --exclude-bleed is set"
         stem_dir = str(meta.get("stem_dir") or f"{tid}_STEMS")
-        gains = coeffs.get(tid)
+        gains = coeffs.get(tid) or {}
+        try:  # every name the metadata gives must stay inside the corpus, used or not
+            paths = {sid: inside_root(audio, tid, stem_dir, meta["stems"][sid]["filename"]) for sid in vocal + other}
+            mix_rel = inside_root(audio, tid, str(meta.get("mix_filename") or f"{tid}_MIX.wav"))
+        except DatasetLayoutError as exc:
+            tracks.append(TrackSource(**base, artist=artist, title=title, split=split, group=group, error=f"{meta_path}: {exc}"))
+            continue
 
         def ref_of(sid: str) -> StemRef:
-            gain = 1.0
-            if gains is not None:
-                gain = gains.get(int(str(sid).lstrip("S") or 0), 1.0)
-            return StemRef(str(Path(tid) / stem_dir / str(meta["stems"][sid]["filename"])), gain=gain)
+            return StemRef(paths[sid], gain=gains.get(_stem_index(sid), 1.0))
 
         error = None
         if reason is None:
             for sid in vocal + other:
-                p = audio / ref_of(sid).path
+                p = audio / paths[sid]
                 if not p.exists():
                     error = f"{p}: missing stem ({sid})"
                     break
-        mix_rel = str(Path(tid) / str(meta.get("mix_filename") or f"{tid}_MIX.wav"))
-        use_mix = gains is not None and mixture == "file"
+        use_mix = tid in coeffs and mixture == "file"
         if reason is None and error is None and use_mix and not (audio / mix_rel).exists():
             error = f"{audio / mix_rel}: missing mixture"
         tracks.append(
