@@ -14,13 +14,12 @@ from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import ManifestError, StemforgeError
 from stemforge.store import DataDir
 from stemforge.store.shards import TrackArrays
+from stemforge.store.crops import CropReader, TrackList
 from stemforge.train.data import (
     PATCH_FRAMES,
-    CropReader,
     PatchSampler,
     ResidentBatches,
     StreamingBatches,
-    TrackList,
     resident_fits,
     resident_nbytes,
     step_torch_seed,

@@ -7,9 +7,10 @@ of a DataDir, validates on fixed crops of its ``valid`` rows and writes, under `
                      step, TrainConfig, RNG state, data manifest hash (every checkpoint_every
                      steps, at the end, and on Ctrl-C)
     best.pt          the weights with the lowest validation loss so far (no optimizer state);
-                     the last weights when the DataDir has no ``valid`` rows
-    model.pt         a hard link to best.pt (a copy where links are refused): the file
-                     ``stemforge separate`` takes
+                     not written without validation (no ``valid`` rows, or ``val_crops`` 0)
+    model.pt         the file ``stemforge separate`` takes: a hard link to best.pt (a copy
+                     where links are refused); without validation, the last weights
+                     (``TrainResult.model_weights`` says which)
     metrics.csv      step, epoch, train_loss, val_loss, patches_per_s, lr, elapsed_s
     loss.png         train and validation loss against step
     tensorboard/     the same scalars for TensorBoard
@@ -28,7 +29,11 @@ Several processes (``torchrun --nproc-per-node N -m stemforge train ...``): the 
 CPU); each rank draws its own crops (seed, rank), validation is split across ranks, and only
 rank 0 writes files and reports progress.
 
-The library never prints: ``progress(event)`` receives :class:`TrainEvent` values.
+The run is an object, :class:`TrainingRun`, whose methods are its steps (open, train a step,
+log, validate, checkpoint, finish); :func:`train` makes one and runs it. The batches come from
+:mod:`stemforge.train.batches`, the throughput figures from :mod:`stemforge.train.throughput`.
+The library never prints: ``progress(event)`` receives :class:`TrainEvent` values (the CLI
+draws a bar on a terminal, plain lines in a log file).
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ from typing import Any, Callable
 
 from stemforge.core.config import _Config
 from stemforge.core.errors import CheckpointError, ConfigMismatchError, StemforgeError
+from stemforge.train.batches import DATA_MODES
+from stemforge.train.throughput import Throughput
 
 LAST_NAME = "last.pt"
 BEST_NAME = "best.pt"
@@ -57,10 +64,6 @@ RUN_INFO_NAME = "train.json"
 METRICS_COLUMNS = ("step", "epoch", "train_loss", "val_loss", "patches_per_s", "lr", "elapsed_s")
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-#: Steps at the start of a session left out of the throughput figure (at most; a tenth of a
-#: short run): cudnn autotuning, torch.compile, allocator warm-up.
-WARMUP_STEPS = 10
-DATA_MODES = ("auto", "memory", "streaming")
 #: TrainConfig fields a resumed run must keep (they decide which batches and updates come next).
 RESUME_FIXED = ("batch_size", "lr", "seed", "patch_frames", "min_vocal_db", "betas", "eps")
 
@@ -80,7 +83,8 @@ class TrainConfig(_Config):
             the CPU) and cuts batches there; ``streaming`` reads crops from the shards in worker
             processes; ``auto`` picks memory when the data take at most half the free memory.
             ``memory`` falls back to streaming, with a message, when they do not fit.
-        workers: loader processes in streaming mode (None: 1 on the CPU, else min(8, cores/2)).
+        workers: loader processes in streaming mode (None:
+            :func:`~stemforge.train.batches.loader_workers`: 1 on the CPU, else min(8, cores/2)).
         prefetch: batches each loader worker cuts ahead.
         compile: wrap the model in ``torch.compile``.
         patch_frames: frames per crop (128: the seed's).
@@ -149,11 +153,17 @@ class TrainConfig(_Config):
 class TrainEvent:
     """What ``progress`` receives.
 
-    ``kind``:
-        ``"data"`` (message: how batches are made; at start), ``"start"`` (step: the first step
-        of this session, total_steps), ``"step"`` (after each step; train_loss is set at log
-        steps: mean since the previous), ``"validation"`` (val_loss), ``"checkpoint"`` (path),
-        ``"interrupted"`` (path: the checkpoint written), ``"done"``.
+    ``kind``, in the order they come:
+        ``"warning"`` (message: something the user should act on, e.g. no validation split),
+        ``"data"`` (message: how batches are made), ``"validation"`` of the untrained model
+        (step 0 of a new run), ``"start"`` (step: the first step of this session,
+        total_steps), then ``"step"`` after each step (train_loss, patches_per_s and
+        elapsed_s are set at log steps: mean loss and patches/s since the previous log step),
+        ``"validation"`` (val_loss), ``"checkpoint"`` (path), ``"interrupted"`` (path: the
+        checkpoint written) and ``"done"`` (train_loss, val_loss: the latest; patches_per_s:
+        the session's).
+
+    ``elapsed_s``: seconds of training in the run so far (earlier sessions included).
     """
 
     kind: str
@@ -164,6 +174,7 @@ class TrainEvent:
     patches_per_s: float | None = None
     message: str = ""
     path: Path | None = None
+    elapsed_s: float | None = None
 
 
 @dataclass
@@ -175,7 +186,10 @@ class TrainResult:
         step: steps taken in total (the checkpoint's step).
         total_steps: the configured number of steps.
         interrupted: stopped early by Ctrl-C (SIGINT); last.pt holds the state at ``step``.
-        last_checkpoint, best_checkpoint, model_path: see the module docstring.
+        last_checkpoint, best_checkpoint, model_path: see the module docstring
+            (best_checkpoint None without validation).
+        model_weights: what model.pt holds: ``"best"`` (lowest validation loss) or
+            ``"last"`` (no validation: the weights at ``step``).
         initial_val_loss: validation loss of the untrained model (step 0); None without a
             ``valid`` split.
         best_val_loss, best_step: the lowest validation loss and its step.
@@ -183,7 +197,7 @@ class TrainResult:
         final_train_loss: mean train loss of the last logged interval.
         patches_per_s: training throughput of this session, all processes together: crops per
             second of the step loop (data included), leaving out the warm-up steps
-            (:data:`WARMUP_STEPS` at most), validation and checkpoint writing.
+            (:data:`~stemforge.train.throughput.WARMUP_STEPS` at most), validation and checkpoint writing.
         data_mode: ``"memory"`` or ``"streaming"`` as used; data_message: why.
         device: the device of rank 0; world_size: processes.
         metrics_path, tensorboard_dir, loss_plot: the files written (tensorboard_dir None
@@ -195,8 +209,9 @@ class TrainResult:
     total_steps: int
     interrupted: bool
     last_checkpoint: Path
-    best_checkpoint: Path
+    best_checkpoint: Path | None
     model_path: Path
+    model_weights: str
     initial_val_loss: float | None
     best_val_loss: float | None
     best_step: int | None
@@ -249,31 +264,6 @@ def distributed_env(environ: dict[str, str] | None = None) -> DistributedEnv:
     if world < 1 or not 0 <= rank < world:
         raise StemforgeError(f"bad distributed environment: RANK={rank} WORLD_SIZE={world}")
     return DistributedEnv(rank, world, local)
-
-
-def resolve_device(device: str, env: DistributedEnv | None = None):
-    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is available, else ``cpu``; ``cuda`` ->
-    ``cuda:LOCAL_RANK``; anything else as given. Raises when CUDA is asked for and absent."""
-    import torch
-
-    env = env or DistributedEnv()
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise StemforgeError("--device cuda: CUDA is not available (this torch build or machine has no GPU)")
-        if dev.index is None:
-            dev = torch.device("cuda", env.local_rank % max(1, torch.cuda.device_count()))
-    return dev
-
-
-def default_workers(device) -> int:
-    """Loader processes when not configured: 1 for CPU training (the model is the bottleneck),
-    else half the cores, at most 8."""
-    if getattr(device, "type", str(device)) == "cpu":
-        return 1
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
 def steps_for_epochs(datadir, epochs: float, batch_size: int, patch_frames: int = 128, world_size: int = 1,
@@ -494,8 +484,380 @@ class _StopFlag:
 
 
 # --------------------------------------------------------------------------------------------
-# The loop
+# The run
 # --------------------------------------------------------------------------------------------
+
+
+class TrainingRun:
+    """One session of a training run (what :func:`train` runs): its steps are the methods.
+
+    :meth:`run` calls, in order: :meth:`open` (data, model, optimizer, files); the validation
+    of the untrained model (step 0 of a new run); then for each step :meth:`train_step`,
+    :meth:`log` at log steps, :meth:`validate` at validation steps (which calls
+    :meth:`after_validation`: the place for a learning-rate schedule or early stopping),
+    :meth:`save_last` at checkpoint steps; and :meth:`finish`. The state they share lives in
+    attributes (``step``, ``best_val``, ``final_train``, ...). The arguments are those of
+    :func:`train`; checks that need no data (configuration, an existing run, the resume
+    checkpoint) are made here, before anything is opened.
+    """
+
+    def __init__(self, datadir, out_dir: str | os.PathLike, train_config: TrainConfig, unet_config,
+                 progress: ProgressFn | None = None, device: str | None = None, resume: bool = False):
+        from stemforge.train.checkpoint import load_checkpoint
+        from stemforge.train.device import resolve_device
+
+        cfg = self.cfg = train_config
+        self.datadir = datadir
+        self.unet_config = unet_config
+        if unet_config.n_bins != datadir.config.n_bins - 1:
+            raise StemforgeError(
+                f"the U-Net sees {unet_config.n_bins} bins; the DataDir stores {datadir.config.n_bins} (the model takes bins 1..{datadir.config.n_bins - 1})"
+            )
+        self.out_dir = Path(out_dir)
+        self.env = distributed_env()
+        self.dev = resolve_device(device, self.env.local_rank)
+        self._progress = progress if (progress is not None and self.env.is_main) else None
+        self.target = unet_config.target
+        self.manifest_hash = datadir.manifest_hash
+        self.last_path = self.out_dir / LAST_NAME
+        self.best_path = self.out_dir / BEST_NAME
+        self.model_path = self.out_dir / MODEL_NAME
+        self.resumed = None
+        if resume:
+            if not self.last_path.exists():
+                raise CheckpointError(f"{self.last_path}: no checkpoint to resume from (train without --resume first)")
+            self.resumed = load_checkpoint(self.last_path)
+            _check_resume(self.resumed, cfg, unet_config, self.manifest_hash, datadir)
+        elif self.last_path.exists():
+            raise StemforgeError(
+                f"{self.out_dir} already holds a run ({LAST_NAME}); continue it with --resume or choose another --out"
+            )
+        self.start_step = self.step = self.resumed.step if self.resumed is not None else 0
+        extra = (self.resumed.extra or {}) if self.resumed is not None else {}
+        self.best_val: float | None = extra.get("best_val_loss")
+        self.best_step: int | None = extra.get("best_step")
+        self.initial_val: float | None = extra.get("initial_val_loss")
+        self.final_val: float | None = None
+        self.final_train: float | None = None
+        self._elapsed_before = float(extra.get("elapsed_s") or 0.0)
+        self._closers: list[Callable[[], None]] = []
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def emit(self, kind: str, step: int | None = None, **fields) -> None:
+        """Send a :class:`TrainEvent` to ``progress`` (rank 0 only)."""
+        if self._progress is not None:
+            self._progress(TrainEvent(kind, self.step if step is None else step, self.cfg.steps, **fields))
+
+    def elapsed(self) -> float:
+        """Seconds of training in this run, earlier sessions included."""
+        return time.perf_counter() - self._clock0
+
+    @property
+    def validating(self) -> bool:
+        """Whether this run has validation crops (a ``valid`` split and ``val_crops`` > 0)."""
+        return self.valset is not None
+
+    def synchronize(self) -> None:
+        _synchronize(self.dev)
+
+    # -- the steps -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Cut the validation crops, open the batches, build the model and optimizer (restored
+        on resume), open the metrics and write train.json."""
+        import torch
+
+        from stemforge.train.batches import open_batches
+        from stemforge.train.data import PatchSampler, validation_set
+        from stemforge.train.model import UNet
+
+        cfg, env, dev = self.cfg, self.env, self.dev
+        if env.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        sampler = PatchSampler.from_datadir(self.datadir, patch_frames=cfg.patch_frames, min_vocal_db=cfg.min_vocal_db)
+        self.steps_per_epoch = sampler.crops_per_epoch / (cfg.batch_size * env.world_size)  # float
+        self.valset = None
+        if cfg.val_crops:
+            self.valset = validation_set(self.datadir, self.target, patch_frames=cfg.patch_frames, max_crops=cfg.val_crops)
+        if self.valset is None:
+            self.emit("warning", message=self._no_validation_message())
+        source = open_batches(
+            self.datadir, sampler, self.target, dev, range(self.start_step, cfg.steps), batch_size=cfg.batch_size,
+            seed=cfg.seed, rank=env.rank, data_mode=cfg.data_mode, workers=cfg.workers, prefetch=cfg.prefetch,
+        )
+        self._closers.append(source.close)
+        self.batches = iter(source)
+        self.data_mode, self.data_message = source.mode, source.message
+        self.emit("data", message=source.message)
+
+        model = UNet(self.unet_config, generator=torch.Generator().manual_seed(cfg.seed))
+        if self.resumed is not None:
+            model.load_state_dict(self.resumed.raw["model_state"])
+        model.to(dev)
+        if dev.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        model.train()
+        net = model
+        if env.is_distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        if cfg.compile:
+            net = torch.compile(net)
+        self.model = model
+        self.stepper = TrainStep(net, model.parameters(), cfg, dev, env.rank)
+        if self.resumed is not None:
+            if self.resumed.optimizer_state is None:
+                raise CheckpointError(f"{self.last_path}: holds no optimizer state; cannot resume")
+            self.stepper.optimizer.load_state_dict(self.resumed.optimizer_state)
+            if self.resumed.scaler_state:
+                self.stepper.scaler.load_state_dict(self.resumed.scaler_state)
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        self.loss_n = 0
+
+        self.metrics = None
+        if env.is_main:
+            self.metrics = _Metrics(self.out_dir, self.start_step, cfg.tensorboard)
+            self._closers.append(self.metrics.close)
+            _write_run_info(self.out_dir, self.datadir, cfg, self.unet_config, self.manifest_hash, env, dev, self.data_mode)
+        self._clock0 = time.perf_counter() - self._elapsed_before
+
+    def _no_validation_message(self) -> str:
+        if not self.cfg.val_crops:
+            return f"validation is off (val_crops 0): no validation loss; {MODEL_NAME} will hold the last weights, not the best"
+        return (
+            f"{self.datadir.path} has no 'valid' rows: training runs without validation (no validation loss) and "
+            f"{MODEL_NAME} will hold the last weights, not the best. Ingest more songs (a corpus's official split "
+            f"puts some in valid) or re-ingest with `stemforge ingest ... --valid-fraction 0.1` to hold songs out."
+        )
+
+    def train_step(self, step: int) -> None:
+        """Optimizer step ``step`` (0-based) on the next batch; its loss is summed for :meth:`log`."""
+        import torch
+
+        mixture, target = next(self.batches)
+        if self.dev.type == "cuda":
+            mixture = mixture.contiguous(memory_format=torch.channels_last)
+        self.loss_sum += self.stepper(step, mixture, target)
+        self.loss_n += 1
+
+    def log(self, step: int, rate: float) -> dict[str, Any]:
+        """At a log step: the mean train loss since the previous one (all processes), reported
+        with ``rate`` (patches/s); returns the metrics row so far."""
+        mean = self.loss_sum / max(1, self.loss_n)
+        if self.env.is_distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(mean)
+            mean /= self.env.world_size
+        self.final_train = float(mean)
+        self.loss_sum.zero_()
+        self.loss_n = 0
+        self.emit("step", step, train_loss=self.final_train, patches_per_s=rate, elapsed_s=self.elapsed())
+        return {"train_loss": self.final_train, "patches_per_s": rate}
+
+    def validate(self, step: int) -> float | None:
+        """The validation loss at ``step`` (None without validation), then :meth:`after_validation`."""
+        if self.valset is None:
+            return None
+        cfg, env = self.cfg, self.env
+        val = validation_loss(self.model, self.valset, self.dev, cfg.batch_size, cfg.precision, env.rank, env.world_size)
+        self.final_val = val
+        self.after_validation(step, val)
+        self.emit("validation", step, val_loss=val, elapsed_s=self.elapsed())
+        return val
+
+    def after_validation(self, step: int, val: float) -> None:
+        """Keep the best weights (best.pt, model.pt). A learning-rate schedule or early stopping
+        would act here, on every process alike (``val`` is all-reduced)."""
+        if self.best_val is None or val < self.best_val:
+            self.best_val, self.best_step = val, step
+            self.save_best(step, val)
+
+    def save_best(self, step: int, val: float | None) -> None:
+        """best.pt (weights only) and model.pt linked to it (rank 0)."""
+        from stemforge.train.checkpoint import save_checkpoint
+
+        if not self.env.is_main:
+            return
+        save_checkpoint(
+            self.best_path, self.model, self.unet_config, self.datadir.config, self.target, step,
+            manifest_hash=self.manifest_hash, extra={"val_loss": val, "train_config": self.cfg.to_dict()},
+        )
+        _link_or_copy(self.best_path, self.model_path)
+
+    def save_last(self, step: int) -> Path:
+        """last.pt, the state to resume from (rank 0); without validation also model.pt, the
+        last weights."""
+        from stemforge.train.checkpoint import save_checkpoint
+
+        if not self.env.is_main:
+            return self.last_path
+        cfg, stepper = self.cfg, self.stepper
+        info = {
+            "train_config": cfg.to_dict(),
+            "best_val_loss": self.best_val,
+            "best_step": self.best_step,
+            "initial_val_loss": self.initial_val,
+            "elapsed_s": self.elapsed(),
+            "world_size": self.env.world_size,
+            "data_mode": self.data_mode,
+        }
+        rng = {
+            "scheme": "per-step: numpy SeedSequence([seed, rank, step, stream]); stream 0 crops, 1 dropout",
+            "seed": cfg.seed,
+            "dropout_generator": stepper.generator.get_state().cpu(),
+        }
+        save_checkpoint(
+            self.last_path, self.model, self.unet_config, self.datadir.config, self.target, step,
+            optimizer_state=stepper.optimizer.state_dict(),
+            scaler_state=stepper.scaler.state_dict() if stepper.scaler.is_enabled() else None,
+            rng_state=rng, manifest_hash=self.manifest_hash, extra=info,
+        )
+        if not self.validating:  # nothing to choose by: model.pt is the last weights, named so
+            save_checkpoint(
+                self.model_path, self.model, self.unet_config, self.datadir.config, self.target, step,
+                manifest_hash=self.manifest_hash,
+                extra={"val_loss": None, "weights": "last (no validation)", "train_config": cfg.to_dict()},
+            )
+        return self.last_path
+
+    def write_metrics(self, step: int, row: dict[str, Any]) -> None:
+        """One metrics.csv / TensorBoard row (rank 0); the loss plot is redrawn with each
+        validation row."""
+        if self.metrics is None:
+            return
+        row.update(step=step, epoch=step / self.steps_per_epoch, lr=self.cfg.lr, elapsed_s=self.elapsed())
+        self.metrics.write(row)
+        if "val_loss" in row:
+            self.plot()
+
+    def plot(self) -> None:
+        """loss.png from metrics.csv (rank 0)."""
+        if self.metrics is None:
+            return
+        from stemforge.train.plots import plot_loss
+
+        title = f"{self.out_dir.name}: {self.target}, U-Net width {self.unet_config.width:g}"
+        plot_loss(self.metrics.path, self.out_dir / PLOT_NAME, title=title)
+
+    # -- the session -----------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        """Open, train up to ``steps`` (or until Ctrl-C), finish; restores the global switches
+        (deterministic algorithms, cudnn.benchmark, the process group) on the way out."""
+        import torch
+
+        cfg, env, dev = self.cfg, self.env, self.dev
+        previous_deterministic = torch.are_deterministic_algorithms_enabled()
+        previous_benchmark = torch.backends.cudnn.benchmark
+        initialized_here = False
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)  # before NCCL initializes, so that it uses this GPU
+            torch.backends.cudnn.benchmark = not cfg.deterministic
+        if env.is_distributed:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+                initialized_here = True
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        try:
+            self.open()
+            return self.loop()
+        finally:
+            for close in reversed(self._closers):
+                try:
+                    close()
+                except Exception:
+                    pass
+            torch.use_deterministic_algorithms(previous_deterministic)
+            torch.backends.cudnn.benchmark = previous_benchmark
+            if initialized_here:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+
+    def loop(self) -> TrainResult:
+        """The step loop (after :meth:`open`) and :meth:`finish`."""
+        cfg, env = self.cfg, self.env
+        if self.start_step == 0 and self.validating:
+            self.initial_val = self.validate(0)
+            self.write_metrics(0, {"epoch": 0.0, "val_loss": self.initial_val})
+        self.emit("start", self.start_step)
+        meter = Throughput(self.start_step, cfg.steps, cfg.batch_size * env.world_size, self.synchronize)
+        interrupted = False
+        with _StopFlag() as stop:
+            while self.step < cfg.steps:
+                self.train_step(self.step)
+                self.step = step = self.step + 1
+                meter.stepped(step)
+                last = step == cfg.steps
+                row: dict[str, Any] = {}
+                if step % cfg.log_every == 0 or last:
+                    row = self.log(step, meter.interval_rate())
+                else:
+                    self.emit("step", step)
+                validating = step % cfg.val_every == 0 or last
+                checkpointing = step % cfg.checkpoint_every == 0 or last
+                if validating or checkpointing:
+                    with meter.paused():
+                        if validating:
+                            row["val_loss"] = self.validate(step)
+                        if row:
+                            self.write_metrics(step, row)
+                        if checkpointing:
+                            self.emit("checkpoint", step, path=self.save_last(step))
+                elif row:
+                    self.write_metrics(step, row)
+                # several processes agree at log steps (a collective); one process checks each step
+                check = not env.is_distributed or step % cfg.log_every == 0
+                if not last and check and _should_stop(stop.set, env, self.dev):
+                    interrupted = True
+                    break
+        meter.stop()
+        return self.finish(interrupted, meter.session_rate(self.step))
+
+    def finish(self, interrupted: bool, rate: float | None) -> TrainResult:
+        """After the loop: on Ctrl-C, last.pt, the partial metrics row and the plot; the
+        ``done`` event; the :class:`TrainResult`."""
+        step, cfg = self.step, self.cfg
+        if interrupted:
+            path = self.save_last(step)
+            if self.loss_n:
+                self.write_metrics(step, {"train_loss": float(self.loss_sum / self.loss_n)})
+            self.plot()
+            self.emit("interrupted", step, path=path)
+        elif step == self.start_step:  # nothing to do (already at steps): keep the files consistent
+            self.save_last(step)
+            self.plot()
+        self.emit("done", step, train_loss=self.final_train, val_loss=self.final_val, patches_per_s=rate,
+                  elapsed_s=self.elapsed())
+        return TrainResult(
+            out_dir=self.out_dir,
+            step=step,
+            total_steps=cfg.steps,
+            interrupted=interrupted,
+            last_checkpoint=self.last_path,
+            best_checkpoint=self.best_path if self.validating else None,
+            model_path=self.model_path,
+            model_weights="best" if self.validating else "last",
+            initial_val_loss=self.initial_val,
+            best_val_loss=self.best_val,
+            best_step=self.best_step,
+            final_val_loss=self.final_val,
+            final_train_loss=self.final_train,
+            patches_per_s=rate,
+            data_mode=self.data_mode,
+            data_message=self.data_message,
+            device=str(self.dev),
+            world_size=self.env.world_size,
+            metrics_path=self.out_dir / METRICS_NAME,
+            tensorboard_dir=(self.out_dir / TENSORBOARD_DIR) if cfg.tensorboard else None,
+            loss_plot=self.out_dir / PLOT_NAME,
+        )
 
 
 def train(
@@ -504,10 +866,11 @@ def train(
     train_config: TrainConfig,
     unet_config,
     progress: ProgressFn | None = None,
-    device: str = "auto",
+    device: str | None = None,
     resume: bool = False,
 ) -> TrainResult:
-    """Train a U-Net on ``datadir`` (a :class:`~stemforge.store.DataDir`) into ``out_dir``.
+    """Train a U-Net on ``datadir`` (a :class:`~stemforge.store.DataDir`) into ``out_dir``:
+    ``TrainingRun(...).run()``.
 
     Args:
         datadir: the DataDir (its ``train`` rows are trained on, ``valid`` rows validate).
@@ -515,7 +878,8 @@ def train(
         train_config: :class:`TrainConfig`.
         unet_config: :class:`~stemforge.train.model.UNetConfig` (its ``target`` is the target).
         progress: called with :class:`TrainEvent` values (rank 0 only).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``... (under torchrun, ``cuda`` means the
+        device: None/``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``
+            (:func:`stemforge.train.device.resolve_device`; under torchrun, ``cuda`` means the
             process's ``LOCAL_RANK`` GPU).
         resume: continue the run of ``out_dir/last.pt``. Its UNetConfig and the
             :data:`RESUME_FIXED` fields of its TrainConfig must equal the given ones, and the
@@ -530,283 +894,7 @@ def train(
         ConfigMismatchError: resuming with another configuration or other data.
         CheckpointError: last.pt missing or unreadable on resume.
     """
-    import torch
-
-    from stemforge.train.checkpoint import load_checkpoint, save_checkpoint
-    from stemforge.train.data import PatchSampler, validation_set
-    from stemforge.train.model import UNet
-
-    cfg = train_config
-    if unet_config.n_bins != datadir.config.n_bins - 1:
-        raise StemforgeError(
-            f"the U-Net sees {unet_config.n_bins} bins; the DataDir stores {datadir.config.n_bins} (the model takes bins 1..{datadir.config.n_bins - 1})"
-        )
-    out_dir = Path(out_dir)
-    env = distributed_env()
-    dev = resolve_device(device, env)
-    emit = progress if (progress is not None and env.is_main) else (lambda event: None)
-    target = unet_config.target
-    manifest_hash = datadir.manifest_hash
-
-    # -- the starting point ----------------------------------------------------------------
-    last_path, best_path, model_path = out_dir / LAST_NAME, out_dir / BEST_NAME, out_dir / MODEL_NAME
-    resumed = None
-    if resume:
-        resumed = load_checkpoint(last_path) if last_path.exists() else None
-        if resumed is None:
-            raise CheckpointError(f"{last_path}: no checkpoint to resume from (train without --resume first)")
-        _check_resume(resumed, cfg, unet_config, manifest_hash, datadir)
-    elif last_path.exists():
-        raise StemforgeError(
-            f"{out_dir} already holds a run ({LAST_NAME}); continue it with --resume or choose another --out"
-        )
-    start_step = resumed.step if resumed is not None else 0
-    extra = (resumed.extra or {}) if resumed is not None else {}
-    best_val = extra.get("best_val_loss")
-    best_step = extra.get("best_step")
-    initial_val = extra.get("initial_val_loss")
-    elapsed_before = float(extra.get("elapsed_s") or 0.0)
-
-    # -- global switches, restored on exit ------------------------------------------------
-    previous_deterministic = torch.are_deterministic_algorithms_enabled()
-    previous_benchmark = torch.backends.cudnn.benchmark
-    initialized_here = False
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)  # before NCCL initializes, so that it uses this GPU
-        torch.backends.cudnn.benchmark = not cfg.deterministic
-    if env.is_distributed:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-            initialized_here = True
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True)
-    closers: list[Callable[[], None]] = []
-    try:
-        if env.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        # -- data ------------------------------------------------------------------------
-        sampler = PatchSampler.from_datadir(datadir, patch_frames=cfg.patch_frames, min_vocal_db=cfg.min_vocal_db)
-        steps_per_epoch = sampler.crops_per_epoch / (cfg.batch_size * env.world_size)  # float
-        valset = validation_set(datadir, target, patch_frames=cfg.patch_frames, max_crops=cfg.val_crops) if cfg.val_crops else None
-        batches, data_mode, data_message = _make_batches(datadir, sampler, cfg, target, dev, env, range(start_step, cfg.steps))
-        closers.append(batches.close)
-        emit(TrainEvent("data", start_step, cfg.steps, message=data_message))
-
-        # -- model and optimizer ----------------------------------------------------------
-        model = UNet(unet_config, generator=torch.Generator().manual_seed(cfg.seed))
-        if resumed is not None:
-            model.load_state_dict(resumed.raw["model_state"])
-        model.to(dev)
-        if dev.type == "cuda":
-            model.to(memory_format=torch.channels_last)
-        model.train()
-        net = model
-        if env.is_distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-        if cfg.compile:
-            net = torch.compile(net)
-        stepper = TrainStep(net, model.parameters(), cfg, dev, env.rank)
-        if resumed is not None:
-            if resumed.optimizer_state is None:
-                raise CheckpointError(f"{last_path}: holds no optimizer state; cannot resume")
-            stepper.optimizer.load_state_dict(resumed.optimizer_state)
-            if resumed.scaler_state:
-                stepper.scaler.load_state_dict(resumed.scaler_state)
-
-        # -- files ------------------------------------------------------------------------
-        metrics = None
-        if env.is_main:
-            metrics = _Metrics(out_dir, start_step, cfg.tensorboard)
-            closers.append(metrics.close)
-            _write_run_info(out_dir, datadir, cfg, unet_config, manifest_hash, env, dev, data_mode)
-        elapsed0 = time.perf_counter() - elapsed_before
-
-        def elapsed() -> float:
-            return time.perf_counter() - elapsed0
-
-        def save_last(step: int) -> Path:
-            if not env.is_main:
-                return last_path
-            info = {
-                "train_config": cfg.to_dict(),
-                "best_val_loss": best_val,
-                "best_step": best_step,
-                "initial_val_loss": initial_val,
-                "elapsed_s": elapsed(),
-                "world_size": env.world_size,
-                "data_mode": data_mode,
-            }
-            rng = {
-                "scheme": "per-step: numpy SeedSequence([seed, rank, step, stream]); stream 0 crops, 1 dropout",
-                "seed": cfg.seed,
-                "dropout_generator": stepper.generator.get_state().cpu(),
-            }
-            save_checkpoint(
-                last_path, model, unet_config, datadir.config, target, step,
-                optimizer_state=stepper.optimizer.state_dict(),
-                scaler_state=stepper.scaler.state_dict() if stepper.scaler.is_enabled() else None,
-                rng_state=rng, manifest_hash=manifest_hash, extra=info,
-            )
-            if valset is None:  # nothing to choose by: the last weights are the best we know
-                save_best(step, None)
-            return last_path
-
-        def save_best(step: int, val: float | None) -> None:
-            save_checkpoint(
-                best_path, model, unet_config, datadir.config, target, step,
-                manifest_hash=manifest_hash,
-                extra={"val_loss": val, "train_config": cfg.to_dict()},
-            )
-            _link_or_copy(best_path, model_path)
-
-        def validate(step: int) -> float | None:
-            nonlocal best_val, best_step
-            if valset is None:
-                return None
-            val = validation_loss(model, valset, dev, cfg.batch_size, cfg.precision, env.rank, env.world_size)
-            if env.is_main:
-                if best_val is None or val < best_val:
-                    best_val, best_step = val, step
-                    save_best(step, val)
-            emit(TrainEvent("validation", step, cfg.steps, val_loss=val))
-            return val
-
-        def plot() -> None:
-            if env.is_main:
-                from stemforge.train.plots import plot_loss
-
-                plot_loss(metrics.path, out_dir / PLOT_NAME, title=f"{out_dir.name}: {target}, U-Net width {unet_config.width:g}")
-
-        # -- the loop ---------------------------------------------------------------------
-        final_val = None
-        if start_step == 0 and valset is not None:
-            initial_val = final_val = validate(0)
-            if metrics is not None:
-                metrics.write({"step": 0, "epoch": 0.0, "val_loss": final_val, "lr": cfg.lr, "elapsed_s": elapsed()})
-        emit(TrainEvent("start", start_step, cfg.steps))
-        step = start_step
-        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-        loss_n = 0
-        final_train = None
-        timer_start: float | None = None  # after the warm-up steps of this session
-        timed_from = start_step + min(WARMUP_STEPS, max(1, (cfg.steps - start_step) // 10))
-        paused = 0.0  # validation, plots and checkpoints: left out of the throughput
-        interval_t, interval_steps = time.perf_counter(), 0
-        interrupted = False
-        batch_iter = iter(batches)
-        with _StopFlag() as stop:
-            while step < cfg.steps:
-                mixture, target_mag = next(batch_iter)
-                if dev.type == "cuda":
-                    mixture = mixture.contiguous(memory_format=torch.channels_last)
-                loss = stepper(step, mixture, target_mag)
-                loss_sum += loss
-                loss_n += 1
-                step += 1
-                interval_steps += 1
-                if step == timed_from:
-                    _synchronize(dev)
-                    timer_start = time.perf_counter()
-                last_step = step == cfg.steps
-                row: dict[str, Any] = {}
-                if step % cfg.log_every == 0 or last_step:
-                    mean = loss_sum / max(1, loss_n)
-                    if env.is_distributed:
-                        import torch.distributed as dist
-
-                        dist.all_reduce(mean)
-                        mean /= env.world_size
-                    final_train = float(mean)
-                    now = time.perf_counter()
-                    rate = interval_steps * cfg.batch_size * env.world_size / max(1e-9, now - interval_t)
-                    interval_t, interval_steps = now, 0
-                    loss_sum.zero_()
-                    loss_n = 0
-                    row = {"train_loss": final_train, "patches_per_s": rate}
-                    emit(TrainEvent("step", step, cfg.steps, train_loss=final_train, patches_per_s=rate))
-                else:
-                    emit(TrainEvent("step", step, cfg.steps))
-                pausing = step % cfg.val_every == 0 or step % cfg.checkpoint_every == 0 or last_step
-                if pausing:
-                    _synchronize(dev)  # the steps before count as training time
-                t_pause = time.perf_counter()
-                if step % cfg.val_every == 0 or last_step:
-                    final_val = validate(step)
-                    row["val_loss"] = final_val
-                if row and metrics is not None:
-                    row.update(step=step, epoch=step / steps_per_epoch, lr=cfg.lr, elapsed_s=elapsed())
-                    metrics.write(row)
-                    if "val_loss" in row:
-                        plot()
-                if step % cfg.checkpoint_every == 0 or last_step:
-                    emit(TrainEvent("checkpoint", step, cfg.steps, path=save_last(step)))
-                if pausing:
-                    pause = time.perf_counter() - t_pause
-                    interval_t += pause
-                    if timer_start is not None:
-                        paused += pause
-                # several processes agree at log steps (a collective); one process checks each step
-                check = not env.is_distributed or step % cfg.log_every == 0
-                if not last_step and check and _should_stop(stop.set, env, dev):
-                    interrupted = True
-                    break
-        _synchronize(dev)
-        timer_end = time.perf_counter()
-        if interrupted:
-            path = save_last(step)
-            if metrics is not None:
-                if loss_n:
-                    mean = float(loss_sum / loss_n)
-                    metrics.write({"step": step, "epoch": step / steps_per_epoch, "train_loss": mean, "lr": cfg.lr, "elapsed_s": elapsed()})
-                plot()
-            emit(TrainEvent("interrupted", step, cfg.steps, path=path))
-        elif step == start_step:  # nothing to do (already at steps): keep the files consistent
-            save_last(step)
-            if metrics is not None:
-                plot()
-        rate = None
-        if timer_start is not None and step > timed_from:
-            seconds = timer_end - timer_start - paused
-            rate = (step - timed_from) * cfg.batch_size * env.world_size / seconds if seconds > 0 else None
-        emit(TrainEvent("done", step, cfg.steps, train_loss=final_train, val_loss=final_val, patches_per_s=rate))
-        return TrainResult(
-            out_dir=out_dir,
-            step=step,
-            total_steps=cfg.steps,
-            interrupted=interrupted,
-            last_checkpoint=last_path,
-            best_checkpoint=best_path,
-            model_path=model_path,
-            initial_val_loss=initial_val,
-            best_val_loss=best_val,
-            best_step=best_step,
-            final_val_loss=final_val,
-            final_train_loss=final_train,
-            patches_per_s=rate,
-            data_mode=data_mode,
-            data_message=data_message,
-            device=str(dev),
-            world_size=env.world_size,
-            metrics_path=out_dir / METRICS_NAME,
-            tensorboard_dir=(out_dir / TENSORBOARD_DIR) if cfg.tensorboard else None,
-            loss_plot=out_dir / PLOT_NAME,
-        )
-    finally:
-        for close in reversed(closers):
-            try:
-                close()
-            except Exception:
-                pass
-        torch.use_deterministic_algorithms(previous_deterministic)
-        torch.backends.cudnn.benchmark = previous_benchmark
-        if initialized_here:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+    return TrainingRun(datadir, out_dir, train_config, unet_config, progress, device, resume).run()
 
 
 def _synchronize(dev) -> None:
@@ -846,82 +934,6 @@ def _check_resume(ckpt, cfg: TrainConfig, unet_config, manifest_hash: str, datad
         )
     if cfg.steps < ckpt.step:
         raise StemforgeError(f"{path} is at step {ckpt.step}; --steps {cfg.steps} is behind it")
-
-
-class _ResidentIter:
-    """Batches of :class:`ResidentBatches` in step order. On the CPU the next batch is cut on a
-    helper thread while the model computes (the tensor copies release the GIL), so cutting
-    batches does not add to the step time; on a GPU cutting is asynchronous already."""
-
-    def __init__(self, batches, steps: range):
-        import concurrent.futures
-
-        self.batches = batches
-        self.steps = iter(steps)
-        self._pool = None
-        self._next = None
-        if getattr(getattr(batches, "device", None), "type", "cpu") == "cpu":
-            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stemforge-batches")
-            self._submit()
-
-    def _submit(self) -> None:
-        step = next(self.steps, None)
-        self._next = None if step is None else self._pool.submit(self.batches.batch, step)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._pool is None:
-            return self.batches.batch(next(self.steps))
-        if self._next is None:
-            raise StopIteration
-        batch = self._next.result()
-        self._submit()
-        return batch
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-
-class _StreamingIter:
-    def __init__(self, loader, device):
-        self.loader = loader
-        self.device = device
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        from stemforge.train.data import to_device
-
-        return to_device(next(self.loader), self.device)
-
-    def close(self) -> None:
-        self.loader.close()
-
-
-def _make_batches(datadir, sampler, cfg: TrainConfig, target: str, dev, env: DistributedEnv, steps: range):
-    """An iterator of ``(mixture, target)`` float32 device batches for ``steps``, the mode used
-    and a sentence saying how the batches are made."""
-    from stemforge.train.data import ResidentBatches, StreamingBatches, resident_fits, resident_nbytes, streaming_loader
-
-    where = "GPU memory" if dev.type == "cuda" else "RAM"
-    mode = cfg.data_mode
-    if mode in ("auto", "memory"):
-        fits, why = resident_fits(resident_nbytes(sampler.tracks, cfg.patch_frames, datadir.config.n_bins - 1), dev)
-        if fits:
-            resident = ResidentBatches(sampler, datadir.reader(), target, cfg.batch_size, cfg.seed, env.rank, dev)
-            return _ResidentIter(resident, steps), "memory", f"resident in {where}: {why}"
-        fallback = f"{why}; streaming from the shards instead"
-    else:
-        fallback = "streaming from the shards (asked for)"
-    workers = cfg.workers if cfg.workers is not None else default_workers(dev)
-    streaming = StreamingBatches(sampler, datadir.reader(), target, cfg.batch_size, cfg.seed, env.rank)
-    loader = streaming_loader(streaming, steps, workers=workers, prefetch=cfg.prefetch)
-    return _StreamingIter(loader, dev), "streaming", f"{fallback}, {workers} loader process{'es' if workers != 1 else ''}"
 
 
 def _write_run_info(out_dir: Path, datadir, cfg: TrainConfig, unet_config, manifest_hash: str, env, dev, data_mode: str) -> None:

@@ -1,0 +1,153 @@
+"""The batches of a training run, step after step, from whichever loader fits the device.
+
+:func:`open_batches` decides between the resident loader (the train magnitudes held in GPU
+memory or RAM, :class:`~stemforge.train.data.ResidentBatches`) and the streaming one (crops
+read from the shards by worker processes, :class:`~stemforge.train.data.StreamingLoader`) and
+returns a :class:`BatchSource`: an iterator of ``(mixture, target)`` float32 device tensors
+``[batch, 1, n_bins, patch_frames]`` for the steps asked for, in step order, with the mode
+used and a sentence saying why. Both loaders give the same batch for the same step, so the
+choice never changes a run.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from stemforge.store import DataDir
+    from stemforge.train.data import PatchSampler, ResidentBatches, StreamingLoader
+
+DATA_MODES = ("auto", "memory", "streaming")
+
+
+def loader_workers(device: "torch.device | str") -> int:
+    """Loader processes when none are configured: 1 for CPU training (the model is the
+    bottleneck and needs the cores), else half the cores, at most 8."""
+    if getattr(device, "type", str(device)) == "cpu":
+        return 1
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+class ResidentIter:
+    """The batches of a :class:`ResidentBatches` in step order. On the CPU the next batch is cut
+    on a helper thread while the model computes (the tensor copies release the GIL), so cutting
+    batches does not add to the step time; on a GPU cutting is asynchronous already."""
+
+    def __init__(self, batches: "ResidentBatches", steps: range):
+        self.batches = batches
+        self.steps = iter(steps)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._next: concurrent.futures.Future | None = None
+        if batches.device.type == "cpu":
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="stemforge-batches")
+            self._submit()
+
+    def _submit(self) -> None:
+        step = next(self.steps, None)
+        self._next = None if step is None else self._pool.submit(self.batches.batch, step)
+
+    def __iter__(self) -> "ResidentIter":
+        return self
+
+    def __next__(self) -> tuple["torch.Tensor", "torch.Tensor"]:
+        if self._pool is None:
+            return self.batches.batch(next(self.steps))
+        if self._next is None:
+            raise StopIteration
+        batch = self._next.result()
+        self._submit()
+        return batch
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class StreamingIter:
+    """The batches of a :class:`StreamingLoader`, moved to ``device`` as float32."""
+
+    def __init__(self, loader: "StreamingLoader", device: "torch.device"):
+        self.loader = loader
+        self.device = device
+
+    def __iter__(self) -> "StreamingIter":
+        return self
+
+    def __next__(self) -> tuple["torch.Tensor", "torch.Tensor"]:
+        from stemforge.train.data import to_device
+
+        return to_device(next(self.loader), self.device)
+
+    def close(self) -> None:
+        self.loader.close()
+
+
+@dataclass
+class BatchSource:
+    """What :func:`open_batches` returns.
+
+    Attributes:
+        batches: an iterator of ``(mixture, target)`` float32 ``[batch, 1, n_bins, P]`` on the
+            device, one per step asked for, in order.
+        mode: ``"memory"`` or ``"streaming"``.
+        message: how the batches are made, and why (for the user).
+    """
+
+    batches: Iterator
+    mode: str
+    message: str
+
+    def __iter__(self) -> Iterator:
+        return self.batches
+
+    def close(self) -> None:
+        self.batches.close()
+
+
+def open_batches(
+    datadir: "DataDir",
+    sampler: "PatchSampler",
+    target: str,
+    device: "torch.device",
+    steps: range,
+    *,
+    batch_size: int,
+    seed: int,
+    rank: int = 0,
+    data_mode: str = "auto",
+    workers: int | None = None,
+    prefetch: int = 3,
+) -> BatchSource:
+    """The batches of ``steps`` (crops of ``sampler`` for ``(seed, rank, step)``).
+
+    ``data_mode``: ``memory`` holds the train magnitudes on ``device`` when they take at most
+    half its free memory (falling back to streaming, with the reason, when they do not);
+    ``streaming`` reads crops with ``workers`` loader processes (None: :func:`loader_workers`);
+    ``auto`` is memory when it fits.
+    """
+    from stemforge.core.errors import StemforgeError
+    from stemforge.train.data import ResidentBatches, StreamingBatches, resident_fits, resident_nbytes, streaming_loader
+
+    if data_mode not in DATA_MODES:
+        raise StemforgeError(f"data_mode must be one of {DATA_MODES}, got {data_mode!r}")
+    where = "GPU memory" if device.type == "cuda" else "RAM"
+    if data_mode in ("auto", "memory"):
+        nbytes = resident_nbytes(sampler.tracks, sampler.patch_frames, datadir.config.n_bins - 1)
+        fits, why = resident_fits(nbytes, device)
+        if fits:
+            resident = ResidentBatches(sampler, datadir.reader(), target, batch_size, seed, rank, device)
+            return BatchSource(ResidentIter(resident, steps), "memory", f"resident in {where}: {why}")
+        fallback = f"{why}; streaming from the shards instead"
+    else:
+        fallback = "streaming from the shards (asked for)"
+    n_workers = workers if workers is not None else loader_workers(device)
+    streaming = StreamingBatches(sampler, datadir.reader(), target, batch_size, seed, rank)
+    loader = streaming_loader(streaming, steps, workers=n_workers, prefetch=prefetch)
+    plural = "es" if n_workers != 1 else ""
+    return BatchSource(StreamingIter(loader, device), "streaming", f"{fallback}, {n_workers} loader process{plural}")
