@@ -11,15 +11,10 @@ from typer.testing import CliRunner
 from stemforge.core import audio, dsp
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import AudioError, CheckpointError, StemforgeError
-from stemforge.separate.separator import (
-    MaskMapper,
-    ModelMask,
-    Separator,
-    StreamingMasker,
-    output_stft_size,
-    plan_windows,
-    window_weights,
-)
+from stemforge.separate.mapping import MaskMapper, ModelMask, output_stft_size
+from stemforge.separate.masker import StreamingMasker
+from stemforge.separate.separator import Separator
+from stemforge.separate.windows import plan_windows, window_weights
 from stemforge.synth.corpus import synthesize_song
 from stemforge.train.model import UNet, UNetConfig, pad_frames
 

@@ -1,9 +1,14 @@
-"""Audio I/O: decode, downmix, resample, write.
+"""Audio I/O: decode (whole, blockwise, several streams), downmix, resample, write.
 
-Decoding gives float32 arrays shaped ``[channels, samples]`` at the file's native rate.
-wav/flac/ogg/aiff go through soundfile (libsndfile); mp3/m4a/mp4/aac (including every stream of
-a ``.stem.mp4``) go through PyAV, which carries its own FFmpeg libraries, so no ffmpeg binary is
-needed. Every failure is an :class:`~stemforge.core.errors.AudioError` naming the path and the reason.
+Decoding gives float32 arrays shaped ``[channels, samples]`` at the file's native rate:
+:func:`load` decodes a whole stream, :func:`decode_blocks` yields it in blocks (memory bounded
+whatever the song's length), :func:`load_streams_mono` decodes several streams of a container
+(a ``.stem.mp4``) in one pass. wav/flac/ogg/aiff go through soundfile (libsndfile);
+mp3/m4a/mp4/aac go through PyAV, which carries its own FFmpeg libraries, so no ffmpeg binary is
+needed. Resampling is soxr (:func:`resample` whole, :class:`StreamResampler` block by block);
+:func:`write` writes a whole array and :class:`AudioWriter` streams blocks into a file; both
+write under a temporary name renamed when complete. Every failure is an
+:class:`~stemforge.core.errors.AudioError` naming the path and the reason.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -20,6 +27,8 @@ from stemforge.core.errors import AudioError
 
 SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".wave"}
 PYAV_EXTENSIONS = {".mp3", ".m4a", ".mp4", ".aac", ".opus", ".webm", ".mka", ".wma"}
+#: Samples per channel of a block of :func:`decode_blocks` (6 s at 44.1 kHz).
+BLOCK_SAMPLES = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -43,13 +52,16 @@ def _backend(path: Path) -> str:
     return "soundfile"
 
 
-def _check_exists(path: Path) -> None:
+def check_exists(path: str | os.PathLike) -> Path:
+    """``path`` as a Path when it is a non-empty file; AudioError naming it and the reason if not."""
+    path = Path(path)
     if not path.exists():
         raise AudioError(path, "file not found")
     if path.is_dir():
         raise AudioError(path, "is a directory, not an audio file")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
+    return path
 
 
 def _wav_data_shortfall(path: Path) -> int | None:
@@ -80,7 +92,7 @@ def _wav_data_shortfall(path: Path) -> int | None:
 def info(path: str | os.PathLike) -> AudioInfo:
     """Read rate, channels and length of ``path`` without decoding samples (cheap)."""
     p = Path(path)
-    _check_exists(p)
+    check_exists(p)
     if _backend(p) == "soundfile":
         import soundfile as sf
 
@@ -107,7 +119,7 @@ def load(path: str | os.PathLike, stream: int = 0) -> tuple[np.ndarray, int]:
     Raises AudioError for a missing, empty, truncated, undecodable or zero-length file.
     """
     p = Path(path)
-    _check_exists(p)
+    check_exists(p)
     if _backend(p) == "soundfile":
         if stream != 0:
             raise AudioError(p, f"has one audio stream; stream {stream} requested")
@@ -122,7 +134,7 @@ def load_mono(path: str | os.PathLike, stream: int = 0, channel: int | None = No
     :func:`load` + :func:`to_mono` for interleaved formats (no transposed copy).
     """
     p = Path(path)
-    _check_exists(p)
+    check_exists(p)
     if _backend(p) == "soundfile":
         if stream != 0:
             raise AudioError(p, f"has one audio stream; stream {stream} requested")
@@ -147,13 +159,17 @@ def load_mono(path: str | os.PathLike, stream: int = 0, channel: int | None = No
     return to_mono(data), sr, data.shape[0]
 
 
+def _check_wav_complete(p: Path) -> None:
+    shortfall = _wav_data_shortfall(p) if p.suffix.lower() in {".wav", ".wave"} else None
+    if shortfall:
+        raise AudioError(p, f"truncated: the header announces {shortfall} more bytes of samples than the file holds")
+
+
 def _read_soundfile(p: Path) -> tuple[np.ndarray, int]:
     """Interleaved ``[samples, channels]`` float32 and the rate; AudioError on any problem."""
     import soundfile as sf
 
-    shortfall = _wav_data_shortfall(p) if p.suffix.lower() in {".wav", ".wave"} else None
-    if shortfall:
-        raise AudioError(p, f"truncated: the header announces {shortfall} more bytes of samples than the file holds")
+    _check_wav_complete(p)
     try:
         data, sr = sf.read(str(p), dtype="float32", always_2d=True)
     except Exception as exc:
@@ -203,14 +219,16 @@ def _pyav_streams(p: Path) -> list[_StreamInfo]:
 def n_streams(path: str | os.PathLike) -> int:
     """Number of audio streams in ``path`` (5 for a MUSDB18 ``.stem.mp4``, 1 for plain files)."""
     p = Path(path)
-    _check_exists(p)
+    check_exists(p)
     if _backend(p) == "soundfile":
         info(p)
         return 1
     return len(_pyav_streams(p))
 
 
-def _load_pyav(p: Path, stream: int) -> tuple[np.ndarray, int]:
+def _pyav_chunks(p: Path, stream: int, facts: dict | None = None) -> Iterator[np.ndarray]:
+    """Decode audio stream ``stream`` of ``p`` frame by frame: float32 ``[channels, n]`` chunks.
+    ``facts`` (when given) gets the stream's ``"sample_rate"`` once the container is open."""
     import av
 
     with _open_container(p) as container:
@@ -222,24 +240,170 @@ def _load_pyav(p: Path, stream: int) -> tuple[np.ndarray, int]:
         s = audio_streams[stream]
         s.thread_type = "AUTO"
         channels = int(s.channels)
+        if facts is not None:
+            facts["sample_rate"] = int(s.rate)
         # Resample nothing, only convert sample format to planar float.
         resampler = av.AudioResampler(format="fltp", layout=s.layout, rate=s.rate)
-        chunks: list[np.ndarray] = []
+
+        def fix(a: np.ndarray) -> np.ndarray:
+            a = a.astype(np.float32, copy=False)
+            if a.shape[0] != channels and a.shape[0] == 1 and channels > 1:
+                a = np.repeat(a, channels, axis=0)
+            return a
+
         try:
             for frame in container.decode(s):
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray())
+                    yield fix(out.to_ndarray())
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray())
+                yield fix(out.to_ndarray())
+        except AudioError:
+            raise
         except Exception as exc:
             raise AudioError(p, f"decoding failed ({_short(exc)})") from None
-        rate = int(s.rate)
-    if not chunks:
+
+
+def _load_pyav(p: Path, stream: int) -> tuple[np.ndarray, int]:
+    facts: dict = {}
+    chunks = list(_pyav_chunks(p, stream, facts))
+    if not chunks or sum(c.shape[1] for c in chunks) == 0:
         raise AudioError(p, "holds no samples")
-    audio = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
-    if audio.shape[0] != channels and audio.shape[0] == 1 and channels > 1:
-        audio = np.repeat(audio, channels, axis=0)
-    return np.ascontiguousarray(audio), rate
+    return np.ascontiguousarray(np.concatenate(chunks, axis=1)), facts["sample_rate"]
+
+
+def decode_blocks(path: str | os.PathLike, block_samples: int = BLOCK_SAMPLES, stream: int = 0) -> Iterator[np.ndarray]:
+    """Decode ``path`` block by block: float32 ``[channels, n]`` arrays at the native rate.
+
+    Every block but the last holds at least ``block_samples`` samples per channel (exactly that
+    many for soundfile's formats; whole codec frames for PyAV's), so memory does not grow with
+    the song. The concatenated blocks equal :func:`load`'s array. The rate is
+    :func:`info`'s. Raises AudioError (naming the file) for what :func:`load` refuses; a file
+    that decodes to no samples yields nothing.
+    """
+    p = check_exists(path)
+    if block_samples <= 0:
+        raise AudioError(p, f"block_samples must be positive, got {block_samples}")
+    if _backend(p) == "pyav":
+        pending: list[np.ndarray] = []
+        n_pending = 0
+        for chunk in _pyav_chunks(p, stream):
+            pending.append(chunk)
+            n_pending += chunk.shape[1]
+            if n_pending >= block_samples:
+                yield np.concatenate(pending, axis=1) if len(pending) > 1 else pending[0]
+                pending, n_pending = [], 0
+        if n_pending:
+            yield np.concatenate(pending, axis=1) if len(pending) > 1 else pending[0]
+        return
+    import soundfile as sf
+
+    if stream != 0:
+        raise AudioError(p, f"has one audio stream; stream {stream} requested")
+    _check_wav_complete(p)
+    try:
+        f = sf.SoundFile(str(p))
+    except Exception as exc:
+        raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
+    with f:
+        while True:
+            try:
+                data = f.read(block_samples, dtype="float32", always_2d=True)
+            except Exception as exc:
+                raise AudioError(p, f"decoding failed ({_short(exc)})") from None
+            if data.shape[0] == 0:
+                return
+            yield _deinterleave(data)
+
+
+def load_streams_mono(path: str | os.PathLike, streams: set[int]) -> tuple[dict[int, np.ndarray], int, int]:
+    """Decode audio streams ``streams`` of a container in one pass, each downmixed to mono.
+
+    Returns ``({stream: float32 [samples]}, sample_rate Hz, channels of the first stream)``.
+    Equal to :func:`load` + :func:`to_mono` per stream, but the file is demuxed once and no
+    ``[channels, samples]`` array is built (the frames' planes are added into a preallocated
+    mono buffer): the fast way through the five streams of a ``.stem.mp4``. AudioError for a
+    missing stream, streams of different rates, or a decoding error.
+    """
+    import av
+
+    p = check_exists(path)
+    with _open_container(p) as container:
+        all_streams = list(container.streams.audio)
+        missing = sorted(k for k in streams if not 0 <= k < len(all_streams))
+        if missing:
+            raise AudioError(p, f"has {len(all_streams)} audio streams; stream {missing[0]} requested")
+        wanted = {all_streams[k].index: k for k in sorted(streams)}
+        rates = {int(all_streams[k].rate) for k in streams}
+        if len(rates) != 1:
+            raise AudioError(p, f"streams {sorted(streams)} have different sample rates {sorted(rates)}")
+        rate = rates.pop()
+        bufs: dict[int, np.ndarray] = {}
+        pos = {k: 0 for k in streams}
+        for k in streams:
+            s = all_streams[k]
+            n = int(float(s.duration * s.time_base) * rate) if s.duration is not None and s.time_base else 0
+            bufs[k] = np.zeros(max(n, rate) + 8192, np.float32)
+        fallback: dict[int, object] = {}
+        try:
+            for packet in container.demux([all_streams[k] for k in sorted(streams)]):
+                k = wanted.get(packet.stream.index)
+                if k is None:
+                    continue
+                for frame in packet.decode():
+                    if frame.format.name != "fltp":  # not AAC's planar float: convert
+                        if k not in fallback:
+                            fallback[k] = av.AudioResampler(format="fltp", layout=frame.layout, rate=frame.sample_rate)
+                        frames = fallback[k].resample(frame)
+                    else:
+                        frames = [frame]
+                    for f in frames:
+                        _add_mono(bufs, pos, k, f)
+            for k, r in fallback.items():
+                for f in r.resample(None):
+                    _add_mono(bufs, pos, k, f)
+        except AudioError:
+            raise
+        except Exception as exc:
+            raise AudioError(p, f"decoding failed ({_short(exc)})") from None
+        channels = int(all_streams[min(streams)].channels)
+    out = {}
+    for k in streams:
+        if pos[k] == 0:
+            raise AudioError(p, f"stream {k} holds no samples")
+        out[k] = bufs[k][: pos[k]]
+    return out, rate, channels
+
+
+def _add_mono(bufs: dict[int, np.ndarray], pos: dict[int, int], k: int, frame) -> None:
+    n = frame.samples
+    planes = frame.planes
+    start = pos[k]
+    if start + n > bufs[k].size:  # the container's duration was short: grow
+        bufs[k] = np.concatenate([bufs[k], np.zeros(max(n, bufs[k].size // 2), np.float32)])
+    out = bufs[k][start : start + n]
+    out[:] = np.frombuffer(planes[0], np.float32, n)
+    for plane in planes[1:]:
+        out += np.frombuffer(plane, np.float32, n)
+    if len(planes) > 1:
+        out *= np.float32(1.0 / len(planes))
+    pos[k] = start + n
+
+
+def _interleave(x: np.ndarray) -> np.ndarray:
+    """``[channels, n]`` -> C-contiguous ``[n, channels]`` float32 (per-channel copies: several
+    times faster than a generic transpose copy for two channels)."""
+    out = np.empty((x.shape[1], x.shape[0]), dtype=np.float32)
+    for c in range(x.shape[0]):
+        out[:, c] = x[c]
+    return out
+
+
+def _deinterleave(x: np.ndarray) -> np.ndarray:
+    """``[n, channels]`` -> C-contiguous ``[channels, n]`` float32."""
+    out = np.empty((x.shape[1], x.shape[0]), dtype=np.float32)
+    for c in range(x.shape[1]):
+        out[c] = x[:, c]
+    return out
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:
@@ -267,6 +431,32 @@ def resample(audio: np.ndarray, orig_rate: int, target_rate: int, quality: str =
     return np.ascontiguousarray(out.T.astype(np.float32, copy=False))
 
 
+class StreamResampler:
+    """Block-by-block soxr resampling of ``[channels, n]`` float32 blocks (identity when the
+    rates are equal): ``push`` returns what became final, ``flush`` the rest. The concatenated
+    output equals :func:`resample` of the whole signal to float rounding (soxr's streaming and
+    one-shot modes differ in their last few samples' rounding only)."""
+
+    def __init__(self, channels: int, orig_rate: int, target_rate: int, quality: str = "HQ"):
+        self.identity = orig_rate == target_rate
+        self.channels = channels
+        if not self.identity:
+            import soxr
+
+            self._stream = soxr.ResampleStream(orig_rate, target_rate, channels, dtype="float32", quality=quality)
+
+    def push(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        """Feed ``block [channels, n]``; returns float32 ``[channels, m]`` (m may be 0)."""
+        if self.identity:
+            return block
+        out = self._stream.resample_chunk(_interleave(block), last=last)
+        return _deinterleave(np.asarray(out, dtype=np.float32).reshape(-1, self.channels))
+
+    def flush(self) -> np.ndarray:
+        """No more input: the last ``[channels, m]`` samples."""
+        return self.push(np.zeros((self.channels, 0), np.float32), last=True)
+
+
 def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str | None = None) -> Path:
     """Write ``[samples]`` or ``[channels, samples]`` float audio atomically (temp file + rename).
 
@@ -290,3 +480,72 @@ def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype:
         Path(tmp).unlink(missing_ok=True)
         raise AudioError(p, f"cannot write ({_short(exc)})") from None
     return p
+
+
+class AudioWriter:
+    """Streamed, atomic audio writing: blocks ``[channels, n]`` go to a temporary file in the
+    target folder, renamed to ``path`` by :meth:`close` (:meth:`abort` removes it).
+
+    wav (32-bit float unless ``subtype`` says otherwise, e.g. ``"PCM_16"``) or flac (24-bit by
+    default); integer subtypes clip the values to [-1, 1]. A context manager: closes on success,
+    aborts on an exception. AudioError naming ``path`` for a format it cannot write, a folder
+    it cannot create, or a failed write.
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int, channels: int, subtype: str | None = None):
+        import soundfile as sf
+
+        self.path = path = Path(path)
+        fmt = path.suffix.lower().lstrip(".") or "wav"
+        if fmt not in ("wav", "flac"):
+            raise AudioError(path, f"cannot write .{fmt}: use .wav or .flac")
+        if subtype is None:
+            subtype = "FLOAT" if fmt == "wav" else "PCM_24"
+        self.clip = not subtype.upper().startswith(("FLOAT", "DOUBLE"))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AudioError(path, f"cannot create its folder ({_short(exc)})") from None
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            self._file = sf.SoundFile(
+                str(self.tmp), "w", samplerate=int(sample_rate), channels=int(channels), subtype=subtype, format=fmt.upper()
+            )
+        except Exception as exc:
+            raise AudioError(path, f"cannot write ({_short(exc)})") from None
+
+    def write(self, block: np.ndarray) -> None:
+        """Append ``block [channels, n]`` float."""
+        data = np.clip(block, -1.0, 1.0) if self.clip else block
+        try:
+            self._file.write(_interleave(data))
+        except Exception as exc:
+            raise AudioError(self.path, f"cannot write ({_short(exc)})") from None
+
+    def close(self) -> Path:
+        """Finish the file and rename it to ``path``; returns ``path``."""
+        try:
+            self._file.close()
+            os.replace(self.tmp, self.path)
+        except Exception as exc:
+            self.abort()
+            raise AudioError(self.path, f"cannot write ({_short(exc)})") from None
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file (``path`` is left as it was)."""
+        try:
+            if not self._file.closed:
+                self._file.close()
+        except Exception:
+            pass
+        Path(self.tmp).unlink(missing_ok=True)
+
+    def __enter__(self) -> "AudioWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

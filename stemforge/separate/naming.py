@@ -1,0 +1,100 @@
+"""Where separated stems are written: an input file's track name and the output paths that a
+``--filename`` template gives, always inside the output folder.
+
+The track name (the template's ``{track}``) is the input's file name without its audio suffix
+(``song.mp3`` -> ``song``, ``x.stem.mp4`` -> ``x``). When that is a generic name that corpora
+give every song (:data:`GENERIC_NAMES`: ``mixture``, ``mix``, ``original``, ``song``, ...), the
+name of the folder holding the file is used instead, so MUSDB18-HQ's ``Artist - Title/mixture.wav``
+and ccMixter's ``<song>/mix.wav`` are named after their song, not all ``mixture`` or ``mix``.
+
+Outputs land only under the output folder: a template that is absolute or holds a ``..``
+component, a track name that is ``.`` or ``..`` (an input named ``...wav``), or a path that would
+leave the folder through a symbolic link raises :class:`~stemforge.core.errors.OutputPathError`.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path, PurePath
+from typing import Iterable
+
+from stemforge.core.errors import OutputPathError
+
+#: The fields a template may use: the track name, the stem (vocals/accompaniment), the suffix.
+TEMPLATE_FIELDS = ("track", "stem", "ext")
+DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
+#: File stems (lower case) that name a role, not a song: the parent folder names the track.
+GENERIC_NAMES = frozenset(
+    {"mixture", "mix", "mixed", "full_mix", "fullmix", "original", "song", "audio", "track", "input", "master", "stereo"}
+)
+_COMPOUND_SUFFIXES = (".stem.mp4", ".stem.m4a")
+
+
+def track_name(path: str | os.PathLike) -> str:
+    """The ``{track}`` of an input file (see the module docstring for the generic-name rule)."""
+    path = Path(path)
+    name = path.name
+    for suffix in _COMPOUND_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    stem = path.stem
+    if stem.lower() in GENERIC_NAMES:
+        parent = path.absolute().parent.name
+        if parent not in ("", ".", ".."):
+            return parent
+    return stem
+
+
+def check_template(template: str) -> None:
+    """Raise OutputPathError unless ``template`` is a relative path template that uses only
+    :data:`TEMPLATE_FIELDS`, holds ``{stem}`` (two stems need two files) and no ``..``."""
+    try:
+        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise OutputPathError(f"--filename {template!r}: not a valid template ({exc})") from None
+    unknown = names - set(TEMPLATE_FIELDS)
+    if unknown:
+        fields = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+        raise OutputPathError(f"--filename {template!r}: unknown field(s) {sorted(unknown)}; use {fields}")
+    if "stem" not in names:
+        raise OutputPathError(f"--filename {template!r}: must contain {{stem}} (the two stems need two files)")
+    _check_relative(template.format(track="track", stem="vocals", ext="wav"), f"--filename {template!r}")
+
+
+def output_paths(
+    outdir: str | os.PathLike, template: str, source: str | os.PathLike, stems: Iterable[str], ext: str
+) -> dict[str, Path]:
+    """``stem -> outdir / template`` for the input ``source``, each checked to stay inside ``outdir``.
+
+    Raises OutputPathError naming ``source`` when its track name is unusable (``.``, ``..``,
+    empty) or a path would leave ``outdir`` (absolute, ``..``, or through a symbolic link).
+    """
+    check_template(template)
+    outdir = Path(outdir)
+    track = track_name(source)
+    if track in ("", ".", "..") or "/" in track or "\\" in track:
+        raise OutputPathError(
+            f"{source}: its name gives the track name {track!r}, which is not a folder or file name "
+            "inside the output folder (rename the file, or use a --filename without {track})"
+        )
+    root = outdir.resolve()
+    paths: dict[str, Path] = {}
+    for stem in stems:
+        relative = template.format(track=track, stem=stem, ext=ext)
+        _check_relative(relative, str(source))
+        path = outdir / relative
+        if not path.resolve().is_relative_to(root):
+            raise OutputPathError(f"{source}: its output {path} would be written outside {outdir} (a symbolic link?)")
+        paths[stem] = path
+    return paths
+
+
+def _check_relative(relative: str, what: str) -> None:
+    pure = PurePath(relative)
+    if pure.is_absolute() or pure.anchor or relative.startswith(("/", "\\")):
+        raise OutputPathError(f"{what}: gives the absolute path {relative!r}; outputs go only under the output folder")
+    if ".." in pure.parts or ".." in relative.replace("\\", "/").split("/"):
+        raise OutputPathError(f"{what}: gives {relative!r}, which climbs out of the output folder ('..')")
+    if not pure.parts:
+        raise OutputPathError(f"{what}: gives an empty path")
