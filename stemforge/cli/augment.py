@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -72,18 +73,32 @@ def augment(
     from stemforge.ingest.engine import default_workers
     from stemforge.store import DataDir
 
+    from stemforge.core.errors import StemforgeError
+
     if data is not None and data_option is not None and data != data_option:
         err(f"error: two DataDirs given ({data} and --data {data_option}); give one")
         raise typer.Exit(EXIT_USAGE)
+    # Every argument is checked before the DataDir is looked up: a bad one is a usage error (2).
+    if not (math.isfinite(hours) and hours >= 0):
+        raise typer.BadParameter(f"must be a non-negative number of hours, got {hours}", param_hint="--hours")
+    if seed < 0:
+        raise typer.BadParameter(f"must be >= 0, got {seed}", param_hint="--seed")
+    if workers < 0:
+        raise typer.BadParameter(f"must be 0 (one per core) or more, got {workers}", param_hint="--workers")
+    values = {
+        "segment_seconds": segment_seconds,
+        "vocal_gain_db": _gain_range(vocal_gain_db),
+        "pitch_semitones": pitch_semitones,
+        "min_vocal_activity": min_vocal_activity,
+    }
+    for name, value in values.items():  # one at a time, so that the message names the option
+        try:
+            AugmentOptions(**{name: value})
+        except StemforgeError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--" + name.replace("_", "-")) from None
+    options = AugmentOptions(**values)
     path = announce_data_dir(data if data is not None else data_option)
-    gains = _gain_range(vocal_gain_db)
     with cli_errors():
-        options = AugmentOptions(
-            segment_seconds=segment_seconds,
-            vocal_gain_db=gains,
-            pitch_semitones=pitch_semitones,
-            min_vocal_activity=min_vocal_activity,
-        )
         datadir = DataDir.open(path)
         n_workers = workers or default_workers()
         bar = None

@@ -18,14 +18,27 @@ from stemforge.cli.common import (
     out,
 )
 
+#: Corpora whose split follows an official list; every other corpus takes --valid-fraction/--test-fraction.
+OFFICIAL_SPLITS = ("dsd100", "musdb")
+#: The fraction options' defaults (the recipes' VALID_FRACTION/TEST_FRACTION; tests hold them equal).
+VALID_FRACTION = 0.1
+TEST_FRACTION = 0.15
+#: stemforge.karaoke.align.MIN_SCORE, written out so that --help stays fast (tests hold them equal).
+MIN_SCORE = 0.45
+
 ingest_app = typer.Typer(
-    help="Turn a corpus into normalized 16 kHz STFT magnitudes in a DataDir (one subcommand per corpus).",
+    help=(
+        "Turn a corpus into normalized 16 kHz STFT magnitudes in a DataDir (one subcommand per corpus).\n\n"
+        "Splits are by song. dsd100 and musdb follow their official lists (no fraction options); every "
+        "other corpus takes --valid-fraction and --test-fraction, assigned whole and deterministically "
+        "(by song; by artist for medleydb, by singer for mir1k)."
+    ),
     no_args_is_help=True,
     rich_markup_mode=None,
 )
 
 OUT_OPTION = typer.Option(None, "--out", "--data", "-o", help=DATA_HELP, show_default=False)
-WORKERS_OPTION = typer.Option(0, "--workers", "-j", help="Worker processes (0: one per core).")
+WORKERS_OPTION = typer.Option(0, "--workers", "-j", min=0, help="Worker processes (0: one per core).")
 FORCE_OPTION = typer.Option(False, "--force", help="Redo tracks that are already stored and unchanged.")
 
 
@@ -33,6 +46,7 @@ def run_ingest(corpus: str, root: Path, data: Optional[Path], workers: int, forc
     """Discover ``root`` with the corpus's recipe, ingest into the DataDir, print a summary.
 
     Exit code 0 when every track was stored (or unchanged/excluded), 1 when any track failed.
+    The options were checked by the subcommand (usage errors, exit 2) before this opens anything.
     """
     from tqdm import tqdm
 
@@ -62,7 +76,71 @@ def run_ingest(corpus: str, root: Path, data: Optional[Path], workers: int, forc
         finally:
             bar.close()
         _summary(datadir, report, before)
+        for line in _no_valid_split(datadir, corpus, recipe, root, options):
+            err(line)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_PARTIAL)
+
+
+def _check_fractions(valid_fraction: float, test_fraction: float) -> None:
+    """Usage error (exit 2) unless both fractions are in [0, 1) and sum below 1."""
+    for hint, v in (("--valid-fraction", valid_fraction), ("--test-fraction", test_fraction)):
+        if not 0.0 <= v < 1.0:
+            raise typer.BadParameter(f"must be in [0, 1), got {v}", param_hint=hint)
+    if valid_fraction + test_fraction >= 1.0:
+        raise typer.BadParameter(
+            f"--valid-fraction + --test-fraction must stay below 1, got {valid_fraction + test_fraction:g}",
+            param_hint="--valid-fraction",
+        )
+
+
+def _check_choice(value: Optional[str], allowed: tuple[str, ...], hint: str) -> None:
+    if value is not None and value not in allowed:
+        raise typer.BadParameter(f"must be one of {', '.join(allowed)}, got {value!r}", param_hint=hint)
+
+
+#: --valid-fraction values tried when a DataDir has no valid split, to suggest one that works.
+_TRY_FRACTIONS = (0.15, 0.2, 0.25, 0.34, 0.5)
+
+
+def _no_valid_split(datadir, corpus: str, recipe, root: Path, options: dict) -> list[str]:
+    """Warning lines when the DataDir holds no valid track (training would have no validation):
+    what to do, with a --valid-fraction that gives these songs a valid split when one exists."""
+    df = datadir.select()
+    if not len(df) or (df["split"] == "valid").any():
+        return []
+    counts = df["split"].value_counts()
+    held = ", ".join(f"{name} {int(counts.get(name, 0))}" for name in ("train", "valid", "test"))
+    lines = [
+        f"warning: this DataDir has NO VALID SPLIT ({held} tracks): `stemforge train` will have no "
+        "validation loss and can keep only its last checkpoint, not its best."
+    ]
+    if corpus in OFFICIAL_SPLITS:
+        lines.append(f"  {corpus} follows its official split: ingest more of its songs (or another corpus with a valid split).")
+        return lines
+    found = None
+    test_fraction = float(options.get("test_fraction", TEST_FRACTION))
+    current = float(options.get("valid_fraction", VALID_FRACTION))
+    for fraction in _TRY_FRACTIONS:
+        if fraction <= current or fraction + test_fraction >= 1.0:
+            continue
+        try:
+            trial = recipe.discover(root, **{**options, "valid_fraction": fraction})
+        except Exception:  # only a suggestion: the ingest itself already succeeded
+            break
+        n_valid = sum(1 for t in trial if t.split == "valid" and not t.skip_reason and not t.error)
+        if n_valid:
+            found = (fraction, n_valid, sum(1 for t in trial if not t.skip_reason and not t.error))
+            break
+    lines.append("  ingest more songs, or re-run this ingest with a larger --valid-fraction and --force")
+    if found:
+        f, n_valid, n = found
+        lines[-1] += f": --valid-fraction {f:g} --force puts {n_valid} of these {n} songs in valid."
+    else:
+        lines[-1] += (
+            f" (no --valid-fraction up to {_TRY_FRACTIONS[-1]:g} puts one of these songs in valid: the assignment is "
+            "deterministic by song, so add songs)."
+        )
+    return lines
 
 
 def _post_commit():
@@ -165,17 +243,21 @@ def ingest_dsd100(
 ) -> None:
     """Ingest DSD100 (Mixtures/{Dev,Test}/..., Sources/{Dev,Test}/...).
 
-    vocals = vocals.wav, accompaniment = bass + drums + other; Test -> test, Dev -> train
-    except five validation songs.
+    vocals = vocals.wav, accompaniment = bass + drums + other. Official split (no fraction
+    options): Test -> test, Dev -> train except five validation songs.
 
     Example: stemforge ingest dsd100 ~/corpora/DSD100 --out ./stemforge-data --workers 2
     """
     run_ingest("dsd100", root, data, workers, force)
 
 
-FRACTION_HELP = "(no official split: deterministic, see docs/recipes.md)"
-VALID_OPTION = typer.Option(0.1, "--valid-fraction", help=f"Target fraction of valid songs {FRACTION_HELP}.")
-TEST_OPTION = typer.Option(0.15, "--test-fraction", help=f"Target fraction of test songs {FRACTION_HELP}.")
+FRACTION_HELP = "assigned whole by song, deterministic; see docs/recipes.md"
+VALID_OPTION = typer.Option(
+    VALID_FRACTION, "--valid-fraction", help=f"Fraction of the songs that go to valid ({FRACTION_HELP}); in [0, 1)."
+)
+TEST_OPTION = typer.Option(
+    TEST_FRACTION, "--test-fraction", help=f"Fraction of the songs that go to test ({FRACTION_HELP}); in [0, 1)."
+)
 
 
 @ingest_app.command("medleydb")
@@ -205,6 +287,14 @@ def ingest_medleydb(
 
     Example: stemforge ingest medleydb ~/corpora/MedleyDB --versions V1,V2 --exclude-bleed --out ./stemforge-data
     """
+    from stemforge.recipes.medleydb import MIXTURE_MODES, VERSIONS, VOICE_MODES
+
+    _check_choice(voices, VOICE_MODES, "--voices")
+    _check_choice(mixture, MIXTURE_MODES, "--mixture")
+    for v in (versions or "").split(","):
+        if v.strip() and v.strip().lower() not in {x.lower() for x in VERSIONS}:
+            raise typer.BadParameter(f"unknown version {v.strip()!r}; known: {', '.join(VERSIONS)}", param_hint="--versions")
+    _check_fractions(valid_fraction, test_fraction)
     run_ingest(
         "medleydb", root, data, workers, force, versions=versions, exclude_bleed=exclude_bleed, voices=voices,
         mixture=mixture, valid_fraction=valid_fraction, test_fraction=test_fraction,
@@ -226,6 +316,7 @@ def ingest_ikala(
 
     Example: stemforge ingest ikala ~/corpora/iKala --out ./stemforge-data
     """
+    _check_fractions(valid_fraction, test_fraction)
     run_ingest("ikala", root, data, workers, force, valid_fraction=valid_fraction, test_fraction=test_fraction)
 
 
@@ -246,6 +337,11 @@ def ingest_mir1k(
 
     Example: stemforge ingest mir1k ~/corpora/MIR-1K --unit clips --out ./stemforge-data
     """
+    from stemforge.recipes.mir1k import SPLIT_RULES, UNITS
+
+    _check_choice(unit, UNITS, "--unit")
+    _check_choice(split_rule, SPLIT_RULES, "--split-rule")
+    _check_fractions(valid_fraction, test_fraction)
     run_ingest(
         "mir1k", root, data, workers, force, unit=unit, split_rule=split_rule,
         valid_fraction=valid_fraction, test_fraction=test_fraction,
@@ -267,6 +363,7 @@ def ingest_ccmixter(
 
     Example: stemforge ingest ccmixter ~/corpora/ccmixter_corpus --out ./stemforge-data
     """
+    _check_fractions(valid_fraction, test_fraction)
     run_ingest("ccmixter", root, data, workers, force, valid_fraction=valid_fraction, test_fraction=test_fraction)
 
 
@@ -280,11 +377,14 @@ def ingest_musdb(
 ) -> None:
     """Ingest MUSDB18 (.stem.mp4: 0 mixture, 1 drums, 2 bass, 3 other, 4 vocals) or MUSDB18-HQ.
 
-    vocals = vocals, accompaniment = drums + bass + other. Split: test -> test; train -> train
-    except the 14 official validation tracks -> valid.
+    vocals = vocals, accompaniment = drums + bass + other. Official split (no fraction
+    options): test -> test; train -> train except the 14 official validation tracks -> valid.
 
     Example: stemforge ingest musdb ~/corpora/musdb18 --out ./stemforge-data --workers 2
     """
+    from stemforge.recipes.musdb import FORMATS
+
+    _check_choice(fmt, FORMATS, "--format")
     run_ingest("musdb", root, data, workers, force, fmt=fmt)
 
 
@@ -295,7 +395,7 @@ def ingest_csv(
     workers: int = WORKERS_OPTION,
     force: bool = FORCE_OPTION,
     name: str = typer.Option("csv", "--name", help="Dataset name of these rows (their uids are NAME:track_id)."),
-    length_tolerance: int = typer.Option(0, "--length-tolerance", help="Samples the files of one row may differ in length by."),
+    length_tolerance: int = typer.Option(0, "--length-tolerance", min=0, help="Samples the files of one row may differ in length by."),
     valid_fraction: float = VALID_OPTION,
     test_fraction: float = TEST_OPTION,
 ) -> None:
@@ -307,6 +407,8 @@ def ingest_csv(
 
     Example: stemforge ingest csv ./my_songs.csv --name mysongs --out ./stemforge-data
     """
+    _check_name(name)
+    _check_fractions(valid_fraction, test_fraction)
     run_ingest(
         "csv", csv_file, data, workers, force, name=name, length_tolerance=length_tolerance,
         valid_fraction=valid_fraction, test_fraction=test_fraction,
@@ -322,8 +424,8 @@ def ingest_pairs(
     workers: int = WORKERS_OPTION,
     force: bool = FORCE_OPTION,
     name: str = typer.Option("pairs", "--name", help="Dataset name of these pairs (their uids are NAME:track_id)."),
-    min_score: Optional[float] = typer.Option(
-        None, "--min-score", help="Refuse pairs scoring below this (default: stemforge.karaoke.align.MIN_SCORE).", show_default=False
+    min_score: float = typer.Option(
+        MIN_SCORE, "--min-score", min=0.0, max=1.0, help="Refuse pairs whose fit score (0-1) is below this."
     ),
     max_offset: float = typer.Option(30.0, "--max-offset", help="Search offsets up to this many seconds either way."),
     valid_fraction: float = VALID_OPTION,
@@ -338,10 +440,21 @@ def ingest_pairs(
 
     Example: stemforge ingest pairs ./karaoke_pairs.csv --min-score 0.5 --out ./stemforge-data
     """
+    _check_name(name)
+    if not max_offset > 0:
+        raise typer.BadParameter(f"must be > 0 seconds, got {max_offset}", param_hint="--max-offset")
+    _check_fractions(valid_fraction, test_fraction)
     run_ingest(
         "pairs", list_or_dir, data, workers, force, name=name, min_score=min_score, max_offset_s=max_offset,
         valid_fraction=valid_fraction, test_fraction=test_fraction,
     )
+
+
+def _check_name(name: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
+        raise typer.BadParameter(f"use letters, digits, '_', '-', '.' only, got {name!r}", param_hint="--name")
 
 
 def register(app: typer.Typer) -> None:

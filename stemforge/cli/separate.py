@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import string
 from pathlib import Path
 from typing import List, Optional
 
@@ -20,8 +19,14 @@ from stemforge.cli.common import (
     out,
 )
 
-DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
-TEMPLATE_FIELDS = {"track", "stem", "ext"}
+from stemforge.separate.naming import DEFAULT_TEMPLATE
+
+FILENAME_HELP = (
+    "Output path under OUTDIR; fields {track}, {stem} (vocals, accompaniment), {ext}. {track} is the "
+    "input's name without its suffix, or the name of its folder when that name is generic (mixture, mix, "
+    "original, song, ...: Artist - Title/mixture.wav -> 'Artist - Title'). Outputs stay under OUTDIR: "
+    "no absolute path, no '..'."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -36,24 +41,13 @@ def _check_device(device: str) -> str:
 
 
 def _check_template(template: str) -> None:
+    from stemforge.core.errors import OutputPathError
+    from stemforge.separate.naming import check_template
+
     try:
-        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
-    except ValueError as exc:
-        raise typer.BadParameter(f"not a valid template: {exc}", param_hint="--filename") from None
-    unknown = names - TEMPLATE_FIELDS
-    if unknown:
-        raise typer.BadParameter(f"unknown fields {sorted(unknown)}; use {{track}}, {{stem}}, {{ext}}", param_hint="--filename")
-    if "stem" not in names:
-        raise typer.BadParameter("must contain {stem} (the two stems need two files)", param_hint="--filename")
-
-
-def track_name(path: Path) -> str:
-    """The ``{track}`` of an input file: its name without the audio suffix (``x.stem.mp4`` -> ``x``)."""
-    name = path.name
-    for suffix in (".stem.mp4", ".stem.m4a"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
+        check_template(template)
+    except OutputPathError as exc:
+        raise typer.BadParameter(str(exc).removeprefix(f"--filename {template!r}: "), param_hint="--filename") from None
 
 
 def separate(
@@ -61,7 +55,7 @@ def separate(
     audio: List[Path] = typer.Argument(..., help="Audio files to separate (wav, flac, mp3, m4a, mp4...)."),
     outdir: Path = typer.Option(Path("separated"), "--outdir", "-o", help="Folder the stems go under."),
     fmt: str = typer.Option("wav", "--format", help="Output format: wav (32-bit float) or flac (24-bit)."),
-    filename: str = typer.Option(DEFAULT_TEMPLATE, "--filename", help="Output path under OUTDIR; fields {track}, {stem}, {ext}."),
+    filename: str = typer.Option(DEFAULT_TEMPLATE, "--filename", help=FILENAME_HELP),
     device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu, cuda or cuda:N."),
     hard_mask: bool = typer.Option(False, "--hard-mask", help="Binary mask (mask > 0.5) instead of the soft mask."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Resample the stems to this rate (default: the input's)."),
@@ -87,11 +81,13 @@ def separate(
     _check_device(device)
     if sample_rate is not None and sample_rate < 1000:
         raise typer.BadParameter("must be at least 1000 Hz", param_hint="--sample-rate")
+    _check_threads(threads)
     with cli_errors():
         import torch
 
         from stemforge.core import audio as audio_io
         from stemforge.core.errors import StemforgeError
+        from stemforge.separate.naming import output_paths
         from stemforge.separate.separator import STEMS, Separator
 
         if threads:
@@ -105,10 +101,13 @@ def separate(
         rows: list[dict] = []
         claimed: dict[Path, Path] = {}
         for src in audio:
-            paths = {stem: outdir / filename.format(track=track_name(src), stem=stem, ext=fmt) for stem in STEMS}
             row = {"file": str(src), "duration_s": "", "status": "", "x_realtime": "", "output": ""}
             rows.append(row)
             problem = None
+            try:
+                paths = output_paths(outdir, filename, src, STEMS, fmt)
+            except StemforgeError as exc:
+                paths, problem = {}, str(exc)
             for p in paths.values():
                 if p in claimed:
                     problem = f"its output {p} is also the output of {claimed[p]} (use --filename)"
@@ -170,6 +169,24 @@ def separate(
     raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)
 
 
+def _check_threads(threads: int) -> None:
+    if threads < 0:
+        raise typer.BadParameter(f"must be 0 (PyTorch's default) or more, got {threads}", param_hint="--threads")
+
+
+def _empty_split_message(datadir, split: str) -> str:
+    """No track in ``split``: which splits the DataDir holds and how to choose one."""
+    held = datadir.select()["split"].value_counts()
+    have = [name for name in ("train", "valid", "test") if name in held]
+    if not have:
+        return f"{datadir.path}: the DataDir holds no track to evaluate (ingest a corpus first)"
+    counts = ", ".join(f"{name} {held[name]}" for name in have)
+    return (
+        f"{datadir.path}: no track in split {split!r}; it holds {counts} track(s): "
+        f"choose one with --split {have[-1]} (or --split all)"
+    )
+
+
 def evaluate(
     model: Path = typer.Argument(..., help="Checkpoint (model.pt) to evaluate."),
     data: Optional[Path] = typer.Argument(None, help=DATA_HELP, show_default=False),
@@ -194,10 +211,14 @@ def evaluate(
     if split not in ("train", "valid", "test", "all"):
         raise typer.BadParameter("must be train, valid, test or all", param_hint="--split")
     _check_device(device)
+    if limit is not None and limit < 1:
+        raise typer.BadParameter(f"must be at least 1, got {limit}", param_hint="--limit")
+    _check_threads(threads)
     path = announce_data_dir(data)
     with cli_errors():
         import torch
 
+        from stemforge.core.errors import StemforgeError
         from stemforge.evaluate.datadir import evaluate_datadir
         from stemforge.separate.separator import Separator
         from stemforge.store import DataDir
@@ -205,8 +226,10 @@ def evaluate(
         if threads:
             torch.set_num_threads(threads)
         datadir = DataDir.open(path)
-        sep = Separator.from_checkpoint(model, device=device, hard_mask=hard_mask)
         n = len(datadir.select(split=None if split == "all" else split))
+        if n == 0:
+            raise StemforgeError(_empty_split_message(datadir, split))
+        sep = Separator.from_checkpoint(model, device=device, hard_mask=hard_mask)
         bar = tqdm(total=min(n, limit) if limit else n, desc=f"evaluate {split}", unit="track", dynamic_ncols=True)
 
         def progress(event: str, done: int, total: int) -> None:

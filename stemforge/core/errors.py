@@ -54,3 +54,30 @@ class DataDirLockedError(StemforgeError):
 
 class AlignmentError(StemforgeError):
     """An original/karaoke pair cannot be aligned with enough confidence."""
+
+
+class OutputPathError(StemforgeError):
+    """An output path cannot be made (bad template, unusable name) or would leave the folder it
+    must stay in."""
+
+
+class DiskFullError(StemforgeError):
+    """A write found no room (ENOSPC: the disk is full; EDQUOT: the quota is spent).
+
+    Raised before anything half-written could be taken as valid: the file being written is
+    dropped and what was stored before stays. ``kept`` says what was kept (filled in by the
+    DataDir layer, which knows); the CLI prints the one line and exits 3.
+    """
+
+    def __init__(self, path: object, reason: str = "No space left on device", kept: str = ""):
+        self.path = str(path)
+        self.reason = reason
+        self.kept = kept
+        super().__init__(f"{self.path}: disk full ({reason})" + (f"; {kept}" if kept else ""))
+
+    def __reduce__(self):  # picklable across process pools
+        return (type(self), (self.path, self.reason, self.kept))
+
+
+class CorruptDataError(ManifestError):
+    """Stored arrays are damaged: unreadable, truncated, or their bytes fail their checksum."""

@@ -77,8 +77,8 @@ class TrackSource:
 
     ``mixture`` may be empty: the mixture is then derived as vocals + accompaniment.
     ``loader`` names the function that turns this into audio: ``"stems"`` (sum the StemRefs,
-    see :func:`stemforge.ingest.engine.load_stems`) or ``"module:function"`` for special cases
-    (karaoke pairs). ``skip_reason`` marks a track found but not ingestible (instrumental,
+    see :func:`stemforge.recipes.loading.load_stems`) or ``"module:function"`` for special
+    cases (karaoke pairs, MUSDB18's ``.stem.mp4``, CSV rows with a derived stem). ``skip_reason`` marks a track found but not ingestible (instrumental,
     mixed-label voice stem, ...): ingest reports it as excluded without reading audio;
     ``error`` marks a track found but broken (an empty folder, a missing stem): ingest reports
     it as failed with that reason. ``length_tolerance`` is how many samples stems of one
@@ -131,7 +131,10 @@ class TrackSource:
 
 @dataclass
 class TrackAudio:
-    """A track as 16 kHz mono waveforms ``[n_samples]`` float32, before the STFT.
+    """A track as waveforms at the config's ``sample_rate``, float32 ``[n_samples]`` (mono, as
+    every SpectrogramConfig is today), before the STFT; what a loader returns
+    (:mod:`stemforge.recipes.loading`). ``source_sample_rate`` and ``source_channels`` describe
+    the files it came from.
 
     ``mixture`` None means "derive it as vocals + accompaniment". ``extra`` holds additional
     manifest columns the loader computed (alignment figures, ...).
