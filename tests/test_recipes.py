@@ -266,7 +266,7 @@ def test_stem_mp4_one_pass_loader_equals_the_general_loader(corpora):
         np.testing.assert_array_equal(getattr(fast, role), getattr(general, role))
     assert (fast.source_sample_rate, fast.source_channels) == (general.source_sample_rate, general.source_channels)
     with pytest.raises(Exception, match="stream 7 requested"):
-        musdb.decode_streams_mono(Path(root) / src.source_path, {0, 7})
+        audio.load_streams_mono(Path(root) / src.source_path, {0, 7})
 
 
 def test_musdb_hq_folder_missing_a_stem_is_an_error(tmp_path):

@@ -128,87 +128,6 @@ def discover(root: str | Path, fmt: str = "auto") -> list[TrackSource]:
     return tracks
 
 
-# -- decoding ------------------------------------------------------------------------------
-def decode_streams_mono(path: str | Path, streams: set[int]) -> tuple[dict[int, np.ndarray], int, int]:
-    """Decode audio streams ``streams`` of ``path`` in one pass, each downmixed to mono.
-
-    Returns ({stream: float32 [n_samples]}, sample_rate Hz, channels of the first stream).
-    Equal to :func:`stemforge.core.audio.load` + :func:`stemforge.core.audio.to_mono` per stream, but the
-    file is demuxed once and no ``[channels, samples]`` array is built (the frames' planes are
-    added into a preallocated mono buffer). AudioError for a missing stream or a decode error.
-    """
-    import av
-
-    from stemforge.core import audio
-
-    p = Path(path)
-    audio._check_exists(p)
-    try:
-        container = av.open(str(p))
-    except Exception as exc:
-        raise AudioError(p, f"not a readable audio file ({exc})") from None
-    with container:
-        all_streams = list(container.streams.audio)
-        missing = sorted(k for k in streams if not 0 <= k < len(all_streams))
-        if missing:
-            raise AudioError(p, f"has {len(all_streams)} audio streams; stream {missing[0]} requested")
-        wanted = {all_streams[k].index: k for k in sorted(streams)}
-        rates = {int(all_streams[k].rate) for k in streams}
-        if len(rates) != 1:
-            raise AudioError(p, f"streams {sorted(streams)} have different sample rates {sorted(rates)}")
-        rate = rates.pop()
-        bufs: dict[int, np.ndarray] = {}
-        pos = {k: 0 for k in streams}
-        for k in streams:
-            s = all_streams[k]
-            n = int(float(s.duration * s.time_base) * rate) if s.duration is not None and s.time_base else 0
-            bufs[k] = np.zeros(max(n, rate) + 8192, np.float32)
-        fallback: dict[int, object] = {}
-        try:
-            for packet in container.demux([all_streams[k] for k in sorted(streams)]):
-                k = wanted.get(packet.stream.index)
-                if k is None:
-                    continue
-                for frame in packet.decode():
-                    if frame.format.name != "fltp":  # not AAC's planar float: convert
-                        if k not in fallback:
-                            fallback[k] = av.AudioResampler(format="fltp", layout=frame.layout, rate=frame.sample_rate)
-                        frames = fallback[k].resample(frame)
-                    else:
-                        frames = [frame]
-                    for f in frames:
-                        _add_mono(bufs, pos, k, f)
-            for k, r in fallback.items():
-                for f in r.resample(None):
-                    _add_mono(bufs, pos, k, f)
-        except AudioError:
-            raise
-        except Exception as exc:
-            raise AudioError(p, f"decoding failed ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
-        channels = int(all_streams[min(streams)].channels)
-    out = {}
-    for k in streams:
-        if pos[k] == 0:
-            raise AudioError(p, f"stream {k} holds no samples")
-        out[k] = bufs[k][: pos[k]]
-    return out, rate, channels
-
-
-def _add_mono(bufs: dict[int, np.ndarray], pos: dict[int, int], k: int, frame) -> None:
-    n = frame.samples
-    planes = frame.planes
-    start = pos[k]
-    if start + n > bufs[k].size:  # the container's duration was short: grow
-        bufs[k] = np.concatenate([bufs[k], np.zeros(max(n, bufs[k].size // 2), np.float32)])
-    out = bufs[k][start : start + n]
-    out[:] = np.frombuffer(planes[0], np.float32, n)
-    for plane in planes[1:]:
-        out += np.frombuffer(plane, np.float32, n)
-    if len(planes) > 1:
-        out *= np.float32(1.0 / len(planes))
-    pos[k] = start + n
-
-
 def load_stem_mp4(source: TrackSource, config):
     """Loader of a ``.stem.mp4`` track: decode its streams once, sum each role, resample.
 
@@ -223,7 +142,7 @@ def load_stem_mp4(source: TrackSource, config):
     if len({r.path for r in refs}) != 1 or any(r.channel is not None for r in refs):
         return load_stems(source, config)  # not one multi-stream file: the general path
     path = Path(source.root) / refs[0].path
-    decoded, rate, channels = decode_streams_mono(path, {r.stream for r in refs})
+    decoded, rate, channels = audio.load_streams_mono(path, {r.stream for r in refs})
 
     def role(rs: tuple[StemRef, ...]) -> np.ndarray:
         total = None
