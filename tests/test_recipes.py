@@ -253,8 +253,8 @@ def test_stem_mp4_one_pass_loader_equals_the_general_loader(corpora):
     import dataclasses
 
     from stemforge.core.config import SpectrogramConfig
-    from stemforge.ingest.engine import load_stems
     from stemforge.recipes import musdb
+    from stemforge.recipes.loading import load_stems
 
     root, _ = corpora("musdb")
     src = musdb.discover(root)[0]

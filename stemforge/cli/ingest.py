@@ -401,6 +401,9 @@ def ingest_csv(
 ) -> None:
     """Ingest your own list of songs: one CSV row per song, paths relative to the CSV.
 
+    The list may name files anywhere: absolute paths and ../ are read as written (it is your
+    own list, not a corpus's metadata, which is read only inside its root).
+
     Any two of mixture, vocals, accompaniment per row; the third is derived (e.g.
     accompaniment = mixture - vocals). Rows without a split get a deterministic one. A bad row
     is reported and skipped.
@@ -436,7 +439,8 @@ def ingest_pairs(
     Each pair's offset, gain and fit score go into the manifest (align_* columns); a pair
     scoring below --min-score (a wrong pair, a different mix) or with a missing file is
     reported as failed in one line naming its files, the others are stored, and the exit code
-    is 1. Rows without a split get a deterministic one. See docs/pairs.md.
+    is 1. Rows without a split get a deterministic one. The list may name files anywhere:
+    absolute paths and ../ are read as written. See docs/pairs.md.
 
     Example: stemforge ingest pairs ./karaoke_pairs.csv --min-score 0.5 --out ./stemforge-data
     """

@@ -9,20 +9,18 @@ shard completes, so a killed run loses at most the shard being written.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
-
 from stemforge import __version__
-from stemforge.core import audio, dsp
+from stemforge.core import dsp
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import AudioError, StemforgeError
 from stemforge.recipes.identity import song_key
-from stemforge.recipes.base import StemRef, TrackAudio, TrackSource
+from stemforge.recipes.base import TrackAudio, TrackSource
+from stemforge.recipes.loading import loader
 from stemforge.core.parallel import map_ordered
 from stemforge.store.datadir import DataDir
 from stemforge.store.shards import TrackArrays
@@ -46,102 +44,6 @@ class IngestReport:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-# -- loading -------------------------------------------------------------------------------
-class _DecodeCache:
-    """Decode each (file, stream) of a track once when several refs read it (iKala's two
-    channels, a CSV that names one file twice); files read once are not kept."""
-
-    def __init__(self, root: Path, refs: Iterable[StemRef]):
-        self.root = root
-        counts: dict[tuple[str, int], int] = {}
-        for r in refs:
-            counts[(r.path, r.stream)] = counts.get((r.path, r.stream), 0) + 1
-        self._shared = {k for k, n in counts.items() if n > 1}
-        self._cache: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
-
-    def get(self, ref: StemRef) -> tuple[np.ndarray, int, int]:
-        """``(y [samples] float32, sample_rate, n_channels)`` of one ref (channel picked or mean)."""
-        k = (ref.path, ref.stream)
-        path = self.root / ref.path
-        if k not in self._shared:
-            return audio.load_mono(path, ref.stream, ref.channel)
-        if k not in self._cache:
-            self._cache[k] = audio.load(path, stream=ref.stream)
-        data, sr = self._cache[k]
-        if ref.channel is None:
-            return audio.to_mono(data), sr, data.shape[0]
-        if ref.channel >= data.shape[0]:
-            raise AudioError(path, f"has {data.shape[0]} channel(s); channel {ref.channel} requested")
-        return data[ref.channel], sr, data.shape[0]
-
-
-def _sum_role(
-    refs: tuple[StemRef, ...], cache: _DecodeCache, tolerance: int, role: str
-) -> tuple[np.ndarray, int, int, Path]:
-    """Sum the refs of one role at the native rate -> (mono [n_samples], rate, channels, first path)."""
-    total: np.ndarray | None = None
-    rate = channels = 0
-    first = cache.root / refs[0].path
-    for ref in refs:
-        mono, sr, n_channels = cache.get(ref)
-        path = cache.root / ref.path
-        if ref.gain != 1.0:
-            mono = mono * np.float32(ref.gain)
-        if total is None:
-            total, rate, channels = mono.astype(np.float32, copy=True), sr, n_channels
-            continue
-        if sr != rate:
-            raise AudioError(path, f"sample rate {sr} Hz differs from {first.name} ({rate} Hz)")
-        if abs(mono.size - total.size) > tolerance:
-            raise AudioError(path, f"length {mono.size} samples differs from {first.name} ({total.size} samples)")
-        n = min(mono.size, total.size)
-        total = total[:n]
-        total += mono[:n]
-        channels = max(channels, n_channels)
-    assert total is not None
-    return total, rate, channels, first
-
-
-def load_stems(source: TrackSource, config: SpectrogramConfig) -> TrackAudio:
-    """Sum each role's StemRefs, check rates and lengths agree, downmix, resample to 16 kHz."""
-    root = Path(source.root)
-    if not source.vocals or not source.accompaniment:
-        raise StemforgeError(f"{root}: recipe gave no {'vocals' if not source.vocals else 'accompaniment'} for {source.uid}")
-    cache = _DecodeCache(root, source.mixture + source.vocals + source.accompaniment)
-    tol = source.length_tolerance
-    voc, rate, channels, vpath = _sum_role(source.vocals, cache, tol, "vocals")
-    acc, arate, _, apath = _sum_role(source.accompaniment, cache, tol, "accompaniment")
-    if arate != rate:
-        raise AudioError(apath, f"sample rate {arate} Hz differs from {vpath.name} ({rate} Hz)")
-    mix = None
-    if source.mixture:
-        mix, mrate, mchannels, mpath = _sum_role(source.mixture, cache, tol, "mixture")
-        if mrate != rate:
-            raise AudioError(mpath, f"sample rate {mrate} Hz differs from {vpath.name} ({rate} Hz)")
-        channels = max(channels, mchannels)
-        if abs(mix.size - voc.size) > tol:
-            raise AudioError(vpath, f"length {voc.size} samples differs from {mpath.name} ({mix.size} samples)")
-    if abs(acc.size - voc.size) > tol:
-        raise AudioError(apath, f"length {acc.size} samples differs from {vpath.name} ({voc.size} samples)")
-    n = min(voc.size, acc.size, mix.size if mix is not None else voc.size)
-    sr = config.sample_rate
-    q = config.resample_quality
-    return TrackAudio(
-        vocals=audio.resample(voc[:n], rate, sr, q),
-        accompaniment=audio.resample(acc[:n], rate, sr, q),
-        mixture=None if mix is None else audio.resample(mix[:n], rate, sr, q),
-        source_sample_rate=rate,
-        source_channels=channels,
-    )
-
-
-def _loader(name: str) -> Callable[[TrackSource, SpectrogramConfig], TrackAudio]:
-    if name == "stems":
-        return load_stems
-    module, _, func = name.partition(":")
-    return getattr(importlib.import_module(module), func)
 
 
 def compute_arrays(
@@ -189,7 +91,7 @@ def process_track(source: TrackSource, config: SpectrogramConfig) -> tuple[dict,
     """
     root = Path(source.root)
     first = root / source.source_path
-    track = _loader(source.loader)(source, config)
+    track = loader(source.loader)(source, config)
     arrays, figures = compute_arrays(
         track,
         config,

@@ -131,8 +131,8 @@ class TrackSource:
 
 @dataclass
 class TrackAudio:
-    """A track as waveforms at the config's ``sample_rate``, float32 ``[n_samples]`` (mono, as
-    every SpectrogramConfig is today), before the STFT; what a loader returns
+    """A track as waveforms at the config's ``sample_rate`` and ``channels``, float32
+    ``[n_samples]`` (mono) or ``[channels, n_samples]``, before the STFT; what a loader returns
     (:mod:`stemforge.recipes.loading`). ``source_sample_rate`` and ``source_channels`` describe
     the files it came from.
 

@@ -35,12 +35,12 @@ import csv as _csv
 import re
 from pathlib import Path
 
-import numpy as np
-
-from stemforge.core.errors import AudioError, DatasetLayoutError, StemforgeError
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import DatasetLayoutError, StemforgeError
 from stemforge.recipes.splits import check_fractions, hash_split
 from stemforge.recipes.identity import song_key
-from stemforge.recipes.base import SPLITS, StemRef, TrackSource
+from stemforge.recipes.base import SPLITS, StemRef, TrackAudio, TrackSource
+from stemforge.recipes.loading import load_roles
 
 NAME = "csv"
 LAYOUT = __doc__
@@ -152,49 +152,18 @@ def discover(
     return tracks
 
 
-def _decode(root: Path, ref: StemRef) -> tuple[np.ndarray, int, int]:
-    from stemforge.core import audio
-
-    data, rate = audio.load(root / ref.path, stream=ref.stream)
-    if ref.channel is not None:
-        data = data[ref.channel : ref.channel + 1]
-    mono = audio.to_mono(data).astype(np.float32, copy=False)
-    if ref.gain != 1.0:
-        mono = mono * np.float32(ref.gain)
-    return mono, rate, int(data.shape[0])
-
-
-def load_csv_track(source: TrackSource, config):
+def load_csv_track(source: TrackSource, config: SpectrogramConfig) -> TrackAudio:
     """Loader for rows that give the mixture and one stem: the other stem = mixture - stem.
 
-    The subtraction happens at the files' own rate, before resampling to 16 kHz (both are
-    linear, so this equals subtracting afterwards). Returns a TrackAudio with ``mixture=None``:
+    The subtraction happens at the files' own rate, before resampling to ``config.sample_rate``
+    (both are linear, so this equals subtracting afterwards; see
+    :func:`stemforge.recipes.loading.track_audio`). Returns a TrackAudio with ``mixture=None``:
     the stored mixture is vocals + accompaniment, which is the mixture file itself.
     """
-    from stemforge.core import audio
-    from stemforge.recipes.base import TrackAudio
-
-    root = Path(source.root)
     derive = dict(source.options).get("derive", "")
     given = source.vocals if derive == "accompaniment" else source.accompaniment
     if not source.mixture or not given or derive not in ("vocals", "accompaniment"):
         raise StemforgeError(f"{source.uid}: load_csv_track needs the mixture and one stem (derive={derive!r})")
-    mix, rate, channels = _decode(root, source.mixture[0])
-    stem, stem_rate, stem_channels = _decode(root, given[0])
-    mpath, spath = root / source.mixture[0].path, root / given[0].path
-    if stem_rate != rate:
-        raise AudioError(spath, f"sample rate {stem_rate} Hz differs from {mpath.name} ({rate} Hz)")
-    if abs(stem.size - mix.size) > source.length_tolerance:
-        raise AudioError(spath, f"length {stem.size} samples differs from {mpath.name} ({mix.size} samples)")
-    n = min(stem.size, mix.size)
-    other = mix[:n] - stem[:n]
-    vocals, accompaniment = (stem[:n], other) if derive == "accompaniment" else (other, stem[:n])
-    sr, q = config.sample_rate, config.resample_quality
-    return TrackAudio(
-        vocals=audio.resample(vocals, rate, sr, q),
-        accompaniment=audio.resample(accompaniment, rate, sr, q),
-        mixture=None,
-        source_sample_rate=rate,
-        source_channels=max(channels, stem_channels),
-        extra={"derived_role": derive},
-    )
+    track = load_roles(source, config)
+    track.extra["derived_role"] = derive
+    return track
