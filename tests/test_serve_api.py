@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
+import shutil
 import struct
 import threading
 import time
@@ -29,6 +31,8 @@ from stemforge.serve import STEMS, ServeSettings, create_app
 from stemforge.serve.jobs import PNG_HEIGHT, PNG_WIDTH, spectrogram_png, valid_job_id
 
 RATE = 8000
+#: A host name the server answers by default (TestClient's own "testserver" is refused: not loopback).
+BASE_URL = "http://127.0.0.1"
 FIXED_NAMES = {f"{s}.{k}" for s in STEMS for k in ("wav", "png")}
 
 
@@ -108,7 +112,7 @@ def make_client(tmp_path: Path, separator=None, render_png=None, **settings) -> 
     settings.setdefault("work_dir", tmp_path / "work")
     render_png = render_png or (lambda audio, rate, path, reference: tiny_png(path) or 1.0)
     app = create_app(separator or StandIn(), ServeSettings(**settings), render_png=render_png)
-    return TestClient(app)
+    return TestClient(app, base_url=BASE_URL)
 
 
 def upload(client: TestClient, data: bytes, filename: str = "song.wav", content_type: str = "audio/wav"):
@@ -324,6 +328,32 @@ def test_unknown_ids_and_bad_stems(tmp_path):
         assert client.get(f"/api/jobs/{job['id']}/input.wav").status_code == 422
 
 
+def test_every_refusal_is_one_line_of_json(tmp_path):
+    """docs/serve.md promises ``{"detail": "one line"}`` for every refusal, FastAPI's own
+    validation errors (a list of objects by default) and routing's 404/405 included."""
+    with make_client(tmp_path) as client:
+        job = upload(client, encode(tone(0.5), "wav")).json()["id"]
+        wait(client, job)
+        refusals = {
+            ("get", f"/api/jobs/{job}/drums.wav"): (422, "stem"),
+            ("get", f"/api/jobs/{job}/vocals.wav?download=maybe"): (422, "download"),
+            ("get", "/api/jobs/" + "A" * len(job)): (404, "no such job"),
+            ("get", "/api/nothing-here"): (404, "Not Found"),
+            ("get", "/static/missing.js"): (404, "Not Found"),
+            ("put", f"/api/jobs/{job}"): (405, "Method Not Allowed"),
+            ("post", "/api/jobs"): (415, "multipart"),
+            ("get", "/docs"): (404, "Not Found"),
+        }
+        for (method, path), (status, words) in refusals.items():
+            r = getattr(client, method)(path)
+            assert r.status_code == status, (path, r.status_code, r.text)
+            assert r.headers["content-type"] == "application/json", path
+            body = r.json()
+            assert list(body) == ["detail"] and isinstance(body["detail"], str), (path, body)
+            assert "\n" not in body["detail"] and words in body["detail"], (path, body)
+        assert "mixture" in client.get(f"/api/jobs/{job}/drums.wav").json()["detail"]  # says what is allowed
+
+
 def test_path_traversal_is_harmless(tmp_path):
     work = tmp_path / "work"
     names = ["../../../../evil.wav", "..\\..\\evil.wav", "/etc/passwd", "a/../../b.wav", "\x00../x.wav", "...."]
@@ -469,6 +499,61 @@ def test_results_expire_and_their_files_are_removed(tmp_path):
         assert not (tmp_path / "work" / job).exists()
 
 
+def test_a_job_is_listed_until_its_files_are_removed(tmp_path, monkeypatch):
+    """Expiry and DELETE remove the folder first and drop the job after: a 404 for a job means
+    its files are gone (the old order, table first, failed under load: issue 15)."""
+    with make_client(tmp_path, expire_minutes=60) as client:
+        store = client.app.state.store
+        jobs = [upload(client, encode(tone(0.3), "wav")).json()["id"] for _ in range(2)]
+        for job in jobs:
+            wait(client, job)
+        seen = {}
+        real_rmtree = shutil.rmtree
+
+        def watching_rmtree(path, *args, **kwargs):
+            name = Path(path).name
+            if name in jobs and name not in seen:  # the moment the removal starts
+                seen[name] = (store.get(name) is not None, store.file(name, "vocals", "wav"))
+            return real_rmtree(path, *args, **kwargs)
+
+        monkeypatch.setattr(shutil, "rmtree", watching_rmtree)
+        assert client.delete(f"/api/jobs/{jobs[0]}").status_code == 204
+        assert not (tmp_path / "work" / jobs[0]).exists()
+        assert store.cleanup_expired(now=time.time() + 7200) == 1  # the other one expires
+        monkeypatch.undo()
+        # listed while its files went, and none of them served any more
+        assert seen == {jobs[0]: (True, None), jobs[1]: (True, None)}
+        for job in jobs:
+            assert store.get(job) is None and client.get(f"/api/jobs/{job}").status_code == 404
+            assert not (tmp_path / "work" / job).exists()
+
+
+def test_a_folder_that_cannot_be_removed_is_logged_and_retried(tmp_path, monkeypatch, caplog):
+    with make_client(tmp_path, expire_minutes=60) as client:
+        store = client.app.state.store
+        job = upload(client, encode(tone(0.3), "wav")).json()["id"]
+        wait(client, job)
+        later = time.time() + 7200
+
+        def failing_rmtree(path, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(path))
+
+        monkeypatch.setattr(shutil, "rmtree", failing_rmtree)
+        with caplog.at_level(logging.WARNING, logger="stemforge.serve"):
+            assert store.cleanup_expired(now=later) == 0
+            r = client.delete(f"/api/jobs/{job}")
+        warnings_ = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any(job in m and "Permission denied" in m for m in warnings_), warnings_
+        assert r.status_code == 500 and "\n" not in r.json()["detail"] and "try again" in r.json()["detail"]
+        # still listed (its files remain), but its files are not served any more
+        assert client.get(f"/api/jobs/{job}").status_code == 200
+        assert client.get(f"/api/jobs/{job}/vocals.wav").status_code == 404
+        assert (tmp_path / "work" / job / "vocals.wav").is_file()
+        monkeypatch.undo()
+        assert store.cleanup_expired(now=later) == 1  # the next pass succeeds
+        assert client.get(f"/api/jobs/{job}").status_code == 404 and not (tmp_path / "work" / job).exists()
+
+
 def test_cleanup_keeps_unfinished_jobs_and_removes_stray_folders(tmp_path):
     gate = threading.Event()
     with make_client(tmp_path, separator=StandIn(gate=gate), expire_minutes=60) as client:
@@ -490,7 +575,7 @@ def test_cleanup_keeps_unfinished_jobs_and_removes_stray_folders(tmp_path):
 
 def test_shutdown_removes_a_temporary_work_dir(tmp_path):
     app = create_app(StandIn(), ServeSettings(max_seconds=5.0), render_png=None)
-    with TestClient(app) as client:
+    with TestClient(app, base_url=BASE_URL) as client:
         job = upload(client, encode(tone(0.3), "wav")).json()["id"]
         status = wait(client, job)
         assert status["stems"]["vocals"]["png"] is None  # no renderer, no pictures

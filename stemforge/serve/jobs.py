@@ -19,6 +19,11 @@ files are::
 
 Finished jobs (done or failed) expire ``expire_seconds`` after they finish: a cleanup thread
 removes them and their folder.
+
+A job leaves the table only once its folder is gone (expiry, :meth:`JobStore.delete`): whoever
+gets a 404 for a job can count on its files being removed. A folder that cannot be removed is
+logged (warning, with the reason) and its job stays listed, its files no longer served, until a
+later cleanup pass succeeds.
 """
 
 from __future__ import annotations
@@ -109,6 +114,8 @@ class Job:
     queue_position: int | None = None
     expires_at: float | None = None
     cancelled: bool = field(default=False, repr=False)
+    #: Its folder is being removed (expired or deleted): no file is served from it any more.
+    removing: bool = field(default=False, repr=False)
     separating_since: float | None = field(default=None, repr=False)
 
 
@@ -229,12 +236,15 @@ class JobStore:
             t.join(max(0.0, deadline - time.monotonic()))
         self._threads = []
         with self._cond:
-            folders = [job.folder for job in self._jobs.values()]
-            self._jobs.clear()
-        for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
+            jobs = list(self._jobs.values())
+            for job in jobs:
+                job.removing = True
+        for job in jobs:
+            if remove_folder(job.folder):
+                with self._cond:
+                    self._jobs.pop(job.id, None)
         if remove_root:
-            shutil.rmtree(self.root, ignore_errors=True)
+            remove_folder(self.root)
 
     # ----------------------------------------------------------------- requests
     def reserve(self) -> tuple[str, Path]:
@@ -254,7 +264,7 @@ class JobStore:
         with self._cond:
             if job_id in self._jobs:
                 return
-        shutil.rmtree(self.root / job_id, ignore_errors=True)
+        remove_folder(self.root / job_id)
 
     def submit(
         self,
@@ -305,23 +315,34 @@ class JobStore:
             raise StemforgeError(f"no such file: {stem!r}.{kind!r}")
         with self._cond:
             job = self._jobs.get(job_id)
-            if job is None or job.state is not JobState.DONE:
+            if job is None or job.state is not JobState.DONE or job.removing:
                 return None
             return job.folder / f"{stem}.{kind}"
 
     def delete(self, job_id: str) -> bool:
-        """Forget a job and remove its files (a running job's folder goes when its worker next
-        checks in). Returns False when the id is unknown."""
+        """Forget a job (queued, running or finished) and remove its folder; returns False when
+        the id is unknown.
+
+        Blocking (file system work): call it from a worker thread, not the event loop. The folder
+        is removed before the job leaves the table, so a later :meth:`get` answering None means
+        the files are gone. A running job's worker is told to stop (it notices at its next
+        step); with its folder gone it cannot write anything more. Raises
+        :class:`~stemforge.core.errors.StemforgeError` when the folder cannot be removed (logged;
+        the job stays listed, its files no longer served, and the cleanup thread tries again).
+        """
         with self._cond:
-            job = self._jobs.pop(job_id, None)
+            job = self._jobs.get(job_id)
             if job is None:
                 return False
-            job.cancelled = True
-            running = job_id in self._running
+            job.cancelled = job.removing = True
             if job_id in self._queue:
                 self._queue.remove(job_id)
-        if not running:
-            shutil.rmtree(job.folder, ignore_errors=True)
+        if not remove_folder(job.folder):
+            with self._cond:
+                job.expires_at = self.clock()  # the cleanup thread retries
+            raise StemforgeError("the job's files could not be removed; the server will try again")
+        with self._cond:
+            self._jobs.pop(job_id, None)
         return True
 
     def counts(self) -> dict[str, int]:
@@ -338,12 +359,19 @@ class JobStore:
         """Remove the finished jobs whose time is up, and stray folders; returns how many jobs."""
         now = self.clock() if now is None else now
         with self._cond:
-            expired = [j for j in self._jobs.values() if j.expires_at is not None and j.expires_at <= now]
+            expired = [
+                j for j in self._jobs.values()
+                if j.expires_at is not None and j.expires_at <= now and j.id not in self._running
+            ]
             for job in expired:
-                del self._jobs[job.id]
+                job.removing = True  # its files are no longer served; it is still listed
             known = set(self._jobs)
+        removed = 0
         for job in expired:
-            shutil.rmtree(job.folder, ignore_errors=True)
+            if remove_folder(job.folder):  # first the files, then the entry: never gone with files left
+                with self._cond:
+                    self._jobs.pop(job.id, None)
+                removed += 1
         # Folders of reservations whose request died, older than the expiry time.
         try:
             entries = list(os.scandir(self.root))
@@ -358,10 +386,10 @@ class JobStore:
                     with self._cond:
                         if entry.name in self._jobs:
                             continue
-                    shutil.rmtree(entry.path, ignore_errors=True)
-            except OSError:
-                pass
-        return len(expired)
+                    remove_folder(Path(entry.path))
+            except OSError as exc:
+                log.warning("cannot look at %s: %s", entry.path, exc)
+        return removed
 
     # ----------------------------------------------------------------- internals
     def _snapshot(self, job: Job) -> Job:
@@ -407,8 +435,10 @@ class JobStore:
                         self.done_total += 1
                     elif job.state is JobState.FAILED:
                         self.failed_total += 1
-                if job.cancelled:
-                    shutil.rmtree(job.folder, ignore_errors=True)
+                if job.cancelled and remove_folder(job.folder):  # deleted while it ran
+                    with self._cond:
+                        if self._jobs.get(job_id) is job:
+                            del self._jobs[job_id]
 
     def _run(self, job: Job) -> None:
         """Decode, separate, write the stems and their pictures; never raises."""
@@ -417,6 +447,8 @@ class JobStore:
         except _Cancelled:
             return
         except Exception as exc:  # a bad job must never take the pool down
+            if job.cancelled:  # deleted meanwhile (its folder vanished under the writer): no failure
+                return
             reason = one_line(exc, hide=job.folder)
             log.warning("job %s failed: %s", job.id, reason, exc_info=not isinstance(exc, StemforgeError))
             now = self.clock()
@@ -483,6 +515,26 @@ class JobStore:
                     log.info("removed %d expired jobs", removed)
             except Exception:  # cleanup must not die
                 log.exception("cleanup failed")
+
+
+def remove_folder(path: Path) -> bool:
+    """Remove ``path`` and all it holds; True when it is gone (or never was).
+
+    Never raises: a failure is logged as a warning naming the folder and the reason (and tried
+    once more first, since a file being written at that moment makes the folder non-empty).
+    """
+    error: OSError | None = None
+    for _ in range(2):
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            pass  # gone, or a file inside vanished meanwhile: look again
+        except OSError as exc:
+            error = exc
+        if not os.path.lexists(path):
+            return True
+    log.warning("could not remove the job folder %s: %s", path, error.strerror if error and error.strerror else error)
+    return False
 
 
 def decode_limited(path: str | os.PathLike, max_seconds: float) -> tuple[np.ndarray, int]:
