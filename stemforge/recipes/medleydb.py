@@ -9,6 +9,11 @@ Layout::
 
 ``ROOT`` may also be the ``Audio`` folder itself. Every file is 44.1 kHz (stereo or mono) PCM.
 
+Metadata is read within bounds (:func:`read_metadata`: 1 MiB, 200,000 nodes with aliases counted
+as copies, 64 levels) and the names it gives (``stem_dir``, ``filename``, ``mix_filename``) must
+stay inside the Audio folder (:func:`stemforge.recipes.base.inside_root`); a file that breaks
+either fails its own track with a one-line reason, and the other tracks go on.
+
 What is vocals: a stem is vocal when its instrument label(s) are in the taxonomy's ``voices``
 family and selected by ``voices``: ``"singing"`` (default) keeps male/female singer,
 vocalists, choir, male/female rapper; ``"all"`` adds speakers, screamers, crowd and
