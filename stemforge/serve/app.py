@@ -14,11 +14,16 @@ Bad input is refused early and cheaply: a request whose Content-Length is over t
 before a byte of its body is read; otherwise the body is read in chunks and written to the job's
 folder, and reading stops with 413 as soon as the limit is passed (nothing is buffered whole in
 memory). The stored file is probed (header plus the first decoded samples): 415 when it does not
-decode, 422 when the song is longer than allowed. Errors are JSON ``{"detail": "one line"}``.
+decode, 422 when the song is longer than allowed. An upload that stalls or trickles gets 408 (see
+:class:`ServeSettings`). Requests naming a host the server is not known by get 400, and job
+creation or deletion from another page's origin 403 (:mod:`stemforge.serve.hosts`). Every
+refusal, FastAPI's own validation errors included, is JSON ``{"detail": "one line"}``.
+Interactive docs (``/docs``, ``/redoc``) are off: they load scripts from a public CDN.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -33,12 +38,15 @@ from typing import Any, AsyncIterator, Callable, Literal
 from fastapi import FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stemforge import __version__
 from stemforge.core.errors import AudioError, StemforgeError
+from stemforge.serve.hosts import LOOPBACK_HOSTS, HostOriginGuard, normalize_origin
 from stemforge.serve.jobs import (
     STEMS,
     Job,
@@ -75,6 +83,18 @@ class ServeSettings:
         expire_minutes: how long finished jobs and their files are kept.
         max_queue: jobs that may wait for a worker; beyond, POST answers 503.
         work_dir: folder for the jobs' files; None makes a temporary one, removed at shutdown.
+        allowed_hosts: host names (``Host`` header, without port) the server answers; others
+            get 400. ``*`` allows any, ``*.example.org`` a domain. Default: loopback names.
+        allowed_origins: origins (``scheme://host[:port]``) besides the server's own from which
+            a page may create or delete jobs; others get 403. ``*`` allows any.
+        upload_timeout_s: no read of an upload's body may wait longer than this (seconds), and
+            the body gets this long plus its size over ``upload_min_rate_kib``; beyond, 408.
+            (The request head has the same deadline when the CLI runs the server:
+            :func:`stemforge.serve.connection.head_timeout_protocol`.)
+        upload_min_rate_kib: slowest average upload rate accepted past ``upload_timeout_s``,
+            in KiB/s.
+        warm_up: separate one second of noise when the server starts, so that the first job
+            does not pay for the model's first call (lazy initialisation in torch).
     """
 
     max_upload_mb: float = 100.0
@@ -83,6 +103,11 @@ class ServeSettings:
     expire_minutes: float = 60.0
     max_queue: int = 100
     work_dir: Path | None = None
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    allowed_origins: tuple[str, ...] = ()
+    upload_timeout_s: float = 30.0
+    upload_min_rate_kib: float = 16.0
+    warm_up: bool = False
 
     def __post_init__(self) -> None:
         if not self.max_upload_mb > 0:
@@ -95,6 +120,18 @@ class ServeSettings:
             raise StemforgeError(f"expire_minutes must be positive, got {self.expire_minutes}")
         if self.max_queue < 0:
             raise StemforgeError(f"max_queue must be >= 0, got {self.max_queue}")
+        if not self.upload_timeout_s > 0:
+            raise StemforgeError(f"upload_timeout_s must be positive, got {self.upload_timeout_s}")
+        if not self.upload_min_rate_kib > 0:
+            raise StemforgeError(f"upload_min_rate_kib must be positive, got {self.upload_min_rate_kib}")
+        if not self.allowed_hosts:
+            raise StemforgeError("allowed_hosts must name at least one host (or '*')")
+        for origin in self.allowed_origins:
+            if origin != "*":
+                try:
+                    normalize_origin(origin)
+                except ValueError as exc:
+                    raise StemforgeError(str(exc)) from None
 
     @property
     def max_upload_bytes(self) -> int:
@@ -161,11 +198,15 @@ class ServerInfo(BaseModel):
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
+        400: "a host name this server does not answer to",
+        403: "a request from another origin (page)",
         404: "unknown or expired job, or no such file",
+        408: "the upload stalled or was too slow",
         409: "the job is not done",
         413: "upload over the size limit",
         415: "not multipart/form-data, or a file that does not decode as audio",
-        422: "no file in the form, or a song over the length limit",
+        422: "no file in the form, a song over the length limit, or a bad path or query parameter",
+        500: "the job's files could not be removed (retried later)",
         503: "too many jobs waiting; retry later",
     }
     return {c: {"model": ErrorMessage, "description": text[c]} for c in codes}
@@ -233,6 +274,8 @@ def create_app(
         store.start()
         app.state.store = store
         try:
+            if settings.warm_up:
+                await run_in_threadpool(_warm_up, separator)
             yield
         finally:
             await run_in_threadpool(store.close, 10.0, own_root)
@@ -242,8 +285,13 @@ def create_app(
         version=__version__,
         description="Drop a song, get its vocals and accompaniment back.",
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc load their scripts from a public CDN
+        redoc_url=None,
     )
     app.state.settings = settings
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _internal_error)
 
     def store_of(request: Request) -> JobStore:
         return request.app.state.store
@@ -276,7 +324,7 @@ def create_app(
         "/api/jobs",
         status_code=202,
         response_model=JobStatus,
-        responses=_errors(413, 415, 422, 503),
+        responses=_errors(403, 408, 413, 415, 422, 503),
         openapi_extra=_UPLOAD_BODY,
         tags=["jobs"],
     )
@@ -294,7 +342,9 @@ def create_app(
             raise HTTPException(413, _too_large(limit), headers=_CLOSE)
         job_id, folder = store.reserve()
         try:
-            upload = await _receive_upload(request, boundary, folder, limit)
+            upload = await _receive_upload(
+                request, boundary, folder, limit, settings.upload_timeout_s, settings.upload_min_rate_kib * 1024.0
+            )
             probe = await run_in_threadpool(_probe, upload.path)
             if probe.duration_s > settings.max_seconds:
                 raise HTTPException(
@@ -318,10 +368,16 @@ def create_app(
         """State, progress, queue position and error of a job."""
         return _status(_job_or_404(store_of(request), job_id))
 
-    @app.delete("/api/jobs/{job_id}", status_code=204, responses=_errors(404), tags=["jobs"])
+    @app.delete("/api/jobs/{job_id}", status_code=204, responses=_errors(403, 404, 500), tags=["jobs"])
     async def delete_job(request: Request, job_id: str) -> Response:
-        """Forget a job (queued, running or finished) and remove its files."""
-        if not valid_job_id(job_id) or not store_of(request).delete(job_id):
+        """Forget a job (queued, running or finished) and remove its files (gone by the 204)."""
+        if not valid_job_id(job_id):
+            raise HTTPException(404, "no such job (unknown or expired)")
+        try:
+            deleted = await run_in_threadpool(store_of(request).delete, job_id)
+        except StemforgeError as exc:
+            raise HTTPException(500, str(exc)) from None
+        if not deleted:
             raise HTTPException(404, "no such job (unknown or expired)")
         return Response(status_code=204)
 
@@ -365,7 +421,46 @@ def create_app(
     )(file_route("png", "image/png"))
 
     app.add_middleware(_SecurityHeaders)
+    # Outermost: a request for a foreign host or from a foreign page is refused before routing.
+    app.add_middleware(
+        HostOriginGuard, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins
+    )
     return app
+
+
+def _warm_up(separator: SeparatorLike) -> None:
+    """Separate one second of quiet noise (16 kHz mono, fixed seed): torch builds its kernels on a
+    model's first call (about a second for the default U-Net on a CPU), which would otherwise
+    land on the first job. A failure is logged: the jobs will report it."""
+    import numpy as np
+
+    noise = 0.05 * np.random.default_rng(0).standard_normal((1, 16000)).astype(np.float32)
+    try:
+        separator.separate(noise, 16000)
+    except Exception as exc:
+        log.warning("the model's warm-up run failed: %s", one_line(exc))
+
+
+# --------------------------------------------------------------------------- one-line errors
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Every HTTPException (ours, routing's 404/405, StaticFiles') as ``{"detail": "one line"}``."""
+    return JSONResponse({"detail": " ".join(str(exc.detail).split())}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's list of validation problems as one line naming the parameter: 422."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("path", "query", "body", "header"))
+        problems.append(f"{where or 'request'}: {error.get('msg', 'invalid')}")
+    detail = " ".join("; ".join(problems).split())[:300] or "invalid request"
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug: one line for the client (no traceback, no server paths); the log has the rest."""
+    log.error("internal error on %s %s: %s", request.method, request.url.path, one_line(exc))  # the server logs the traceback
+    return JSONResponse({"detail": f"internal server error ({type(exc).__name__}); see the server's log"}, status_code=500)
 
 
 def _default_renderer() -> PngRenderer:
@@ -461,6 +556,12 @@ class _TooLarge(Exception):
     pass
 
 
+class _TooSlow(Exception):
+    def __init__(self, received: int, elapsed: float):
+        super().__init__(received, elapsed)
+        self.received, self.elapsed = received, elapsed
+
+
 class _FormError(Exception):
     pass
 
@@ -545,11 +646,18 @@ class _UploadSink:
             self._file = None
 
 
-async def _receive_upload(request: Request, boundary: bytes, folder: Path, limit: int) -> _Upload:
+async def _receive_upload(
+    request: Request, boundary: bytes, folder: Path, limit: int, timeout_s: float, min_rate: float
+) -> _Upload:
     """Stream the multipart body into ``folder/upload.part`` and rename it ``input<.ext>``.
 
     The file name the client sent is kept for display only; the stored name is fixed and its
     extension comes from the file's first bytes (or, failing that, a known extension).
+
+    Deadlines (as Apache's mod_reqtimeout ``body=timeout,MinRate=rate``): no read waits more
+    than ``timeout_s`` seconds, and the whole body must be in by ``timeout_s + received /
+    min_rate`` seconds after it began (``min_rate`` in bytes/s); beyond, 408 and the connection
+    is closed. A client that stalls or trickles holds a socket for a bounded time only.
     """
     from python_multipart.exceptions import FormParserError
     from python_multipart.multipart import MultipartParser
@@ -558,8 +666,22 @@ async def _receive_upload(request: Request, boundary: bytes, folder: Path, limit
     sink = _UploadSink(folder / "upload.part", limit)
     parser = MultipartParser(boundary, sink.callbacks())
     received = 0
+    loop = asyncio.get_running_loop()
+    began = loop.time()
     try:
-        async for chunk in request.stream():
+        more = True
+        while more:
+            wait = min(timeout_s, began + timeout_s + received / min_rate - loop.time())
+            try:
+                if wait <= 0:
+                    raise TimeoutError
+                message = await asyncio.wait_for(request.receive(), wait)
+            except TimeoutError:
+                raise _TooSlow(received, loop.time() - began) from None
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect
+            chunk = message.get("body", b"")
+            more = message.get("more_body", False)
             received += len(chunk)
             if received > limit + FORM_OVERHEAD:
                 raise _TooLarge
@@ -568,6 +690,13 @@ async def _receive_upload(request: Request, boundary: bytes, folder: Path, limit
         parser.finalize()
     except _TooLarge:
         raise HTTPException(413, _too_large(limit), headers=_CLOSE) from None
+    except _TooSlow as exc:
+        raise HTTPException(
+            408,
+            f"upload too slow: {exc.received} bytes in {exc.elapsed:.0f} s (a pause of at most {timeout_s:g} s, "
+            f"and {min_rate / 1024:g} KiB/s past the first {timeout_s:g} s)",
+            headers=_CLOSE,
+        ) from None
     except _FormError as exc:
         raise HTTPException(422, str(exc)) from None
     except FormParserError as exc:
