@@ -28,10 +28,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from stemforge.core.errors import AudioError, DatasetLayoutError, StemforgeError
-from stemforge.recipes.base import StemRef, TrackSource
+from stemforge.core import audio
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import DatasetLayoutError, StemforgeError
+from stemforge.recipes.base import StemRef, TrackAudio, TrackSource
+from stemforge.recipes.loading import load_roles, load_stems
 
 NAME = "musdb"
 LAYOUT = __doc__
@@ -128,45 +129,17 @@ def discover(root: str | Path, fmt: str = "auto") -> list[TrackSource]:
     return tracks
 
 
-def load_stem_mp4(source: TrackSource, config):
-    """Loader of a ``.stem.mp4`` track: decode its streams once, sum each role, resample.
+def load_stem_mp4(source: TrackSource, config: SpectrogramConfig) -> TrackAudio:
+    """Loader of a ``.stem.mp4`` track: decode its streams in one pass, then the common tail.
 
-    Same checks and result as :func:`stemforge.ingest.engine.load_stems` (lengths within
-    ``source.length_tolerance``, trimmed to the shortest), faster on multi-stream files.
+    Same checks and result as :func:`stemforge.recipes.loading.load_stems` (lengths within
+    ``source.length_tolerance``, trimmed to the shortest, resampled to ``config.sample_rate``),
+    faster on multi-stream files; a source that is not one multi-stream file, or a stereo
+    geometry, takes that path.
     """
-    from stemforge.core import audio
-    from stemforge.ingest.engine import load_stems
-    from stemforge.recipes.base import TrackAudio
-
     refs = source.mixture + source.vocals + source.accompaniment
-    if len({r.path for r in refs}) != 1 or any(r.channel is not None for r in refs):
-        return load_stems(source, config)  # not one multi-stream file: the general path
+    if len({r.path for r in refs}) != 1 or any(r.channel is not None for r in refs) or config.channels != 1:
+        return load_stems(source, config)  # not one multi-stream file to downmix: the general path
     path = Path(source.root) / refs[0].path
     decoded, rate, channels = audio.load_streams_mono(path, {r.stream for r in refs})
-
-    def role(rs: tuple[StemRef, ...]) -> np.ndarray:
-        total = None
-        for r in rs:
-            x = decoded[r.stream] if r.gain == 1.0 else decoded[r.stream] * np.float32(r.gain)
-            if total is None:
-                total = x.copy()
-                continue
-            n = min(total.size, x.size)
-            total = total[:n]
-            total += x[:n]
-        return total
-
-    lengths = {k: v.size for k, v in decoded.items()}
-    if max(lengths.values()) - min(lengths.values()) > source.length_tolerance:
-        raise AudioError(path, f"stream lengths {lengths} differ by more than {source.length_tolerance} samples")
-    voc, acc = role(source.vocals), role(source.accompaniment)
-    mix = role(source.mixture) if source.mixture else None
-    n = min(voc.size, acc.size, mix.size if mix is not None else voc.size)
-    sr, q = config.sample_rate, config.resample_quality
-    return TrackAudio(
-        vocals=audio.resample(voc[:n], rate, sr, q),
-        accompaniment=audio.resample(acc[:n], rate, sr, q),
-        mixture=None if mix is None else audio.resample(mix[:n], rate, sr, q),
-        source_sample_rate=rate,
-        source_channels=channels,
-    )
+    return load_roles(source, config, decode=lambda ref: (decoded[ref.stream], rate, channels))
