@@ -19,6 +19,7 @@ from stemforge.cli.common import (
     out,
     resolve_data_dir,
 )
+from stemforge.train.loop import TrainConfig  # torch-free: its defaults show in --help
 
 RUNS_DIR = "runs"
 
@@ -39,6 +40,14 @@ def _default_out(resume: bool) -> Path:
     return Path(RUNS_DIR) / _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
+#: TrainConfig's defaults, shown in --help (the one place they are defined is TrainConfig).
+_D = TrainConfig()
+
+
+def _default(value) -> str:
+    return f" [default: {value}]"
+
+
 def train(
     data_arg: Optional[Path] = typer.Argument(None, metavar="[DATA]", help=DATA_HELP, show_default=False),
     data: Optional[Path] = typer.Option(None, "--data", help="Same as DATA.", show_default=False),
@@ -46,57 +55,66 @@ def train(
         None, "--out", "-o", help="Run folder (default: runs/<UTC time>; with --resume: the newest run under runs/).",
         show_default=False,
     ),
-    target: Optional[str] = typer.Option(None, "--target", help="What the mask extracts: vocals or accompaniment. [default: vocals]", show_default=False),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps in total. [default: 10000]", show_default=False),
+    target: Optional[str] = typer.Option(None, "--target", help="What the mask extracts: vocals or accompaniment (default: UNetConfig's; with --resume: the run's).", show_default=False),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps in total." + _default(_D.steps), show_default=False),
     epochs: Optional[float] = typer.Option(
-        None, "--epochs", help="Instead of --steps: passes over the train split (one pass = as many crops as it holds non-overlapping 128-frame crops).",
+        None, "--epochs", help="Instead of --steps: passes over the train split (one pass = as many crops as it holds non-overlapping crops).",
         show_default=False,
     ),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Crops per step (per process). [default: 64]", show_default=False),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate. [default: 0.001]", show_default=False),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16 | fp16 (autocast; fp16 with loss scaling). [default: fp32]", show_default=False),
-    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model. [default: no]", show_default=False),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Crops per step (per process)." + _default(_D.batch_size), show_default=False),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate." + _default(f"{_D.lr:g}"), show_default=False),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N | mps."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | bf16 | fp16 (autocast; fp16 with loss scaling)." + _default(_D.precision), show_default=False),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model." + _default("yes" if _D.compile else "no"), show_default=False),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Loader processes when streaming (default: 1 on CPU, else cores/2, at most 8).", show_default=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt (exactly where it stopped; unspecified options keep the run's values)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seeds weights, crops and dropout. [default: 0]", show_default=False),
-    width: Optional[float] = typer.Option(None, "--width", help="Channel multiplier of the U-Net (1.0: the seed's; 0.25: a fast CPU model). [default: 1.0]", show_default=False),
-    kernel_size: Optional[int] = typer.Option(None, "--kernel-size", help="4 (the seed's code) or 5 (the paper). [default: 4]", show_default=False),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seeds weights, crops and dropout." + _default(_D.seed), show_default=False),
+    width: Optional[float] = typer.Option(None, "--width", help="Channel multiplier of the U-Net (default: UNetConfig's; 1.0 is the seed's size, 0.25 a fast CPU model).", show_default=False),
+    kernel_size: Optional[int] = typer.Option(None, "--kernel-size", help="Kernel size: 4 (the seed's code) or 5 (the paper) (default: UNetConfig's).", show_default=False),
     in_memory: Optional[bool] = typer.Option(
         None, "--in-memory/--streaming",
         help="Hold the train magnitudes in GPU memory (or RAM) / stream crops from the shards. Default: in memory when they take at most half the free memory.",
         show_default=False,
     ),
     min_vocal_db: Optional[float] = typer.Option(None, "--min-vocal-db", help="Reject crops whose vocals are this many dB under the track's loudest vocal frame (e.g. -30).", show_default=False),
-    val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate every N steps. [default: 500]", show_default=False),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Write last.pt every N steps. [default: 500]", show_default=False),
-    log_every: Optional[int] = typer.Option(None, "--log-every", help="A metrics row every N steps. [default: 10]", show_default=False),
-    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="Write TensorBoard logs. [default: yes]", show_default=False),
-    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic", help="Deterministic algorithms (slower on GPU). [default: no]", show_default=False),
+    val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate every N steps." + _default(_D.val_every), show_default=False),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Write last.pt every N steps." + _default(_D.checkpoint_every), show_default=False),
+    log_every: Optional[int] = typer.Option(
+        None, "--log-every", help="A metrics row, and a progress line when stderr is not a terminal, every N steps." + _default(_D.log_every),
+        show_default=False,
+    ),
+    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard", help="Write TensorBoard logs." + _default("yes" if _D.tensorboard else "no"), show_default=False),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic", help="Deterministic algorithms (slower on GPU)." + _default("yes" if _D.deterministic else "no"), show_default=False),
 ) -> None:
     """Train the U-Net (Jansson et al. 2017) on a DataDir's train split; validate on its valid split.
 
     Writes into the run folder: last.pt (resume state), best.pt and model.pt (best validation
-    loss; model.pt is what `stemforge separate` takes), metrics.csv, loss.png, tensorboard/.
+    loss; model.pt is what `stemforge separate` takes; without a valid split model.pt is the
+    last weights and there is no best.pt), metrics.csv, loss.png, tensorboard/.
+    Progress: a live bar on a terminal; one line every --log-every steps in a log file.
     Ctrl-C writes last.pt and exits with code 130; --resume continues exactly there.
     Several GPUs or machines: torchrun --nproc-per-node N -m stemforge train ... (see docs/training.md).
 
     Example: stemforge train --out runs/vocals --steps 2000 --width 0.25 --device cpu
 
-    Example: stemforge train stemforge-data --out runs/big --precision bf16 --batch-size 64
+    Example: stemforge train stemforge-data --out runs/big --precision bf16 --batch-size 64 > train.log 2>&1
     """
     if data_arg is not None and data is not None and data_arg != data:
         raise typer.BadParameter("give the DataDir once (DATA or --data)", param_hint="--data")
     if steps is not None and epochs is not None:
         raise typer.BadParameter("give --steps or --epochs, not both", param_hint="--epochs")
-    for name, value in (("--steps", steps), ("--batch-size", batch_size), ("--val-every", val_every),
-                        ("--checkpoint-every", checkpoint_every), ("--log-every", log_every)):
-        if value is not None and value < 1:
-            raise typer.BadParameter(f"must be >= 1, got {value}", param_hint=name)
-    if target is not None and target not in ("vocals", "accompaniment"):
-        raise typer.BadParameter(f"must be vocals or accompaniment, got {target!r}", param_hint="--target")
-    if precision is not None and precision not in ("fp32", "bf16", "fp16"):
-        raise typer.BadParameter(f"must be fp32, bf16 or fp16, got {precision!r}", param_hint="--precision")
+    given = {
+        "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "precision": precision, "compile": compile_,
+        "workers": workers, "min_vocal_db": min_vocal_db, "val_every": val_every,
+        "checkpoint_every": checkpoint_every, "log_every": log_every, "tensorboard": tensorboard,
+        "deterministic": deterministic,
+    }
+    if in_memory is not None:
+        given["data_mode"] = "memory" if in_memory else "streaming"
+    unet_given = {"width": width, "kernel_size": kernel_size, "target": target}
+    given = {k: v for k, v in given.items() if v is not None}
+    unet_given = {k: v for k, v in unet_given.items() if v is not None}
+    _check_options(given, unet_given, epochs, device)
 
     with cli_errors():
         from stemforge.core.errors import StemforgeError
@@ -109,48 +127,67 @@ def train(
             if env.is_distributed and not resume:
                 raise StemforgeError("under torchrun pass --out (every process must agree on the run folder)")
             out_dir = _default_out(resume)
-        _run(
-            data_path, out_dir, env, resume=resume, target=target, steps=steps, epochs=epochs, batch_size=batch_size,
-            lr=lr, device=device, precision=precision, compile_=compile_, workers=workers, seed=seed, width=width,
-            kernel_size=kernel_size, in_memory=in_memory, min_vocal_db=min_vocal_db, val_every=val_every,
-            checkpoint_every=checkpoint_every, log_every=log_every, tensorboard=tensorboard, deterministic=deterministic,
-        )
+        _run(data_path, out_dir, env, resume=resume, given=given, unet_given=unet_given, epochs=epochs, device=device)
 
 
-def _run(data_path: Path, out_dir: Path, env, *, resume: bool, target, steps, epochs, batch_size, lr, device, precision,
-         compile_, workers, seed, width, kernel_size, in_memory, min_vocal_db, val_every, checkpoint_every, log_every,
-         tensorboard, deterministic) -> None:
+_OPTION_NAMES = {"compile": "--compile", "data_mode": "--in-memory", "kernel_size": "--kernel-size"}
+
+
+def _check_options(given: dict, unet_given: dict, epochs: float | None, device: str) -> None:
+    """The library's own checks (TrainConfig, UNetConfig, the device name), made on the given
+    values before anything is opened, so that a bad value is a usage error (exit 2) naming
+    its option."""
+    from stemforge.core.errors import StemforgeError
+    from stemforge.train.loop import check_epochs
+
+    def option(name: str) -> str:
+        return _OPTION_NAMES.get(name, "--" + name.replace("_", "-"))
+
+    for name, value in given.items():  # one at a time, so that the message names the option
+        try:
+            TrainConfig(**{name: value})
+        except StemforgeError as exc:
+            raise typer.BadParameter(str(exc), param_hint=option(name)) from None
+    if epochs is not None:
+        try:
+            check_epochs(epochs)
+        except StemforgeError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--epochs") from None
+    from stemforge.train.device import resolve_device
+
+    try:
+        resolve_device(device)
+    except StemforgeError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device") from None
+    if unet_given:
+        from stemforge.train.model import UNetConfig
+
+        for name, value in unet_given.items():
+            try:
+                UNetConfig(**{name: value})
+            except StemforgeError as exc:
+                raise typer.BadParameter(str(exc), param_hint=option(name)) from None
+
+
+def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet_given: dict, epochs, device) -> None:
     import dataclasses
-    import sys
 
-    from tqdm import tqdm
-
+    from stemforge.cli.progress import TrainProgress
     from stemforge.store import DataDir
-    from stemforge.train.loop import TrainConfig, resume_configs, steps_for_epochs
+    from stemforge.train.loop import resume_configs, steps_for_epochs
     from stemforge.train.loop import train as train_run
     from stemforge.train.model import UNet, UNetConfig, count_parameters
 
     datadir = DataDir.open(data_path)
-    given = {
-        "batch_size": batch_size, "lr": lr, "seed": seed, "precision": precision, "compile": compile_,
-        "workers": workers, "min_vocal_db": min_vocal_db, "val_every": val_every,
-        "checkpoint_every": checkpoint_every, "log_every": log_every, "tensorboard": tensorboard,
-        "deterministic": deterministic,
-    }
-    if in_memory is not None:
-        given["data_mode"] = "memory" if in_memory else "streaming"
-    unet_given = {"width": width, "kernel_size": kernel_size, "target": target}
     if resume:
         base_cfg, base_unet, at_step = resume_configs(out_dir)
     else:
         base_cfg, base_unet, at_step = TrainConfig(), UNetConfig(), 0
-    cfg = dataclasses.replace(base_cfg, **{k: v for k, v in given.items() if v is not None})
-    unet = dataclasses.replace(base_unet, **{k: v for k, v in unet_given.items() if v is not None})
+    cfg = dataclasses.replace(base_cfg, **given)
+    unet = dataclasses.replace(base_unet, **unet_given)
     if epochs is not None:
         total = steps_for_epochs(datadir, epochs, cfg.batch_size, cfg.patch_frames, env.world_size, cfg.min_vocal_db)
         cfg = dataclasses.replace(cfg, steps=total)
-    elif steps is not None:
-        cfg = dataclasses.replace(cfg, steps=steps)
 
     main = env.is_main
     if main:
@@ -161,31 +198,11 @@ def _run(data_path: Path, out_dir: Path, env, *, resume: bool, target, steps, ep
             f"model: U-Net width {unet.width:g}, kernel {unet.kernel_size}, target {unet.target}, {n_params:,} parameters; "
             f"{cfg.steps} steps of {cfg.batch_size} crops x {env.world_size} process(es), lr {cfg.lr:g}, {cfg.precision}, seed {cfg.seed}"
         )
-    bar = tqdm(total=cfg.steps, initial=at_step, unit="step", desc="train", dynamic_ncols=True, disable=not main or None, file=sys.stderr)
-    shown: dict[str, str] = {}
-
-    def progress(event) -> None:
-        if event.kind == "data":
-            bar.write(f"data: {event.message}", file=sys.stderr)
-        elif event.kind == "start":
-            bar.n = event.step
-            bar.refresh()
-        elif event.kind == "step":
-            bar.update(event.step - bar.n)
-            if event.train_loss is not None:
-                shown["loss"] = f"{event.train_loss:.5f}"
-                shown["patches/s"] = f"{event.patches_per_s:.0f}"
-                bar.set_postfix(shown, refresh=False)
-        elif event.kind == "validation":
-            shown["val"] = f"{event.val_loss:.5f}"
-            bar.set_postfix(shown, refresh=True)
-        elif event.kind == "interrupted":
-            bar.write(f"interrupted at step {event.step}: wrote {event.path}", file=sys.stderr)
-
+    progress = TrainProgress()
     try:
-        result = train_run(datadir, out_dir, cfg, unet, progress=progress, device=device, resume=resume)
+        result = train_run(datadir, out_dir, cfg, unet, progress=progress if main else None, device=device, resume=resume)
     finally:
-        bar.close()
+        progress.close()
     if not main:
         raise typer.Exit(EXIT_INTERRUPTED if result.interrupted else EXIT_OK)
     _summary(result)
@@ -206,11 +223,14 @@ def _summary(result) -> None:
         {"what": "train loss (last interval)", "value": loss(result.final_train_loss)},
         {"what": "validation loss: initial", "value": loss(result.initial_val_loss)},
         {"what": "validation loss: latest", "value": loss(result.final_val_loss)},
-        {"what": "validation loss: best", "value": f"{loss(result.best_val_loss)} (step {result.best_step})" if result.best_val_loss is not None else "- (no valid split)"},
+        {"what": "validation loss: best", "value": f"{loss(result.best_val_loss)} (step {result.best_step})" if result.best_val_loss is not None else "- (no validation)"},
         {"what": "throughput", "value": "-" if result.patches_per_s is None else f"{result.patches_per_s:.1f} patches/s"},
     ]
     out(format_table(rows, ["what", "value"]))
-    out(f"model (best):  {result.model_path}")
+    if result.model_weights == "best":
+        out(f"model (best):  {result.model_path}")
+    else:
+        out(f"model (last):  {result.model_path}  (no validation: the weights at step {result.step}, not the best)")
     out(f"resume state:  {result.last_checkpoint}")
     out(f"metrics:       {result.metrics_path}")
     out(f"loss curve:    {result.loss_plot}")

@@ -768,32 +768,15 @@ def _probe(path: Path) -> _Probe:
 
 def _decode_head(path: Path, n_samples: int = 4096) -> None:
     """Decode the first samples of ``path``; raise AudioError when none come out."""
-    from stemforge.core.audio import PYAV_EXTENSIONS
+    from stemforge.core import audio
 
-    if path.suffix.lower() not in PYAV_EXTENSIONS:
-        import soundfile as sf
-
-        try:
-            with sf.SoundFile(str(path)) as f:
-                data = f.read(n_samples, dtype="float32", always_2d=True)
-        except Exception as exc:
-            raise AudioError(path, f"decoding failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-        if data.shape[0] == 0:
-            raise AudioError(path, "holds no samples")
-        return
-    import av
-
+    blocks = audio.decode_blocks(path, n_samples)
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise AudioError(path, "container holds no audio stream")
-            for frame in container.decode(container.streams.audio[0]):
-                if frame.samples > 0:
-                    return
-    except AudioError:
-        raise
-    except Exception as exc:
-        raise AudioError(path, f"decoding failed ({type(exc).__name__})") from None
+        for block in blocks:
+            if block.shape[1] > 0:
+                return
+    finally:
+        blocks.close()
     raise AudioError(path, "holds no samples")
 
 

@@ -2,7 +2,7 @@
 
 Why threads and not processes: the server holds one model; worker threads share it (one copy in
 memory whatever ``workers`` is), and the heavy parts of a job (decoding in libsndfile/FFmpeg,
-resampling in soxr, the STFT in numpy, the U-Net in torch) run in native code that releases the
+resampling in soxr, the STFT in scipy.fft, the U-Net in torch) run in native code that releases the
 GIL, so the event loop keeps answering while ``workers`` jobs run. A Python exception anywhere in
 a job is caught and turns that job into ``failed`` with a one-line reason; the pool goes on. What
 threads do not isolate is a crash of native code or the kernel's OOM killer; the server bounds
@@ -544,7 +544,8 @@ def decode_limited(path: str | os.PathLike, max_seconds: float) -> tuple[np.ndar
     Why: a compressed file can expand a thousandfold, and its header's length can be missing or
     wrong (an mp3's duration is often estimated from its first frames). libsndfile never reads
     past the frame count it reports, so for its formats the count is checked first; FFmpeg
-    formats are decoded frame by frame and stopped at the limit.
+    formats are decoded block by block (:func:`stemforge.core.audio.decode_blocks`) and stopped
+    at the limit.
     """
     from stemforge.core import audio as audio_io
 
@@ -555,58 +556,30 @@ def decode_limited(path: str | os.PathLike, max_seconds: float) -> tuple[np.ndar
         if info.n_samples > max_seconds * info.sample_rate:
             raise StemforgeError(too_long)
         return audio_io.load(p)
-    import av
-
     limit = int(max_seconds * info.sample_rate) + 1
-    chunks: list[np.ndarray] = []
+    blocks: list[np.ndarray] = []
     n = 0
-    try:
-        with av.open(str(p)) as container:
-            if not container.streams.audio:
-                raise AudioError(p, "container holds no audio stream")
-            stream = container.streams.audio[0]
-            rate, channels = int(stream.rate), int(stream.channels)
-            resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=stream.rate)
-            frames = container.decode(stream)
-            for frame in frames:
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray())
-                    n += chunks[-1].shape[1]
-                if n > limit:
-                    raise StemforgeError(too_long)
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray())
-    except StemforgeError:
-        raise
-    except Exception as exc:
-        raise AudioError(p, f"decoding failed ({type(exc).__name__}: {str(exc)})") from None
-    if not chunks or sum(c.shape[1] for c in chunks) == 0:
+    for block in audio_io.decode_blocks(p, 1 << 16):
+        blocks.append(block)
+        n += block.shape[1]
+        if n > limit:
+            raise StemforgeError(too_long)
+    if n == 0:
         raise AudioError(p, "holds no samples")
-    audio = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
-    del chunks
-    if audio.shape[0] == 1 and channels > 1:
-        audio = np.repeat(audio, channels, axis=0)
-    if audio.shape[1] > limit:
-        raise StemforgeError(too_long)
-    return np.ascontiguousarray(audio), rate
+    audio = np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+    return np.ascontiguousarray(audio), info.sample_rate
 
 
 def write_pcm16(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, block: int = 1 << 16) -> Path:
     """Write ``audio [channels, samples]`` as 16-bit PCM WAV, clipped to [-1, 1], in blocks (no
-    full-size copy), under a temporary name renamed when complete. Returns the path."""
-    import soundfile as sf
+    full-size copy), under a temporary name renamed when complete
+    (:class:`stemforge.core.audio.AudioWriter`). Returns the path."""
+    from stemforge.core.audio import AudioWriter
 
-    out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        with sf.SoundFile(str(tmp), "w", samplerate=int(sample_rate), channels=int(audio.shape[0]), subtype="PCM_16", format="WAV") as f:
-            for b0 in range(0, audio.shape[1], block):
-                f.write(np.clip(audio[:, b0 : b0 + block], -1.0, 1.0).T)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    with AudioWriter(path, int(sample_rate), int(audio.shape[0]), "PCM_16") as writer:
+        for b0 in range(0, audio.shape[1], block):
+            writer.write(audio[:, b0 : b0 + block])
+    return Path(path)
 
 
 def spectrogram_png(
@@ -632,8 +605,9 @@ def spectrogram_png(
     temporary name renamed when complete. Returns the reference power used.
     """
     import matplotlib
-    import scipy.fft
     from PIL import Image
+
+    from stemforge.core import dsp
 
     x = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
     n_fft = 1 << int(round(np.log2(max(64.0, 0.046 * sample_rate))))
@@ -642,20 +616,13 @@ def spectrogram_png(
     n_cols = max(1, min(width, n_frames))
     top_bin = max(2, min(n_fft // 2 + 1, int(round(min(max_hz, sample_rate / 2) * n_fft / sample_rate)) + 1))
     n_rows = min(height, top_bin)
-    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
+    window = dsp.get_window("hann", n_fft)
     col_of_frame = (np.arange(n_frames) * n_cols) // n_frames  # sorted: pooling by reduceat
     row_starts = np.searchsorted((np.arange(top_bin) * n_rows) // top_bin, np.arange(n_rows))
     power = np.zeros((n_cols, top_bin), dtype=np.float64)
-    half = n_fft // 2
     for f0 in range(0, n_frames, 256):  # blocks of 256 frames: a few MB whatever the song
         f1 = min(n_frames, f0 + 256)
-        lo, hi = f0 * hop - half, (f1 - 1) * hop + n_fft - half  # frame i is centred on i * hop
-        seg = np.zeros(hi - lo, dtype=np.float32)
-        a, b = max(lo, 0), min(hi, len(x))
-        if b > a:
-            seg[a - lo : b - lo] = x[a:b]
-        frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft)[::hop]
-        spec = scipy.fft.rfft(frames * window, axis=-1)[:, :top_bin]
+        spec = dsp.stft_frames(x, f0, f1, n_fft, hop, window)[:, :top_bin]  # frame i centred on i * hop
         frame_power = spec.real**2 + spec.imag**2
         cols, starts = np.unique(col_of_frame[f0:f1], return_index=True)
         power[cols] += np.add.reduceat(frame_power, starts, axis=0)

@@ -1,21 +1,32 @@
 """Training: the U-Net (:mod:`.model`), the checkpoint format (:mod:`.checkpoint`) and the import
-of the seed's Chainer weights (:mod:`.chainer`). The training data and loop live in ``data`` and
-``loop``."""
+of the seed's Chainer weights (:mod:`.chainer`). The training data and loop live in ``data``,
+``batches`` and ``loop``.
 
-from stemforge.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from stemforge.train.loop import TrainConfig, TrainResult, train
-from stemforge.train.model import UNet, UNetConfig, count_parameters, loss_fn, pad_frames
+Exports are lazy (as the package root's), so that importing a torch-free module of ``train``
+(``loop``'s TrainConfig, for the CLI's help) does not import torch.
+"""
 
-__all__ = [
-    "Checkpoint",
-    "TrainConfig",
-    "TrainResult",
-    "UNet",
-    "UNetConfig",
-    "count_parameters",
-    "load_checkpoint",
-    "loss_fn",
-    "pad_frames",
-    "save_checkpoint",
-    "train",
-]
+import importlib
+
+_EXPORTS = {
+    "Checkpoint": "stemforge.train.checkpoint",
+    "load_checkpoint": "stemforge.train.checkpoint",
+    "save_checkpoint": "stemforge.train.checkpoint",
+    "TrainConfig": "stemforge.train.loop",
+    "TrainResult": "stemforge.train.loop",
+    "train": "stemforge.train.loop",
+    "UNet": "stemforge.train.model",
+    "UNetConfig": "stemforge.train.model",
+    "count_parameters": "stemforge.train.model",
+    "loss_fn": "stemforge.train.model",
+    "pad_frames": "stemforge.train.model",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stemforge.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -266,14 +266,20 @@ def distributed_env(environ: dict[str, str] | None = None) -> DistributedEnv:
     return DistributedEnv(rank, world, local)
 
 
+def check_epochs(epochs: float) -> float:
+    """``epochs`` as a float; StemforgeError unless it is a positive finite number."""
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not (epochs > 0 and math.isfinite(epochs)):
+        raise StemforgeError(f"epochs must be a positive number, got {epochs!r}")
+    return float(epochs)
+
+
 def steps_for_epochs(datadir, epochs: float, batch_size: int, patch_frames: int = 128, world_size: int = 1,
                      min_vocal_db: float | None = None) -> int:
     """Steps for ``epochs`` passes over the train split, one pass = as many crops (of all ranks
     together) as the split holds non-overlapping crops."""
     from stemforge.train.data import PatchSampler
 
-    if not epochs > 0:
-        raise StemforgeError(f"epochs must be positive, got {epochs}")
+    check_epochs(epochs)
     sampler = PatchSampler.from_datadir(datadir, patch_frames=patch_frames, min_vocal_db=min_vocal_db)
     return max(1, math.ceil(epochs * sampler.crops_per_epoch / (batch_size * world_size)))
 

@@ -1,0 +1,162 @@
+"""Training progress on stderr: a live bar on a terminal, plain log lines otherwise.
+
+The library reports a run through :class:`~stemforge.train.loop.TrainEvent` values and never
+prints; :class:`TrainProgress` is the ``progress`` callback that ``stemforge train`` and
+``stemforge demo`` hand it. On a terminal it draws a tqdm bar (step, train loss, validation
+loss, patches/s, time left); where stderr is a file or a pipe (``nohup``, a job scheduler,
+``> log.txt 2>&1``) it writes one line per log step (``--log-every``) and one per validation,
+flushed at once, which is what a job log needs::
+
+    train: step 20/100 (20%)  loss 0.00512  val 0.00498  51.3 patches/s  elapsed 0:00:25  left 0:01:40
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "-"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class TrainProgress:
+    """Renders training events on ``stream`` (stderr by default).
+
+    Args:
+        stream: where to write.
+        tty: draw a live bar (True) or write plain lines (False); None: a bar when ``stream``
+            is a terminal.
+        label: the word lines start with (``train``).
+    """
+
+    def __init__(self, stream: IO[str] | None = None, tty: bool | None = None, label: str = "train"):
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(tty) if tty is not None else _isatty(self.stream)
+        self.label = label
+        self.bar = None
+        self.loss: float | None = None
+        self.val: float | None = None
+        self.best: float | None = None
+        self.rate: float | None = None
+        self._t0: float | None = None  # wall clock at the start of the session
+        self._step0 = 0
+
+    # -- output ----------------------------------------------------------------------------
+
+    def line(self, text: str) -> None:
+        """One line that does not disturb the bar."""
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _left(self, step: int, total: int) -> float | None:
+        if self._t0 is None or step <= self._step0:
+            return None
+        per_step = (time.monotonic() - self._t0) / (step - self._step0)
+        return per_step * (total - step)
+
+    def _postfix(self) -> dict[str, str]:
+        shown = {}
+        if self.loss is not None:
+            shown["loss"] = f"{self.loss:.5f}"
+        if self.val is not None:
+            shown["val"] = f"{self.val:.5f}"
+        if self.rate is not None:
+            shown["patches/s"] = f"{self.rate:.1f}"
+        return shown
+
+    # -- events ----------------------------------------------------------------------------
+
+    def __call__(self, event) -> None:
+        kind = event.kind
+        if kind == "warning":
+            self.line(f"WARNING: {event.message}")
+        elif kind == "data":
+            self.line(f"data: {event.message}")
+        elif kind == "start":
+            self._start(event)
+        elif kind == "step":
+            self._step(event)
+        elif kind == "validation":
+            self._validation(event)
+        elif kind == "checkpoint":
+            if not self.tty:
+                self.line(f"{self.label}: step {event.step}/{event.total_steps}  wrote {event.path}")
+        elif kind == "interrupted":
+            self.line(f"{self.label}: interrupted at step {event.step}: wrote {event.path}")
+        elif kind == "done":
+            self.close()
+
+    def _start(self, event) -> None:
+        self._t0, self._step0 = time.monotonic(), event.step
+        if not self.tty:
+            self.line(f"{self.label}: steps {event.step}..{event.total_steps}")
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=event.total_steps, initial=event.step, unit="step", desc=self.label, file=self.stream,
+                dynamic_ncols=True, mininterval=0.2, miniters=1, smoothing=0.1, leave=True,
+            )
+        else:  # another session of the same run (the demo resumes with more steps)
+            self.bar.total = event.total_steps
+            self.bar.n = event.step
+            self.bar.refresh()
+        if self._postfix():
+            self.bar.set_postfix(self._postfix(), refresh=True)
+
+    def _step(self, event) -> None:
+        logged = event.train_loss is not None
+        if logged:
+            self.loss = event.train_loss
+            self.rate = event.patches_per_s
+        if self.tty:
+            if self.bar is None:
+                return
+            if logged:
+                self.bar.set_postfix(self._postfix(), refresh=False)
+            self.bar.update(event.step - self.bar.n)
+            return
+        if not logged:
+            return
+        total = event.total_steps
+        parts = [f"{self.label}: step {event.step}/{total} ({100 * event.step / max(1, total):.0f}%)"]
+        parts.append(f"loss {self.loss:.5f}")
+        if self.val is not None:
+            parts.append(f"val {self.val:.5f}")
+        if self.rate is not None:
+            parts.append(f"{self.rate:.1f} patches/s")
+        parts.append(f"elapsed {_clock(event.elapsed_s)}")
+        parts.append(f"left {_clock(self._left(event.step, total))}")
+        self.line("  ".join(parts))
+
+    def _validation(self, event) -> None:
+        self.val = event.val_loss
+        better = self.best is None or event.val_loss < self.best
+        if better:
+            self.best = event.val_loss
+        if self.tty and self.bar is not None:
+            self.bar.set_postfix(self._postfix(), refresh=True)
+            return
+        what = "untrained model" if event.step == 0 else ("best so far" if better else f"best {self.best:.5f}")
+        self.line(f"{self.label}: step {event.step}/{event.total_steps}  validation loss {event.val_loss:.5f} ({what})")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
