@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+import click
 import typer
+from typer.core import TyperCommand
 
 from stemforge.core.errors import StemforgeError
 
@@ -28,6 +30,10 @@ EXIT_INTERRUPTED = 130
 
 DEFAULT_DATA_DIR = "stemforge-data"
 DATA_ENV = "STEMFORGE_DATA"
+
+#: stemforge.karaoke.align.MIN_SCORE (derive-vocals, ingest pairs), written out so that --help
+#: stays fast without importing numpy; tests/test_cli_usage.py holds them equal.
+MIN_SCORE = 0.45
 
 DATA_HELP = f"DataDir to use (default: ${DATA_ENV} if set, else ./{DEFAULT_DATA_DIR})."
 
@@ -48,6 +54,40 @@ def announce_data_dir(option: Path | None) -> Path:
     why = {"option": "from the command line", DATA_ENV: f"from ${DATA_ENV}", "default": "the default"}[origin]
     err(f"DataDir: {path.resolve()} ({why})")
     return path
+
+
+class PlainUsageCommand(TyperCommand):
+    """A command whose usage line names its arguments plainly: ``ORIGINAL KARAOKE``, ``[DATA]``,
+    ``AUDIO...`` (typer writes ``{original}`` for a required argument, ``[data]`` for another)."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = (param.metavar or param.name or "").strip("[]").upper()
+                if param.nargs != 1:
+                    name += "..."
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+def plain_usage(app: typer.Typer) -> None:
+    """Give every command of ``app`` (and of its sub-apps) :class:`PlainUsageCommand` usage lines;
+    call before the app runs."""
+    for command in app.registered_commands:
+        if command.cls in (None, TyperCommand):
+            command.cls = PlainUsageCommand
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            plain_usage(group.typer_instance)
+
+
+def check_device(device: str, hint: str = "--device") -> str:
+    """Usage error (exit 2) unless ``device`` is auto, cpu, cuda, cuda:N or mps."""
+    index = device[len("cuda:"):] if device.startswith("cuda:") else None
+    if device not in ("auto", "cpu", "cuda", "mps") and not (index is not None and index.isdigit()):
+        raise typer.BadParameter(f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}", param_hint=hint)
+    return device
 
 
 def err(message: str) -> None:

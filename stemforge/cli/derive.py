@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from stemforge.cli.common import cli_errors, err, out
+from stemforge.cli.common import MIN_SCORE, cli_errors, err, out
 
 
 def register(app: typer.Typer) -> None:
@@ -26,8 +26,8 @@ def derive_vocals(
     report: Optional[Path] = typer.Option(
         None, "--report", help="Write offset, gain, score and verdict as JSON here.", show_default=False
     ),
-    min_score: Optional[float] = typer.Option(
-        None, "--min-score", help="Refuse pairs scoring below this (default: stemforge.karaoke.align.MIN_SCORE).", show_default=False
+    min_score: float = typer.Option(
+        MIN_SCORE, "--min-score", min=0.0, max=1.0, help="Refuse pairs whose fit score (0-1) is below this."
     ),
     max_offset: float = typer.Option(30.0, "--max-offset", help="Search offsets up to this many seconds either way."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
@@ -46,14 +46,15 @@ def derive_vocals(
 
     from stemforge.core.config import SpectrogramConfig
     from stemforge.core.errors import StemforgeError
-    from stemforge.karaoke.align import MIN_SCORE
 
-    threshold = MIN_SCORE if min_score is None else float(min_score)
+    if not max_offset > 0:
+        raise typer.BadParameter(f"must be > 0 seconds, got {max_offset}", param_hint="--max-offset")
+    threshold = float(min_score)
     vocals_path = output if output is not None else Path(f"{original.stem}.vocals.wav")
     with cli_errors():
         targets = [p for p in (vocals_path, accompaniment_out, report) if p is not None]
         _check_targets(targets, [original, karaoke], force)
-        from stemforge.core import audio
+        from stemforge.core import audio, files
         from stemforge.karaoke.align import derive_files
 
         derived = derive_files(original, karaoke, SpectrogramConfig(), min_score=threshold, max_offset_s=max_offset)
@@ -77,9 +78,7 @@ def derive_vocals(
         if report is not None:
             try:
                 report.parent.mkdir(parents=True, exist_ok=True)
-                tmp = report.with_name(f".{report.name}.tmp")
-                tmp.write_text(json.dumps(figures, indent=2) + "\n")
-                tmp.replace(report)
+                files.write_text(report, json.dumps(figures, indent=2) + "\n")
             except OSError as exc:
                 raise StemforgeError(f"{report}: cannot write the report ({exc.strerror or exc})") from None
     start, end = a.covered_s if a.covered_s is not None else (0.0, derived.duration_s)

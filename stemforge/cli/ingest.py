@@ -9,6 +9,7 @@ import typer
 
 from stemforge.cli.common import (
     DATA_HELP,
+    MIN_SCORE,
     EXIT_OK,
     EXIT_PARTIAL,
     announce_data_dir,
@@ -23,8 +24,6 @@ OFFICIAL_SPLITS = ("dsd100", "musdb")
 #: The fraction options' defaults (the recipes' VALID_FRACTION/TEST_FRACTION; tests hold them equal).
 VALID_FRACTION = 0.1
 TEST_FRACTION = 0.15
-#: stemforge.karaoke.align.MIN_SCORE, written out so that --help stays fast (tests hold them equal).
-MIN_SCORE = 0.45
 
 ingest_app = typer.Typer(
     help=(

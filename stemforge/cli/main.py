@@ -7,6 +7,7 @@ import importlib
 import typer
 
 from stemforge import __version__
+from stemforge.cli.common import plain_usage
 
 app = typer.Typer(
     name="stemforge",
@@ -51,6 +52,7 @@ def _root(
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"stemforge.cli.{_name}").register(app)
+plain_usage(app)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from stemforge.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
     announce_data_dir,
+    check_device,
     cli_errors,
     err,
     format_table,
@@ -35,9 +36,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _check_device(device: str) -> str:
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise typer.BadParameter("must be auto, cpu, cuda or cuda:N", param_hint="--device")
-    return device
+    return check_device(device)
 
 
 def _check_template(template: str) -> None:

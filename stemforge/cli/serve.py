@@ -26,6 +26,18 @@ def serve(
     max_queue: int = typer.Option(100, "--max-queue", min=0, help="Jobs that may wait for a worker; beyond, uploads get 503."),
     device: str = typer.Option("cpu", "--device", help="Torch device of the model (cpu, cuda, cuda:1, ...)."),
     work_dir: Path = typer.Option(None, "--work-dir", help="Folder for the jobs' files (default: a temporary folder, removed at exit)."),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", metavar="NAME", help="Another host name clients may use (repeatable; '*': any). Always allowed: --host, localhost, 127.0.0.1, ::1."
+    ),
+    allow_origin: list[str] = typer.Option(
+        [], "--allow-origin", metavar="ORIGIN", help="Another page origin (scheme://host[:port]) that may create and delete jobs (repeatable; '*': any)."
+    ),
+    upload_timeout: float = typer.Option(
+        30.0, "--upload-timeout", min=0.1, metavar="SECONDS", help="Seconds a request may take to send its head, and the longest pause in an upload."
+    ),
+    upload_min_rate: float = typer.Option(
+        16.0, "--upload-min-rate", min=0.001, metavar="KIB_PER_S", help="Slowest average upload accepted after the first --upload-timeout seconds, in KiB/s."
+    ),
 ) -> None:
     """Serve a web page where one drops a song and gets its vocals and accompaniment back.
 
@@ -33,6 +45,9 @@ def serve(
     spectrograms and offers them for download; a JSON API lies beneath (/openapi.json).
     Separation runs in --jobs worker threads; more uploads wait in a queue and see their place.
     Finished jobs and their files are removed after --expire-minutes. See docs/serve.md.
+
+    Only requests naming an allowed host are answered (DNS rebinding), and only pages of the
+    server's own origin (or an --allow-origin) may create or delete jobs (CSRF).
 
     Example: stemforge serve model.pt --port 8000 --jobs 2 --max-upload-mb 50
     """
@@ -42,6 +57,8 @@ def serve(
 
         from stemforge.separate.separator import Separator
         from stemforge.serve import ServeSettings, create_app
+        from stemforge.serve.connection import server_config
+        from stemforge.serve.hosts import LOOPBACK_HOSTS
 
         settings = ServeSettings(
             max_upload_mb=max_upload_mb,
@@ -50,6 +67,11 @@ def serve(
             expire_minutes=expire_minutes,
             max_queue=max_queue,
             work_dir=work_dir,
+            allowed_hosts=tuple(dict.fromkeys([host, *LOOPBACK_HOSTS, *allow_host])),
+            allowed_origins=tuple(allow_origin),
+            upload_timeout_s=upload_timeout,
+            upload_min_rate_kib=upload_min_rate,
+            warm_up=True,
         )
         # Each worker gets its share of the cores, so --jobs workers do not oversubscribe them.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
@@ -60,12 +82,14 @@ def serve(
         port = sock.getsockname()[1]
         if not _is_loopback(host):
             err(f"warning: listening on {host}: anyone who can reach this machine can upload songs")
+            if not allow_host:
+                err("note: clients must name this machine by an allowed host (--allow-host NAME for each name they use)")
         shown = f"[{host}]" if ":" in host else host
         err(
             f"serving {model} at http://{shown}:{port}/ (jobs {jobs}, uploads up to {max_upload_mb:g} MiB "
             f"and {max_seconds:g} s, results kept {expire_minutes:g} min); Ctrl-C stops"
         )
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+        server = uvicorn.Server(server_config(app, settings))
         try:
             server.run(sockets=[sock])
         finally:

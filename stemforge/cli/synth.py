@@ -39,20 +39,19 @@ def synth(
         raise typer.BadParameter(f"must be > 0, got {seconds}", param_hint="--seconds")
     if seed < 0:
         raise typer.BadParameter(f"must be >= 0, got {seed}", param_hint="--seed")
+    if layout not in LAYOUT_NAMES:
+        raise typer.BadParameter(f"unknown layout {layout!r}; layouts: {', '.join(LAYOUT_NAMES)}", param_hint="--layout")
+    if (metadata_dir is not None or track_id) and layout != "medleydb":
+        raise typer.BadParameter(f"--metadata-dir and --track-id apply to --layout medleydb only (got {layout})")
+    if track_id and metadata_dir is None:
+        raise typer.BadParameter("--track-id needs --metadata-dir", param_hint="--track-id")
     with cli_errors():
         from tqdm import tqdm
 
-        from stemforge.core.errors import StemforgeError
-        from stemforge.synth.corpus import LAYOUTS, write_corpus
+        from stemforge.synth.corpus import write_corpus
 
-        if layout not in LAYOUTS:
-            raise StemforgeError(f"unknown layout {layout!r}; layouts: {', '.join(LAYOUTS)}")
         options: dict = {}
         if metadata_dir is not None or track_id:
-            if layout != "medleydb":
-                raise StemforgeError(f"--metadata-dir and --track-id apply to --layout medleydb only (got {layout})")
-            if metadata_dir is None:
-                raise StemforgeError("--track-id needs --metadata-dir")
             options["metadata_dir"] = metadata_dir
             if track_id:
                 options["track_ids"] = list(track_id)
