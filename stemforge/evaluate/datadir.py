@@ -527,7 +527,9 @@ def evaluate_datadir(
     if limit is not None:
         df = df.head(int(limit))
     if not len(df):
-        raise StemforgeError(f"{datadir.path}: no track in split {split!r} to evaluate")
+        held = datadir.select()["split"].value_counts()
+        have = ", ".join(f"{name} ({held[name]} tracks)" for name in ("train", "valid", "test") if name in held) or "none"
+        raise StemforgeError(f"{datadir.path}: no track in split {split!r} to evaluate; splits held: {have}")
     reader = datadir.reader()
     note = progress or (lambda *_: None)
     rows: list[dict] = []
