@@ -1,7 +1,8 @@
 """TrackSource -> arrays -> DataDir: decoding, STFT, normalization, shards, manifest rows.
 
 :func:`ingest` is resumable and idempotent: a track already stored with the same source
-fingerprint and config is skipped; tracks are processed in worker processes, one track at a time
+fingerprint and config, whose stored arrays pass their checksums, is skipped (damaged ones are
+redone); tracks are processed in worker processes, one track at a time
 per worker, and written by the parent into shards that are committed to the manifest as each
 shard completes, so a killed run loses at most the shard being written.
 """
@@ -40,6 +41,8 @@ class IngestReport:
     unchanged: list[str] = field(default_factory=list)
     excluded: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: stored tracks whose source is unchanged but whose arrays were damaged: (uid, why); redone.
+    repaired: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -173,7 +176,10 @@ def ingest(
     """Store ``sources`` into ``datadir``; returns what happened to each track.
 
     ``progress(event, uid, detail)`` is called for every track with event ``planned`` (detail:
-    number of tracks to process), ``done``, ``unchanged``, ``excluded`` or ``failed``.
+    number of tracks to process), ``damaged`` (a stored track whose arrays are missing,
+    unreadable or fail their checksum: it is redone; detail: why), ``done``, ``unchanged``,
+    ``excluded`` or ``failed``. A track counts as unchanged only when its source fingerprint
+    and config match and every stored array passes its CRC-32 (all are read).
     ``workers`` > 1 decodes in that many processes (one track each at a time). ``force``
     redoes tracks that are already stored. ``post_commit`` runs under the lock after every
     manifest commit (identity reconciliation). ``tracks_per_shard`` (default 16, or
@@ -186,6 +192,7 @@ def ingest(
     config = datadir.config
     with datadir.writing():
         stored = datadir.manifest.set_index("uid") if len(datadir.manifest) else None
+        reader = datadir.reader()
         todo: list[tuple[TrackSource, str]] = []
         for src in sources:
             if src.skip_reason:
@@ -204,18 +211,37 @@ def ingest(
                 continue
             if not force and stored is not None and src.uid in stored.index:
                 old = stored.loc[src.uid]
-                shard_ok = isinstance(old["shard"], str) and (datadir.path / old["shard"]).exists()
-                if old["source_fingerprint"] == fp and old["config_hash"] == config.hash and shard_ok:
-                    report.unchanged.append(src.uid)
-                    note("unchanged", src.uid, "")
-                    continue
+                if old["source_fingerprint"] == fp and old["config_hash"] == config.hash:
+                    damage = _stored_damage(reader, old)
+                    if damage is None:
+                        report.unchanged.append(src.uid)
+                        note("unchanged", src.uid, "")
+                        continue
+                    report.repaired.append((src.uid, damage))
+                    note("damaged", src.uid, damage)
             todo.append((src, fp))
+        reader.close()
         note("planned", "", str(len(todo)))
         if todo:
             _run(datadir, todo, workers, report, note, tracks_per_shard, post_commit)
         elif post_commit is not None:
             post_commit(datadir)
     return report
+
+
+def _stored_damage(reader, row) -> str | None:
+    """Why the stored arrays of a manifest row cannot be kept (missing shard or track,
+    unreadable, failing a checksum), or None when they are whole. Reads them all (CRC-32)."""
+    shard, key = row["shard"], row["key"]
+    if not isinstance(shard, str) or not shard or not isinstance(key, str) or not key:
+        return "no shard recorded"
+    if not (reader.root / shard).exists():
+        return f"{reader.root / shard}: shard is missing"
+    try:
+        reader.verify(shard, key)
+    except StemforgeError as exc:
+        return str(exc)
+    return None
 
 
 def _process(item: tuple[TrackSource, str], config: SpectrogramConfig) -> tuple[dict, TrackArrays]:

@@ -9,10 +9,7 @@ import pandas as pd
 
 from stemforge.core.errors import StemforgeError
 from stemforge.store.datadir import DataDir
-from stemforge.store.shards import MAG_FIELDS, TMP_SUFFIX, WAVE_FIELDS
-
-_READ_FRAMES = 4096
-
+from stemforge.store.shards import MAG_FIELDS, TMP_SUFFIX, WAVE_FIELDS, dataset_checksum, stored_checksum
 
 @dataclass
 class ValidationResult:
@@ -46,6 +43,7 @@ def validate(datadir: DataDir, check_values: bool = True) -> ValidationResult:
         return res
     res.n_rows = len(df)
     reader = datadir.reader()
+    unchecked: dict[str, int] = {}  # shard -> tracks stored without checksums
     for row in df.itertuples(index=False):
         uid = row.uid
         for col in ("uid", "dataset", "track_id", "split", "shard", "key", "n_frames", "norm", "config_hash"):
@@ -79,15 +77,8 @@ def validate(datadir: DataDir, check_values: bool = True) -> ValidationResult:
                 res.problems.append(f"{uid}: {name} shape {ds.shape}, expected {(n_frames, cfg.n_bins)}")
             if ds.dtype != np.float16:
                 res.problems.append(f"{uid}: {name} dtype {ds.dtype}, expected float16")
-            if check_values and ds.shape[0]:
-                for start in range(0, ds.shape[0], _READ_FRAMES):
-                    block = ds[start : start + _READ_FRAMES]
-                    if not np.isfinite(block).all():
-                        res.problems.append(f"{uid}: {name} has non-finite values")
-                        break
-                    if (block < 0).any():
-                        res.problems.append(f"{uid}: {name} has negative magnitudes")
-                        break
+            if check_values:
+                _check_array(res, uid, row.shard, name, ds, negative=True, unchecked=unchecked)
         for name in WAVE_FIELDS:
             key = f"wave_{name}"
             if key not in g:
@@ -96,11 +87,18 @@ def validate(datadir: DataDir, check_values: bool = True) -> ValidationResult:
             n_samples = g[key].shape[0]
             if cfg.n_frames(n_samples) != n_frames:
                 res.problems.append(f"{uid}: waveform {name} has {n_samples} samples, not {n_frames} frames' worth")
-            if check_values and not np.isfinite(g[key][:]).all():
-                res.problems.append(f"{uid}: waveform {name} has non-finite values")
+            if check_values:
+                _check_array(res, uid, row.shard, key, g[key], negative=False, unchecked=unchecked)
         if "vocal_energy" not in g or g["vocal_energy"].shape != (n_frames,):
             res.problems.append(f"{uid}: vocal_energy missing or of the wrong shape")
+        elif check_values:
+            _check_array(res, uid, row.shard, "vocal_energy", g["vocal_energy"], negative=False, unchecked=unchecked)
     reader.close()
+    for shard, n in sorted(unchecked.items()):
+        res.warnings.append(
+            f"{shard}: no checksum (written by an older stemforge) for {n} track(s); their values are checked, "
+            "their bytes cannot be; re-ingest with --force to add checksums"
+        )
     referenced = set(df["shard"].dropna())
     for p in datadir.shard_files():
         rel = datadir.relative(p)
@@ -116,6 +114,39 @@ def validate(datadir: DataDir, check_values: bool = True) -> ValidationResult:
     for uid, why in stale_remixes(df):
         res.problems.append(f"{uid}: remix would leak a held-out song ({why}); `stemforge augment` drops it")
     return res
+
+
+def _check_array(
+    res: ValidationResult, uid: str, shard: str, name: str, ds, negative: bool, unchecked: dict[str, int]
+) -> None:
+    """Read ``ds`` whole in blocks: finite values (and no negative magnitude when ``negative``),
+    and its bytes against the CRC-32 stored with it. One problem line at most per array."""
+    bad: list[str] = []
+
+    def each(block: np.ndarray) -> None:
+        if bad:
+            return
+        if not np.isfinite(block).all():
+            bad.append("has non-finite values")
+        elif negative and (block < 0).any():
+            bad.append("has negative magnitudes")
+
+    what = name if not name.startswith("wave_") else f"waveform {name[5:]}"
+    try:
+        got = dataset_checksum(ds, each=each)
+        expected = stored_checksum(ds)
+    except (OSError, RuntimeError, ValueError) as exc:
+        res.problems.append(f"{uid}: {what} in {shard} is unreadable ({exc})")
+        return
+    if expected is None:
+        if name == MAG_FIELDS[0]:
+            unchecked[shard] = unchecked.get(shard, 0) + 1
+    elif got != expected:
+        also = f"; it {bad[0]}" if bad else ""
+        res.problems.append(f"{uid}: {what} in {shard} fails its checksum (damaged on disk{also}; re-run the ingest to redo it)")
+        return
+    if bad:
+        res.problems.append(f"{uid}: {what} {bad[0]}")
 
 
 def leakage(df: pd.DataFrame) -> list[str]:

@@ -15,13 +15,13 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
 
 from stemforge import __version__
+from stemforge.core import files
 from stemforge.core.config import SpectrogramConfig, check_config
 from stemforge.core.errors import DataDirLockedError, ManifestError
 from stemforge.store import manifest as mf
@@ -40,13 +40,7 @@ def _now() -> str:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    files.write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 class DataDir:
@@ -169,7 +163,7 @@ class DataDir:
             yield self
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, files.FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

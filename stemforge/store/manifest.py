@@ -7,13 +7,12 @@ columns are kept as they are.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from stemforge.core import files
 from stemforge.core.errors import ManifestError
 
 #: name -> (pandas dtype, description). The order is the column order on disk.
@@ -86,18 +85,11 @@ def read_manifest(path: Path) -> pd.DataFrame:
 
 
 def write_manifest(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` to ``path`` atomically (temp file in the same folder + os.replace)."""
-    df = coerce(df)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".csv.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_csv(tmp, index=False, float_format="%.10g")
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``df`` to ``path`` atomically (``core.files``: temp file beside it, fsync, rename;
+    mode as ``open()`` gives under the umask). A full disk raises DiskFullError and leaves the
+    previous manifest as it was."""
+    text = coerce(df).to_csv(index=False, float_format="%.10g")
+    files.write_text(path, text)
 
 
 def upsert(df: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:

@@ -11,23 +11,33 @@ Layout of one shard ``shards/<source>-NNNNN.h5``::
         wave_vocals       float32 [n_samples]         16 kHz mono waveform (not normalized)
         wave_accompaniment float32 [n_samples]
 
+Every dataset carries ``attrs["crc32"]``: the CRC-32 (``zlib.crc32``) of its bytes as stored
+(little-endian, C order), written with the array and checked by ``stemforge validate``, by an
+ingest re-run before it calls a track unchanged, and by readers that read an array whole
+(:meth:`ShardReader.verify`). Shards written by an older stemforge have no such attribute;
+they stay readable and are reported as unverifiable, not damaged.
+
 Magnitudes are chunked by 128 frames, so a 128-frame crop touches at most two chunks, and
 stored uncompressed so a crop is one read. A shard is written under a temporary name and
-renamed when complete: a file named ``*.h5`` is always whole.
+renamed when complete: a file named ``*.h5`` is always whole. Before each track is handed to
+libhdf5 its bytes are reserved on disk (:func:`stemforge.core.files.reserve`): libhdf5 crashes
+the process when a write fails midway, so a full disk must be found before it writes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from stemforge.core import files
 from stemforge.core.config import SpectrogramConfig, check_config
-from stemforge.core.errors import ManifestError
+from stemforge.core.errors import CorruptDataError, ManifestError
 
 SHARD_FORMAT_VERSION = 1
 CHUNK_FRAMES = 128
@@ -35,6 +45,15 @@ WAVE_CHUNK = 128 * 512
 MAG_FIELDS = ("mixture", "vocals", "accompaniment")
 WAVE_FIELDS = ("vocals", "accompaniment")
 TMP_SUFFIX = ".tmp"
+#: Every array a track stores (magnitudes, vocal energy, waveforms): each has a checksum.
+ARRAY_NAMES = MAG_FIELDS + ("vocal_energy",) + tuple(f"wave_{n}" for n in WAVE_FIELDS)
+#: Dataset attribute holding the CRC-32 of the array's stored bytes.
+CHECKSUM_ATTR = "crc32"
+#: Disk reserved per shard beyond its arrays (superblock, groups, heaps) and per track/chunk.
+_SHARD_OVERHEAD = 1 << 20
+_TRACK_OVERHEAD = 64 << 10
+_CHUNK_OVERHEAD = 128
+_VERIFY_BYTES = 8 << 20
 _F16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -72,42 +91,101 @@ def _to_float16(data: np.ndarray) -> np.ndarray:
     return data if data.dtype == np.float16 else np.minimum(data, _F16_MAX).astype(np.float16)
 
 
+def checksum(data: np.ndarray, crc: int = 0) -> int:
+    """CRC-32 of ``data``'s bytes as a shard stores them (little-endian, C order), continuing
+    ``crc``: the checksum of an array equals that of its leading-axis blocks chained in order."""
+    little = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("<"))
+    return zlib.crc32(memoryview(little).cast("B"), crc)
+
+
+def stored_checksum(ds: h5py.Dataset) -> int | None:
+    """The CRC-32 recorded with a dataset, or None (a shard written by an older stemforge)."""
+    value = ds.attrs.get(CHECKSUM_ATTR)
+    return None if value is None else int(value)
+
+
+def dataset_checksum(ds: h5py.Dataset, block_bytes: int = _VERIFY_BYTES, each=None) -> int:
+    """CRC-32 of a whole dataset, read in blocks of about ``block_bytes``; ``each(block)`` sees
+    every block (validate checks values on the same pass). Read errors propagate (OSError)."""
+    crc = 0
+    if not ds.shape or ds.shape[0] == 0:
+        return checksum(np.zeros(0, ds.dtype))
+    row_bytes = max(1, int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize)
+    step = max(1, block_bytes // row_bytes)
+    for start in range(0, ds.shape[0], step):
+        block = ds[start : start + step]
+        crc = checksum(block, crc)
+        if each is not None:
+            each(block)
+    return crc
+
+
 class ShardWriter:
     """Write tracks into ``final_path`` through a temporary file; :meth:`close` renames it.
 
     Not thread-safe; one writer per shard. Use as a context manager: an exception aborts
-    (the temporary file is removed, nothing named ``*.h5`` appears).
+    (the temporary file is removed, nothing named ``*.h5`` appears). Each :meth:`add` first
+    reserves the track's bytes on disk and raises DiskFullError (naming the shard) when they
+    are not there, before libhdf5 writes any of them.
     """
 
     def __init__(self, final_path: Path, config: SpectrogramConfig, version: str):
         self.final_path = Path(final_path)
         self.tmp_path = self.final_path.with_name(self.final_path.name + TMP_SUFFIX)
         self.config = config
-        self._file = h5py.File(self.tmp_path, "w")
+        self.n_tracks = 0
+        self.n_bytes = 0
+        self._reserved = 0
+        self._file: h5py.File | None = None
+        try:
+            self._fd = files.create_new(self.tmp_path)
+        except OSError as exc:
+            if exc.errno in files.DISK_FULL_ERRNOS:
+                raise files.disk_full(self.final_path, exc) from None
+            raise
+        try:
+            self._file = h5py.File(self.tmp_path, "w")  # keeps the mode create_new gave
+            self._reserve(_SHARD_OVERHEAD)
+        except BaseException as exc:
+            if getattr(self, "_file", None) is not None:
+                self._file.close()
+            os.close(self._fd)
+            self.tmp_path.unlink(missing_ok=True)
+            if files.is_disk_full(exc):
+                raise files.disk_full(self.final_path, exc) from None
+            raise
         self._file.attrs["format_version"] = SHARD_FORMAT_VERSION
         self._file.attrs["config_hash"] = config.hash
         self._file.attrs["config"] = json.dumps(config.to_dict(), sort_keys=True)
         self._file.attrs["stemforge_version"] = version
         self._tracks = self._file.create_group("tracks")
-        self.n_tracks = 0
-        self.n_bytes = 0
+
+    def _reserve(self, more: int) -> None:
+        self._reserved += int(more)
+        files.reserve(self._fd, self._reserved, self.final_path)
 
     def add(self, key: str, uid: str, arrays: TrackArrays) -> None:
-        """Store one track under ``/tracks/<key>``."""
-        g = self._tracks.create_group(key)
+        """Store one track under ``/tracks/<key>``, each array with its CRC-32."""
         n_frames, n_bins = arrays.mixture.shape
         if n_bins != self.config.n_bins:
             raise ManifestError(f"{uid}: {n_bins} bins, the config stores {self.config.n_bins}")
         chunk = (min(CHUNK_FRAMES, n_frames), n_bins)
-        for name in MAG_FIELDS:
-            data = getattr(arrays, name)
-            data16 = _to_float16(data)
-            g.create_dataset(name, data=data16, chunks=chunk)
+        mags = {name: _to_float16(getattr(arrays, name)) for name in MAG_FIELDS}
+        waves = {f"wave_{name}": getattr(arrays, f"wave_{name}").astype(np.float32, copy=False) for name in WAVE_FIELDS}
+        energy = arrays.vocal_energy.astype(np.float32, copy=False)
+        data_bytes = sum(a.nbytes for a in mags.values()) + sum(a.nbytes for a in waves.values()) + energy.nbytes
+        n_chunks = 3 * (n_frames // max(1, chunk[0]) + 1) + sum(w.size // WAVE_CHUNK + 1 for w in waves.values())
+        self._reserve(data_bytes + _TRACK_OVERHEAD + _CHUNK_OVERHEAD * n_chunks)
+        g = self._tracks.create_group(key)
+        for name, data16 in mags.items():
+            ds = g.create_dataset(name, data=data16, chunks=chunk)
+            ds.attrs[CHECKSUM_ATTR] = np.uint32(checksum(data16))
             self.n_bytes += data16.nbytes
-        g.create_dataset("vocal_energy", data=arrays.vocal_energy.astype(np.float32))
-        for name in WAVE_FIELDS:
-            wave = getattr(arrays, f"wave_{name}").astype(np.float32, copy=False)
-            g.create_dataset(f"wave_{name}", data=wave, chunks=(min(WAVE_CHUNK, max(1, wave.size)),))
+        ds = g.create_dataset("vocal_energy", data=energy)
+        ds.attrs[CHECKSUM_ATTR] = np.uint32(checksum(energy))
+        for name, wave in waves.items():
+            ds = g.create_dataset(name, data=wave, chunks=(min(WAVE_CHUNK, max(1, wave.size)),))
+            ds.attrs[CHECKSUM_ATTR] = np.uint32(checksum(wave))
             self.n_bytes += wave.nbytes
         g.attrs.update(
             uid=uid,
@@ -120,11 +198,26 @@ class ShardWriter:
         self.n_tracks += 1
 
     def close(self) -> Path:
-        """Flush, fsync and rename to the final name; returns the final path."""
+        """Flush, give back the reserved bytes libhdf5 did not use, fsync and rename to the
+        final name; returns the final path."""
         self._file.flush()
+        size = int(self._file.id.get_filesize())  # libhdf5's end of file, within the reservation
         self._file.close()
-        with open(self.tmp_path, "rb") as f:
-            os.fsync(f.fileno())
+        try:
+            if os.fstat(self._fd).st_size > size:
+                os.ftruncate(self._fd, size)
+            os.fsync(self._fd)
+        except OSError as exc:
+            if exc.errno in files.DISK_FULL_ERRNOS:
+                raise files.disk_full(self.final_path, exc) from None
+            raise
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+        try:
+            h5py.File(self.tmp_path, "r").close()
+        except OSError as exc:  # never rename a shard that does not open
+            raise CorruptDataError(f"{self.tmp_path}: shard unreadable after writing ({exc})") from None
         os.replace(self.tmp_path, self.final_path)
         return self.final_path
 
@@ -133,6 +226,9 @@ class ShardWriter:
         try:
             self._file.close()
         finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
             self.tmp_path.unlink(missing_ok=True)
 
     def __enter__(self) -> "ShardWriter":
@@ -179,16 +275,23 @@ class ShardReader:
             return f["tracks"][key]
         except KeyError:
             raise ManifestError(f"{self.root / shard}: track {key!r} not found") from None
+        except (OSError, RuntimeError) as exc:
+            raise CorruptDataError(f"{self.root / shard}: track {key!r} unreadable ({exc})") from None
 
     def read_frames(
         self, shard: str, key: str, start: int = 0, stop: int | None = None, fields: tuple[str, ...] = MAG_FIELDS
     ) -> dict[str, np.ndarray]:
         """Frames ``[start, stop)`` of the given magnitude fields: float16 ``[stop-start, n_bins]`` each.
 
-        Reads only that slice from disk (hyperslab), never the whole track.
+        Reads only that slice from disk (hyperslab), never the whole track. When the slice is
+        the whole array its checksum is checked on the way (CorruptDataError when it fails).
         """
         g = self.group(shard, key)
-        return {name: g[name][start:stop] for name in fields}
+        out = {}
+        for name in fields:
+            ds = g[name]
+            out[name] = self._checked(shard, key, name, ds, ds[start:stop])
+        return out
 
     def read_frames_into(self, shard: str, key: str, start: int, out: dict[str, np.ndarray]) -> None:
         """Fill preallocated float16 arrays ``out[field] [n, n_bins]`` with frames ``[start, start+n)``."""
@@ -198,14 +301,55 @@ class ShardReader:
             g[name].read_direct(buf, np.s_[start : start + n])
 
     def read_wave(self, shard: str, key: str, stem: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """The stored 16 kHz mono waveform of ``stem`` (vocals | accompaniment), samples ``[start, stop)``."""
+        """The stored 16 kHz mono waveform of ``stem`` (vocals | accompaniment), samples ``[start, stop)``.
+
+        Reading it whole (evaluation, remixing) checks its checksum (CorruptDataError when it fails).
+        """
         if stem not in WAVE_FIELDS:
             raise ManifestError(f"no stored waveform {stem!r}; stored: {WAVE_FIELDS}")
-        return self.group(shard, key)[f"wave_{stem}"][start:stop]
+        ds = self.group(shard, key)[f"wave_{stem}"]
+        return self._checked(shard, key, f"wave_{stem}", ds, ds[start:stop])
 
     def read_vocal_energy(self, shard: str, key: str) -> np.ndarray:
         """Per-frame energy of the normalized vocals, float32 ``[n_frames]``."""
-        return self.group(shard, key)["vocal_energy"][:]
+        ds = self.group(shard, key)["vocal_energy"]
+        return self._checked(shard, key, "vocal_energy", ds, ds[:])
+
+    def _checked(self, shard: str, key: str, name: str, ds: h5py.Dataset, data: np.ndarray) -> np.ndarray:
+        """``data`` (just read from ``ds``); when it is the whole array, its CRC-32 must match."""
+        if data.shape == ds.shape:
+            expected = stored_checksum(ds)
+            if expected is not None and checksum(data) != expected:
+                raise CorruptDataError(f"{self.root / shard}: track {key!r}: {name} fails its checksum (damaged on disk)")
+        return data
+
+    def verify(self, shard: str, key: str, fields: tuple[str, ...] = ARRAY_NAMES) -> list[str]:
+        """Read the named arrays of a track whole and check each against its CRC-32.
+
+        Returns the arrays that have no checksum (written by an older stemforge). Raises
+        CorruptDataError naming the shard, the track and the array when one is missing,
+        unreadable or fails its checksum (a truncated or unopenable shard too).
+        """
+        where = f"{self.root / shard}: track {key!r}"
+        try:
+            g = self.group(shard, key)
+        except ManifestError as exc:
+            raise CorruptDataError(str(exc)) from None
+        unchecked = []
+        for name in fields:
+            if name not in g:
+                raise CorruptDataError(f"{where}: {name} is missing")
+            ds = g[name]
+            try:
+                expected = stored_checksum(ds)
+                got = dataset_checksum(ds)
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise CorruptDataError(f"{where}: {name} is unreadable ({exc})") from None
+            if expected is None:
+                unchecked.append(name)
+            elif got != expected:
+                raise CorruptDataError(f"{where}: {name} fails its checksum (damaged on disk)")
+        return unchecked
 
     def close(self) -> None:
         for f in self._files.values():

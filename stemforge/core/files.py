@@ -1,0 +1,168 @@
+"""Atomic file writes, with the permissions a plain ``open()`` gives and a full disk as a typed error.
+
+Every file stemforge writes appears whole or not at all: it is written under a temporary name in
+the same folder (``.<name>.<random>.tmp``), fsynced, and renamed over the final name. The
+temporary file is created with mode ``0o666``, so the kernel applies the user's umask exactly as
+for ``open(path, "w")`` (``0o644`` under umask 022, ``0o640`` under 027, default ACLs included);
+``tempfile.mkstemp`` would give ``0o600`` and lock colleagues out of a shared DataDir.
+
+A full disk or quota (``ENOSPC``, ``EDQUOT``) raises :class:`~stemforge.core.errors.DiskFullError`
+naming the file; the temporary file is removed and the previous file, if any, is untouched.
+
+:func:`reserve` claims disk blocks ahead of a writer that cannot take a full disk gracefully
+(libhdf5 crashes the process when a write fails midway): the bytes are allocated with
+``posix_fallocate`` before the writer runs, so the writer's own writes land in blocks that are
+already the file's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import uuid
+from pathlib import Path
+from typing import IO, Iterator
+
+from stemforge.core.errors import DiskFullError
+
+#: errno values that mean "no room": the disk is full or the user's quota is spent.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: Mode of every created file before the umask is applied (what ``open()`` uses).
+FILE_MODE = 0o666
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or the error it wraps) is an ``OSError`` with ENOSPC or EDQUOT."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, DiskFullError):
+            return True
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def disk_full(path: str | os.PathLike, exc: BaseException | None = None) -> DiskFullError:
+    """The :class:`DiskFullError` for a failed write of ``path`` (reason from ``exc``'s errno)."""
+    if isinstance(exc, DiskFullError):
+        return exc
+    if exc is not None and not isinstance(exc, OSError):
+        exc = next((e for e in (exc.__cause__, exc.__context__) if isinstance(e, (OSError, DiskFullError))), None)
+        if isinstance(exc, DiskFullError):
+            return exc
+    code = exc.errno if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS else errno.ENOSPC
+    return DiskFullError(path, os.strerror(code))
+
+
+def temporary_name(path: Path) -> Path:
+    """A fresh temporary name beside ``path``: ``.<name>.<pid>.<random>.tmp``."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def create_new(path: str | os.PathLike) -> int:
+    """Create ``path`` (which must not exist) for writing with mode ``0o666 & ~umask``; an fd."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` for a writer that takes a file name (soundfile,
+    matplotlib, a video muxer); when the block ends without an exception the file is fsynced and
+    renamed over ``path``, otherwise removed.
+
+    The temporary file already exists (empty, mode ``0o666 & ~umask``) when yielded; a writer
+    that opens it for writing truncates it and keeps that mode. ENOSPC/EDQUOT anywhere in the
+    block (or wrapped by the writer's own error) raises :class:`DiskFullError` naming ``path``.
+    """
+    final = Path(path)
+    tmp = temporary_name(final)
+    try:
+        os.close(create_new(tmp))
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise disk_full(final, exc) from None
+        raise
+    try:
+        yield tmp
+        if fsync:
+            _fsync_path(tmp)
+        os.replace(tmp, final)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if is_disk_full(exc):
+            raise disk_full(final, exc) from None
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None, newline: str | None = None) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` (``mode`` "w"/"wb"); renamed over ``path`` when
+    the block ends without an exception (after flush and fsync), removed otherwise.
+
+    ENOSPC/EDQUOT raise :class:`DiskFullError` naming ``path``.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode 'w' or 'wb', not {mode!r}")
+    if "b" in mode:
+        encoding = None
+    elif encoding is None:
+        encoding = "utf-8"
+    with atomic_path(path, fsync=False) as tmp:
+        with open(tmp, mode, encoding=encoding, newline=newline) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (no newline translation); returns the path."""
+    with atomic_open(path, "w", encoding=encoding, newline="") as f:
+        f.write(text)
+    return Path(path)
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Bytes an unprivileged user may still write on the filesystem holding ``path``."""
+    st = os.statvfs(path)
+    return int(st.f_bavail) * int(st.f_frsize)
+
+
+def reserve(fd: int, size: int, path: str | os.PathLike) -> None:
+    """Make sure the file open as ``fd`` owns at least its first ``size`` bytes on disk.
+
+    ``posix_fallocate`` allocates the blocks (the file grows to ``size`` if smaller), so later
+    writes inside them cannot fail for space on ordinary filesystems (ext4, xfs, tmpfs; on
+    copy-on-write ones such as btrfs and ZFS it is a best effort). Where the filesystem cannot
+    allocate ahead, the free space is checked instead. Raises :class:`DiskFullError` naming
+    ``path`` when the bytes are not there.
+    """
+    try:
+        os.posix_fallocate(fd, 0, int(size))
+        return
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise disk_full(path, exc) from None
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+            raise
+    missing = int(size) - os.fstat(fd).st_size
+    if missing > 0 and free_bytes(Path(path).parent) < missing:
+        raise disk_full(path)
