@@ -13,17 +13,9 @@ from typer.testing import CliRunner
 
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import StemforgeError
-from stemforge.evaluate.datadir import (
-    SUMMARY_COLUMNS,
-    TABLE_COLUMNS,
-    BssEvalV4,
-    bss_eval_sources,
-    bss_eval_v4,
-    frame_medians,
-    ideal_ratio_mask,
-    summarize,
-)
-from stemforge.synth.corpus import synthesize_song
+from stemforge.evaluate.bss import BssEvalV4, bss_eval_sources, bss_eval_v4, frame_medians
+from stemforge.evaluate.datadir import SUMMARY_COLUMNS, TABLE_COLUMNS, ideal_ratio_mask, summarize
+from stemforge.synth.songs import synthesize_song
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +124,7 @@ def datadir_and_model(tmp_path_factory):
     from stemforge.ingest.engine import ingest
     from stemforge.recipes import get_recipe
     from stemforge.store import DataDir
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
     from stemforge.train.checkpoint import save_checkpoint
     from stemforge.train.model import UNet, UNetConfig
 
@@ -190,7 +182,7 @@ def test_bss_eval_survives_a_thread_count_change():
     """torch.set_num_threads(n > 1) anywhere in the process used to break MKL's solve."""
     import torch
 
-    from stemforge.evaluate.datadir import bss_eval_sources
+    from stemforge.evaluate.bss import bss_eval_sources
 
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((2, 16000 * 3)).astype(np.float32)

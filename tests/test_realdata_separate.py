@@ -18,7 +18,7 @@ import pytest
 
 from stemforge.core import audio, dsp
 from stemforge.core.config import SpectrogramConfig
-from stemforge.evaluate.datadir import bss_eval_sources
+from stemforge.evaluate.bss import bss_eval_sources
 from stemforge.separate.separator import Separator
 
 CFG = SpectrogramConfig()

@@ -20,9 +20,12 @@ Two families of metrics, because the literature reports both:
   distortion filters computed once on the whole track, metrics on 1 s windows (hop 1 s, the last
   partial window dropped), windows where a reference or an estimate is all zero left out, the
   median over the remaining windows per track; the summary takes the median over tracks.
-  museval needs ffmpeg binaries at import, so :func:`bss_eval_v4` implements the same
-  computation here (numpy/scipy); tests/test_evaluate.py checks it against museval when museval
-  is importable.
+  museval needs ffmpeg binaries at import, so :mod:`stemforge.evaluate.bss` implements the same
+  computation (numpy/scipy); tests check it against museval when museval is importable.
+
+This is the DataDir protocol ("16 kHz mono, DataDir references"): right for the NSDR/GNSDR
+tables of Jansson et al. (iKala, MedleyDB). Numbers comparable with published MUSDB18 tables
+come from the MUSDB18 protocol, :mod:`stemforge.evaluate.musdb18`.
 """
 
 from __future__ import annotations
@@ -38,13 +41,12 @@ import numpy as np
 
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import StemforgeError
+from stemforge.evaluate.bss import FILTER_LENGTH, BssEvalV4, bss_eval_sources, frame_medians
 
 METHODS = ("model", "mixture", "oracle")
 STEMS = ("vocals", "accompaniment")
 #: Frame length and hop of the frame-wise metrics (seconds), as museval for MUSDB18.
 FRAME_SECONDS = 1.0
-#: Distortion filter length (taps) of BSS Eval.
-FILTER_LENGTH = 512
 
 #: Columns of the per-track table, in order.
 TABLE_COLUMNS = [
@@ -83,205 +85,6 @@ SUMMARY_COLUMNS = [
 ProgressFn = Callable[[str, int, int], None]
 
 
-# ------------------------------------------------------------------------------------------
-# Metrics
-# ------------------------------------------------------------------------------------------
-
-
-def bss_eval_sources(references: np.ndarray, estimates: np.ndarray, filter_length: int = FILTER_LENGTH) -> dict[str, np.ndarray]:
-    """Whole-signal BSS Eval v3 ``bss_eval_sources`` (no permutation) with ``fast_bss_eval``.
-
-    Args:
-        references: ``[n_sources, samples]`` true sources.
-        estimates: ``[n_sources, samples]`` estimates, in the same order.
-
-    Returns:
-        ``{"sdr", "sir", "sar"}`` -> float64 ``[n_sources]`` (dB).
-    """
-    import fast_bss_eval
-    import torch
-
-    ref, est = _pair(references, estimates)
-    # One intra-op thread while solving: with the MKL LAPACK of torch's CPU wheels, any earlier
-    # torch.set_num_threads(n > 1) in the process makes torch.linalg.solve fail ("Pivots given
-    # to lu_solve must all be greater or equal to 1"); one thread always works, and on these
-    # small systems it is also faster (0.39 s vs 0.84 s for 30 s of two sources here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        sdr, sir, sar = fast_bss_eval.bss_eval_sources(
-            torch.from_numpy(ref), torch.from_numpy(est), filter_length=filter_length, compute_permutation=False
-        )
-    finally:
-        if threads != 1:
-            torch.set_num_threads(threads)
-    return {"sdr": sdr.numpy(), "sir": sir.numpy(), "sar": sar.numpy()}
-
-
-def _pair(references: np.ndarray, estimates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ref = np.atleast_2d(np.asarray(references, dtype=np.float64))
-    est = np.atleast_2d(np.asarray(estimates, dtype=np.float64))
-    if ref.shape != est.shape or ref.ndim != 2:
-        raise StemforgeError(f"references {ref.shape} and estimates {est.shape} must both be [n_sources, samples]")
-    if ref.shape[1] == 0:
-        raise StemforgeError("cannot evaluate empty signals")
-    return ref, est
-
-
-class BssEvalV4:
-    """Frame-wise BSS Eval v4 (museval ``bss_eval``: image mode, time-invariant filters) against
-    fixed single-channel references; the reference correlations are factorized once, so scoring
-    several estimates of one track (model, mixture, oracle) costs one factorization.
-
-    For estimate ``j``, least-squares filters of ``filter_length`` taps project the estimate on
-    the delayed references (all of them: ``C``; its own: ``Cj``), solved once over the whole
-    signals (``G + eps I``, eps = float64 machine epsilon, as museval). In each window
-    ``[t*hop, t*hop + window)`` the references are cut to the window and filtered by those global
-    filters (``P_all``, ``P_own``, each ``window + filter_length - 1`` long); with ``s`` the
-    reference and ``e`` the estimate in the window (zero padded to that length)::
-
-        SDR = 10 log10(|s|^2 / |e - s|^2)        ISR = 10 log10(|s|^2 / |P_own - s|^2)
-        SIR = 10 log10(|P_own|^2 / |P_all - P_own|^2)
-        SAR = 10 log10(|P_all|^2 / |e - P_all|^2)
-
-    (a zero denominator gives +inf). There are ``floor((n - window + hop) / hop)`` windows (one
-    window of the whole signal when ``window >= n``); a window where any reference or any
-    estimate is all zero gives NaN.
-
-    Args:
-        references: ``[n_sources, samples]``.
-        filter_length: taps of the distortion filters (512).
-    """
-
-    def __init__(self, references: np.ndarray, filter_length: int = FILTER_LENGTH):
-        from scipy.linalg import toeplitz
-
-        ref = np.atleast_2d(np.asarray(references, dtype=np.float64))
-        if ref.ndim != 2 or ref.shape[1] == 0:
-            raise StemforgeError(f"BssEvalV4: references must be [n_sources, samples], got {ref.shape}")
-        self.ref = ref
-        n_src, n = ref.shape
-        L = self.L = int(filter_length)
-        self.n_fft = 1 << int(math.ceil(math.log2(n + L - 1)))
-        self.R = np.fft.rfft(ref, self.n_fft)
-        G = np.zeros((n_src * L, n_src * L))
-        for i in range(n_src):
-            for j in range(n_src):
-                pos, neg = self._lags(self.R[i], self.R[j])
-                # G[(i, t1), (j, t2)] = sum_u s_i[u] s_j[u + t1 - t2]
-                G[i * L : (i + 1) * L, j * L : (j + 1) * L] = toeplitz(pos, neg)
-        G += np.finfo(float).eps * np.eye(n_src * L)
-        self._all = _Factor(G)
-        self._own = [_Factor(G[j * L : (j + 1) * L, j * L : (j + 1) * L]) for j in range(n_src)]
-
-    def _lags(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``r[k] = sum_u x[u] y[u + k]`` for ``k = 0..L-1`` and ``k = 0, -1, ..., -(L-1)``."""
-        c = np.fft.irfft(np.conj(a) * b, self.n_fft)
-        L = self.L
-        return c[:L], np.concatenate(([c[0]], c[-1 : -L : -1]))
-
-    def evaluate(self, estimates: np.ndarray, window: int, hop: int, chunk: int = 32) -> dict[str, np.ndarray]:
-        """Metrics of ``estimates [n_sources, samples]``: ``{"sdr", "isr", "sir", "sar"}`` ->
-        float64 ``[n_sources, n_windows]``."""
-        ref = self.ref
-        est = np.atleast_2d(np.asarray(estimates, dtype=np.float64))
-        if est.shape != ref.shape:
-            raise StemforgeError(f"BssEvalV4: estimates {est.shape} and references {ref.shape} differ in shape")
-        if window <= 0 or hop <= 0:
-            raise StemforgeError(f"BssEvalV4: window and hop must be positive, got {window}, {hop}")
-        n_src, n = ref.shape
-        L = self.L
-        E = np.fft.rfft(est, self.n_fft)
-        # D[:, j][(i, tau)] = sum_u s_i[u] e_j[u + tau]: all estimates solved at once.
-        D = np.stack([np.concatenate([self._lags(self.R[i], E[j])[0] for i in range(n_src)]) for j in range(n_src)], axis=1)
-        C = self._all.solve(D).T.reshape(n_src, n_src, L)  # estimate j -> filters on every reference
-        Cj = np.stack([self._own[j].solve(D[j * L : (j + 1) * L, j]) for j in range(n_src)])
-
-        if window >= n:
-            starts = np.array([0])
-            w = n
-        else:
-            n_win = int(math.floor((n - window + hop) / hop))
-            starts = np.arange(n_win) * int(hop)
-            w = int(window)
-        out = {k: np.full((n_src, len(starts)), np.nan) for k in ("sdr", "isr", "sir", "sar")}
-        m = w + L - 1
-        n_fft_w = 1 << int(math.ceil(math.log2(m)))
-        FC = np.fft.rfft(C, n_fft_w)  # [j, i, F]
-        FCj = np.fft.rfft(Cj, n_fft_w)  # [j, F]
-        for c0 in range(0, len(starts), chunk):
-            st = starts[c0 : c0 + chunk]
-            idx = st[:, None] + np.arange(w)[None, :]
-            rw = ref[:, idx]  # [n_src, k, w]
-            ew = est[:, idx]
-            silent = np.zeros(len(st), dtype=bool)
-            for s in range(n_src):
-                silent |= ~np.any(rw[s] != 0, axis=1)
-                silent |= ~np.any(ew[s] != 0, axis=1)
-            FR = np.fft.rfft(rw, n_fft_w, axis=-1)  # [i, k, F]
-            pad = np.zeros((len(st), m - w))
-            for j in range(n_src):
-                p_all = np.fft.irfft(np.einsum("if,ikf->kf", FC[j], FR), n_fft_w, axis=-1)[:, :m]
-                p_own = np.fft.irfft(FCj[j][None, :] * FR[j], n_fft_w, axis=-1)[:, :m]
-                s_true = np.concatenate([rw[j], pad], axis=1)
-                e = np.concatenate([ew[j], pad], axis=1)
-                vals = {
-                    "sdr": _db(np.sum(s_true**2, 1), np.sum((e - s_true) ** 2, 1)),
-                    "isr": _db(np.sum(s_true**2, 1), np.sum((p_own - s_true) ** 2, 1)),
-                    "sir": _db(np.sum(p_own**2, 1), np.sum((p_all - p_own) ** 2, 1)),
-                    "sar": _db(np.sum(p_all**2, 1), np.sum((e - p_all) ** 2, 1)),
-                }
-                for k, v in vals.items():
-                    v[silent] = np.nan
-                    out[k][j, c0 : c0 + len(st)] = v
-        return out
-
-
-def bss_eval_v4(
-    references: np.ndarray, estimates: np.ndarray, window: int, hop: int, filter_length: int = FILTER_LENGTH
-) -> dict[str, np.ndarray]:
-    """Frame-wise BSS Eval v4 of ``estimates`` against ``references`` (both ``[n_sources,
-    samples]``, single channel), as museval computes it; see :class:`BssEvalV4`.
-
-    Returns ``{"sdr", "isr", "sir", "sar"}`` -> float64 ``[n_sources, n_windows]`` (dB, NaN for
-    windows where a reference or an estimate is silent).
-    """
-    ref, est = _pair(references, estimates)
-    return BssEvalV4(ref, filter_length).evaluate(est, window, hop)
-
-
-class _Factor:
-    """Solves ``a x = b`` for a symmetric positive (semi-)definite ``a``, factorized once
-    (Cholesky; LU, then least squares, when that fails)."""
-
-    def __init__(self, a: np.ndarray):
-        from scipy.linalg import cho_factor
-
-        self.a = a
-        try:
-            self.cho = cho_factor(a, lower=True, check_finite=False)
-        except np.linalg.LinAlgError:
-            self.cho = None
-
-    def solve(self, b: np.ndarray) -> np.ndarray:
-        from scipy.linalg import cho_solve
-
-        if self.cho is not None:
-            return cho_solve(self.cho, b, check_finite=False)
-        try:
-            return np.linalg.solve(self.a, b)
-        except np.linalg.LinAlgError:
-            return np.linalg.lstsq(self.a, b, rcond=None)[0]
-
-
-def _db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    out = np.full(num.shape, np.inf)
-    ok = den > 0
-    with np.errstate(divide="ignore"):
-        out[ok] = 10.0 * np.log10(num[ok] / den[ok])
-    return out
-
-
 def ideal_ratio_mask(vocals: np.ndarray, accompaniment: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
     """``|V| / (|V| + |A|)`` at ``config``'s STFT: float32 ``[n_frames, n_bins]`` (0 where both are 0)."""
     from stemforge.core import dsp
@@ -290,20 +93,6 @@ def ideal_ratio_mask(vocals: np.ndarray, accompaniment: np.ndarray, config: Spec
     a = dsp.magnitude(np.asarray(accompaniment, dtype=np.float32), config)
     den = v + a
     return np.where(den > 0, v / np.where(den > 0, den, 1.0), 0.0).astype(np.float32)
-
-
-def frame_medians(frames: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per source, the median over windows of each metric, ignoring NaN windows (museval)."""
-    out = {}
-    for k, v in frames.items():
-        with np.errstate(all="ignore"):
-            med = np.full(v.shape[0], np.nan)
-            for s in range(v.shape[0]):
-                ok = ~np.isnan(v[s])
-                if ok.any():
-                    med[s] = float(np.median(v[s][ok]))
-        out[k] = med
-    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -433,15 +222,11 @@ def _records(df: Any) -> list[dict]:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    import os
-    import uuid
+    from stemforge.core import files
 
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        files.write_text(path, text)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise StemforgeError(f"{path}: cannot write ({exc})") from None
 
 

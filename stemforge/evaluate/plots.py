@@ -145,3 +145,42 @@ def separation_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def protocol_chart(summary: Any, path: str | os.PathLike, title: str | None = None) -> Path:
+    """Bar chart of a MUSDB18-protocol summary (a DataFrame with ``method``, ``stem``, ``sdr``,
+    ``sir``, ``sar``, ``isr``: medians over tracks): one panel per metric, per stem one bar per
+    method (every model and estimates folder, then the mixture floor and the oracle ceiling).
+    Returns ``path``."""
+    plt = _pyplot()
+    metrics = [m for m in ("sdr", "sir", "sar", "isr") if m in summary.columns]
+    methods = list(dict.fromkeys(summary["method"]))
+    stems = [s for s in ("vocals", "accompaniment") if s in set(summary["stem"])]
+    if not methods or not stems or not metrics:
+        raise StemforgeError("protocol_chart: the summary has no rows to plot")
+    cmap = plt.get_cmap("tab10")
+    colors = {m: _COLORS.get(m) or cmap(i % 10) for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics) + 1.0, 3.8), sharey=False)
+    width = 0.8 / len(methods)
+    x = np.arange(len(stems))
+    for ax, metric in zip(np.atleast_1d(axes), metrics):
+        for k, m in enumerate(methods):
+            vals = []
+            for s in stems:
+                row = summary[(summary["method"] == m) & (summary["stem"] == s)]
+                vals.append(float(row[metric].iloc[0]) if len(row) else np.nan)
+            vals_arr = np.array(vals, dtype=float)
+            shown = np.where(np.isfinite(vals_arr), vals_arr, 0.0)
+            bars = ax.bar(x + (k - (len(methods) - 1) / 2) * width, shown, width, label=m, color=colors[m])
+            for b, v in zip(bars, vals_arr):
+                y = b.get_height()
+                ax.annotate(f"{v:.1f}" if np.isfinite(v) else "n/a", (b.get_x() + b.get_width() / 2, y),
+                            ha="center", va="bottom" if y >= 0 else "top", fontsize=7)
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.set_xticks(x)
+        ax.set_xticklabels(stems)
+        ax.set_title(f"{metric.upper()} (dB), median over tracks", fontsize=9)
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
