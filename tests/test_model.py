@@ -12,7 +12,15 @@ import torch
 
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import CheckpointError, ConfigMismatchError, StemforgeError
-from stemforge.train.checkpoint import FORMAT_VERSION, Checkpoint, load_checkpoint, save_checkpoint
+from stemforge.train.checkpoint import (
+    FORMAT_VERSION,
+    READ_VERSIONS,
+    Checkpoint,
+    combine_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    save_nets_checkpoint,
+)
 from stemforge.train.model import UNet, UNetConfig, count_parameters, loss_fn, pad_frames
 
 SMALL = UNetConfig(width=0.125)
@@ -281,8 +289,9 @@ def test_checkpoint_errors(tmp_path) -> None:
         load_checkpoint(whole)
 
     future = tmp_path / "future.pt"
-    _write(future, {**raw, "format_version": FORMAT_VERSION + 1})
-    with pytest.raises(CheckpointError, match=f"future.pt: checkpoint format version {FORMAT_VERSION + 1}"):
+    unread = max(READ_VERSIONS) + 1
+    _write(future, {**raw, "format_version": unread})
+    with pytest.raises(CheckpointError, match=f"future.pt: checkpoint format version {unread}"):
         load_checkpoint(future)
 
     incomplete = tmp_path / "incomplete.pt"

@@ -30,6 +30,8 @@ COMMAND_MODULES = [
     "train",
     "synth",
     "chainer",
+    "spleeter",
+    "combine",
     "derive",
     "separate",
     "serve",

@@ -18,7 +18,8 @@ def inference_net(model: Any) -> Any:
     from stemforge.train.model import UNet
 
     net = copy.deepcopy(model).eval()
-    if isinstance(net, UNet):
+    # Spleeter's layer order (skips before BatchNorm, BatchNorm after ReLU) cannot be folded.
+    if isinstance(net, UNet) and net.config.variant == "chainer":
         from torch.nn.utils.fusion import fuse_conv_bn_eval
 
         with torch.no_grad():

@@ -25,6 +25,7 @@ convolutions get ``output_padding`` 1, which matches a Chainer ``Deconvolution2D
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -164,9 +165,34 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: not a Chainer npz: it is a single numpy array (.npy)")
     try:
         with data:
+            _check_array_sizes(path, data.zip)
             return {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise CheckpointError(f"{path}: not a Chainer npz (numpy cannot read it: {exc})") from exc
+    except MemoryError:
+        raise CheckpointError(f"{path}: not a Chainer npz: an array is larger than memory (corrupt header?)") from None
+
+
+def _check_array_sizes(path: Path, archive: zipfile.ZipFile) -> None:
+    """Refuse, before anything is allocated, an array whose header claims more bytes than its
+    archive member holds (a corrupt or forged header would otherwise ask for terabytes)."""
+    for info in archive.infolist():
+        with archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            header = f.tell()
+        if dtype.hasobject:
+            raise CheckpointError(f"{path}: not a Chainer npz: {info.filename} holds Python objects")
+        claimed = math.prod(shape) * dtype.itemsize
+        held = info.file_size - header
+        if claimed > held:
+            raise CheckpointError(
+                f"{path}: not a valid npz: {info.filename} claims shape {tuple(shape)} ({claimed:,} bytes) "
+                f"but holds {max(held, 0):,} bytes (corrupt or truncated)"
+            )
 
 
 def _find_prefix(path: Path, arrays: dict[str, np.ndarray]) -> str:

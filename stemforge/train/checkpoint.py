@@ -1,5 +1,5 @@
-"""The stemforge checkpoint: one torch file holding the U-Net weights and what is needed to use
-or resume them.
+"""The stemforge checkpoint: one torch file holding the U-Net weights (one net, or a vocals net
+and an accompaniment net) and what is needed to use or resume them.
 
 A checkpoint is a dict written by ``torch.save`` and read back with ``torch.load(...,
 weights_only=True)``: it holds only tensors and plain Python values (dict, list, tuple, str,
@@ -7,7 +7,8 @@ int, float, bool, None), never pickled classes, so loading a checkpoint runs no 
 Configurations are stored as plain dicts (with their hashes); numpy arrays and scalars given in
 ``rng_state``/``extra`` are turned into lists and Python numbers on save.
 
-Top-level keys (format version 1)::
+Format version 1 holds one net (what ``stemforge train`` and ``import-chainer`` write). Its
+top-level keys::
 
     format                   "stemforge-checkpoint"
     format_version           1
@@ -24,6 +25,20 @@ Top-level keys (format version 1)::
     manifest_hash            hash of the training manifest or None
     extra                    free dict (plain values) or None
 
+Format version 2 holds two nets, one per target (Jansson et al. train one per target; Spleeter
+ships two), written by ``import-spleeter`` and ``combine`` (:func:`save_nets_checkpoint`,
+:func:`combine_checkpoints`); it is for separation and ``--init``, not for resuming::
+
+    format, format_version 2, stemforge_version, spectrogram_config, spectrogram_config_hash,
+    manifest_hash (None), extra
+    nets                     {"vocals": NET, "accompaniment": NET}, NET being
+                             {"unet_config", "unet_config_hash", "target", "step", "model_state"}
+
+Both nets see the same magnitudes (one spectrogram configuration, the same ``n_bins`` and
+``channels``). A writer uses the lowest version that holds what it writes, so one-net checkpoints
+stay readable by earlier stemforge versions. Loading refuses weights that are not finite numbers
+(NaN or inf): a net with them would write NaN audio.
+
 Writes are atomic: the file is written under a temporary name in the same folder, flushed to
 disk and renamed over ``path``; a killed process never leaves a partial checkpoint at ``path``.
 """
@@ -32,10 +47,12 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -44,10 +61,15 @@ from torch import nn
 from stemforge import __version__
 from stemforge.core.config import SpectrogramConfig, check_config
 from stemforge.core.errors import CheckpointError, StemforgeError
-from stemforge.train.model import UNet, UNetConfig, count_parameters
+from stemforge.train.model import TARGETS, UNet, UNetConfig, count_parameters, non_finite_parameters
 
 FORMAT_NAME = "stemforge-checkpoint"
+#: The version of one-net checkpoints.
 FORMAT_VERSION = 1
+#: The version of two-net checkpoints.
+NETS_FORMAT_VERSION = 2
+#: Versions this stemforge reads.
+READ_VERSIONS = (FORMAT_VERSION, NETS_FORMAT_VERSION)
 
 _REQUIRED_KEYS = (
     "format_version",
@@ -57,6 +79,8 @@ _REQUIRED_KEYS = (
     "step",
     "model_state",
 )
+_REQUIRED_NETS_KEYS = ("format_version", "spectrogram_config", "nets")
+_REQUIRED_NET_KEYS = ("unet_config", "target", "step", "model_state")
 
 
 @dataclass
@@ -65,13 +89,21 @@ class Checkpoint:
 
     Attributes:
         path: the file it was read from.
-        model: the :class:`UNet` with the stored weights, in eval mode.
+        model: the :class:`UNet` with the stored weights, in eval mode; in a two-net checkpoint,
+            the first net of :attr:`nets` (the vocals net).
         unet_config: its :class:`UNetConfig`.
         spectrogram_config: the :class:`SpectrogramConfig` of the data it was trained on (the
             separator must compute magnitudes the same way).
-        target: ``"vocals"`` or ``"accompaniment"``: what the mask extracts.
-        step: optimizer steps taken.
+        target: ``"vocals"`` or ``"accompaniment"``: what ``model``'s mask extracts.
+        step: optimizer steps taken (by ``model``).
         raw: the whole stored dict (see the module docstring), for resuming.
+        nets: every net by target, in :data:`~stemforge.train.model.TARGETS` order: one entry
+            (``{target: model}``) or two (``{"vocals": UNet, "accompaniment": UNet}``). Each
+            maps magnitudes ``[batch, channels, n_bins, n_frames]`` to its target's mask of the
+            same shape (see :class:`~stemforge.train.model.UNet`); with ``v = mask_v * x`` and
+            ``a = mask_a * x`` a separator combines two nets as Spleeter does: vocals mask
+            ``(v**2 + eps/2) / (v**2 + a**2 + eps)``, accompaniment its complement.
+        steps: optimizer steps of each net, by target.
     """
 
     path: Path
@@ -81,6 +113,25 @@ class Checkpoint:
     target: str
     step: int
     raw: dict[str, Any] = field(repr=False)
+    nets: dict[str, UNet] = field(default_factory=dict, repr=False)
+    steps: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.nets:
+            self.nets = {self.target: self.model}
+        if not self.steps:
+            self.steps = {self.target: self.step}
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Targets of the nets held: ``("vocals",)``, ``("accompaniment",)`` or both."""
+        return tuple(self.nets)
+
+    def net(self, target: str) -> UNet:
+        """The net whose mask extracts ``target``; CheckpointError when the checkpoint has none."""
+        if target not in self.nets:
+            raise CheckpointError(f"{self.path}: holds no {target} net (it holds {' and '.join(self.targets)})")
+        return self.nets[target]
 
     @property
     def optimizer_state(self) -> dict | None:
@@ -114,14 +165,19 @@ class Checkpoint:
         )
 
     def summary(self) -> dict[str, Any]:
-        """Plain facts for a terminal table or a log line."""
+        """Plain facts for a terminal table or a log line (``target`` is ``vocals+accompaniment``
+        for a two-net checkpoint; ``parameters`` counts every net)."""
         return {
             "path": str(self.path),
-            "target": self.target,
+            "target": "+".join(self.targets),
+            "targets": list(self.targets),
             "step": self.step,
+            "variant": self.unet_config.variant,
             "kernel_size": self.unet_config.kernel_size,
             "width": self.unet_config.width,
-            "parameters": count_parameters(self.model),
+            "n_bins": self.unet_config.n_bins,
+            "channels": self.unet_config.channels,
+            "parameters": sum(count_parameters(net) for net in self.nets.values()),
             "unet_config": self.unet_config.hash,
             "spectrogram_config": self.spectrogram_config.hash,
             "stemforge_version": self.stemforge_version,
@@ -193,32 +249,122 @@ def save_checkpoint(
     return path
 
 
+def save_nets_checkpoint(
+    path: str | os.PathLike,
+    nets: Mapping[str, nn.Module],
+    spectrogram_config: SpectrogramConfig,
+    steps: Mapping[str, int] | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write a two-net checkpoint (format version 2) atomically and return its path.
+
+    Args:
+        path: destination file; missing parent folders are created.
+        nets: ``{"vocals": UNet, "accompaniment": UNet}``, each net's ``config.target`` its key.
+            Both must see the same magnitudes: equal ``n_bins`` and ``channels``.
+        spectrogram_config: how the magnitudes both nets see are computed.
+        steps: optimizer steps of each net (0 when not given).
+        extra: plain values (see :func:`save_checkpoint`).
+
+    Raises:
+        StemforgeError: the nets are not one per target or do not fit together.
+        CheckpointError: a value cannot be stored, or the file cannot be written.
+    """
+    path = Path(path)
+    if set(nets) != set(TARGETS):
+        raise StemforgeError(f"save_nets_checkpoint: needs one net per target {TARGETS}, got {sorted(nets)}")
+    steps = dict(steps or {})
+    entries: dict[str, Any] = {}
+    first: UNetConfig | None = None
+    for target in TARGETS:
+        model = _unwrap(nets[target])
+        if not isinstance(model, UNet):
+            raise StemforgeError(f"save_nets_checkpoint: the {target} net is a {type(model).__name__}, not a UNet")
+        config = model.config
+        if config.target != target:
+            raise StemforgeError(f"save_nets_checkpoint: the {target} net's config has target {config.target!r}")
+        if first is not None and (config.n_bins, config.channels) != (first.n_bins, first.channels):
+            raise StemforgeError(
+                f"save_nets_checkpoint: the nets see different inputs: vocals {first.n_bins} bins x "
+                f"{first.channels} channels, accompaniment {config.n_bins} bins x {config.channels} channels"
+            )
+        first = first or config
+        step = steps.get(target, 0)
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise StemforgeError(f"save_nets_checkpoint: step of the {target} net must be a non-negative int, got {step!r}")
+        entries[target] = {
+            "unet_config": config.to_dict(),
+            "unet_config_hash": config.hash,
+            "target": target,
+            "step": step,
+            "model_state": OrderedDict((k, v.detach().cpu().clone()) for k, v in model.state_dict().items()),
+        }
+    payload: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": NETS_FORMAT_VERSION,
+        "stemforge_version": __version__,
+        "spectrogram_config": spectrogram_config.to_dict(),
+        "spectrogram_config_hash": spectrogram_config.hash,
+        "nets": entries,
+        "manifest_hash": None,
+        "extra": _plain(extra, path, "extra"),
+    }
+    _atomic_torch_save(payload, path)
+    return path
+
+
+def combine_checkpoints(
+    vocals: str | os.PathLike, accompaniment: str | os.PathLike, out: str | os.PathLike
+) -> Path:
+    """Write the two-net checkpoint ``out`` from two one-net checkpoints (``stemforge train
+    --target vocals`` and ``--target accompaniment``); ``extra`` records ``combined_from``.
+
+    Raises:
+        CheckpointError: a file is unreadable, holds two nets already, or the wrong target.
+        ConfigMismatchError: the two were trained on magnitudes computed differently (both
+            configurations are named).
+        StemforgeError: their nets see different bins or channels.
+    """
+    loaded = {}
+    for target, path in (("vocals", vocals), ("accompaniment", accompaniment)):
+        ckpt = load_checkpoint(path)
+        if len(ckpt.nets) != 1:
+            raise CheckpointError(f"{ckpt.path}: holds {' and '.join(ckpt.targets)} nets already; give one-net checkpoints")
+        if ckpt.target != target:
+            raise CheckpointError(f"{ckpt.path}: its net extracts {ckpt.target}, not {target} (arguments swapped?)")
+        loaded[target] = ckpt
+    v, a = loaded["vocals"], loaded["accompaniment"]
+    check_config(f"{a.path} (accompaniment) against {v.path} (vocals)", v.spectrogram_config,
+                 a.spectrogram_config.hash, a.spectrogram_config.to_dict())
+    return save_nets_checkpoint(
+        out,
+        {t: c.model for t, c in loaded.items()},
+        v.spectrogram_config,
+        steps={t: c.step for t, c in loaded.items()},
+        extra={"combined_from": {t: c.path.name for t, c in loaded.items()}},
+    )
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+    """Read a checkpoint written by :func:`save_checkpoint` or :func:`save_nets_checkpoint`.
 
     Args:
         path: the checkpoint file.
         map_location: passed to ``torch.load``; when it is a device (str or ``torch.device``)
-            the model is moved there too.
+            the nets are moved there too.
 
     Returns:
-        a :class:`Checkpoint` whose model is in eval mode.
+        a :class:`Checkpoint` whose nets are in eval mode.
 
     Raises:
-        CheckpointError: the file is missing, not a torch file, a torch file that is not a
-            stemforge checkpoint (a bare state_dict, say), of another format version, or
-            inconsistent (weights that do not fit the stored config). The message names the
-            path and the reason.
+        CheckpointError: the file is missing, empty, truncated, of another kind (an npz, an
+            HDF5 shard, audio...), a torch file that is not a stemforge checkpoint (a bare
+            state_dict, say), of another format version, or inconsistent (weights that do not
+            fit the stored config, weights that are not finite). The message names the path
+            and says what the file is, in one line.
     """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
-    try:
-        raw = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch.load raises many types for foreign bytes
-        raise CheckpointError(f"{path}: not a stemforge checkpoint: {_load_failure(exc)}") from exc
+    raw = read_torch_file(path, "stemforge checkpoint", map_location=map_location)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: not a stemforge checkpoint: it holds a {type(raw).__name__}, not a dict")
     if raw.get("format") != FORMAT_NAME:
@@ -229,42 +375,78 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
             what = f"a dict with keys {keys}"
         raise CheckpointError(f"{path}: not a stemforge checkpoint: it is {what} (no format={FORMAT_NAME!r})")
     version = raw.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise CheckpointError(
-            f"{path}: checkpoint format version {version!r}; this stemforge reads version {FORMAT_VERSION}"
+            f"{path}: checkpoint format version {version!r}; this stemforge reads versions "
+            + ", ".join(map(str, READ_VERSIONS))
         )
-    missing = [k for k in _REQUIRED_KEYS if k not in raw]
+    required = _REQUIRED_KEYS if version == FORMAT_VERSION else _REQUIRED_NETS_KEYS
+    missing = [k for k in required if k not in raw]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint: missing {missing}")
     try:
-        unet_config = UNetConfig.from_dict(raw["unet_config"])
         spectrogram_config = SpectrogramConfig.from_dict(raw["spectrogram_config"])
     except (StemforgeError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: stored configuration cannot be read: {exc}") from exc
-    target, step = raw["target"], raw["step"]
-    if isinstance(step, bool) or not isinstance(step, int):
-        raise CheckpointError(f"{path}: step is {step!r}, not an integer")
-    if target != unet_config.target:
-        raise CheckpointError(f"{path}: target {target!r} disagrees with unet_config.target {unet_config.target!r}")
-    model = UNet(unet_config)
-    load_model_state(model, raw["model_state"], str(path))
-    if isinstance(map_location, (str, torch.device)):
-        model.to(map_location)
-    model.eval()
+    if version == FORMAT_VERSION:
+        entries = {raw.get("target"): raw}
+        where = {raw.get("target"): str(path)}
+    else:
+        entries = raw["nets"]
+        if not isinstance(entries, dict) or set(entries) != set(TARGETS):
+            found = sorted(map(str, entries)) if isinstance(entries, dict) else type(entries).__name__
+            raise CheckpointError(f"{path}: nets must be one per target {list(TARGETS)}, found {found}")
+        entries = {t: entries[t] for t in TARGETS}
+        where = {t: f"{path} ({t} net)" for t in TARGETS}
+    nets: dict[str, UNet] = {}
+    steps: dict[str, int] = {}
+    for target, entry in entries.items():
+        what = where[target]
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"{what}: is a {type(entry).__name__}, not a dict")
+        missing = [k for k in _REQUIRED_NET_KEYS if k not in entry]
+        if missing:
+            raise CheckpointError(f"{what}: incomplete checkpoint: missing {missing}")
+        try:
+            unet_config = UNetConfig.from_dict(entry["unet_config"])
+        except (StemforgeError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{what}: stored configuration cannot be read: {exc}") from exc
+        step = entry["step"]
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise CheckpointError(f"{what}: step is {step!r}, not an integer")
+        if target != unet_config.target:
+            raise CheckpointError(f"{what}: target {target!r} disagrees with unet_config.target {unet_config.target!r}")
+        model = UNet(unet_config)
+        load_model_state(model, entry["model_state"], what)
+        if isinstance(map_location, (str, torch.device)):
+            model.to(map_location)
+        nets[target] = model.eval()
+        steps[target] = step
+    first = next(iter(nets))
+    if len(nets) == 2:
+        v, a = (nets[t].config for t in TARGETS)
+        if (v.n_bins, v.channels) != (a.n_bins, a.channels):
+            raise CheckpointError(
+                f"{path}: the nets see different inputs: vocals {v.n_bins} bins x {v.channels} channels, "
+                f"accompaniment {a.n_bins} bins x {a.channels} channels"
+            )
     return Checkpoint(
         path=path,
-        model=model,
-        unet_config=unet_config,
+        model=nets[first],
+        unet_config=nets[first].config,
         spectrogram_config=spectrogram_config,
-        target=target,
-        step=step,
+        target=first,
+        step=steps[first],
         raw=raw,
+        nets=nets,
+        steps=steps,
     )
 
 
 def load_model_state(model: UNet, state: Any, what: str) -> None:
     """Load ``state`` into ``model`` strictly; on any mismatch raise :class:`CheckpointError`
-    naming ``what`` and listing missing keys, unexpected keys and shape differences."""
+    naming ``what`` and listing missing keys, unexpected keys and shape differences, or the
+    tensors that are not finite."""
     if not isinstance(state, dict):
         raise CheckpointError(f"{what}: model_state is a {type(state).__name__}, not a state_dict")
     expected = model.state_dict()
@@ -284,7 +466,17 @@ def load_model_state(model: UNet, state: Any, what: str) -> None:
         problems.append(f"shape mismatches [{'; '.join(shapes)}]")
     if problems:
         raise CheckpointError(f"{what}: weights do not fit the U-Net ({model.config.describe()}): " + ", ".join(problems))
+    check_finite(state, what)
     model.load_state_dict(state, strict=True)
+
+
+def check_finite(state: dict[str, Any], what: str) -> None:
+    """Raise :class:`CheckpointError` naming ``what`` and the tensors of ``state`` that hold NaN
+    or inf (a net with them writes NaN audio)."""
+    bad = non_finite_parameters(state)
+    if bad:
+        shown = ", ".join(bad[:8]) + (f", ... ({len(bad) - 8} more)" if len(bad) > 8 else "")
+        raise CheckpointError(f"{what}: weights are not all finite numbers: NaN or inf in {shown}")
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -345,12 +537,92 @@ def _atomic_torch_save(payload: dict, path: Path) -> None:
             tmp.unlink()
 
 
+def read_torch_file(path: Path, kind: str, map_location: Any = "cpu", safe_globals: list | None = None) -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors that say what the file is.
+
+    ``kind`` names what was expected ("stemforge checkpoint"); ``safe_globals`` are extra
+    globals the weights-only unpickler may build (``torch.serialization.safe_globals``).
+
+    Raises:
+        CheckpointError: missing, a directory, empty, truncated, another kind of file, or a
+            pickle of objects ``weights_only`` refuses.
+    """
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a {kind} file")
+    foreign = _sniff(path)
+    if foreign:
+        raise CheckpointError(f"{path}: not a {kind}: {foreign}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if safe_globals:
+                with torch.serialization.safe_globals(safe_globals):
+                    return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch.load raises many types for foreign bytes
+        raise CheckpointError(f"{path}: not a {kind}: {_load_failure(exc)}") from None
+
+
+#: Leading bytes of files people pass by mistake, and what they are.
+_MAGIC = (
+    (b"\x93NUMPY", "it is a numpy .npy array"),
+    (b"\x89HDF\r\n\x1a\n", "it is an HDF5 file (a stemforge shard?)"),
+    (b"RIFF", "it is a RIFF (WAV) audio file"),
+    (b"ID3", "it is an MP3 audio file"),
+    (b"fLaC", "it is a FLAC audio file"),
+    (b"OggS", "it is an Ogg audio file"),
+    (b"\x1f\x8b", "it is gzip-compressed"),
+    (b"{", "it is a text (JSON?) file"),
+)
+#: First byte of a pickle of protocol 2 or later (torch's legacy format writes protocol 2).
+_PICKLE_PROTO = 0x80
+
+
+def _sniff(path: Path) -> str | None:
+    """What ``path`` is when it is plainly not a torch file (None when it may be one)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror})"
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return f"a zip (torch) file whose index cannot be read: truncated or damaged ({size:,} bytes)"
+        if any(n.endswith("data.pkl") for n in names):
+            return None
+        if names and all(n.endswith(".npy") for n in names):
+            return "it is a numpy .npz archive (Chainer weights? use `stemforge import-chainer`)"
+        return f"it is a zip archive of {len(names)} files, not a torch file"
+    for magic, what in _MAGIC:
+        if head.startswith(magic):
+            return what
+    if head[4:8] == b"ftyp":
+        return "it is an MP4/M4A file"
+    if head[0] != _PICKLE_PROTO:
+        return "its bytes are not a torch file (not a zip archive nor a pickle)"
+    return None
+
+
 def _load_failure(exc: Exception) -> str:
+    """One line, without Python internals, for why ``torch.load`` refused a file that looked
+    like a torch file."""
     text = str(exc)
     if "Weights only load failed" in text:
         for line in text.splitlines():
-            if "WeightsUnpickler error" in line:
-                return f"it holds Python objects a checkpoint never holds ({line.strip()})"
-        return "it holds Python objects a checkpoint never holds (weights_only load refused)"
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return f"torch.load cannot read it ({type(exc).__name__}: {first[:200]})"
+            if "Unsupported global" in line:
+                name = line.split("GLOBAL", 1)[-1].split(" was not", 1)[0].strip()
+                return f"it holds Python objects a checkpoint never holds ({name})"
+        return "it is a Python pickle that is not a torch file, or holds objects a checkpoint never holds"
+    if isinstance(exc, EOFError) or "central directory" in text or "PytorchStreamReader" in text or isinstance(exc, OSError):
+        return "the file is truncated or damaged (torch cannot read it to the end)"
+    if "legacy .tar format" in text:
+        return "it is in torch's legacy tar format, which is never a stemforge checkpoint"
+    return "torch cannot read it (damaged, or another format)"
