@@ -4,7 +4,7 @@ Exit codes (documented in docs/cli.md):
   0  everything asked for was done
   1  the command ran but some items failed (tracks skipped for bad input, validation problems)
   2  usage error (bad option or argument; Typer's own code)
-  3  nothing could be done: a fatal StemforgeError (wrong layout, config mismatch, lock held, ...)
+  3  nothing could be done: a fatal StemforgeError (wrong layout, config mismatch, lock held, disk full, ...)
   130 interrupted (Ctrl-C)
 """
 
@@ -104,8 +104,15 @@ def cli_errors() -> Iterator[None]:
     """Turn StemforgeError into a one-line message and exit code 3; Ctrl-C into 130."""
     try:
         yield
-    except StemforgeError as exc:
+    except StemforgeError as exc:  # DiskFullError included: it names the DataDir and what was kept
         err(f"error: {exc}")
+        raise typer.Exit(EXIT_FATAL) from None
+    except OSError as exc:  # a full disk met by a writer that did not say so itself
+        from stemforge.core.files import is_disk_full
+
+        if not is_disk_full(exc):
+            raise
+        err(f"error: {exc.filename or 'a file'}: disk full ({exc.strerror or exc})")
         raise typer.Exit(EXIT_FATAL) from None
     except KeyboardInterrupt:
         err("interrupted")

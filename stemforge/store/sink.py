@@ -88,10 +88,13 @@ class ShardSink:
             if isinstance(exc, DiskFullError):
                 raise self._disk_full(exc, len(self._rows)) from None
             raise
-        if self.after_commit is not None:
-            self.after_commit(self.datadir)
         self.committed.extend(self._rows)
         self._rows = []
+        if self.after_commit is not None:
+            try:
+                self.after_commit(self.datadir)
+            except DiskFullError as exc:
+                raise self._disk_full(exc, 0) from None
 
     def abort(self) -> None:
         """Drop the shard being written (its rows are not committed)."""
