@@ -26,7 +26,7 @@ from stemforge.augment.remix import AugmentOptions, augment, train_hours  # noqa
 from stemforge.ingest.engine import ingest  # noqa: E402
 from stemforge.recipes import dsd100  # noqa: E402
 from stemforge.store import DataDir  # noqa: E402
-from stemforge.synth.corpus import write_corpus  # noqa: E402
+from stemforge.synth.layouts import write_corpus  # noqa: E402
 
 
 def _load() -> str:

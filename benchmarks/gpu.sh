@@ -74,7 +74,7 @@ else
   stamp "installing $TORCH_SPEC from PyPI (CUDA build; a few minutes)"
   timeout 420 "$PY" -m pip install -q "$TORCH_SPEC" || fail "pip install $TORCH_SPEC failed"
 fi
-if "$PY" -c "import stemforge.train.loop, stemforge.synth.corpus" 2>/dev/null; then
+if "$PY" -c "import stemforge.train.loop, stemforge.synth.layouts" 2>/dev/null; then
   stamp "stemforge already importable: $("$PY" -c 'import stemforge; print(stemforge.__file__)')"
 else
   stamp "installing stemforge (editable) and its dependencies"

@@ -21,7 +21,7 @@ from _rss import PeakRSS  # noqa: E402
 from stemforge.ingest.engine import ingest  # noqa: E402
 from stemforge.recipes import dsd100  # noqa: E402
 from stemforge.store import DataDir  # noqa: E402
-from stemforge.synth.corpus import write_corpus  # noqa: E402
+from stemforge.synth.layouts import write_corpus  # noqa: E402
 
 
 def run(root: Path, work: Path, workers: int) -> tuple[float, float, float, float]:

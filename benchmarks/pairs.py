@@ -1,6 +1,6 @@
 """Karaoke-pair throughput: seconds to align and derive the vocals of one song, on one core.
 
-Synthesizes a song (``stemforge.synth.corpus.synthesize_song``, 44.1 kHz stereo) as the original and
+Synthesizes a song (``stemforge.synth.songs.synthesize_song``, 44.1 kHz stereo) as the original and
 its accompaniment as the karaoke, resampled to 48 kHz, with an extra intro (``--offset``),
 another gain (``--gain-db``) and its end cut (``--tail``); decoding is not part of the timing
 (``derive`` takes arrays). Threads are pinned to one (BLAS/OpenMP environment variables set
@@ -48,7 +48,7 @@ def main() -> None:
 
     from stemforge.core import audio
     from stemforge.karaoke.align import derive
-    from stemforge.synth.corpus import synthesize_song
+    from stemforge.synth.songs import synthesize_song
 
     rng = np.random.default_rng(args.seed)
     seconds = args.minutes * 60.0

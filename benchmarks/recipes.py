@@ -24,7 +24,7 @@ from stemforge.ingest.reconcile import reconcile_datadir
 from stemforge.ingest.engine import ingest
 from stemforge.recipes import get_recipe
 from stemforge.store import DataDir
-from stemforge.synth.corpus import write_corpus
+from stemforge.synth.layouts import write_corpus
 
 CASES = ("dsd100", "musdb", "musdb-hq", "medleydb", "ccmixter", "ikala", "mir1k", "csv")
 

@@ -15,7 +15,7 @@ high-water mark; ``resource.getrusage`` agrees).
     python benchmarks/separate.py --threads 2 --window-frames 2048 --batch-size 2
 
 The songs are written to a temporary folder (or --workdir) and removed afterwards. The song is
-one synthetic minute (stemforge.synth.corpus) repeated, which is all the separator needs to do its
+one synthetic minute (stemforge.synth.songs) repeated, which is all the separator needs to do its
 full work.
 """
 
@@ -38,7 +38,7 @@ def write_song(path: Path, seconds: float, sample_rate: int = 44100, seed: int =
     """Write a stereo PCM_16 wav of ``seconds`` s: a synthetic song of up to 60 s, repeated."""
     import soundfile as sf
 
-    from stemforge.synth.corpus import synthesize_song
+    from stemforge.synth.songs import synthesize_song
 
     unit_s = min(60.0, seconds)
     song = synthesize_song(np.random.default_rng(seed), unit_s, sample_rate, stereo=True)

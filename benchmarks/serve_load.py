@@ -82,7 +82,7 @@ def make_inputs(work: Path, n_songs: int, seconds: float, width: float) -> tuple
     import torch
 
     from stemforge.core.config import SpectrogramConfig
-    from stemforge.synth.corpus import synthesize_song
+    from stemforge.synth.songs import synthesize_song
     from stemforge.train.checkpoint import save_checkpoint
     from stemforge.train.model import UNet, UNetConfig
 

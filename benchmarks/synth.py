@@ -26,7 +26,7 @@ import numpy as np
 
 def _one(seed: int, seconds: float, sample_rate: int, stereo: bool) -> tuple[float, float, float]:
     """(wall s, user CPU s, system CPU s) of one synthesize_song call."""
-    from stemforge.synth.corpus import synthesize_song
+    from stemforge.synth.songs import synthesize_song
 
     wall, t0 = time.perf_counter(), os.times()
     synthesize_song(np.random.default_rng(seed), seconds, sample_rate, stereo)
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--write", default=None, help="also time write_corpus(..., LAYOUT, songs=1)")
     args = parser.parse_args()
     stereo = not args.mono
-    import stemforge.synth.corpus  # noqa: F401  (import time is not synthesis time)
+    import stemforge.synth.layouts  # noqa: F401  (import time is not synthesis time)
 
     _one(999, 1.0, args.sample_rate, stereo)  # lazy imports (scipy.fft), not synthesis time
     what = f"{args.seconds:g} s song, {args.sample_rate} Hz, {'stereo' if stereo else 'mono'}"
@@ -61,7 +61,7 @@ def main() -> None:
         f"{args.seconds / med:.0f}x real time (best {args.seconds / min(walls):.0f}x)"
     )
     if args.write:
-        from stemforge.synth.corpus import write_corpus
+        from stemforge.synth.layouts import write_corpus
 
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()

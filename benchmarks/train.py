@@ -16,7 +16,7 @@ resident on the device) and ``streaming`` (crops read from the shards by loader 
 Rounds are interleaved (bare, memory, streaming, bare, ...) so that a machine shared with other
 work affects all figures alike; the median of the rounds is printed.
 
-Without ``--data`` a synthetic DataDir is built in a temporary folder (``stemforge.synth.corpus``
+Without ``--data`` a synthetic DataDir is built in a temporary folder (``stemforge.synth.layouts``
 DSD100 layout + ``stemforge.ingest.engine``).
 """
 
@@ -36,7 +36,7 @@ def build_synthetic_datadir(path: Path, songs: int, seconds: float, seed: int = 
     from stemforge.ingest.engine import ingest
     from stemforge.recipes import dsd100
     from stemforge.store import DataDir
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     entries = [dict(id=51 + i, subset="Dev", artist=f"Bench Artist {i}", title=f"Song {i}") for i in range(max(1, songs - 1))]
     entries.append(dict(id=65, subset="Dev", artist="Fergessen", title="Nos Palpitants"))  # a DSD100 validation song

@@ -120,7 +120,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, stage: StageFn |
     from stemforge.recipes import karaoke as pairs_recipe
     from stemforge.separate.separator import Separator
     from stemforge.store import DataDir
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
     from stemforge.train.loop import TrainConfig, train
     from stemforge.train.model import UNetConfig
 

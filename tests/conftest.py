@@ -23,7 +23,7 @@ def real_data() -> Path:
 @pytest.fixture(scope="session")
 def dsd100_corpus(tmp_path_factory) -> Path:
     """A small synthetic DSD100 tree (6 songs of 6 s, both subsets), shared read-only by tests."""
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     root = tmp_path_factory.mktemp("dsd100")
     write_corpus(root, "dsd100", songs=6, seconds=6.0, seed=7)

@@ -38,7 +38,7 @@ def base_data(tmp_path_factory) -> Path:
     """A DataDir of synthetic DSD100 songs (train and test), ingested once, never written to."""
     from stemforge.ingest.engine import ingest
     from stemforge.recipes import dsd100
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     root = tmp_path_factory.mktemp("augment-corpus")
     write_corpus(root, "dsd100", songs=SONGS, seconds=SECONDS, seed=11)

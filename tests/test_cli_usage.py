@@ -132,7 +132,7 @@ def test_help_defaults_are_the_library_values():
     from stemforge.cli import common, ingest, synth
     from stemforge.karaoke.align import MIN_SCORE
     from stemforge.recipes import ccmixter, csv, ikala, karaoke, medleydb, mir1k
-    from stemforge.synth.corpus import LAYOUTS
+    from stemforge.synth import LAYOUTS
 
     assert common.MIN_SCORE == MIN_SCORE
     assert set(synth.LAYOUT_NAMES) == set(LAYOUTS)
@@ -227,7 +227,7 @@ def test_separate_names_musdb_style_folders_and_never_writes_outside(tmp_path, t
 
 @pytest.fixture(scope="module")
 def medleydb_three(tmp_path_factory) -> Path:
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     root = tmp_path_factory.mktemp("med") / "MedleyDB"
     write_corpus(root, "medleydb", 3, 2.0, 0)

@@ -135,7 +135,7 @@ SONGS = [
 
 def test_dsd100_and_musdb18_in_one_datadir_have_no_leak_and_name_duplicates(tmp_path):
     from stemforge.recipes.reference import reference_manifest
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     musdb_ref = reference_manifest("musdb18_tracks").set_index("dsd100_id")
     dsd_entries, musdb_entries = [], []
@@ -192,7 +192,7 @@ def test_a_later_ingest_that_moves_a_remix_parent_to_test_says_so(tmp_path):
     """DSD100 Dev song -> remixed as train -> MUSDB18 holds it in test: the ingest warns."""
     from stemforge.augment.remix import AugmentOptions, augment
     from stemforge.store.lineage import stale_remixes
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     entries = [
         {"id": 51, "subset": "Dev", "artist": "AM Contra", "title": "Heart Peripheral"},  # MUSDB18 test

@@ -70,7 +70,7 @@ def test_splits_and_rows(dsd100_corpus, tmp_path):
 
 
 def test_validation_list_sends_known_dev_songs_to_valid(tmp_path):
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     write_corpus(tmp_path / "c", "dsd100", songs=2, seconds=2.0, seed=3,
                  names=[("Leaf", "Summerghost"), ("Some", "Body")])
@@ -110,7 +110,7 @@ def test_changed_source_is_redone(dsd100_corpus, tmp_path):
 
 
 def test_two_corpora_compose_into_one_datadir(tmp_path):
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     write_corpus(tmp_path / "a", "dsd100", songs=2, seconds=2.0, seed=11)
     write_corpus(tmp_path / "b", "dsd100", songs=2, seconds=2.0, seed=12)
@@ -155,7 +155,7 @@ def _break(root: Path) -> dict[str, str]:
 
 
 def test_bad_input_is_reported_per_track_and_nothing_stored_is_lost(dsd100_corpus, tmp_path):
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     good = tmp_path / "good"
     write_corpus(good, "dsd100", songs=2, seconds=2.0, seed=99)
@@ -192,7 +192,7 @@ def test_root_that_is_not_dsd100(tmp_path):
 
 
 def test_kill_9_then_rerun_resumes(tmp_path):
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     write_corpus(tmp_path / "c", "dsd100", songs=8, seconds=8.0, seed=21)
     data = tmp_path / "d"

@@ -36,7 +36,7 @@ def _invoke(*args: str):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     root = tmp_path_factory.mktemp("pairs-corpus")
     write_corpus(root, "pairs", songs=4, seconds=SECONDS, seed=SEED)

@@ -419,8 +419,8 @@ def test_cli_refuses_to_overwrite_input(pair_files):
 
 
 def test_different_mix_scores_below_the_right_pair():
-    """With stems from stemforge.synth.corpus: louder drums or a missing bass stem fit worse."""
-    synth = pytest.importorskip("stemforge.synth.corpus")
+    """With stems from stemforge.synth.songs: louder drums or a missing bass stem fit worse."""
+    synth = pytest.importorskip("stemforge.synth.songs")
     st = synth.synthesize_song(np.random.default_rng(3), 20.0)
     mixture = st.vocals + st.drums + st.bass + st.other
     right = align(mixture, st.sample_rate, st.drums + st.bass + st.other, st.sample_rate)
@@ -438,7 +438,7 @@ def test_synth_pairs_corpus_repetitive_music(tmp_path):
     only the 6th best onset-correlation peak, outside the 5 candidates that were kept, and a lag
     a bar away won. Every right pair must be recovered and the wrong one refused.
     """
-    synth = pytest.importorskip("stemforge.synth.corpus")
+    synth = pytest.importorskip("stemforge.synth.layouts")
     synth.write_corpus(tmp_path, "pairs", songs=4, seconds=30, seed=1)
     truth = json.loads((tmp_path / "truth.json").read_text())
     names = {p["karaoke"]: p for p in truth["pairs"]}

@@ -34,7 +34,7 @@ REFERENCE = Path(os.environ.get("STEMFORGE_REFERENCE", Path(__file__).resolve().
 def _csv_corpus(out: Path) -> Path:
     """A CSV over a synthetic MUSDB18-HQ tree: rows giving mixture+vocals, vocals+accompaniment,
     mixture+accompaniment and all three."""
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     recs = write_corpus(out / "audio", "musdb-hq", songs=4, seconds=SECONDS, seed=4)
     for r in recs:  # an accompaniment file per song (drums + bass + other)
@@ -54,7 +54,7 @@ def _csv_corpus(out: Path) -> Path:
 
 #: recipe -> (how to write a small synthetic corpus in its layout, the discover root, options)
 def _write(name: str, out: Path) -> tuple[Path, dict]:
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     if name == "dsd100":
         write_corpus(out, "dsd100", songs=4, seconds=SECONDS, seed=1)
@@ -218,7 +218,7 @@ def test_ccmixter_mono_song_and_missing_source(corpora, tmp_path):
 # -- MUSDB18 ------------------------------------------------------------------------------
 def test_musdb_validation_list_and_formats(tmp_path):
     from stemforge.recipes import musdb
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     entries = [
         {"subset": "train", "artist": "Actions", "title": "One Minute Smile"},  # official valid
@@ -271,7 +271,7 @@ def test_stem_mp4_one_pass_loader_equals_the_general_loader(corpora):
 
 def test_musdb_hq_folder_missing_a_stem_is_an_error(tmp_path):
     from stemforge.recipes import musdb
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     write_corpus(tmp_path / "hq", "musdb-hq", songs=2, seconds=1.0, seed=1)
     victim = sorted((tmp_path / "hq").glob("*/*/bass.wav"))[0]
@@ -466,7 +466,7 @@ def test_medleydb_versions_and_artist_conditional_split(medleydb_tree):
 def test_medleydb_ingest_sums_the_labelled_stems_with_their_coefficients(tmp_path):
     """Synthetic audio under real metadata: the stored vocals are the weighted vocal stems."""
     from stemforge.recipes import medleydb
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     ref = _reference_dir()
     ids = ["AClassicEducation_NightOwl", "MatthewEntwistle_AnEveningWithOliver", "Plasma_GoodShout", "ChrisBrown_Yeah"]
@@ -508,7 +508,7 @@ def test_medleydb_ingest_sums_the_labelled_stems_with_their_coefficients(tmp_pat
 
 def test_medleydb_stem_missing_is_an_error(tmp_path):
     from stemforge.recipes import medleydb
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     write_corpus(tmp_path / "m", "medleydb", songs=2, seconds=1.0, seed=3)
     victim = sorted((tmp_path / "m" / "Audio").glob("*/*_STEMS/*_STEM_01.wav"))[0]
@@ -518,7 +518,7 @@ def test_medleydb_stem_missing_is_an_error(tmp_path):
 
 
 def test_cli_ingest_medleydb_lists_exclusions_by_rule(tmp_path):
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     ref = _reference_dir()
     ids = ["AClassicEducation_NightOwl", "AimeeNorwich_Flying", "ChrisBrown_Yeah"]

@@ -15,7 +15,7 @@ from stemforge.separate.mapping import MaskMapper, ModelMask, output_stft_size
 from stemforge.separate.masker import StreamingMasker
 from stemforge.separate.separator import Separator
 from stemforge.separate.windows import plan_windows, window_weights
-from stemforge.synth.corpus import synthesize_song
+from stemforge.synth.songs import synthesize_song
 from stemforge.train.model import UNet, UNetConfig, pad_frames
 
 CFG = SpectrogramConfig()

@@ -84,7 +84,7 @@ def server(tmp_path_factory):
 def song(tmp_path_factory) -> Path:
     """A 2.5 s synthetic song (voice, drums, bass, chords), 16-bit stereo WAV at 22.05 kHz."""
     from stemforge.core.audio import write
-    from stemforge.synth.corpus import synthesize_song
+    from stemforge.synth.songs import synthesize_song
 
     stems = synthesize_song(np.random.default_rng(11), SECONDS, RATE)
     path = tmp_path_factory.mktemp("song") / "Synthetic Song.wav"

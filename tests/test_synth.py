@@ -14,7 +14,9 @@ import yaml
 
 from stemforge.core import audio
 from stemforge.core.errors import StemforgeError
-from stemforge.synth.corpus import LAYOUTS, stem_kind, synthesize_song, write_corpus
+from stemforge.synth import LAYOUTS
+from stemforge.synth.layouts import write_corpus
+from stemforge.synth.songs import stem_kind, synthesize_song
 
 REFERENCE = Path("/work/shared/reference")
 MEDLEYDB_METADATA = REFERENCE / "medleydb-metadata"
@@ -310,6 +312,29 @@ def test_every_layout_is_covered():
     assert set(LAYOUTS) == {"dsd100", "musdb", "musdb-hq", "medleydb", "ikala", "mir1k", "ccmixter", "pairs"}
 
 
+def test_one_registry_of_layouts_keyed_by_the_recipes():
+    """Each layout names the recipe that reads it and a writer that exists; every recipe that
+    reads a corpus folder has a layout; the CLI offers exactly the registry's layouts."""
+    import inspect
+
+    from stemforge.cli import synth as cli_synth
+    from stemforge.recipes import RECIPES
+    from stemforge.synth import layouts
+
+    assert {layout.recipe for layout in LAYOUTS.values()} == set(RECIPES) - {"csv"}
+    for name, layout in LAYOUTS.items():
+        assert name == layout.recipe or name.startswith(f"{layout.recipe}-"), name
+        writer = getattr(layouts, layout.writer)
+        params = set(inspect.signature(writer).parameters)
+        assert set(layout.options) - {"entries"} <= params, (name, layout.options)
+    assert cli_synth.LAYOUT_NAMES == tuple(LAYOUTS)
+
+
+def test_an_option_of_another_layout_is_refused_naming_what_the_layout_takes(tmp_path):
+    with pytest.raises(StemforgeError, match=r"layout 'dsd100' does not take option\(s\) \['singers'\]; it takes: entries"):
+        write_corpus(tmp_path, "dsd100", songs=1, seconds=1.0, seed=0, singers=2)
+
+
 # --------------------------------------------------------------------------- errors and CLI
 
 
@@ -345,7 +370,7 @@ def test_cli_synth(tmp_path):
     assert "2 songs" in res.output and "ccmixter" in res.output
     assert len(list((tmp_path / "c").glob("*/mix.wav"))) == 2
     res = runner.invoke(app, ["synth", str(tmp_path / "x"), "--layout", "nope"])
-    assert res.exit_code == 3 and "dsd100" in res.output
+    assert res.exit_code == 2 and "dsd100" in res.output  # a usage error, before anything is written
     res = runner.invoke(app, ["synth", str(tmp_path / "x"), "--songs", "0"])
     assert res.exit_code == 2
     res = runner.invoke(app, ["synth", str(tmp_path / "x"), "--seconds", "0"])

@@ -35,7 +35,7 @@ def datadir(tmp_path_factory) -> DataDir:
     """Synthetic DSD100 songs: four train songs and one valid song (a name the recipe holds out)."""
     from stemforge.ingest.engine import ingest
     from stemforge.recipes import dsd100
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     root = tmp_path_factory.mktemp("train")
     entries = [dict(id=51 + i, subset="Dev", artist=f"Synth Artist {i}", title=f"Song {i}") for i in range(4)]

@@ -8,9 +8,9 @@ from typing import List, Optional
 import typer
 
 from stemforge.cli.common import cli_errors, out
+from stemforge.synth import LAYOUTS  # the registry only: no numpy, `stemforge --help` stays fast
 
-# Kept here (not imported from stemforge.synth.corpus) so that `stemforge --help` stays fast.
-LAYOUT_NAMES = ("dsd100", "medleydb", "ikala", "musdb", "musdb-hq", "ccmixter", "mir1k", "pairs")
+LAYOUT_NAMES = tuple(LAYOUTS)
 
 
 def synth(
@@ -48,7 +48,7 @@ def synth(
     with cli_errors():
         from tqdm import tqdm
 
-        from stemforge.synth.corpus import write_corpus
+        from stemforge.synth.layouts import write_corpus
 
         options: dict = {}
         if metadata_dir is not None or track_id:
