@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def _bomb(levels: int, width: int = 10) -> str:
 
 
 def _medleydb(root: Path, songs: int = 3) -> list[dict]:
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     return write_corpus(root, "medleydb", songs=songs, seconds=1.0, seed=16)
 
@@ -207,7 +208,7 @@ def test_metadata_names_outside_the_root_fail_their_track(tmp_path):
 def test_list_recipes_take_paths_anywhere_as_documented(tmp_path):
     """The csv and pairs lists are documented to name files anywhere (absolute, or ``../``):
     they are the user's own lists, not a corpus's metadata. Held, and said in their help."""
-    from stemforge.synth.corpus import write_corpus
+    from stemforge.synth.layouts import write_corpus
 
     recs = write_corpus(tmp_path / "audio", "musdb-hq", songs=2, seconds=2.0, seed=16)
     lists = tmp_path / "lists"
@@ -224,3 +225,38 @@ def test_list_recipes_take_paths_anywhere_as_documented(tmp_path):
     for command in ("csv", "pairs"):
         text = CliRunner().invoke(app, ["ingest", command, "--help"], env={"COLUMNS": "200"}).output
         assert "absolute" in text and "../" in text, text
+
+
+# -- item 8: stems of different channel counts ---------------------------------------------------
+def test_stems_of_different_channel_counts_are_downmixed_each_and_recorded(tmp_path):
+    """Mono vocals and 6-channel drums in one DSD100 song: accepted, each file downmixed to
+    mono on its own (so the sum equals the mono stems' sum), and the manifest says so."""
+    import numpy as np
+
+    from stemforge.core import audio
+    from stemforge.synth.layouts import write_corpus
+
+    recs = write_corpus(tmp_path / "dsd", "dsd100", songs=2, seconds=2.0, seed=16)
+    shutil.copytree(tmp_path / "dsd", tmp_path / "plain")
+    odd = recs[0]["paths"]
+    voc, sr = audio.load(odd["vocals"])
+    drums, _ = audio.load(odd["drums"])
+    audio.write(odd["vocals"], voc.mean(axis=0), sr, "FLOAT")  # mono, same mean
+    audio.write(odd["drums"], np.repeat(drums.mean(axis=0, keepdims=True), 6, axis=0), sr, "FLOAT")  # 6 equal channels
+    result = CliRunner().invoke(app, ["ingest", "dsd100", str(tmp_path / "dsd"), "--out", str(tmp_path / "d"), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    rows = DataDir.open(tmp_path / "d").manifest.set_index("track_id")
+    odd_id, even_id = (next(t for t in rows.index if t.startswith(r["track_id"] + " - ")) for r in recs)
+    marked = rows["stem_channels"].fillna("")
+    assert marked[odd_id] == "mixture=2; vocals=1; accompaniment=2,6,2"
+    assert marked[even_id] == ""  # uniform: no note
+    assert int(rows.loc[odd_id, "source_channels"]) == 6
+    assert "1 track had files of different channel counts" in result.output, result.output
+    # each file was downmixed on its own: the same arrays as the song's all-stereo original
+    plain = CliRunner().invoke(app, ["ingest", "dsd100", str(tmp_path / "plain"), "--out", str(tmp_path / "p"), "--workers", "1"])
+    assert plain.exit_code == 0 and "channel counts" not in plain.output, plain.output
+    a, b = DataDir.open(tmp_path / "d"), DataDir.open(tmp_path / "p")
+    ra, rb = a.manifest.set_index("track_id").loc[odd_id], b.manifest.set_index("track_id").loc[odd_id]
+    arrays_a, arrays_b = a.reader().read_frames(ra["shard"], ra["key"]), b.reader().read_frames(rb["shard"], rb["key"])
+    for name in ("mixture", "vocals", "accompaniment"):
+        np.testing.assert_allclose(arrays_a[name].astype(np.float32), arrays_b[name].astype(np.float32), atol=1e-3)

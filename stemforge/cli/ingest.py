@@ -184,6 +184,11 @@ def _summary(datadir, report, before=None) -> None:
         f"ingested {len(report.ingested)}, unchanged {len(report.unchanged)}, "
         f"excluded {len(report.excluded)}, failed {len(report.failed)}"
     )
+    mixed = [r["uid"] for r in report.ingested if isinstance(r.get("stem_channels"), str) and r["stem_channels"]]
+    if mixed:
+        shown = ", ".join(mixed[:5]) + (f" and {len(mixed) - 5} more" if len(mixed) > 5 else "")
+        track = "track had" if len(mixed) == 1 else "tracks had"
+        out(f"{len(mixed)} {track} files of different channel counts, each file downmixed on its own (column stem_channels): {shown}")
     if report.excluded:
         kinds: dict[str, list[tuple[str, str]]] = {}
         for uid, why in report.excluded:

@@ -41,13 +41,16 @@ class RoleAudio:
 
     ``samples`` is float32 ``[n_samples]`` (mono) or ``[channels, n_samples]``; ``channels``
     the most channels a file of the role has (the ``source_channels`` column); ``path`` the
-    role's first file, named in errors.
+    role's first file, named in errors; ``file_channels`` the channels of each file summed,
+    in StemRef order (each file was fitted to the geometry's channels before the sum; see
+    :func:`stem_channels`).
     """
 
     samples: np.ndarray
     sample_rate: int
     channels: int
     path: Path
+    file_channels: tuple[int, ...] = ()
 
 
 def fit_channels(data: np.ndarray, channels: int, path: Path) -> np.ndarray:
@@ -117,8 +120,10 @@ def sum_role(refs: tuple[StemRef, ...], decode: Decoder, root: str | Path, toler
     first = root / refs[0].path
     total: np.ndarray | None = None
     rate = channels = 0
+    counts: list[int] = []
     for ref in refs:
         y, sr, n_channels = decode(ref)
+        counts.append(int(n_channels))
         path = root / ref.path
         if ref.gain != 1.0:
             y = y * np.float32(ref.gain)
@@ -134,7 +139,22 @@ def sum_role(refs: tuple[StemRef, ...], decode: Decoder, root: str | Path, toler
         total += y[..., :n]
         channels = max(channels, n_channels)
     assert total is not None
-    return RoleAudio(total, rate, channels, first)
+    return RoleAudio(total, rate, channels, first, tuple(counts))
+
+
+def stem_channels(roles: Mapping[str, RoleAudio]) -> str:
+    """``"vocals=1; accompaniment=2,6,2"`` (each file's channels, role by role) when the files
+    of a track do not all have the same number of channels, else ``""``.
+
+    Such a track is accepted: each file is fitted to the geometry's channels on its own (at
+    the default mono geometry, its channel mean) before the files of a role are summed, so a
+    mono vocal next to a 6-channel drum stem counts as any stem. The manifest column
+    ``stem_channels`` says that it happened.
+    """
+    counts = {name: roles[name].file_channels for name in ROLES if name in roles and roles[name].file_channels}
+    if len({c for cs in counts.values() for c in cs}) <= 1:
+        return ""
+    return "; ".join(f"{name}={','.join(map(str, cs))}" for name, cs in counts.items())
 
 
 def track_audio(
@@ -150,7 +170,8 @@ def track_audio(
     mixture - vocals; subtraction and resampling are both linear, so the order does not
     matter) and the TrackAudio then has ``mixture=None``: vocals + accompaniment is the
     mixture. Each role is resampled to ``config.sample_rate``; ``source_sample_rate`` is the
-    files' rate, ``source_channels`` the most channels of any file.
+    files' rate, ``source_channels`` the most channels of any file; when the files have
+    different channel counts, ``extra["stem_channels"]`` lists them (:func:`stem_channels`).
     """
     unknown = set(roles) - set(ROLES)
     if unknown:
@@ -181,7 +202,7 @@ def track_audio(
         mixture=None if mixture is None else audio.resample(mixture, rate, sr, q),
         source_sample_rate=rate,
         source_channels=max(r.channels for r in roles.values()),
-        extra=dict(extra or {}),
+        extra={**({"stem_channels": mixed} if (mixed := stem_channels(roles)) else {}), **(extra or {})},
     )
 
 
