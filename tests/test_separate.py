@@ -291,3 +291,48 @@ def test_cli_separate(tmp_path, song44):
     r = runner.invoke(app, ["separate", str(tmp_path / "nope.pt"), str(one), "-o", str(outdir)])
     assert r.exit_code == 3 and "nope.pt" in r.output
     assert "Example: stemforge separate" in runner.invoke(app, ["separate", "--help"]).output
+
+
+def test_separator_and_page_pictures_use_the_one_stft(monkeypatch, tmp_path, song44):
+    """Every frame the Separator (mask features, full band) and the page's spectrogram compute
+    comes from dsp.stft_frames: no framing of their own."""
+    from stemforge.separate import masker, separator
+    from stemforge.serve import jobs
+
+    calls: list[int] = []
+    real = dsp.stft_frames
+
+    def counting(x, start, stop, n_fft, *args, **kwargs):
+        calls.append(n_fft)
+        return real(x, start, stop, n_fft, *args, **kwargs)
+
+    monkeypatch.setattr(dsp, "stft_frames", counting)
+    Separator(tiny_model(), CFG, device="cpu").separate(song44[0][:, :44100 * 2], 44100)
+    assert 1024 in calls and 4096 in calls  # the model's STFT and the 44.1 kHz output STFT
+    calls.clear()
+    jobs.spectrogram_png(song44[0][0, :44100], 44100, tmp_path / "p.png")
+    assert calls
+    for module in (separator, masker, jobs):
+        assert not {"frame_spectra", "_window", "_rfft", "_irfft", "_decode_blocks", "_Resampler", "_StemWriter"} & set(vars(module))
+
+
+def test_the_separate_command_imports_only_what_it_needs(tmp_path, song44):
+    """`stemforge separate` start-up: no scipy.signal (3 s of a 10 s run once), librosa,
+    matplotlib, pandas, h5py or the web server's libraries."""
+    import subprocess
+    import sys
+
+    ck = _checkpoint(tmp_path / "model.pt")
+    song = audio.write(tmp_path / "song.wav", song44[0][:, :44100], 44100)
+    code = (
+        "import atexit, sys\n"
+        "heavy = ('scipy.signal', 'librosa', 'matplotlib', 'pandas', 'h5py', 'fastapi', 'uvicorn', 'PIL', 'sklearn', 'numba')\n"
+        "atexit.register(lambda: print('LOADED', sorted(m for m in heavy if m in sys.modules)))\n"
+        "from stemforge.cli.main import main\n"
+        f"sys.argv = ['stemforge', 'separate', {str(ck)!r}, {str(song)!r}, '-o', {str(tmp_path / 'out')!r}, '--device', 'cpu']\n"
+        "main()\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert len(list((tmp_path / "out").rglob("vocals.wav"))) == 1
+    assert "LOADED []" in res.stdout, res.stdout
