@@ -6,11 +6,19 @@ end to end with ``Separator.separate_file``; prints seconds and the real-time fa
 warm-up separation of a 10 s file runs first (PyTorch's first forward pass allocates its
 kernels); model construction is not timed.
 
+Whole process (``--process``): what a user sees. The same song and a full-width checkpoint
+(random weights, seeded) are written, then ``stemforge separate model.pt song.wav -o OUT`` runs
+``--repeat`` times as a fresh process, timed from its launch to its exit (interpreter start,
+imports, model load, separation, files written, exit); one untimed run first warms the page
+cache. A child process then times the start-up by parts (interpreter, ``import torch``, the CLI
+and the separator's imports, model load, separation) the way the CLI runs them.
+
 Memory (``--memory``): a long song (default 30 minutes) separated in a fresh child process,
 which reports its peak resident memory (``VmHWM`` from /proc/self/status, i.e. the kernel's own
 high-water mark; ``resource.getrusage`` agrees).
 
-    python benchmarks/separate.py                       # speed, 180 s song
+    python benchmarks/separate.py                       # speed in a warm process, 180 s song
+    python benchmarks/separate.py --process --repeat 5  # whole process, from the shell prompt
     python benchmarks/separate.py --memory --minutes 30 # peak RSS of a 30-minute song
     python benchmarks/separate.py --threads 2 --window-frames 2048 --batch-size 2
 
@@ -25,6 +33,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -102,10 +111,111 @@ def child(args) -> None:
     )
 
 
+def seconds_since_process_start() -> float:
+    """Wall seconds since this process was created (``/proc/self/stat`` start time; 10 ms ticks)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]) / ticks
+    return float(Path("/proc/uptime").read_text().split()[0]) - start
+
+
+def startup_child(args) -> None:
+    """Time the separate command's stages as the CLI runs them; print one JSON line."""
+    t = {"interpreter": seconds_since_process_start()}
+    t0 = time.perf_counter()
+    import torch  # noqa: F401
+
+    t["import torch"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    import stemforge.cli.main  # noqa: F401  (typer and every command's registration)
+
+    t["import cli"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    from stemforge.separate.separator import Separator
+
+    import scipy.fft  # noqa: F401  (the STFT's FFTs: imported on first use otherwise)
+    import soundfile  # noqa: F401
+    import soxr  # noqa: F401
+
+    t["import separator, scipy.fft, soundfile, soxr"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sep = Separator.from_checkpoint(args.model, device=args.device)
+    t["model load"] = time.perf_counter() - t0
+    out = Path(args.workdir)
+    result = sep.separate_file(args.input, {"vocals": out / "vocals.wav", "accompaniment": out / "accompaniment.wav"})
+    t["separation"] = result.seconds
+    print(json.dumps({"stages": t, "timings": result.timings, "total": seconds_since_process_start()}))
+
+
+def write_checkpoint(path: Path, width: float) -> Path:
+    import torch
+
+    from stemforge.core.config import SpectrogramConfig
+    from stemforge.train.checkpoint import save_checkpoint
+    from stemforge.train.model import UNet, UNetConfig
+
+    model = UNet(UNetConfig(width=width), generator=torch.Generator().manual_seed(0))
+    return save_checkpoint(path, model, model.config, SpectrogramConfig(), "vocals", 0)
+
+
+def whole_process(args, tmp: Path) -> None:
+    song = write_song(tmp / "song.wav", args.seconds)
+    ckpt = write_checkpoint(tmp / "model.pt", args.width)
+    exe = Path(sys.executable).with_name("stemforge")
+    cli = [str(exe)] if exe.exists() else [sys.executable, "-m", "stemforge"]
+    cmd = cli + ["separate", str(ckpt), str(song), "-o", str(tmp / "out"), "--device", args.device, "--force"]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+
+    def run(c: list[str]) -> float:
+        t0 = time.perf_counter()
+        res = subprocess.run(c, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if res.returncode != 0:
+            sys.stderr.write(res.stdout + res.stderr)
+            raise SystemExit(res.returncode)
+        return wall
+
+    run(cmd)  # page cache, bytecode
+    walls, loads = [], []
+    for _ in range(args.repeat):
+        loads.append(os.getloadavg()[0])
+        walls.append(run(cmd))
+    best, median = min(walls), statistics.median(walls)
+    print(f"$ stemforge separate model.pt song.wav -o out --device {args.device}  "
+          f"({args.seconds:g} s 44.1 kHz stereo wav, U-Net width {args.width:g}, {args.repeat} runs)")
+    print(f"whole process: best {best:.2f} s = {args.seconds / best:.1f}x real time; "
+          f"median {median:.2f} s = {args.seconds / median:.1f}x real time")
+    print(f"runs: {', '.join(f'{w:.2f}' for w in walls)} s; load average before each: {', '.join(f'{x:.1f}' for x in loads)} on {os.cpu_count()} cores")
+    floor = min(run([sys.executable, "-c", "pass"]) for _ in range(3))
+    child_cmd = [sys.executable, __file__, "--startup-child", "--model", str(ckpt), "--input", str(song),
+                 "--workdir", str(tmp), "--device", args.device]
+    best_fig = None
+    for _ in range(max(1, min(3, args.repeat))):
+        t0 = time.perf_counter()
+        res = subprocess.run(child_cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if res.returncode != 0:
+            sys.stderr.write(res.stderr)
+            raise SystemExit(res.returncode)
+        fig = json.loads(res.stdout.strip().splitlines()[-1])
+        fig["wall"] = wall
+        if best_fig is None or wall < best_fig["wall"]:
+            best_fig = fig
+    stages = best_fig["stages"]
+    print(f"start-up by parts (the fastest of {max(1, min(3, args.repeat))} child runs, {best_fig['wall']:.2f} s launch to exit; "
+          f"`python -c pass` takes {floor:.3f} s):")
+    for name, value in stages.items():
+        print(f"  {name:<46} {value:6.2f} s")
+    print(f"  {'exit (after the files are written)':<46} {best_fig['wall'] - best_fig['total']:6.2f} s")
+    print("  separation timings:", {k: round(v, 2) for k, v in best_fig["timings"].items()})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=180.0, help="speed: song length (s)")
     p.add_argument("--memory", action="store_true", help="measure the peak RSS of a long song instead")
+    p.add_argument("--process", action="store_true", help="time `stemforge separate` as a whole process instead")
+    p.add_argument("--repeat", type=int, default=5, help="process: timed runs")
     p.add_argument("--minutes", type=float, default=30.0, help="memory: song length (min)")
     p.add_argument("--width", type=float, default=1.0, help="U-Net width (1.0: the seed's full network)")
     p.add_argument("--device", default="cpu")
@@ -115,14 +225,22 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--workdir", default=None)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--startup-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model", default=None, help=argparse.SUPPRESS)
     p.add_argument("--input", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         child(args)
         return
+    if args.startup_child:
+        startup_child(args)
+        return
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tmp = Path(tmp)
+        if args.process:
+            whole_process(args, tmp)
+            return
         if args.memory:
             seconds = args.minutes * 60
             t0 = time.perf_counter()
