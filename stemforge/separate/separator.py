@@ -41,6 +41,13 @@ Memory: the full-band STFT is never held whole. It is computed in blocks on a gl
 exactly. :meth:`Separator.separate_file` also streams the decoding (twice: once for the 16 kHz
 mono copy, once for the full band) and the writing, so a 30-minute song needs only its 16 kHz
 mono copy and its 16 kHz mask in memory (about 230 MB).
+
+Where each part lives: the model windows (1) in :mod:`stemforge.separate.windows`, the mask
+and its mapping (2) in :mod:`stemforge.separate.mapping`, the streaming masker (3) in
+:mod:`stemforge.separate.masker`, the inference copy of the network in
+:mod:`stemforge.separate.inference`; every STFT is :func:`stemforge.core.dsp.stft_frames` (the
+one ingest and training use), and decoding, resampling and writing are
+:mod:`stemforge.core.audio`'s. This module is the API on top: :class:`Separator`.
 """
 
 from __future__ import annotations
