@@ -229,7 +229,7 @@ def load_pair(source: TrackSource, config):
 
     ``source.mixture[0]`` is the original, ``source.accompaniment[0]`` the karaoke;
     ``source.options`` carries ``min_score`` and ``max_offset_s``. Returns a
-    :class:`~stemforge.ingest.engine.TrackAudio` with 16 kHz mono ``[samples]`` vocals (derived),
+    :class:`~stemforge.recipes.base.TrackAudio` with mono ``[samples]`` vocals (derived),
     accompaniment (the aligned karaoke times its gain) and mixture (the original), cut to
     the range the karaoke covers, and the alignment figures in ``extra``. Raises
     AlignmentError (message naming both files) for a pair that does not fit, AudioError for a
