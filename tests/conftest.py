@@ -36,3 +36,13 @@ def copy_tree(src: Path, dst: Path) -> Path:
 
     shutil.copytree(src, dst)
     return dst
+
+
+def import_museval():
+    """museval, or a skip: it is in the test extra, but its import fails without the ffmpeg
+    binaries (musdb/stempeg check for them and raise RuntimeError); .ci/run installs ffmpeg."""
+    try:
+        import museval
+    except (ImportError, RuntimeError) as exc:
+        pytest.skip(f"museval not importable ({str(exc).splitlines()[0][:80]}); install ffmpeg and museval")
+    return museval

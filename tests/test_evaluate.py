@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from stemforge.core.config import SpectrogramConfig
+from conftest import import_museval
 from stemforge.core.errors import StemforgeError
 from stemforge.evaluate.bss import BssEvalV4, bss_eval_sources, bss_eval_v4, frame_medians
 from stemforge.evaluate.datadir import SUMMARY_COLUMNS, TABLE_COLUMNS, ideal_ratio_mask, summarize
@@ -68,7 +69,7 @@ def test_v4_interference_and_artifacts_move_the_right_metrics(stems):
 
 
 def test_v4_agrees_with_museval(stems):
-    museval = pytest.importorskip("museval")  # needs ffmpeg binaries at import; CI may lack it
+    museval = import_museval()
     refs, ests = stems
     mine = bss_eval_v4(refs, ests, window=16000, hop=16000)
     sdr, isr, sir, sar = museval.evaluate(refs[..., None], ests[..., None], win=16000, hop=16000)

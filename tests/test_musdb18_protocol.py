@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from conftest import import_museval
 from stemforge.core.errors import StemforgeError
 from stemforge.evaluate import musdb18
 from stemforge.evaluate.bss import BssEvalV4, bss_eval_v4, frame_medians
@@ -57,7 +58,7 @@ def _write_estimates(root: Path, subset: str, name: str, vocals: np.ndarray, acc
 
 
 def test_stereo_v4_equals_museval():
-    museval = pytest.importorskip("museval")  # needs ffmpeg binaries at import (CI installs them)
+    museval = import_museval()
     rng = np.random.default_rng(1)
     s = _song(rng, 6.0)
     refs = np.stack([s["vocals"], s["drums"] + s["bass"] + s["other"]])
@@ -173,7 +174,7 @@ def test_real_musdb18_medians_equal_museval(tmp_path):
     when the references are multiplied by 1 + 1e-12 (which changes no metric mathematically).
     Where museval is not reproducible to 0.01 dB that way, the bound is twice its own spread.
     """
-    museval = pytest.importorskip("museval")
+    museval = import_museval()
     from stemforge.core import audio
 
     real = Path(REAL)
