@@ -584,6 +584,62 @@ def test_shutdown_removes_a_temporary_work_dir(tmp_path):
     assert not root.exists()
 
 
+class Stepping:
+    """Separator stand-in reporting progress like the Separator (``progress`` keyword), one step
+    per ``go`` event, so the test can look at the job between two steps."""
+
+    def __init__(self, steps: int = 4):
+        self.steps = steps
+        self.go = threading.Semaphore(0)
+        self.reported = threading.Semaphore(0)
+        self.calls = []
+
+    def separate(self, audio, sample_rate, *, progress=None):
+        self.calls.append((audio.shape, sample_rate))
+        if progress is not None:
+            progress(0.0)
+            for k in range(1, self.steps + 1):
+                if not self.go.acquire(timeout=20):
+                    raise TimeoutError("the test never let the step run")
+                progress(k / self.steps)
+                self.reported.release()
+        return {"vocals": 0.5 * audio, "accompaniment": 0.5 * audio}
+
+
+def test_progress_moves_through_the_separating_stage(tmp_path):
+    """The separator's own progress reaches the job's status as it comes (decoding 0-0.1,
+    separating 0.1-0.8, writing 0.8-1): the first job does not sit at 0.1 (issue 15)."""
+    sep = Stepping(steps=4)
+    with make_client(tmp_path, separator=sep) as client:
+        job = upload(client, encode(tone(0.5), "wav")).json()["id"]
+        seen = []
+        for _ in range(sep.steps - 1):
+            sep.go.release()
+            assert sep.reported.acquire(timeout=10)
+            status = client.get(f"/api/jobs/{job}").json()
+            seen.append((status["stage"], status["progress"]))
+        sep.go.release()
+        assert wait(client, job)["state"] == "done"
+    assert seen == [("separating", 0.275), ("separating", 0.45), ("separating", 0.625)]
+
+
+def test_the_model_is_warmed_up_before_the_first_job(tmp_path, caplog):
+    sep = Stepping(steps=1)
+    sep.go.release()  # the warm-up's one step
+    with make_client(tmp_path, separator=sep, warm_up=True) as client:
+        assert sep.calls == [((1, 16000), 16000)]  # one second of noise, before any upload
+        assert client.get("/api/info").status_code == 200
+
+    class Broken:
+        def separate(self, audio, sample_rate):
+            raise RuntimeError("no weights")
+
+    with caplog.at_level(logging.WARNING, logger="stemforge.serve"):
+        with make_client(tmp_path, separator=Broken(), warm_up=True) as client:  # still serves
+            assert client.get("/api/info").status_code == 200
+    assert any("warm-up" in r.getMessage() and "no weights" in r.getMessage() for r in caplog.records)
+
+
 # --------------------------------------------------------------------------- the real separator
 def test_real_separator_with_a_tiny_model(tmp_path):
     """The whole path with stemforge's Separator (a random-weight width-0.125 U-Net): the stems
