@@ -27,13 +27,13 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's notice about httpx vs httpx2
     from fastapi.testclient import TestClient
 
-from stemforge.serve import STEMS, ServeSettings, create_app
+from stemforge.serve import JOB_OUTPUTS, ServeSettings, create_app
 from stemforge.serve.jobs import PNG_HEIGHT, PNG_WIDTH, spectrogram_png, valid_job_id
 
 RATE = 8000
 #: A host name the server answers by default (TestClient's own "testserver" is refused: not loopback).
 BASE_URL = "http://127.0.0.1"
-FIXED_NAMES = {f"{s}.{k}" for s in STEMS for k in ("wav", "png")}
+FIXED_NAMES = {f"{s}.{k}" for s in JOB_OUTPUTS for k in ("wav", "png")}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -150,7 +150,7 @@ def test_upload_separate_download(tmp_path):
         assert status["progress"] == 1.0 and status["error"] is None and status["queue_position"] is None
         assert status["expires_at"] > status["finished_at"]
         expected = {"mixture": mix, "vocals": 0.25 * mix, "accompaniment": 0.75 * mix}
-        for stem in STEMS:
+        for stem in JOB_OUTPUTS:
             links = status["stems"][stem]
             r = client.get(links["wav"])
             assert r.status_code == 200
@@ -214,7 +214,7 @@ def test_openapi_schema_describes_the_api(tmp_path):
     components = schema["components"]["schemas"]
     status = components["JobStatus"]["properties"]
     assert {"id", "state", "progress", "queue_position", "error", "stems"} <= set(status)
-    assert set(components["Stem"]["enum"]) == set(STEMS)
+    assert set(components["Stem"]["enum"]) == set(JOB_OUTPUTS)
     assert set(components["JobState"]["enum"]) == {"queued", "running", "done", "failed"}
     assert components["ErrorMessage"]["required"] == ["detail"]
 
@@ -657,7 +657,7 @@ def test_real_separator_with_a_tiny_model(tmp_path):
         status = wait(client, job["id"], timeout=30)
         assert status["state"] == "done", status
         stems = {}
-        for stem in STEMS:
+        for stem in JOB_OUTPUTS:
             data, rate = sf.read(io.BytesIO(client.get(status["stems"][stem]["wav"]).content), dtype="float32", always_2d=True)
             assert rate == 22050 and data.shape == (mix.shape[1], 2)
             stems[stem] = data.T

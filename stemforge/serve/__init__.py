@@ -6,10 +6,10 @@ See docs/serve.md.
 """
 
 from stemforge.serve.app import ErrorMessage, JobStatus, ServerInfo, ServeSettings, Stem, StemFiles, create_app
-from stemforge.serve.jobs import STEMS, Job, JobState, JobStore, QueueFullError
+from stemforge.serve.jobs import JOB_OUTPUTS, Job, JobState, JobStore, QueueFullError
 
 __all__ = [
-    "STEMS",
+    "JOB_OUTPUTS",
     "ErrorMessage",
     "Job",
     "JobState",

@@ -48,7 +48,7 @@ from stemforge import __version__
 from stemforge.core.errors import AudioError, StemforgeError
 from stemforge.serve.hosts import LOOPBACK_HOSTS, HostOriginGuard, normalize_origin
 from stemforge.serve.jobs import (
-    STEMS,
+    JOB_OUTPUTS,
     Job,
     JobState,
     JobStore,
@@ -314,7 +314,7 @@ def create_app(
             max_queue=settings.max_queue,
             expire_minutes=settings.expire_minutes,
             formats=list(FORMATS),
-            stems=[Stem(s) for s in STEMS],
+            stems=[Stem(s) for s in JOB_OUTPUTS],
             queued=counts["queued"],
             running=counts["running"],
             model=dict(model_info or {}),
@@ -489,7 +489,7 @@ def _status(job: Job) -> JobStatus:
                 wav=f"/api/jobs/{job.id}/{s}.wav",
                 png=f"/api/jobs/{job.id}/{s}.png" if (job.folder / f"{s}.png").is_file() else None,
             )
-            for s in STEMS
+            for s in JOB_OUTPUTS
         }
     return JobStatus(
         id=job.id,

@@ -47,8 +47,9 @@ from stemforge.core.errors import AudioError, StemforgeError
 
 log = logging.getLogger("stemforge.serve")
 
-#: What a finished job offers, in this order.
-STEMS = ("mixture", "vocals", "accompaniment")
+#: What a finished job offers, in this order: the decoded mixture and the two stems of
+#: :data:`stemforge.separate.separator.STEMS`, each as ``.wav`` and ``.png``.
+JOB_OUTPUTS = ("mixture", "vocals", "accompaniment")
 #: Length of the ids (``secrets.token_urlsafe(16)``: 128 random bits, 22 characters).
 ID_BYTES = 16
 _ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -311,7 +312,7 @@ class JobStore:
     def file(self, job_id: str, stem: str, kind: str) -> Path | None:
         """The path of a finished job's ``stem`` file (``kind`` "wav" or "png"), or None when the
         job is unknown or not done. ``stem`` and ``kind`` must come from the fixed sets."""
-        if stem not in STEMS or kind not in ("wav", "png"):
+        if stem not in JOB_OUTPUTS or kind not in ("wav", "png"):
             raise StemforgeError(f"no such file: {stem!r}.{kind!r}")
         with self._cond:
             job = self._jobs.get(job_id)
@@ -493,7 +494,7 @@ class JobStore:
             outputs[name] = stem
         del stems, mixture
         reference = None
-        for i, name in enumerate(STEMS):  # the mixture first: its peak is the 0 dB of all three
+        for i, name in enumerate(JOB_OUTPUTS):  # the mixture first: its peak is the 0 dB of all three
             self._step(job, "writing", 0.8 + 0.06 * i)
             audio = outputs.pop(name)  # each array is let go as soon as it is written and drawn
             write_pcm16(job.folder / f"{name}.wav", audio, int(sample_rate))
