@@ -48,6 +48,7 @@ def server(tmp_path_factory):
     from stemforge.core.config import SpectrogramConfig
     from stemforge.separate.separator import Separator
     from stemforge.serve import ServeSettings, create_app
+    from stemforge.serve.connection import server_config
     from stemforge.train.checkpoint import save_checkpoint
     from stemforge.train.model import UNet, UNetConfig
 
@@ -58,14 +59,14 @@ def server(tmp_path_factory):
     separator = Separator.from_checkpoint(ckpt, device="cpu")
     app = create_app(
         separator,
-        ServeSettings(max_upload_mb=5, max_seconds=30, jobs=1, work_dir=tmp / "work"),
+        ServeSettings(max_upload_mb=5, max_seconds=30, jobs=1, work_dir=tmp / "work", warm_up=True),
         model_info={"checkpoint": ckpt.name, "target": "vocals", "step": 0},
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    srv = uvicorn.Server(server_config(app, app.state.settings))  # as `stemforge serve` runs it
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
