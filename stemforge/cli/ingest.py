@@ -66,6 +66,9 @@ def run_ingest(corpus: str, root: Path, data: Optional[Path], workers: int, forc
             if event == "planned":
                 bar.set_postfix_str(f"{detail} to process")
                 return
+            if event == "damaged":  # redone: counted when done
+                bar.write(f"redo (stored arrays damaged): {detail}", file=__import__("sys").stderr)
+                return
             if event == "failed":
                 bar.write(f"failed: {detail}", file=__import__("sys").stderr)
             bar.update(1)

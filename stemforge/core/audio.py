@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,8 @@ from typing import Iterator
 
 import numpy as np
 
-from stemforge.core.errors import AudioError
+from stemforge.core import files
+from stemforge.core.errors import AudioError, DiskFullError
 
 SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".wave"}
 PYAV_EXTENSIONS = {".mp3", ".m4a", ".mp4", ".aac", ".opus", ".webm", ".mka", ".wma"}
@@ -458,7 +458,8 @@ class StreamResampler:
 
 
 def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str | None = None) -> Path:
-    """Write ``[samples]`` or ``[channels, samples]`` float audio atomically (temp file + rename).
+    """Write ``[samples]`` or ``[channels, samples]`` float audio atomically (``core.files``: temp
+    file + fsync + rename, mode as ``open()`` gives under the umask; DiskFullError when full).
 
     The format follows the suffix (wav, flac, ogg); wav defaults to 32-bit float unless
     ``subtype`` says otherwise (e.g. ``"PCM_16"``).
@@ -471,13 +472,12 @@ def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype:
     fmt = p.suffix.lower().lstrip(".") or "wav"
     if subtype is None and fmt == "wav":
         subtype = "FLOAT"
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
     try:
-        sf.write(tmp, data, sample_rate, subtype=subtype, format=fmt.upper())
-        os.replace(tmp, p)
+        with files.atomic_path(p) as tmp:
+            sf.write(tmp, data, sample_rate, subtype=subtype, format=fmt.upper())
+    except DiskFullError:
+        raise
     except Exception as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise AudioError(p, f"cannot write ({_short(exc)})") from None
     return p
 

@@ -119,7 +119,9 @@ def _plain_layout(dset) -> _Layout | None:
 class CropReader:
     """Reads crops of stored magnitudes into preallocated buffers, fast.
 
-    For each (track, field) the HDF5 chunk index is read once; after that a 128-frame crop is
+    For each (track, field) the HDF5 chunk index is read once, and the whole array is checked
+    against its CRC-32 (CorruptDataError naming shard, track and array when it fails; once per
+    process: a crop cannot be checked alone); after that a 128-frame crop is
     at most two ``os.preadv`` calls straight into the caller's buffer (rows of a chunk are
     contiguous in the file because chunks span whole rows and are stored uncompressed). A
     dataset with another layout is read with ``ShardReader.read_frames_into`` (h5py
@@ -171,6 +173,8 @@ class CropReader:
                 raise ManifestError(
                     f"{self.tracks.uids[track]}: shard holds {dset.shape[0]} frames, the manifest says {self.tracks.n_frames[track]}"
                 )
+            # once per process and (track, field), on first use: the whole array against its CRC-32
+            self.reader.verify(self.tracks.shards[track], self.tracks.keys[track], (field,))
             self._layouts[key] = _plain_layout(dset)
         return self._layouts[key]
 
