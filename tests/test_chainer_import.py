@@ -147,6 +147,52 @@ def test_two_networks_in_one_file(tmp_path) -> None:
         import_chainer_npz(path)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_weights_that_are_not_numbers_are_refused(tmp_path, bad: float) -> None:
+    """issue 16.6: a NaN or inf weight would make `separate` write all-NaN stems."""
+    arrays = _arrays("unet_k4_w0125")
+    arrays["unet/deconv2/W"] = arrays["unet/deconv2/W"].copy()
+    arrays["unet/deconv2/W"][0, 0, 1, 1] = bad
+    arrays["unet/norm3/avg_var"] = np.full_like(arrays["unet/norm3/avg_var"], bad)
+    path = tmp_path / "nan.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(CheckpointError) as info:
+        import_chainer_npz(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "not all finite" in message
+    assert "deconv2.weight" in message and "norm3.running_var" in message
+    out = tmp_path / "nan.pt"
+    with pytest.raises(CheckpointError, match="not all finite"):
+        convert_chainer_npz(path, out)
+    assert not out.exists()
+
+
+def _forged_npz(path: Path, shape: tuple[int, ...], payload: int) -> Path:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    buf.write(bytes(payload))
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("conv1/W.npy", buf.getvalue())
+    return path
+
+
+def test_an_npz_header_claiming_terabytes_is_one_line(tmp_path) -> None:
+    """issue 16.6: np.load would try to allocate 4 TB and raise _ArrayMemoryError."""
+    path = _forged_npz(tmp_path / "huge.npz", (10**6, 10**6), 64)
+    with pytest.raises(CheckpointError) as info:
+        read_chainer_npz(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert "(1000000, 1000000)" in message and "4,000,000,000,000 bytes" in message and "holds 64 bytes" in message
+    # A header that tells the truth passes this check (and fails later for its keys).
+    honest = _forged_npz(tmp_path / "honest.npz", (4, 4), 64)
+    with pytest.raises(CheckpointError, match="missing keys"):
+        read_chainer_npz(honest)
+
+
 def test_convert_to_checkpoint(tmp_path) -> None:
     out = convert_chainer_npz(DATA / "unet_k4_w0125.model", tmp_path / "model.pt", target="accompaniment")
     ckpt = load_checkpoint(out)
@@ -191,6 +237,13 @@ def test_cli_import_chainer(tmp_path) -> None:
     junk.write_bytes(b"not an npz at all")
     bad = runner.invoke(app, ["import-chainer", str(junk), "-o", str(tmp_path / "x.pt")])
     assert bad.exit_code == 3 and "not a Chainer npz" in bad.output
+    assert not (tmp_path / "x.pt").exists()
+
+    arrays = _arrays("unet_k5_w00625")
+    arrays["conv1/b"] = np.full_like(arrays["conv1/b"], np.nan)
+    np.savez(tmp_path / "nan.npz", **arrays)
+    nan = runner.invoke(app, ["import-chainer", str(tmp_path / "nan.npz"), "-o", str(tmp_path / "x.pt")])
+    assert nan.exit_code == 3 and "not all finite" in nan.output and "conv1.bias" in nan.output
     assert not (tmp_path / "x.pt").exists()
 
     wrong_target = runner.invoke(app, ["import-chainer", str(junk), "-o", str(tmp_path / "x.pt"), "--target", "drums"])

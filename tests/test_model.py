@@ -314,3 +314,236 @@ def test_checkpoint_errors(tmp_path) -> None:
     _write(badconf, {**raw, "unet_config": {**raw["unet_config"], "colour": "red"}})
     with pytest.raises(CheckpointError, match="configuration cannot be read"):
         load_checkpoint(badconf)
+
+
+def test_unreadable_files_say_what_they_are(tmp_path) -> None:
+    """issue 15.8: one line that says what the file is, never Python internals such as
+    "(IndexError: pop from empty list)"."""
+    import h5py
+
+    good = save_checkpoint(tmp_path / "good.pt", UNet(SMALL), SMALL, SpectrogramConfig(), "vocals", 0)
+    data = good.read_bytes()
+    cases = {
+        "empty.pt": (b"", "empty"),
+        "truncated.pt": (data[: len(data) // 2], "truncated or damaged"),
+        "cut.pt": (data[:-20], "truncated or damaged"),
+        "text.pt": (b"0123 hello\n" * 20, "not a torch file"),
+        "pop.pt": (b"0" * 64, "not a torch file"),
+    }
+    for name, (content, reason) in cases.items():
+        (tmp_path / name).write_bytes(content)
+    np.savez(tmp_path / "weights.npz", a=np.zeros(3))
+    cases["weights.npz"] = (None, "numpy .npz archive")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    cases["array.npy"] = (None, "numpy .npy array")
+    with h5py.File(tmp_path / "shard.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    cases["shard.h5"] = (None, "HDF5 file")
+    (tmp_path / "song.wav").write_bytes(b"RIFF" + bytes(40))
+    cases["song.wav"] = (None, "audio file")
+    for name, (_, reason) in cases.items():
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(tmp_path / name)
+        message = str(info.value)
+        assert message.startswith(f"{tmp_path / name}: not a stemforge checkpoint: "), message
+        assert reason in message and "\n" not in message, message
+        for internal in ("Error:", "Traceback", "pop from", "PytorchStreamReader", "miniz"):
+            assert internal not in message, message
+
+
+def test_checkpoint_with_non_finite_weights_is_refused(tmp_path) -> None:
+    model = UNet(SMALL)
+    path = save_checkpoint(tmp_path / "m.pt", model, SMALL, SpectrogramConfig(), "vocals", 0)
+    raw = torch.load(path, weights_only=True)
+    state = dict(raw["model_state"])
+    state["deconv4.weight"] = state["deconv4.weight"].clone()
+    state["deconv4.weight"][0, 0, 0, 0] = float("nan")
+    state["norm2.running_var"] = torch.full_like(state["norm2.running_var"], float("inf"))
+    _write(path, {**raw, "model_state": state})
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert str(path) in message and "not all finite" in message
+    assert "deconv4.weight" in message and "norm2.running_var" in message
+
+
+# ---------------------------------------------------------------- configs and variants
+
+
+def test_default_config_hashes_never_change() -> None:
+    """DataDirs and checkpoints written before channels/variant/patch_frames existed record
+    these hashes."""
+    assert SpectrogramConfig().hash == "937ca236a043"
+    assert UNetConfig().hash == "f0cf76d6c645"
+    assert SpectrogramConfig.from_dict({k: v for k, v in SpectrogramConfig().to_dict().items() if k != "channels"}) == SpectrogramConfig()
+    assert SpectrogramConfig(channels=2).hash != SpectrogramConfig().hash
+    assert SpectrogramConfig().to_dict()["channels"] == 1
+    for changed in (dict(variant="spleeter"), dict(channels=2), dict(patch_frames=512)):
+        assert UNetConfig(**changed).hash != UNetConfig().hash, changed
+    for bad in (dict(channels=0), dict(channels=3), dict(channels=True), dict(normalization="rms")):
+        with pytest.raises(StemforgeError, match="SpectrogramConfig"):
+            SpectrogramConfig(**bad)
+    for bad in (dict(variant="tf"), dict(channels=3), dict(patch_frames=100)):
+        with pytest.raises(StemforgeError, match="UNetConfig"):
+            UNetConfig(**bad)
+
+
+def test_presets() -> None:
+    assert UNetConfig.preset("seed") == UNetConfig()
+    assert UNetConfig.preset("paper") == UNetConfig(kernel_size=5)
+    sp = UNetConfig.preset("spleeter", target="accompaniment")
+    assert (sp.variant, sp.kernel_size, sp.n_bins, sp.channels, sp.patch_frames) == ("spleeter", 5, 1024, 2, 512)
+    assert (sp.bn_eps, sp.bn_momentum, sp.dropout, sp.target) == (1e-3, 0.01, 0.5, "accompaniment")
+    assert sp.same_padding == (1, 2)
+    with pytest.raises(StemforgeError, match="preset"):
+        UNetConfig.preset("demucs")
+
+
+SMALL_SPLEETER = UNetConfig.preset("spleeter", width=0.125, n_bins=128)
+
+
+def test_spleeter_variant_layers() -> None:
+    model = UNet(UNetConfig.preset("spleeter"))
+    assert count_parameters(model) == 9_822_725
+    assert model.conv1.weight.shape == (16, 2, 5, 5) and model.conv1.padding == (0, 0)
+    assert model.deconv1.weight.shape == (512, 256, 5, 5)
+    # Skips are encoder convolutions (pre-BatchNorm) concatenated before the decoder output.
+    assert model.deconv2.weight.shape == (256 + 256, 128, 5, 5)
+    assert model.deconv6.weight.shape == (16 + 16, 1, 5, 5)
+    assert not hasattr(model, "norm6") and hasattr(model, "denorm6")
+    assert model.mask_conv.weight.shape == (2, 1, 4, 4) and model.mask_conv.dilation == (2, 2)
+    assert model.norm1.eps == 1e-3 and model.norm1.momentum == 0.01
+
+
+@pytest.mark.parametrize("n_frames", [64, 192])
+def test_spleeter_variant_shapes_and_mask_range(n_frames: int) -> None:
+    model = UNet(SMALL_SPLEETER).eval()
+    x = torch.rand(2, 2, 128, n_frames, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        mask = model(x)
+    assert mask.shape == (2, 2, 128, n_frames)
+    assert torch.all(mask > 0) and torch.all(mask < 1)
+    with pytest.raises(StemforgeError, match=r"\[batch, 2, n_bins, n_frames\]"):
+        model(x[:, :1])
+
+
+def test_spleeter_variant_is_not_symmetric_in_time() -> None:
+    """TensorFlow's 'same' padding is 1 before and 2 after: reversing the frames of the input
+    does not reverse the output (with symmetric padding and flipped kernels it would)."""
+    model = UNet(SMALL_SPLEETER).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 4:
+                p.copy_(0.5 * (p + p.flip(3)))  # kernels symmetric in time
+        x = torch.rand(1, 2, 128, 64, generator=torch.Generator().manual_seed(2))
+        forward, backward = model(x), model(x.flip(3)).flip(3)
+    assert (forward - backward).abs().max() > 1e-4
+
+
+def test_spleeter_variant_trains_and_is_reproducible() -> None:
+    before = torch.get_rng_state()
+    a, b = UNet(SMALL_SPLEETER), UNet(SMALL_SPLEETER)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    # He uniform: bound sqrt(6 / fan_in).
+    w = UNet(UNetConfig.preset("spleeter")).conv3.weight
+    bound = (6.0 / (32 * 25)) ** 0.5
+    assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+    model = a.train()
+    x = torch.rand(2, 2, 128, 64, generator=torch.Generator().manual_seed(0))
+    loss = loss_fn(model(x, generator=torch.Generator().manual_seed(0)), x, 0.5 * x)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()), "every parameter is used"
+
+
+def test_inference_net_keeps_the_spleeter_variant_exact() -> None:
+    from stemforge.separate.inference import inference_net
+
+    model = UNet(SMALL_SPLEETER).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5, generator=torch.Generator().manual_seed(3))
+                m.running_var.uniform_(0.5, 2.0, generator=torch.Generator().manual_seed(4))
+        x = torch.rand(1, 2, 128, 64, generator=torch.Generator().manual_seed(5))
+        assert torch.allclose(inference_net(model)(x), model(x), atol=1e-6)
+
+
+# ---------------------------------------------------------------- two-net checkpoints
+
+
+def _one_net(tmp_path, name: str, target: str, step: int, spec: SpectrogramConfig | None = None, config=SMALL):
+    config = dataclasses.replace(config, target=target)
+    model = UNet(config, generator=torch.Generator().manual_seed(step))
+    path = save_checkpoint(tmp_path / name, model, config, spec or SpectrogramConfig(), target, step)
+    return path, model
+
+
+def test_two_net_checkpoint_round_trip(tmp_path) -> None:
+    vocals_path, vocals = _one_net(tmp_path, "v.pt", "vocals", 7)
+    acc_path, acc = _one_net(tmp_path, "a.pt", "accompaniment", 9)
+    both = combine_checkpoints(vocals_path, acc_path, tmp_path / "both.pt")
+    ckpt = load_checkpoint(both)
+    assert ckpt.raw["format_version"] == 2 and ckpt.targets == ("vocals", "accompaniment")
+    assert ckpt.steps == {"vocals": 7, "accompaniment": 9}
+    assert ckpt.target == "vocals" and ckpt.model is ckpt.net("vocals") and ckpt.step == 7
+    assert ckpt.extra == {"combined_from": {"vocals": "v.pt", "accompaniment": "a.pt"}}
+    x = _input(1, 64)
+    with torch.no_grad():
+        assert torch.equal(ckpt.net("vocals")(x), vocals.eval()(x))
+        assert torch.equal(ckpt.net("accompaniment")(x), acc.eval()(x))
+    assert not ckpt.net("accompaniment").training
+    summary = ckpt.summary()
+    assert summary["target"] == "vocals+accompaniment"
+    assert summary["parameters"] == 2 * count_parameters(vocals)
+    # A one-net checkpoint answers the same questions.
+    one = load_checkpoint(vocals_path)
+    assert one.targets == ("vocals",) and one.nets == {"vocals": one.model} and one.steps == {"vocals": 7}
+    with pytest.raises(CheckpointError, match="holds no accompaniment net"):
+        one.net("accompaniment")
+
+
+def test_combine_refuses_what_does_not_fit(tmp_path) -> None:
+    vocals_path, _ = _one_net(tmp_path, "v.pt", "vocals", 1)
+    acc_path, _ = _one_net(tmp_path, "a.pt", "accompaniment", 1)
+    with pytest.raises(CheckpointError, match="extracts accompaniment, not vocals"):
+        combine_checkpoints(acc_path, vocals_path, tmp_path / "x.pt")
+    other_spec, _ = _one_net(tmp_path, "a256.pt", "accompaniment", 1, SpectrogramConfig(hop_length=256))
+    with pytest.raises(ConfigMismatchError) as info:
+        combine_checkpoints(vocals_path, other_spec, tmp_path / "x.pt")
+    assert SpectrogramConfig().hash in str(info.value) and SpectrogramConfig(hop_length=256).hash in str(info.value)
+    narrow, _ = _one_net(tmp_path, "a128.pt", "accompaniment", 1, config=dataclasses.replace(SMALL, n_bins=128))
+    with pytest.raises(StemforgeError, match="different inputs"):
+        combine_checkpoints(vocals_path, narrow, tmp_path / "x.pt")
+    both = combine_checkpoints(vocals_path, acc_path, tmp_path / "both.pt")
+    with pytest.raises(CheckpointError, match="nets already"):
+        combine_checkpoints(both, acc_path, tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
+    with pytest.raises(StemforgeError, match="one net per target"):
+        save_nets_checkpoint(tmp_path / "x.pt", {"vocals": UNet(SMALL)}, SpectrogramConfig())
+    with pytest.raises(StemforgeError, match="target"):
+        save_nets_checkpoint(tmp_path / "x.pt", {"vocals": UNet(SMALL), "accompaniment": UNet(SMALL)}, SpectrogramConfig())
+
+
+def test_two_net_checkpoint_errors(tmp_path) -> None:
+    vocals_path, _ = _one_net(tmp_path, "v.pt", "vocals", 1)
+    acc_path, _ = _one_net(tmp_path, "a.pt", "accompaniment", 1)
+    raw = torch.load(combine_checkpoints(vocals_path, acc_path, tmp_path / "both.pt"), weights_only=True)
+    path = tmp_path / "bad.pt"
+
+    _write(path, {**raw, "nets": {"vocals": raw["nets"]["vocals"]}})
+    with pytest.raises(CheckpointError, match="one per target"):
+        load_checkpoint(path)
+    acc = {k: v for k, v in raw["nets"]["accompaniment"].items() if k != "model_state"}
+    _write(path, {**raw, "nets": {**raw["nets"], "accompaniment": acc}})
+    with pytest.raises(CheckpointError, match=r"\(accompaniment net\): incomplete checkpoint: missing \['model_state'\]"):
+        load_checkpoint(path)
+    state = dict(raw["nets"]["accompaniment"]["model_state"])
+    state["conv1.bias"] = torch.full_like(state["conv1.bias"], float("nan"))
+    acc = {**raw["nets"]["accompaniment"], "model_state": state}
+    _write(path, {**raw, "nets": {**raw["nets"], "accompaniment": acc}})
+    with pytest.raises(CheckpointError, match=r"accompaniment net\): weights are not all finite numbers: NaN or inf in conv1.bias"):
+        load_checkpoint(path)
+    _write(path, {k: v for k, v in raw.items() if k != "nets"})
+    with pytest.raises(CheckpointError, match=r"missing \['nets'\]"):
+        load_checkpoint(path)
