@@ -1,11 +1,17 @@
-"""Training: loss goes down on synthetic songs, exact resume after Ctrl-C, files of a run, CLI, DDP."""
+"""Training: loss goes down on synthetic songs, exact resume after Ctrl-C, files of a run, CLI, DDP,
+progress (a bar on a terminal, lines in a log file), a DataDir without a valid split."""
 
 from __future__ import annotations
 
 import csv
+import io
 import os
+import select
 import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,7 +80,7 @@ def test_validation_loss_goes_down(datadir, tmp_path):
     # the best weights are in best.pt and model.pt (the same file)
     best = load_checkpoint(result.model_path)
     assert best.step == result.best_step and best.extra["val_loss"] == pytest.approx(result.best_val_loss)
-    assert os.path.samefile(result.model_path, result.best_checkpoint)
+    assert os.path.samefile(result.model_path, result.best_checkpoint) and result.model_weights == "best"
     last = load_checkpoint(result.last_checkpoint)
     assert last.step == 30 and last.optimizer_state is not None and last.manifest_hash == datadir.manifest_hash
     assert last.extra["train_config"]["lr"] == 1e-2 and last.target == "vocals"
@@ -192,6 +198,13 @@ def test_cli_train_resume_and_refusals(datadir, tmp_path):
     assert r.exit_code == 2
     r = runner.invoke(app, ["train", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     assert r.exit_code == 3 and "not a stemforge DataDir" in r.output
+    # the library's checks on the given options come first: a usage error (2) naming the option,
+    # before any DataDir is looked up
+    for bad, option in ((["--batch-size", "0"], "--batch-size"), (["--precision", "fp8"], "--precision"),
+                        (["--target", "drums"], "--target"), (["--device", "tpu"], "--device"),
+                        (["--epochs", "-1"], "--epochs"), (["--log-every", "0"], "--log-every")):
+        r = runner.invoke(app, ["train", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"), *bad])
+        assert r.exit_code == 2 and option in r.output and "DataDir" not in r.output, (bad, r.output)
 
 
 def _free_port() -> int:
@@ -227,3 +240,198 @@ def test_ddp_two_processes_on_cpu(datadir, tmp_path):
     assert ckpt.step == 2 and ckpt.extra["world_size"] == 2
     rows = list(csv.DictReader(open(tmp_path / "ddp" / "metrics.csv")))
     assert [r["step"] for r in rows] == ["0", "1", "2"]  # one writer: rank 0
+
+
+# --------------------------------------------------------------------------------------------
+# A DataDir without a valid split
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def no_valid_datadir(datadir, tmp_path_factory) -> DataDir:
+    """The same songs, all in train (as three MedleyDB songs without an official split)."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("novalid") / "data"
+    shutil.copytree(datadir.path, copy)
+    dd = DataDir.open(copy)
+    with dd.writing():
+        rows = [r for r in dd.manifest.to_dict("records") if r["split"] == "valid"]
+        for r in rows:
+            r["split"] = "train"
+        dd.commit(rows)
+    dd = DataDir.open(copy)
+    assert set(dd.manifest["split"]) == {"train"}
+    return dd
+
+
+def test_no_valid_split_is_said_at_the_start_and_model_is_the_last_weights(no_valid_datadir, datadir, tmp_path):
+    events = []
+    result = train(no_valid_datadir, tmp_path / "run", _config(steps=3), TINY, progress=events.append, device="cpu")
+    assert events[0].kind == "warning" and "no 'valid' rows" in events[0].message
+    assert "--valid-fraction" in events[0].message and "last weights" in events[0].message
+    assert not any(e.kind == "validation" for e in events)
+    assert result.model_weights == "last" and result.best_checkpoint is None
+    assert result.best_val_loss is None and result.initial_val_loss is None
+    assert not (result.out_dir / "best.pt").exists()
+    model = load_checkpoint(result.model_path)
+    assert model.step == 3 and model.optimizer_state is None and model.extra["weights"].startswith("last")
+    last = _state(result.last_checkpoint)["model_state"]
+    for key, value in _state(result.model_path)["model_state"].items():
+        assert torch.equal(value, last[key]), key
+    # validation switched off is the same (model.pt: the last weights)
+    assert train(datadir, tmp_path / "run2", _config(steps=1, val_crops=0),
+                 TINY, device="cpu").model_weights == "last"
+
+
+def test_cli_without_valid_split_warns_loudly_and_names_the_model_last(no_valid_datadir, tmp_path):
+    from stemforge.cli.main import app
+
+    r = CliRunner().invoke(app, ["train", str(no_valid_datadir.path), "--out", str(tmp_path / "run"), "--steps", "2",
+                                 "--width", "0.125", "--batch-size", "2", "--device", "cpu", "--no-tensorboard"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    warning = next(i for i, line in enumerate(lines) if line.startswith("WARNING:"))
+    first_step = next(i for i, line in enumerate(lines) if line.startswith("train: step"))
+    assert warning < first_step and "--valid-fraction" in lines[warning]
+    assert "model (last):" in r.output and "model (best)" not in r.output
+    assert "- (no validation)" in r.output
+
+
+# --------------------------------------------------------------------------------------------
+# Progress: plain lines without a terminal, a live bar on one
+# --------------------------------------------------------------------------------------------
+
+
+def _train_command(data: Path, out: Path, steps: int, log_every: int) -> list[str]:
+    return [sys.executable, "-m", "stemforge", "train", str(data), "--out", str(out), "--steps", str(steps),
+            "--log-every", str(log_every), "--val-every", str(steps // 2), "--width", "0.125", "--batch-size", "2",
+            "--device", "cpu", "--no-tensorboard"]
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+
+
+def test_progress_lines_in_a_log_file(datadir, tmp_path):
+    """`stemforge train ... > log.txt 2>&1`: one line at least every --log-every steps."""
+    log = tmp_path / "log.txt"
+    with open(log, "w") as f:
+        proc = subprocess.run(_train_command(datadir.path, tmp_path / "run", 8, 2), stdout=f, stderr=subprocess.STDOUT,
+                              env=_env(), timeout=300)
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert "\r" not in text  # no bar frames in a file
+    steps = [line for line in text.splitlines() if line.startswith("train: step") and "loss" in line and "validation" not in line]
+    assert [line.split()[2] for line in steps] == ["2/8", "4/8", "6/8", "8/8"], text
+    assert all("patches/s" in line and "val " in line and "elapsed" in line for line in steps), steps
+    assert sum(line.startswith("train: step") and "validation loss" in line for line in text.splitlines()) == 3  # 0, 4, 8
+
+
+def test_progress_bar_moves_on_a_terminal(datadir, tmp_path):
+    """In a pseudo-terminal (one nobody sized, 0 x 0, the case that drew nothing before) a bar
+    is redrawn while training runs: several frames with a growing step count before the end."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(_train_command(datadir.path, tmp_path / "run", 30, 5), stdin=slave, stdout=slave,
+                            stderr=slave, env=_env())
+    os.close(slave)
+    got = io.BytesIO()
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                got.write(data)
+            elif proc.poll() is not None:
+                break
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = got.getvalue().decode("utf-8", "replace")
+    assert proc.returncode == 0, text
+    before_summary = text.split("steps  ")[0]
+    frames = [f for f in before_summary.split("\r") if "step/s" in f or "s/step" in f]
+    counts = sorted({int(f.split("/30")[0].split()[-1]) for f in frames if "/30" in f})
+    assert len(counts) >= 3 and counts[-1] == 30 and 0 < counts[1] < 30, (counts, text[-2000:])
+    assert any("loss=" in f and "patches/s=" in f for f in frames) and any("val=" in f for f in frames)
+    # no plain progress lines on a terminal: the bar says it
+    assert not any(line.startswith("train: step") and "loss " in line and "validation" not in line for line in text.splitlines())
+
+
+def test_progress_renderer_plain_lines():
+    from stemforge.cli.progress import TrainProgress
+    from stemforge.train.loop import TrainEvent
+
+    buf = io.StringIO()
+    show = TrainProgress(stream=buf)  # a StringIO is no terminal: plain lines
+    assert not show.tty
+    show(TrainEvent("warning", 0, 6, message="no valid rows"))
+    show(TrainEvent("start", 0, 6))
+    for step in range(1, 7):
+        logged = step % 3 == 0
+        show(TrainEvent("step", step, 6, train_loss=0.5 / step if logged else None,
+                        patches_per_s=10.0 if logged else None, elapsed_s=float(step) if logged else None))
+        if step == 3:
+            show(TrainEvent("validation", 3, 6, val_loss=0.25))
+    show(TrainEvent("done", 6, 6))
+    show.close()
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "WARNING: no valid rows"
+    assert lines[2].startswith("train: step 3/6 (50%)  loss 0.16667  10.0 patches/s  elapsed 0:00:03")
+    assert lines[3] == "train: step 3/6  validation loss 0.25000 (best so far)"
+    assert lines[4].startswith("train: step 6/6 (100%)  loss 0.08333  val 0.25000  10.0 patches/s")
+    assert len(lines) == 5
+
+
+# --------------------------------------------------------------------------------------------
+# The pieces of the run
+# --------------------------------------------------------------------------------------------
+
+
+def test_resolve_device():
+    from stemforge.train.device import resolve_device
+
+    cpu = torch.device("cpu")
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+        assert resolve_device(None) == cpu and resolve_device("auto") == cpu
+    assert resolve_device("cpu") == cpu and resolve_device(cpu) == cpu
+    for bad in ("tpu", "cuda:x", "meta"):
+        with pytest.raises(StemforgeError, match="--device"):
+            resolve_device(bad)
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        assert resolve_device("cuda", local_rank=n + 1) == torch.device("cuda", (n + 1) % n)
+        with pytest.raises(StemforgeError, match="GPU"):
+            resolve_device(f"cuda:{n}")
+    else:
+        with pytest.raises(StemforgeError, match="CUDA is not available"):
+            resolve_device("cuda")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(StemforgeError, match="MPS is not available"):
+            resolve_device("mps")
+
+
+def test_throughput_leaves_out_warm_up_and_pauses():
+    from stemforge.train.throughput import Throughput
+
+    now = [0.0]
+    meter = Throughput(start_step=0, total_steps=100, patches_per_step=8, clock=lambda: now[0])
+    assert meter.timed_from == 10
+    for step in range(1, 101):
+        now[0] += 5.0 if step <= 10 else 1.0  # slow warm-up steps
+        meter.stepped(step)
+        if step == 50:
+            with meter.paused():
+                now[0] += 100.0  # a validation
+            assert meter.interval_rate() == pytest.approx(50 * 8 / 90.0)  # warm-up inside, pause not
+    meter.stop()
+    assert meter.session_rate(100) == pytest.approx(8.0)  # 90 steps of 1 s after the warm-up
+    assert Throughput(0, 100, 8).session_rate(5) is None

@@ -12,9 +12,15 @@ flushed at once, which is what a job log needs::
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import IO
+
+
+#: Size of the bar's screen where the terminal does not say its own.
+FALLBACK_COLUMNS = 100
+FALLBACK_ROWS = 24
 
 
 def _clock(seconds: float | None) -> str:
@@ -32,6 +38,8 @@ class TrainProgress:
         tty: draw a live bar (True) or write plain lines (False); None: a bar when ``stream``
             is a terminal.
         label: the word lines start with (``train``).
+
+    Call :meth:`close` when the run is over (it ends the bar).
     """
 
     def __init__(self, stream: IO[str] | None = None, tty: bool | None = None, label: str = "train"):
@@ -91,20 +99,24 @@ class TrainProgress:
                 self.line(f"{self.label}: step {event.step}/{event.total_steps}  wrote {event.path}")
         elif kind == "interrupted":
             self.line(f"{self.label}: interrupted at step {event.step}: wrote {event.path}")
-        elif kind == "done":
-            self.close()
+        # "done": the bar stays until close(), so that a resumed session (the demo's) moves it on
 
     def _start(self, event) -> None:
         self._t0, self._step0 = time.monotonic(), event.step
         if not self.tty:
-            self.line(f"{self.label}: steps {event.step}..{event.total_steps}")
+            self.line(f"{self.label}: from step {event.step} to {event.total_steps}")
             return
         if self.bar is None:
             from tqdm import tqdm
 
+            # a terminal that reports no size (a pseudo-terminal nobody sized: 0 x 0, as under
+            # some job runners and `ssh -T`) makes tqdm draw nothing at all (it takes the bar
+            # for one below the screen): draw at a fixed size there
+            sized = _columns(self.stream) > 0
             self.bar = tqdm(
                 total=event.total_steps, initial=event.step, unit="step", desc=self.label, file=self.stream,
-                dynamic_ncols=True, mininterval=0.2, miniters=1, smoothing=0.1, leave=True,
+                dynamic_ncols=sized, ncols=None if sized else FALLBACK_COLUMNS, nrows=None if sized else FALLBACK_ROWS,
+                mininterval=0.2, miniters=1, smoothing=0.1, leave=True,
             )
         else:  # another session of the same run (the demo resumes with more steps)
             self.bar.total = event.total_steps
@@ -153,6 +165,14 @@ class TrainProgress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _columns(stream) -> int:
+    """The terminal's width in columns (0 when unknown or reported as 0)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 def _isatty(stream) -> bool:
