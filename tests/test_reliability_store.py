@@ -143,12 +143,12 @@ def test_atomic_write_on_a_full_disk_keeps_the_old_file(tmp_path, monkeypatch):
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    """A real 4 MiB filesystem (tmpfs), where root may mount one; skips otherwise."""
+    """A real 6 MiB filesystem (tmpfs: one 2-track shard fits, not two), where root may mount one; skips otherwise."""
     if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("needs root on Linux to mount a small tmpfs")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode(errors='replace').strip()})")
     try:

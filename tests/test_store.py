@@ -165,6 +165,142 @@ def test_manifest_roundtrip_keeps_extra_columns(tmp_path):
 def test_errors_survive_pickling():
     from stemforge.core.errors import AudioError
 
-    for exc in (AudioError("/x/y.wav", "truncated"), ConfigMismatchError("shard", "a", "b")):
+    from stemforge.core.errors import DiskFullError
+
+    for exc in (
+        AudioError("/x/y.wav", "truncated"),
+        ConfigMismatchError("shard", "a", "b"),
+        DiskFullError("/data", "No space left on device", "kept 3 tracks"),
+    ):
         back = pickle.loads(pickle.dumps(exc))
         assert type(back) is type(exc) and str(back) == str(exc)
+
+
+def test_checksum_of_blocks_chains_to_the_whole_array():
+    import zlib
+
+    from stemforge.store.shards import checksum
+
+    rng = np.random.default_rng(1)
+    a = rng.random((300, 513)).astype(np.float16)
+    crc = 0
+    for start in range(0, 300, 77):
+        crc = checksum(a[start : start + 77], crc)
+    assert crc == checksum(a) == zlib.crc32(a.tobytes())
+    assert checksum(a.astype(">f2")) == checksum(a)  # bytes as stored (little-endian), whatever the order in memory
+    b = a.copy()
+    b[150, 200] = 0
+    assert checksum(b) != checksum(a)
+
+
+def test_stored_checksums_and_whole_reads(tmp_path):
+    import h5py
+
+    from stemforge.core.errors import CorruptDataError
+    from stemforge.store.shards import ARRAY_NAMES, CHECKSUM_ATTR, checksum
+
+    rng = np.random.default_rng(2)
+    dd = DataDir.create(tmp_path / "d")
+    row = _store(dd, "a:1", 300, rng)
+    reader = dd.reader()
+    assert reader.verify(row["shard"], row["key"]) == []
+    whole = reader.read_frames(row["shard"], row["key"])  # checked on the way
+    with h5py.File(tmp_path / "d" / row["shard"], "r") as f:
+        g = f["tracks"][row["key"]]
+        assert set(ARRAY_NAMES) <= set(g)
+        for name in ARRAY_NAMES:
+            assert int(g[name].attrs[CHECKSUM_ATTR]) == checksum(g[name][:])
+        assert int(g["mixture"].attrs[CHECKSUM_ATTR]) == checksum(whole["mixture"])
+    reader.close()
+    with h5py.File(tmp_path / "d" / row["shard"], "r+") as f:
+        f["tracks"][row["key"]]["vocals"][10, 10] = np.float16(0.123)
+    reader = dd.reader()
+    with pytest.raises(CorruptDataError, match=r"'a_1': vocals fails its checksum"):
+        reader.read_frames(row["shard"], row["key"], fields=("vocals",))
+    assert reader.read_frames(row["shard"], row["key"], 0, 5, fields=("vocals",))["vocals"].shape == (5, 513)
+    with pytest.raises(CorruptDataError, match="vocals fails its checksum"):
+        reader.verify(row["shard"], row["key"])
+    reader.close()
+
+
+def test_shard_reservation_is_given_back(tmp_path, monkeypatch):
+    """Every byte libhdf5 writes is reserved before; the unused rest does not stay in the shard:
+    it comes out the size of the same shard written without a reservation."""
+    import h5py
+
+    from stemforge.core import files
+
+    rng = np.random.default_rng(3)
+    arrays = [_arrays(n, rng) for n in (400, 129, 3000)]
+    sizes = []
+    for run in ("reserved", "plain"):
+        dd = DataDir.create(tmp_path / run)
+        with dd.writing():
+            w = dd.shard_writer("t")
+            for i, a in enumerate(arrays):
+                w.add(f"k{i}", f"t:{i}", a)
+            reserved = w._reserved  # bytes claimed ahead of libhdf5
+            final = w.close()
+        sizes.append(final.stat().st_size)
+        with h5py.File(final, "r") as f:
+            assert len(f["tracks"]) == 3
+        if run == "reserved":
+            assert reserved >= sizes[0]  # libhdf5 wrote only inside the reservation
+            monkeypatch.setattr(files, "reserve", lambda fd, size, path: None)
+    assert sizes[0] == sizes[1]
+
+
+def test_reserve_checks_free_space_where_it_cannot_allocate(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from stemforge.core import files
+    from stemforge.core.errors import DiskFullError
+
+    def unsupported(fd, offset, length):
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+
+    monkeypatch.setattr(os, "posix_fallocate", unsupported)
+    path = tmp_path / "x.bin"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        files.reserve(fd, 1 << 20, path)  # enough room: nothing happens
+        monkeypatch.setattr(files, "free_bytes", lambda _p: 1000)
+        with pytest.raises(DiskFullError, match=r"x\.bin: disk full"):
+            files.reserve(fd, 1 << 20, path)
+    finally:
+        os.close(fd)
+
+
+def test_full_disk_drops_the_shard_being_written_and_keeps_the_rest(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from stemforge.core.errors import DiskFullError
+    from stemforge.store.check import validate
+    from stemforge.store.sink import ShardSink
+
+    rng = np.random.default_rng(4)
+    dd = DataDir.create(tmp_path / "d")
+    real = os.posix_fallocate
+    budget = {"calls": 4}  # shard 0: overhead + 2 tracks; shard 1: overhead, then full
+
+    def fallocate(fd, offset, length):
+        budget["calls"] -= 1
+        if budget["calls"] < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, offset, length)
+
+    monkeypatch.setattr(os, "posix_fallocate", fallocate)
+    with dd.writing():
+        with pytest.raises(DiskFullError) as info:
+            with ShardSink(dd, "t", 2) as sink:
+                for i in range(4):
+                    sink.add(f"k{i}", f"t:{i}", _row(f"t:{i}", "", f"k{i}", 50), _arrays(50, rng))
+    msg = str(info.value)
+    assert msg.startswith(f"{dd.path}: disk full (No space left on device while writing shards/t-00001.h5)")
+    assert "kept the 2 track(s) committed before (2 by this run), dropped the 1" in msg
+    dd = DataDir.open(tmp_path / "d")
+    assert sorted(dd.manifest["uid"]) == ["t:0", "t:1"]
+    assert [p.name for p in (tmp_path / "d" / "shards").iterdir()] == ["t-00000.h5"]
+    assert validate(dd).ok

@@ -173,9 +173,14 @@ class ShardWriter:
         mags = {name: _to_float16(getattr(arrays, name)) for name in MAG_FIELDS}
         waves = {f"wave_{name}": getattr(arrays, f"wave_{name}").astype(np.float32, copy=False) for name in WAVE_FIELDS}
         energy = arrays.vocal_energy.astype(np.float32, copy=False)
-        data_bytes = sum(a.nbytes for a in mags.values()) + sum(a.nbytes for a in waves.values()) + energy.nbytes
-        n_chunks = 3 * (n_frames // max(1, chunk[0]) + 1) + sum(w.size // WAVE_CHUNK + 1 for w in waves.values())
-        self._reserve(data_bytes + _TRACK_OVERHEAD + _CHUNK_OVERHEAD * n_chunks)
+        # what libhdf5 allocates: whole chunks (the last one padded), plus its records
+        mag_chunks = -(-n_frames // max(1, chunk[0]))
+        wave_chunk = {name: min(WAVE_CHUNK, max(1, w.size)) for name, w in waves.items()}
+        wave_chunks = {name: -(-w.size // wave_chunk[name]) for name, w in waves.items()}
+        allocated = 3 * mag_chunks * chunk[0] * n_bins * 2 + energy.nbytes
+        allocated += sum(wave_chunks[name] * wave_chunk[name] * 4 for name in waves)
+        n_chunks = 3 * mag_chunks + sum(wave_chunks.values()) + 1
+        self._reserve(allocated + _TRACK_OVERHEAD + _CHUNK_OVERHEAD * n_chunks)
         g = self._tracks.create_group(key)
         for name, data16 in mags.items():
             ds = g.create_dataset(name, data=data16, chunks=chunk)
@@ -184,7 +189,7 @@ class ShardWriter:
         ds = g.create_dataset("vocal_energy", data=energy)
         ds.attrs[CHECKSUM_ATTR] = np.uint32(checksum(energy))
         for name, wave in waves.items():
-            ds = g.create_dataset(name, data=wave, chunks=(min(WAVE_CHUNK, max(1, wave.size)),))
+            ds = g.create_dataset(name, data=wave, chunks=(wave_chunk[name],))
             ds.attrs[CHECKSUM_ATTR] = np.uint32(checksum(wave))
             self.n_bytes += wave.nbytes
         g.attrs.update(
