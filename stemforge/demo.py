@@ -26,6 +26,8 @@ VALID_NAMES = (("Leaf", "Summerghost"), ("Skelpolu", "Human Mistakes"))
 HELD_OUT_NAME = ("Stemforge Demo", "Held Out Song")
 
 StageFn = Callable[[str, str], None]
+#: Receives the training run's :class:`~stemforge.train.loop.TrainEvent` values.
+TrainProgressFn = Callable[[object], None]
 
 
 @dataclass(frozen=True)
@@ -68,11 +70,18 @@ class DemoResult:
     train_seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (uid, reason) of refused pairs
 
     def sdr(self, method: str, stem: str = "vocals", column: str = "sdr_mean") -> float:
         s = self.summary
         row = s[(s["method"] == method) & (s["stem"] == stem)]
         return float(row[column].iloc[0]) if len(row) else float("nan")
+
+
+def figure_title(artist: str, title: str) -> str:
+    """The spectrogram figure's title: the song, and that training never saw it (said once: the
+    demo's held-out song is itself called "Held Out Song")."""
+    return f"{artist} - {title} (test split: not trained on)"
 
 
 def _calibrate_steps(unet_config, batch_size: int, seconds: float, seed: int) -> int:
@@ -103,11 +112,14 @@ def _calibrate_steps(unet_config, batch_size: int, seconds: float, seed: int) ->
     return max(20, int(0.75 * seconds / per_step))
 
 
-def run_demo(out: str | Path, config: DemoConfig | None = None, stage: StageFn | None = None) -> DemoResult:
+def run_demo(out: str | Path, config: DemoConfig | None = None, stage: StageFn | None = None,
+             train_progress: TrainProgressFn | None = None) -> DemoResult:
     """Run every stage into ``out`` (created; an existing demo there is replaced stage by stage:
     corpora and DataDir are re-used when present, the training run is redone).
 
-    ``stage(name, message)`` is called as each stage starts and ends. Library code: no printing.
+    ``stage(name, message)`` is called as each stage starts and ends; ``train_progress`` gets
+    the training run's events (as ``train``'s ``progress``; the run is trained in a few resumed
+    sessions, each starting with a ``start`` event). Library code: no printing.
     """
     import shutil
 
@@ -131,6 +143,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, stage: StageFn |
     corpus, pairs_dir, data = out / "corpus-dsd100", out / "corpus-pairs", out / "data"
     timings: dict[str, float] = {}
     notes: list[str] = []
+    refused: list[tuple[str, str]] = []
 
     def timed(name: str, message: str):
         class _T:
@@ -161,7 +174,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, stage: StageFn |
         if cfg.pairs:
             prep = ingest(dd, pairs_recipe.discover(pairs_dir), workers=cfg.workers)
             for uid, why in prep.failed:
-                notes.append(f"pair refused (the synthetic pairs hold one deliberately wrong pair): {why}")
+                refused.append((uid, why))
+                notes.append("as expected, the one deliberately wrong karaoke pair was refused")
     with timed("augment", f"train split x{cfg.augment_factor:g} with cross-song remixes"):
         dd = DataDir.open(data)
         base = train_hours(dd.manifest)
@@ -192,7 +206,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, stage: StageFn |
                 val_crops=64,
                 tensorboard=False,
             )
-            result = train(DataDir.open(data), run, tcfg, unet_config, device="cpu", resume=resume)
+            result = train(DataDir.open(data), run, tcfg, unet_config, progress=train_progress, device="cpu", resume=resume)
             elapsed = time.perf_counter() - t_start
             per_step = elapsed / max(1, result.step)
             more = int(0.9 * (budget - elapsed) / per_step)
@@ -217,7 +231,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, stage: StageFn |
         mask = sep.estimate_mask(mono16)
         figure = separation_figure(
             out / "spectrograms.png", mix, stems["vocals"], stems["accompaniment"], sr, mask=mask,
-            title=f"{row['artist']} - {row['title']} (held out)", max_hz=8000.0,
+            title=figure_title(row["artist"], row["title"]), max_hz=8000.0,
         )
 
     with timed("evaluate", "test split: model vs mixture vs oracle mask"):
@@ -238,4 +252,5 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, stage: StageFn |
         train_seconds=timings.get("train", 0.0),
         timings=timings,
         notes=notes,
+        refused=refused,
     )

@@ -25,13 +25,22 @@ def demo(
 
     Example: stemforge demo --out stemforge-demo --minutes 4
     """
+    from stemforge.cli.progress import TrainProgress
     from stemforge.demo import DemoConfig, run_demo
 
+    progress = TrainProgress(label="[train]")
+
     def stage(name: str, message: str) -> None:
+        if name == "train":
+            progress.close()  # the bar ends before the stage's closing line
         err(f"[{name}] {message}")
 
+    config = DemoConfig(minutes=minutes, songs=songs, seconds=seconds, seed=seed, workers=workers, steps=steps or None)
     with cli_errors():
-        result = run_demo(out_dir, DemoConfig(minutes=minutes, songs=songs, seconds=seconds, seed=seed, workers=workers, steps=steps or None), stage)
+        try:
+            result = run_demo(out_dir, config, stage, train_progress=progress)
+        finally:
+            progress.close()
     s = result.summary
     rows = [
         {"method": r.method, "stem": r.stem, "SDR": r.sdr_mean, "NSDR(GNSDR)": r.gnsdr, "SIR": r.gsir, "SAR": r.gsar, "SDR frames": r.sdr_frames}
