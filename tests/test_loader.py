@@ -286,3 +286,27 @@ def test_other_spectrogram_config_is_refused(datadir):
     crops = CropReader(other, tracks)
     with pytest.raises(ConfigMismatchError):
         crops.read_into(0, 0, {"mixture": np.empty((PATCH_FRAMES, 513), np.float16)})
+
+
+def test_open_batches_picks_a_loader_and_both_give_the_same_batches(datadir):
+    from stemforge.train.batches import loader_workers, open_batches
+
+    sampler = PatchSampler.from_datadir(datadir)
+    cpu = torch.device("cpu")
+    kw = dict(batch_size=3, seed=4, rank=0, prefetch=2)
+    resident = open_batches(datadir, sampler, "vocals", cpu, range(5, 9), data_mode="auto", **kw)
+    streaming = open_batches(datadir, sampler, "vocals", cpu, range(5, 9), data_mode="streaming", workers=0, **kw)
+    try:
+        assert resident.mode == "memory" and "resident in RAM" in resident.message
+        assert streaming.mode == "streaming" and "asked for" in streaming.message and "0 loader processes" in streaming.message
+        pairs = list(zip(resident, streaming))
+        assert len(pairs) == 4
+        for (m1, t1), (m2, t2) in pairs:
+            assert m1.dtype == torch.float32 and m1.shape == (3, 1, 512, PATCH_FRAMES)
+            assert torch.equal(m1, m2) and torch.equal(t1, t2)
+    finally:
+        resident.close()
+        streaming.close()
+    with pytest.raises(StemforgeError, match="data_mode"):
+        open_batches(datadir, sampler, "vocals", cpu, range(1), data_mode="disk", **kw)
+    assert loader_workers(cpu) == 1 and loader_workers("cuda:0") >= 1
