@@ -547,3 +547,22 @@ def test_two_net_checkpoint_errors(tmp_path) -> None:
     _write(path, {k: v for k, v in raw.items() if k != "nets"})
     with pytest.raises(CheckpointError, match=r"missing \['nets'\]"):
         load_checkpoint(path)
+
+
+def test_cli_combine(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from stemforge.cli.main import app
+
+    vocals_path, _ = _one_net(tmp_path, "v.pt", "vocals", 3)
+    acc_path, _ = _one_net(tmp_path, "a.pt", "accompaniment", 4)
+    out = tmp_path / "both.pt"
+    runner = CliRunner()
+    ok = runner.invoke(app, ["combine", str(vocals_path), str(acc_path), "-o", str(out)])
+    assert ok.exit_code == 0, ok.output
+    assert "vocals+accompaniment" in ok.output and load_checkpoint(out).targets == ("vocals", "accompaniment")
+    again = runner.invoke(app, ["combine", str(vocals_path), str(acc_path), "-o", str(out)])
+    assert again.exit_code == 3 and "--force" in again.output
+    swapped = runner.invoke(app, ["combine", str(acc_path), str(vocals_path), "-o", str(tmp_path / "x.pt")])
+    assert swapped.exit_code == 3 and "arguments swapped" in swapped.output
+    assert not (tmp_path / "x.pt").exists()
