@@ -10,10 +10,14 @@ vocals + accompaniment = mixture). Meanwhile the server's RSS is sampled from
 
 Prints the counts (accepted, done, failed, lost), the wall time, the largest queue position
 seen, status latency, and the server's RSS (idle after start-up, peak, after the load).
+With --slow-clients N it then opens N connections that never finish (half send nothing, half a
+request head and the start of an upload, then stall) and reports how many the server closed, and
+when (it runs with --upload-timeout; they must all be closed soon after it).
 Stops by itself: every loop is bounded and --time-limit (s) caps the whole run; the server is
 stopped (SIGINT, then SIGKILL) whatever happens.
 
     python benchmarks/serve_load.py --uploads 20 --jobs 2 --seconds 5
+    python benchmarks/serve_load.py --uploads 2 --slow-clients 500 --upload-timeout 5
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -154,6 +159,42 @@ def check_stems(base: str, status: dict, mixture: np.ndarray) -> str | None:
     return None
 
 
+def slow_clients(port: int, n: int, wait_s: float) -> tuple[int, float]:
+    """Open ``n`` connections that never finish a request (even ones silent, odd ones a head and
+    4 KiB of an upload); returns how many the server closed within ``wait_s`` and when the last
+    one was closed (s after they were all open)."""
+    socks = []
+    head = (f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Content-Type: multipart/form-data; boundary=xx\r\nContent-Length: 10000000\r\n\r\n"
+            "--xx\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.wav\"\r\n\r\nRIFF").encode()
+    for i in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if i % 2:
+            s.sendall(head + bytes(4096))
+        s.setblocking(False)
+        socks.append(s)
+    t0 = time.monotonic()
+    open_ = set(range(n))
+    last = 0.0
+    while open_ and time.monotonic() - t0 < wait_s:
+        ready, _, _ = select.select([socks[i] for i in open_], [], [], 0.5)
+        for s in ready:
+            try:
+                while s.recv(65536):
+                    pass
+                closed = True
+            except BlockingIOError:
+                closed = False
+            except OSError:
+                closed = True
+            if closed:
+                open_.discard(socks.index(s))
+                last = time.monotonic() - t0
+    for s in socks:
+        s.close()
+    return n - len(open_), last
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--uploads", type=int, default=20)
@@ -162,6 +203,8 @@ def main() -> int:
     ap.add_argument("--width", type=float, default=0.125, help="U-Net width of the random model")
     ap.add_argument("--max-upload-mb", type=float, default=10.0)
     ap.add_argument("--time-limit", type=float, default=540.0, help="hard limit on the whole run (s)")
+    ap.add_argument("--slow-clients", type=int, default=0, help="connections that never finish, opened after the load")
+    ap.add_argument("--upload-timeout", type=float, default=30.0, help="the server's --upload-timeout (s)")
     args = ap.parse_args()
     t_start = time.monotonic()
     deadline = t_start + args.time_limit
@@ -175,7 +218,7 @@ def main() -> int:
         cmd = [
             sys.executable, "-m", "stemforge", "serve", str(ckpt), "--host", "127.0.0.1", "--port", str(port),
             "--jobs", str(args.jobs), "--max-upload-mb", str(args.max_upload_mb), "--max-queue", str(args.uploads + 5),
-            "--work-dir", str(jobs_dir),
+            "--work-dir", str(jobs_dir), "--upload-timeout", str(args.upload_timeout),
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
@@ -233,6 +276,9 @@ def main() -> int:
                     problem = check_stems(base, status, songs[accepted[job_id]][2])
                     if problem:
                         wrong.append(f"{job_id}: {problem}")
+            slow = None
+            if args.slow_clients:
+                slow = slow_clients(port, args.slow_clients, min(args.upload_timeout + 30, max(1.0, deadline - time.monotonic())))
             still_alive = httpx.get(base + "/api/info", timeout=5).status_code == 200
         finally:
             if server.poll() is None:
@@ -261,8 +307,12 @@ def main() -> int:
     print(f"status requests during the load: {len(latencies)}, latency median {np.median(lat):.0f} ms, "
           f"p95 {np.percentile(lat, 95):.0f} ms, max {lat.max():.0f} ms")
     print(f"server RSS: idle {idle_rss:.0f} MB, peak {rss.peak:.0f} MB, after the load {after_rss:.0f} MB")
+    if slow is not None:
+        print(f"slow clients: {slow[0]} of {args.slow_clients} closed by the server, the last "
+              f"{slow[1]:.1f} s after all were open (--upload-timeout {args.upload_timeout:g})")
     print(f"server answered after the load: {still_alive}; job files left after shutdown: {leftovers}")
     ok = done == args.uploads and not failed and not lost and not wrong and still_alive and bad[1] == 415
+    ok = ok and (slow is None or slow[0] == args.slow_clients)
     print("OK" if ok else "PROBLEMS")
     return 0 if ok else 1
 
