@@ -65,9 +65,8 @@ class PlainUsageCommand(TyperCommand):
         for param in self.get_params(ctx):
             if param.param_type_name == "argument":
                 name = (param.metavar or param.name or "").strip("[]").upper()
-                if param.nargs != 1:
-                    name += "..."
-                pieces.append(name if param.required else f"[{name}]")
+                dots = "..." if param.nargs != 1 else ""
+                pieces.append(f"{name}{dots}" if param.required else f"[{name}]{dots}")
         return pieces
 
 
@@ -88,6 +87,13 @@ def check_device(device: str, hint: str = "--device") -> str:
     if device not in ("auto", "cpu", "cuda", "mps") and not (index is not None and index.isdigit()):
         raise typer.BadParameter(f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}", param_hint=hint)
     return device
+
+
+def check_threads(threads: int, hint: str = "--threads") -> int:
+    """``threads`` for torch.set_num_threads: 0 (PyTorch's default) or more, else a usage error."""
+    if threads < 0:
+        raise typer.BadParameter(f"must be 0 (PyTorch's default) or more, got {threads}", param_hint=hint)
+    return threads
 
 
 def err(message: str) -> None:

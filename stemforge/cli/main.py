@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "combine",
     "derive",
     "separate",
+    "evaluate",
     "serve",
     "demo",
 ]

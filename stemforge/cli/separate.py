@@ -1,5 +1,5 @@
-"""``stemforge separate`` (songs -> vocals and accompaniment files) and ``stemforge evaluate``
-(BSS Eval of a checkpoint on a DataDir split, with the mixture and oracle-mask references)."""
+"""``stemforge separate``: songs -> vocals and accompaniment files (``stemforge evaluate`` is
+:mod:`stemforge.cli.evaluate`)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from typing import List, Optional
 import typer
 
 from stemforge.cli.common import (
-    DATA_HELP,
     EXIT_OK,
     EXIT_PARTIAL,
-    announce_data_dir,
     check_device,
+    check_threads,
     cli_errors,
     err,
     format_table,
@@ -32,7 +31,6 @@ FILENAME_HELP = (
 
 def register(app: typer.Typer) -> None:
     app.command("separate")(separate)
-    app.command("evaluate")(evaluate)
 
 
 def _check_device(device: str) -> str:
@@ -80,7 +78,7 @@ def separate(
     _check_device(device)
     if sample_rate is not None and sample_rate < 1000:
         raise typer.BadParameter("must be at least 1000 Hz", param_hint="--sample-rate")
-    _check_threads(threads)
+    check_threads(threads)
     with cli_errors():
         import torch
 
@@ -166,91 +164,3 @@ def separate(
         for r in failed:
             err(f"  {r['error']}")
     raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)
-
-
-def _check_threads(threads: int) -> None:
-    if threads < 0:
-        raise typer.BadParameter(f"must be 0 (PyTorch's default) or more, got {threads}", param_hint="--threads")
-
-
-def _empty_split_message(datadir, split: str) -> str:
-    """No track in ``split``: which splits the DataDir holds and how to choose one."""
-    held = datadir.select()["split"].value_counts()
-    have = [name for name in ("train", "valid", "test") if name in held]
-    if not have:
-        return f"{datadir.path}: the DataDir holds no track to evaluate (ingest a corpus first)"
-    counts = ", ".join(f"{name} {held[name]}" for name in have)
-    return (
-        f"{datadir.path}: no track in split {split!r}; it holds {counts} track(s): "
-        f"choose one with --split {have[-1]} (or --split all)"
-    )
-
-
-def evaluate(
-    model: Path = typer.Argument(..., help="Checkpoint (model.pt) to evaluate."),
-    data: Optional[Path] = typer.Argument(None, help=DATA_HELP, show_default=False),
-    split: str = typer.Option("test", "--split", help="Split to evaluate: train, valid, test or all."),
-    output: Path = typer.Option(Path("report.csv"), "--output", "-o", help="Per-track CSV; the JSON and the PNG chart go beside it."),
-    device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu, cuda or cuda:N."),
-    hard_mask: bool = typer.Option(False, "--hard-mask", help="Evaluate the binary mask (mask > 0.5)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most this many tracks."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: its default)."),
-) -> None:
-    """BSS Eval (SDR, SIR, SAR; NSDR, GNSDR; museval-style frame medians) of a checkpoint.
-
-    Per track of the split: the stored 16 kHz vocals and accompaniment are the references and
-    their sum the input. Scored side by side: the model, the mixture itself (the floor) and the
-    ideal ratio mask |V|/(|V|+|A|) at the DataDir's STFT (the ceiling of a magnitude mask).
-    Writes the per-track CSV, a JSON with the summary and a bar chart PNG.
-
-    Example: stemforge evaluate model.pt ./stemforge-data --split test -o eval/report.csv
-    """
-    from tqdm import tqdm
-
-    if split not in ("train", "valid", "test", "all"):
-        raise typer.BadParameter("must be train, valid, test or all", param_hint="--split")
-    _check_device(device)
-    if limit is not None and limit < 1:
-        raise typer.BadParameter(f"must be at least 1, got {limit}", param_hint="--limit")
-    _check_threads(threads)
-    path = announce_data_dir(data)
-    with cli_errors():
-        import torch
-
-        from stemforge.core.errors import StemforgeError
-        from stemforge.evaluate.datadir import evaluate_datadir
-        from stemforge.separate.separator import Separator
-        from stemforge.store import DataDir
-
-        if threads:
-            torch.set_num_threads(threads)
-        datadir = DataDir.open(path)
-        n = len(datadir.select(split=None if split == "all" else split))
-        if n == 0:
-            raise StemforgeError(_empty_split_message(datadir, split))
-        sep = Separator.from_checkpoint(model, device=device, hard_mask=hard_mask)
-        bar = tqdm(total=min(n, limit) if limit else n, desc=f"evaluate {split}", unit="track", dynamic_ncols=True)
-
-        def progress(event: str, done: int, total: int) -> None:
-            if event.startswith("failed:"):
-                bar.write(f"failed: {event[len('failed:'):]}", file=__import__("sys").stderr)
-            bar.update(1)
-
-        try:
-            report = evaluate_datadir(sep, datadir, split=split, limit=limit, progress=progress)
-        finally:
-            bar.close()
-        report.meta["title"] = f"{model.name} on {split} ({report.meta['tracks']} tracks)"
-        paths = report.write(output)
-    cols = ["method", "stem", "tracks", "gnsdr", "gsir", "gsar", "sdr_frames", "sir_frames", "sar_frames"]
-    out("")
-    out(format_table([{c: r[c] for c in cols} for r in report.summary.to_dict(orient="records")], cols))
-    out("gnsdr/gsir/gsar: duration-weighted means of whole-track NSDR/SIR/SAR (dB); *_frames: median over tracks of")
-    out("the median over 1 s frames (BSS Eval v4, as museval). mixture = the input as estimate; oracle = ideal ratio mask.")
-    for kind, p in paths.items():
-        out(f"wrote {kind}: {p}")
-    if report.failed:
-        err(f"failed ({len(report.failed)} tracks, one line each):")
-        for uid, why in report.failed:
-            err(f"  {uid}: {why}")
-    raise typer.Exit(EXIT_PARTIAL if report.failed else EXIT_OK)

@@ -1,0 +1,240 @@
+"""``stemforge evaluate``: BSS Eval of checkpoints and of other systems' stems, under one of two
+protocols (labelled in every report):
+
+* ``datadir`` (default): the DataDir's stored references at its geometry (16 kHz mono for the
+  seed geometry): NSDR/GNSDR as Jansson et al. report them on iKala and MedleyDB;
+* ``musdb18``: MUSDB18's original 44.1 kHz stereo tracks, BSS Eval v4 as museval: the numbers
+  that sit beside published MUSDB18 tables (Open-Unmix, Spleeter, Demucs).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from stemforge.cli.common import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    announce_data_dir,
+    check_device,
+    check_threads,
+    cli_errors,
+    err,
+    format_table,
+    out,
+)
+
+PROTOCOLS = ("datadir", "musdb18")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
+
+
+def _empty_split_message(datadir, split: str) -> str:
+    """Why a split has nothing to evaluate, which splits the DataDir holds, how to pick one."""
+    held = datadir.select()["split"].value_counts()
+    have = [name for name in ("train", "valid", "test") if name in held]
+    if not have:
+        return f"{datadir.path}: the DataDir holds no track to evaluate (ingest a corpus first)"
+    counts = ", ".join(f"{name} {held[name]}" for name in have)
+    return (
+        f"{datadir.path}: no track in split {split!r}; it holds {counts} track(s): "
+        f"choose one with --split {have[-1]} (or --split all)"
+    )
+
+
+def method_names(models: list[Path]) -> list[str]:
+    """Row names for checkpoints: the file's stem, with its folder when two stems collide
+    (``runs/a/model.pt`` and ``runs/b/model.pt`` -> ``a/model``, ``b/model``)."""
+    stems = [p.stem for p in models]
+    return [f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in models]
+
+
+def evaluate(
+    paths: List[Path] = typer.Argument(
+        None,
+        help="datadir protocol: MODEL [DATA]. musdb18 protocol: zero or more MODELs (several with --compare).",
+        metavar="MODEL",
+        show_default=False,
+    ),
+    protocol: str = typer.Option("datadir", "--protocol", help="datadir (the DataDir's references) or musdb18 (the original MUSDB18 tracks)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="musdb18: the MUSDB18 (.stem.mp4) or MUSDB18-HQ folder holding train/ and test/."),
+    subset: str = typer.Option("test", "--subset", help="musdb18: MUSDB18's subset, test or train."),
+    tracks: Optional[int] = typer.Option(None, "--tracks", help="musdb18: only the first N tracks of the subset (by name)."),
+    estimates: Optional[List[Path]] = typer.Option(
+        None, "--estimates", help="musdb18: another system's stems, DIR/test/<track>/{vocals,accompaniment}.wav (repeatable)."
+    ),
+    compare: bool = typer.Option(False, "--compare", help="musdb18: several MODELs and/or --estimates in one table and one chart."),
+    split: str = typer.Option("test", "--split", help="datadir: the split to evaluate: train, valid, test or all."),
+    output: Path = typer.Option(Path("report.csv"), "--output", "-o", help="Per-track CSV; the JSON and the PNG chart go beside it."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu, cuda or cuda:N."),
+    hard_mask: bool = typer.Option(False, "--hard-mask", help="Evaluate the binary mask (mask > 0.5)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="datadir: evaluate at most this many tracks."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: its default)."),
+) -> None:
+    """BSS Eval of checkpoints (and of other systems' stems) against the mixture and the oracle mask.
+
+    datadir protocol (default; "16 kHz mono, DataDir references" at the seed geometry): per
+    track of the split, the stored vocals and accompaniment are the references and their sum
+    the input; whole-track SDR/SIR/SAR, NSDR/GNSDR (Jansson et al.) and museval-style frame
+    medians. musdb18 protocol: each original MUSDB18 track is separated at 44.1 kHz stereo and
+    scored with BSS Eval v4 exactly as museval (1 s frames, median over frames, then over
+    tracks): comparable with published MUSDB18 tables. Both add the mixture (the floor) and the
+    ideal ratio mask (the ceiling) as rows. Writes the per-track CSV, a JSON with the summary
+    and a chart PNG (musdb18: also museval-style per-track JSON).
+
+    Example: stemforge evaluate model.pt ./stemforge-data --split test -o eval/report.csv
+
+    Example: stemforge evaluate spleeter.pt --protocol musdb18 --root ~/musdb18 --tracks 5
+
+    Example: stemforge evaluate a.pt b.pt --estimates demucs-out --compare --protocol musdb18 --root ~/musdb18
+    """
+    paths = list(paths or [])
+    estimates = list(estimates or [])
+    if protocol not in PROTOCOLS:
+        raise typer.BadParameter(f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}", param_hint="--protocol")
+    check_device(device)
+    check_threads(threads)
+    if limit is not None and limit < 1:
+        raise typer.BadParameter(f"must be at least 1, got {limit}", param_hint="--limit")
+    if protocol == "datadir":
+        if root is not None or estimates or compare or tracks is not None or subset != "test":
+            raise typer.BadParameter(
+                "--root, --subset, --tracks, --estimates and --compare belong to --protocol musdb18", param_hint="--protocol"
+            )
+        if not 1 <= len(paths) <= 2:
+            raise typer.BadParameter("the datadir protocol takes MODEL [DATA]", param_hint="MODEL [DATA]")
+        if split not in ("train", "valid", "test", "all"):
+            raise typer.BadParameter("must be train, valid, test or all", param_hint="--split")
+        _evaluate_datadir(paths[0], paths[1] if len(paths) > 1 else None, split, output, device, hard_mask, limit, threads)
+        return
+    if root is None:
+        raise typer.BadParameter("the musdb18 protocol needs the MUSDB18 folder", param_hint="--root")
+    if subset not in ("test", "train"):
+        raise typer.BadParameter(f"must be test or train, got {subset!r}", param_hint="--subset")
+    if tracks is not None and tracks < 1:
+        raise typer.BadParameter(f"must be at least 1, got {tracks}", param_hint="--tracks")
+    if split != "test" or limit is not None:
+        raise typer.BadParameter("--split and --limit belong to the datadir protocol (use --subset, --tracks)", param_hint="--protocol")
+    n_methods = len(paths) + len(estimates)
+    if n_methods == 0:
+        raise typer.BadParameter("give a MODEL or --estimates DIR", param_hint="MODEL")
+    if n_methods > 1 and not compare:
+        raise typer.BadParameter(f"{n_methods} methods given: add --compare to score them in one table", param_hint="--compare")
+    _evaluate_musdb18(paths, estimates, root, subset, tracks, output, device, hard_mask, threads)
+
+
+def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, threads) -> None:
+    from tqdm import tqdm
+
+    path = announce_data_dir(data)
+    with cli_errors():
+        import torch
+
+        from stemforge.core.errors import StemforgeError
+        from stemforge.evaluate.datadir import evaluate_datadir
+        from stemforge.separate.separator import Separator
+        from stemforge.store import DataDir
+
+        if threads:
+            torch.set_num_threads(threads)
+        datadir = DataDir.open(path)
+        n = len(datadir.select(split=None if split == "all" else split))
+        if n == 0:
+            raise StemforgeError(_empty_split_message(datadir, split))
+        sep = Separator.from_checkpoint(model, device=device, hard_mask=hard_mask)
+        bar = tqdm(total=min(n, limit) if limit else n, desc=f"evaluate {split}", unit="track", dynamic_ncols=True)
+
+        def progress(event: str, done: int, total: int) -> None:
+            if event.startswith("failed:"):
+                bar.write(f"failed: {event[len('failed:'):]}", file=sys.stderr)
+            bar.update(1)
+
+        try:
+            report = evaluate_datadir(sep, datadir, split=split, limit=limit, progress=progress)
+        finally:
+            bar.close()
+        report.meta["protocol"] = "datadir"
+        report.meta["label"] = (
+            f"DataDir protocol: {report.meta['sample_rate'] / 1000:g} kHz {'mono' if datadir.config.channels == 1 else 'stereo'}, "
+            "DataDir references (not comparable with MUSDB18 tables)"
+        )
+        report.meta["title"] = f"{model.name} on {split} ({report.meta['tracks']} tracks)"
+        paths = report.write(output)
+    cols = ["method", "stem", "tracks", "gnsdr", "gsir", "gsar", "sdr_frames", "sir_frames", "sar_frames"]
+    out("")
+    out(report.meta["label"])
+    out(format_table([{c: r[c] for c in cols} for r in report.summary.to_dict(orient="records")], cols))
+    out("gnsdr/gsir/gsar: duration-weighted means of whole-track NSDR/SIR/SAR (dB); *_frames: median over tracks of")
+    out("the median over 1 s frames (BSS Eval v4, as museval). mixture = the input as estimate; oracle = ideal ratio mask.")
+    for kind, p in paths.items():
+        out(f"wrote {kind}: {p}")
+    if report.failed:
+        err(f"failed ({len(report.failed)} tracks, one line each):")
+        for uid, why in report.failed:
+            err(f"  {uid}: {why}")
+    raise typer.Exit(EXIT_PARTIAL if report.failed else EXIT_OK)
+
+
+def _evaluate_musdb18(models, estimates, root, subset, tracks, output, device, hard_mask, threads) -> None:
+    from tqdm import tqdm
+
+    with cli_errors():
+        import torch
+
+        from stemforge.evaluate import musdb18
+        from stemforge.separate.separator import Separator
+
+        if threads:
+            torch.set_num_threads(threads)
+        methods = []
+        for name, path in zip(method_names(models), models):
+            methods.append(musdb18.model_method(Separator.from_checkpoint(path, device=device, hard_mask=hard_mask), name=name))
+        for folder in estimates:
+            methods.append(musdb18.EstimatesDir(folder).method())
+        n = len(musdb18.find_tracks(root, subset, tracks))
+        bar = tqdm(total=n, desc=f"musdb18 {subset}", unit="track", dynamic_ncols=True)
+        inner: dict = {}
+
+        def progress(event: str, done: int, total: int, fraction: float) -> None:
+            if event.startswith("track:"):
+                bar.set_postfix_str(event[len("track:") :][:40])
+            elif event.startswith("separate:"):
+                name = event[len("separate:") :]
+                if name not in inner:
+                    inner.clear()
+                    inner[name] = tqdm(total=100, desc=f"  {name}", unit="%", leave=False, dynamic_ncols=True)
+                b = inner[name]
+                b.update(max(0, int(round(fraction * 100)) - b.n))
+            elif event.startswith("failed:"):
+                bar.write(f"failed: {event[len('failed:'):]}", file=sys.stderr)
+            elif event.startswith("done:"):
+                for b in inner.values():
+                    b.close()
+                inner.clear()
+                bar.update(1)
+
+        try:
+            report = musdb18.evaluate_musdb18(methods, root, subset, limit=tracks, progress=progress)
+        finally:
+            for b in inner.values():
+                b.close()
+            bar.close()
+        written = report.write(output)
+    out("")
+    out(report.meta["label"])
+    cols = ["method", "stem", "tracks", "sdr", "sir", "sar", "isr"]
+    out(format_table([{c: r[c] for c in cols} for r in report.summary.to_dict(orient="records")], cols))
+    out("medians over tracks of each track's median over 1 s frames (dB); mixture = the input as both stems (floor);")
+    out("oracle = ideal ratio mask |V|/(|V|+|A|) on the 4096/1024 Hann STFT at 44.1 kHz, per channel (ceiling).")
+    for kind, p in written.items():
+        out(f"wrote {kind}: {p}")
+    if report.failed:
+        err(f"failed ({len(report.failed)}, one line each):")
+        for method, track, why in report.failed:
+            err(f"  {method} / {track}: {why}")
+    raise typer.Exit(EXIT_PARTIAL if report.failed else EXIT_OK)
