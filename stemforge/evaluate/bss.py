@@ -159,7 +159,8 @@ class BssEvalV4:
         n_src, n_chan, n = ref.shape
         L = self.L = int(filter_length)
         K = n_src * n_chan
-        self.spectra = _BlockSpectra(ref.reshape(K, n), L)
+        self._flat_ref = np.ascontiguousarray(ref.reshape(K, n))  # signal k = source k // n_chan, channel k % n_chan
+        self.spectra = _BlockSpectra(self._flat_ref, L)
         r = self.spectra.lags(self.spectra)  # r[i, j, k] = sum_u s_i[u] s_j[u + k]
         G = np.zeros((K * L, K * L))
         for i in range(K):
@@ -214,40 +215,49 @@ class BssEvalV4:
         n_fft_w = sfft.next_fast_len(m, real=True)
         FC = sfft.rfft(C, n_fft_w, axis=-1)  # [j, c, K, F]
         FCj = sfft.rfft(Cj, n_fft_w, axis=-1)  # [j, c, n_chan, F]
-        flat_ref = ref.reshape(K, n)  # a view when the channels are the last axis of the input
+        flat_ref = self._flat_ref  # [K, n] contiguous
+        flat_est = np.ascontiguousarray(est.reshape(K, n))
+        # museval's _any_source_silent: a window where a source's channel sum is zero throughout
+        silent = self._silent_windows(self.ref, starts, w) | self._silent_windows(est, starts, w)
+        ref_windows = np.lib.stride_tricks.sliding_window_view(flat_ref, w, axis=-1)  # views, no copies
+        est_windows = np.lib.stride_tricks.sliding_window_view(flat_est, w, axis=-1)
+
+        def energy(x: np.ndarray) -> np.ndarray:  # over channels and samples: [k]
+            return np.einsum("ckm,ckm->k", x, x)
+
         for c0 in range(0, len(starts), chunk):
             st = starts[c0 : c0 + chunk]
-            idx = st[:, None] + np.arange(w)[None, :]
-            rw = flat_ref[:, idx]  # [K, k, w]
-            ew = est[:, :, idx]  # [n_src, n_chan, k, w]
-            silent = np.zeros(len(st), dtype=bool)
-            rsum = rw.reshape(n_src, n_chan, len(st), w).sum(axis=1)
-            for s in range(n_src):
-                silent |= np.all(rsum[s] == 0, axis=1)
-                silent |= np.all(ew[s].sum(axis=0) == 0, axis=1)
+            k = len(st)
+            rw = ref_windows[:, st]  # [K, k, w]
+            ew = est_windows[:, st].reshape(n_src, n_chan, k, w)
             FR = sfft.rfft(rw, n_fft_w, axis=-1)  # [K, k, F]
-            FRj = FR.reshape(n_src, n_chan, len(st), -1)
+            FRj = FR.reshape(n_src, n_chan, k, -1)
+            rwj = rw.reshape(n_src, n_chan, k, w)
             for j in range(n_src):
                 p_all = sfft.irfft(np.einsum("cif,ikf->ckf", FC[j], FR), n_fft_w, axis=-1)[..., :m]  # [c, k, m]
                 p_own = sfft.irfft(np.einsum("cif,ikf->ckf", FCj[j], FRj[j]), n_fft_w, axis=-1)[..., :m]
-                s_true = np.zeros((n_chan, len(st), m))
-                s_true[..., :w] = rw.reshape(n_src, n_chan, len(st), w)[j]
-                e = np.zeros((n_chan, len(st), m))
-                e[..., :w] = ew[j]
-
-                def energy(x: np.ndarray) -> np.ndarray:  # over channels and samples: [k]
-                    return np.einsum("ckm,ckm->k", x, x)
-
+                s, e = rwj[j], ew[j]  # [c, k, w]; both are zero past w (museval zero pads them to m)
+                own_tail, all_tail = energy(p_own[..., w:]), energy(p_all[..., w:])
                 vals = {
-                    "sdr": _db(energy(s_true), energy(e - s_true)),
-                    "isr": _db(energy(s_true), energy(p_own - s_true)),
+                    "sdr": _db(energy(s), energy(e - s)),
+                    "isr": _db(energy(s), energy(p_own[..., :w] - s) + own_tail),
                     "sir": _db(energy(p_own), energy(p_all - p_own)),
-                    "sar": _db(energy(p_all), energy(e - p_all)),
+                    "sar": _db(energy(p_all), energy(e - p_all[..., :w]) + all_tail),
                 }
-                for k, v in vals.items():
-                    v[silent] = np.nan
-                    out[k][j, c0 : c0 + len(st)] = v
+                for key, v in vals.items():
+                    v[silent[c0 : c0 + k]] = np.nan
+                    out[key][j, c0 : c0 + k] = v
         return out
+
+    @staticmethod
+    def _silent_windows(images: np.ndarray, starts: np.ndarray, w: int) -> np.ndarray:
+        """``[n_windows]`` bool: some source's channel sum is zero over the whole window."""
+        silent = np.zeros(len(starts), dtype=bool)
+        for x in images:  # [n_chan, n]
+            nonzero = (x.sum(axis=0) != 0).astype(np.int64)
+            csum = np.concatenate(([0], np.cumsum(nonzero)))
+            silent |= (csum[starts + w] - csum[starts]) == 0
+        return silent
 
     @staticmethod
     def _shape_text(images: np.ndarray) -> str:
