@@ -537,7 +537,7 @@ class AudioWriter:
         try:
             if not self._file.closed:
                 self._file.close()
-        except Exception:
+        except Exception:  # noqa: BLE001  abort runs after a failure; the temporary file is removed below either way
             pass
         Path(self.tmp).unlink(missing_ok=True)
 

@@ -2,7 +2,8 @@
 
 :class:`TrackList` names the tracks (manifest rows: shard, key, frames); :class:`CropReader`
 reads frames ``[start, start + P)`` of a track's magnitudes straight into a caller's buffer
-(float16 ``[P, n_bins]``): the HDF5 chunk index of each (track, field) is read once, after
+(float16 ``[P, n_bins]`` at a mono geometry, ``[P, channels, n_bins]`` at a stereo one: the
+stored layout, see docs/data-format.md): the HDF5 chunk index of each (track, field) is read once, after
 which a crop is at most two ``os.preadv`` calls (chunks span whole rows and are stored
 uncompressed, so the rows of a chunk are contiguous in the file). Other layouts are read
 through ``ShardReader.read_frames_into`` (h5py ``read_direct``). The training loader
@@ -67,8 +68,9 @@ class TrackList:
 
 
 class _Layout:
-    """Where a float16 ``[n_frames, n_bins]`` dataset's rows lie in its file, when they lie
-    there plainly (uncompressed, chunks spanning whole rows, every chunk written)."""
+    """Where a float16 ``[n_frames, ...]`` dataset's rows (one frame: ``n_bins`` values, or
+    ``channels x n_bins``) lie in its file, when they lie there plainly (uncompressed, chunks
+    spanning whole rows, every chunk written)."""
 
     __slots__ = ("offsets", "chunk_rows", "row_bytes")
 
@@ -81,20 +83,20 @@ class _Layout:
 def _plain_layout(dset) -> _Layout | None:
     """The byte layout of an HDF5 dataset, or None when reads must go through h5py."""
     try:
-        if dset.dtype != np.dtype("<f2") or dset.ndim != 2 or np.dtype("<f2") != np.dtype(np.float16):
+        if dset.dtype != np.dtype("<f2") or dset.ndim < 2 or np.dtype("<f2") != np.dtype(np.float16):
             return None
         dcpl = dset.id.get_create_plist()
         if dcpl.get_nfilters() != 0 or dcpl.get_external_count() != 0:
             return None
-        n_rows, n_cols = dset.shape
-        row_bytes = n_cols * 2
+        n_rows, row_shape = dset.shape[0], tuple(dset.shape[1:])
+        row_bytes = int(np.prod(row_shape)) * 2
         if dset.chunks is None:
             offset = dset.id.get_offset()
             if offset is None:
                 return None
             return _Layout(np.array([offset], dtype=np.int64), max(1, n_rows), row_bytes)
-        chunk_rows, chunk_cols = dset.chunks
-        if chunk_cols != n_cols:
+        chunk_rows, chunk_row_shape = dset.chunks[0], tuple(dset.chunks[1:])
+        if chunk_row_shape != row_shape:
             return None
         n_chunks = -(-n_rows // chunk_rows)
         if dset.id.get_num_chunks() != n_chunks:
@@ -121,9 +123,11 @@ class CropReader:
 
     For each (track, field) the HDF5 chunk index is read once, and the whole array is checked
     against its CRC-32 (CorruptDataError naming shard, track and array when it fails; once per
-    process: a crop cannot be checked alone); after that a 128-frame crop is
-    at most two ``os.preadv`` calls straight into the caller's buffer (rows of a chunk are
-    contiguous in the file because chunks span whole rows and are stored uncompressed). A
+    process: a crop cannot be checked alone); after that a crop of the geometry's patch length
+    (128 frames at the seed geometry, 512 at fullband: ``shards.chunk_frames``) is at most two
+    ``os.preadv`` calls straight into the caller's buffer (rows of a chunk, every channel and
+    bin of a frame, are contiguous in the file because chunks span whole rows and are stored
+    uncompressed). A
     dataset with another layout is read with ``ShardReader.read_frames_into`` (h5py
     ``read_direct``). Files are opened lazily and kept open; pickling drops every handle, so a
     ``CropReader`` can be sent to worker processes.
@@ -179,8 +183,9 @@ class CropReader:
         return self._layouts[key]
 
     def read_into(self, track: int, start: int, fields: dict[str, np.ndarray]) -> None:
-        """Fill ``fields[name]`` (C-contiguous float16 ``[P, n_bins]``) with frames
-        ``[start, start + P)`` of track ``track``; frames past the end are zeros."""
+        """Fill ``fields[name]`` (C-contiguous float16 ``[P, n_bins]``, or ``[P, channels,
+        n_bins]`` at a stereo geometry) with frames ``[start, start + P)`` of track ``track``;
+        frames past the end are zeros."""
         n = int(self.tracks.n_frames[track])
         for name, out in fields.items():
             rows = out.shape[0]
@@ -190,7 +195,7 @@ class CropReader:
             if stop <= start:
                 continue
             layout = self._layout(track, name)
-            if layout is None or layout.row_bytes != out.shape[1] * 2:
+            if layout is None or layout.row_bytes != out[0].size * 2:
                 self.reader.read_frames_into(
                     self.tracks.shards[track], self.tracks.keys[track], start, {name: out[: stop - start]}
                 )
@@ -226,5 +231,5 @@ class CropReader:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001  a finalizer runs at interpreter exit; raising there only prints noise
             pass

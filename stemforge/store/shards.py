@@ -4,12 +4,19 @@ Layout of one shard ``shards/<source>-NNNNN.h5``::
 
     /                     attrs: format_version, config_hash, config (JSON), stemforge_version
     /tracks/<key>/        attrs: uid, norm, n_frames, n_samples, sample_rate, config_hash
-        mixture           float16 [n_frames, n_bins]  normalized magnitude
-        vocals            float16 [n_frames, n_bins]
-        accompaniment     float16 [n_frames, n_bins]
+        mixture           float16 [n_frames, n_bins]  normalized magnitude (mono geometry)
+                          float16 [n_frames, channels, n_bins]  (stereo geometry)
+        vocals            same shape as mixture
+        accompaniment     same shape as mixture
         vocal_energy      float32 [n_frames]          per-frame energy of the normalized vocals
-        wave_vocals       float32 [n_samples]         16 kHz mono waveform (not normalized)
-        wave_accompaniment float32 [n_samples]
+                                                      (summed over bins and channels)
+        wave_vocals       float32 [n_samples]         waveform at the config's rate (not normalized)
+                          float32 [n_samples, channels]  (stereo geometry)
+        wave_accompaniment same shape as wave_vocals
+
+Every array is time-major (time on the first axis, channels inside a frame or a sample), so a
+crop of frames or a segment of samples is one contiguous range of each chunk it touches. The
+seed geometry (16 kHz mono) is exactly the layout shards had before other geometries existed.
 
 Every dataset carries ``attrs["crc32"]``: the CRC-32 (``zlib.crc32``) of its bytes as stored
 (little-endian, C order), written with the array and checked by ``stemforge validate``, by an
@@ -17,8 +24,9 @@ ingest re-run before it calls a track unchanged, and by readers that read an arr
 (:meth:`ShardReader.verify`). Shards written by an older stemforge have no such attribute;
 they stay readable and are reported as unverifiable, not damaged.
 
-Magnitudes are chunked by 128 frames, so a 128-frame crop touches at most two chunks, and
-stored uncompressed so a crop is one read. A shard is written under a temporary name and
+Magnitudes are chunked by the geometry's training crop (:func:`chunk_frames`: 128 frames at
+the seed and paper geometries, 512 at fullband), whole rows (every channel and bin) per chunk,
+so a training crop touches at most two chunks, and stored uncompressed so a crop is one read. A shard is written under a temporary name and
 renamed when complete: a file named ``*.h5`` is always whole. Before each track is handed to
 libhdf5 its bytes are reserved on disk (:func:`stemforge.core.files.reserve`): libhdf5 crashes
 the process when a write fails midway, so a full disk must be found before it writes.
@@ -36,7 +44,7 @@ import h5py
 import numpy as np
 
 from stemforge.core import files
-from stemforge.core.config import SpectrogramConfig, check_config
+from stemforge.core.config import SpectrogramConfig, check_config, patch_frames
 from stemforge.core.errors import CorruptDataError, ManifestError
 
 SHARD_FORMAT_VERSION = 1
@@ -57,12 +65,29 @@ _VERIFY_BYTES = 8 << 20
 _F16_MAX = float(np.finfo(np.float16).max)
 
 
+def chunk_frames(config: SpectrogramConfig) -> int:
+    """Frames per magnitude chunk: the training crop of ``config``'s preset
+    (:func:`stemforge.core.config.patch_frames`; 128 at the seed geometry, where it always was),
+    so a crop of that many frames touches at most two chunks."""
+    return max(CHUNK_FRAMES, patch_frames(config))
+
+
+def mag_shape(config: SpectrogramConfig, n_frames: int) -> tuple[int, ...]:
+    """Shape of a stored magnitude: ``(n_frames, n_bins)`` mono, ``(n_frames, channels, n_bins)`` stereo."""
+    if config.channels == 1:
+        return (n_frames, config.n_bins)
+    return (n_frames, config.channels, config.n_bins)
+
+
 @dataclass(frozen=True)
 class TrackArrays:
     """Everything stored for one track.
 
-    Magnitudes ``[n_frames, n_bins]`` float32 (normalized, converted to float16 on write),
-    ``vocal_energy [n_frames]``, waveforms ``[n_samples]`` float32 at the config's rate.
+    Magnitudes float32 (normalized, converted to float16 on write), time-major as stored:
+    ``[n_frames, n_bins]`` mono or ``[n_frames, channels, n_bins]`` stereo;
+    ``vocal_energy [n_frames]``; waveforms float32 at the config's rate in the package's
+    waveform convention, ``[n_samples]`` mono or ``[channels, n_samples]`` stereo (the writer
+    stores them time-major, ``[n_samples, channels]``).
     """
 
     mixture: np.ndarray
@@ -165,20 +190,33 @@ class ShardWriter:
         files.reserve(self._fd, self._reserved, self.final_path)
 
     def add(self, key: str, uid: str, arrays: TrackArrays) -> None:
-        """Store one track under ``/tracks/<key>``, each array with its CRC-32."""
-        n_frames, n_bins = arrays.mixture.shape
-        if n_bins != self.config.n_bins:
-            raise ManifestError(f"{uid}: {n_bins} bins, the config stores {self.config.n_bins}")
-        chunk = (min(CHUNK_FRAMES, n_frames), n_bins)
+        """Store one track under ``/tracks/<key>``, each array with its CRC-32.
+
+        ManifestError when the arrays do not have the config's layout (bins, channels).
+        """
+        cfg = self.config
+        n_frames = int(arrays.mixture.shape[0])
+        expected = mag_shape(cfg, n_frames)
+        for name in MAG_FIELDS:
+            if getattr(arrays, name).shape != expected:
+                raise ManifestError(f"{uid}: {name} has shape {getattr(arrays, name).shape}, the config stores {expected}")
+        row_items = int(np.prod(expected[1:]))
+        chunk = (min(chunk_frames(cfg), n_frames),) + expected[1:]
         mags = {name: _to_float16(getattr(arrays, name)) for name in MAG_FIELDS}
-        waves = {f"wave_{name}": getattr(arrays, f"wave_{name}").astype(np.float32, copy=False) for name in WAVE_FIELDS}
+        waves = {}
+        for name in WAVE_FIELDS:
+            w = getattr(arrays, f"wave_{name}").astype(np.float32, copy=False)
+            if (w.ndim == 1) != (cfg.channels == 1) or (w.ndim == 2 and w.shape[0] != cfg.channels) or w.ndim > 2:
+                raise ManifestError(f"{uid}: waveform {name} has shape {w.shape}, the config has {cfg.channels} channel(s)")
+            waves[f"wave_{name}"] = w if w.ndim == 1 else np.ascontiguousarray(w.T)  # time-major on disk
+        n_samples = int(arrays.wave_vocals.shape[-1])
         energy = arrays.vocal_energy.astype(np.float32, copy=False)
         # what libhdf5 allocates: whole chunks (the last one padded), plus its records
         mag_chunks = -(-n_frames // max(1, chunk[0]))
-        wave_chunk = {name: min(WAVE_CHUNK, max(1, w.size)) for name, w in waves.items()}
-        wave_chunks = {name: -(-w.size // wave_chunk[name]) for name, w in waves.items()}
-        allocated = 3 * mag_chunks * chunk[0] * n_bins * 2 + energy.nbytes
-        allocated += sum(wave_chunks[name] * wave_chunk[name] * 4 for name in waves)
+        wave_chunk = {name: min(WAVE_CHUNK, max(1, w.shape[0])) for name, w in waves.items()}
+        wave_chunks = {name: -(-w.shape[0] // wave_chunk[name]) for name, w in waves.items()}
+        allocated = 3 * mag_chunks * chunk[0] * row_items * 2 + energy.nbytes
+        allocated += sum(wave_chunks[name] * wave_chunk[name] * cfg.channels * 4 for name in waves)
         n_chunks = 3 * mag_chunks + sum(wave_chunks.values()) + 1
         self._reserve(allocated + _TRACK_OVERHEAD + _CHUNK_OVERHEAD * n_chunks)
         g = self._tracks.create_group(key)
@@ -189,14 +227,14 @@ class ShardWriter:
         ds = g.create_dataset("vocal_energy", data=energy)
         ds.attrs[CHECKSUM_ATTR] = np.uint32(checksum(energy))
         for name, wave in waves.items():
-            ds = g.create_dataset(name, data=wave, chunks=(wave_chunk[name],))
+            ds = g.create_dataset(name, data=wave, chunks=(wave_chunk[name],) + wave.shape[1:])
             ds.attrs[CHECKSUM_ATTR] = np.uint32(checksum(wave))
             self.n_bytes += wave.nbytes
         g.attrs.update(
             uid=uid,
             norm=float(arrays.norm),
             n_frames=n_frames,
-            n_samples=int(arrays.wave_vocals.size),
+            n_samples=n_samples,
             sample_rate=self.config.sample_rate,
             config_hash=self.config.hash,
         )
@@ -286,7 +324,8 @@ class ShardReader:
     def read_frames(
         self, shard: str, key: str, start: int = 0, stop: int | None = None, fields: tuple[str, ...] = MAG_FIELDS
     ) -> dict[str, np.ndarray]:
-        """Frames ``[start, stop)`` of the given magnitude fields: float16 ``[stop-start, n_bins]`` each.
+        """Frames ``[start, stop)`` of the given magnitude fields: float16 ``[stop-start, n_bins]``
+        each (mono geometry) or ``[stop-start, channels, n_bins]`` (stereo), as stored.
 
         Reads only that slice from disk (hyperslab), never the whole track. When the slice is
         the whole array its checksum is checked on the way (CorruptDataError when it fails).
@@ -299,21 +338,25 @@ class ShardReader:
         return out
 
     def read_frames_into(self, shard: str, key: str, start: int, out: dict[str, np.ndarray]) -> None:
-        """Fill preallocated float16 arrays ``out[field] [n, n_bins]`` with frames ``[start, start+n)``."""
+        """Fill preallocated float16 arrays ``out[field]`` (``[n, n_bins]`` mono, ``[n, channels,
+        n_bins]`` stereo) with frames ``[start, start+n)``."""
         g = self.group(shard, key)
         for name, buf in out.items():
             n = buf.shape[0]
             g[name].read_direct(buf, np.s_[start : start + n])
 
     def read_wave(self, shard: str, key: str, stem: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """The stored 16 kHz mono waveform of ``stem`` (vocals | accompaniment), samples ``[start, stop)``.
+        """The stored waveform of ``stem`` (vocals | accompaniment) at the config's rate, samples
+        ``[start, stop)``: float32 ``[n]`` mono, ``[channels, n]`` stereo (the package's waveform
+        convention; on disk it is time-major ``[n_samples, channels]``, so a segment is one read).
 
         Reading it whole (evaluation, remixing) checks its checksum (CorruptDataError when it fails).
         """
         if stem not in WAVE_FIELDS:
             raise ManifestError(f"no stored waveform {stem!r}; stored: {WAVE_FIELDS}")
         ds = self.group(shard, key)[f"wave_{stem}"]
-        return self._checked(shard, key, f"wave_{stem}", ds, ds[start:stop])
+        data = self._checked(shard, key, f"wave_{stem}", ds, ds[start:stop])
+        return data if data.ndim == 1 else np.ascontiguousarray(data.T)
 
     def read_vocal_energy(self, shard: str, key: str) -> np.ndarray:
         """Per-frame energy of the normalized vocals, float32 ``[n_frames]``."""
@@ -360,7 +403,7 @@ class ShardReader:
         for f in self._files.values():
             try:
                 f.close()
-            except Exception:
+            except (OSError, RuntimeError, ValueError):  # h5py's errors on a file already closed or damaged: reading is over
                 pass
         self._files.clear()
 

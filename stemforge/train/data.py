@@ -473,7 +473,7 @@ class StreamingLoader:
         for _ in self._procs:
             try:
                 self._tasks.put(None)
-            except Exception:
+            except (OSError, ValueError):  # the queue is already closed or broken: the workers are joined below
                 pass
         for proc in self._procs:
             proc.join(timeout=5)
@@ -491,7 +491,7 @@ class StreamingLoader:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001  a finalizer runs at interpreter exit; raising there only prints noise
             pass
 
 

@@ -777,7 +777,7 @@ class TrainingRun:
             for close in reversed(self._closers):
                 try:
                     close()
-                except Exception:
+                except Exception:  # noqa: BLE001  closing after a failure must not hide the failure itself
                     pass
             torch.use_deterministic_algorithms(previous_deterministic)
             torch.backends.cudnn.benchmark = previous_benchmark
