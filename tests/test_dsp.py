@@ -150,3 +150,15 @@ def test_vocal_activity_is_relative_to_the_loudest_frame():
     e = np.array([0.0, 1e-6, 1e-3, 1.0, 0.5])
     assert dsp.vocal_activity(e, -40.0).tolist() == [False, False, True, True, True]
     assert not dsp.vocal_activity(np.zeros(4)).any()
+
+
+def test_the_two_fft_back_ends_agree_to_float32_rounding():
+    """One worker: numpy's FFT (what every stored array was computed with); several: scipy's
+    threaded pocketfft (the Separator's full-band STFT). Same transform to rounding."""
+    from stemforge.core import dsp
+
+    x = np.random.default_rng(5).standard_normal((2, 44100 * 3)).astype(np.float32)
+    one = dsp.stft_frames(x, 0, 120, 4096, 1024, "hann", True, workers=1)
+    two = dsp.stft_frames(x, 0, 120, 4096, 1024, "hann", True, workers=2)
+    scale = np.abs(one).max()
+    assert np.max(np.abs(one - two)) < 1e-5 * scale
