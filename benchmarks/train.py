@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from stemforge.store import DataDir
-    from stemforge.train.device import resolve_device
+    from stemforge.core.device import resolve_device
     from stemforge.train.model import UNet, UNetConfig, count_parameters
 
     if args.threads > 0:

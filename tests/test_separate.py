@@ -247,7 +247,7 @@ def _checkpoint(path, target="vocals"):
 def test_from_checkpoint(tmp_path, song44):
     ck = _checkpoint(tmp_path / "model.pt", "accompaniment")
     sep = Separator.from_checkpoint(ck, device="cpu", hard_mask=True)
-    assert sep.target == "accompaniment" and sep.hard_mask and sep.device == "cpu"
+    assert sep.target == "accompaniment" and sep.hard_mask and str(sep.device) == "cpu"
     assert sep.checkpoint.step == 0
     out = sep.separate(song44[0][:, :44100], 44100)
     assert energy_db(out["vocals"] + out["accompaniment"] - song44[0][:, :44100], song44[0][:, :44100]) < -60

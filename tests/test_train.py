@@ -397,7 +397,7 @@ def test_progress_renderer_plain_lines():
 
 
 def test_resolve_device():
-    from stemforge.train.device import resolve_device
+    from stemforge.core.device import resolve_device
 
     cpu = torch.device("cpu")
     if not torch.cuda.is_available() and not torch.backends.mps.is_available():

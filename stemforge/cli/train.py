@@ -153,7 +153,7 @@ def _check_options(given: dict, unet_given: dict, epochs: float | None, device: 
             check_epochs(epochs)
         except StemforgeError as exc:
             raise typer.BadParameter(str(exc), param_hint="--epochs") from None
-    from stemforge.train.device import resolve_device
+    from stemforge.core.device import resolve_device
 
     try:
         resolve_device(device)

@@ -6,5 +6,6 @@ Nothing here imports anything above it (``tests/test_layers.py`` holds that):
 * :mod:`.config`: :class:`~stemforge.core.config.SpectrogramConfig`, frozen, with a stable hash;
 * :mod:`.audio`: decoding (whole, blockwise, every stream of a container), resampling, writing;
 * :mod:`.dsp`: the framed STFT/iSTFT and the features computed from it;
-* :mod:`.parallel`: an ordered, bounded map over worker processes.
+* :mod:`.parallel`: an ordered, bounded map over worker processes;
+* :mod:`.device`: the torch device a process uses (torch imported only when called).
 """

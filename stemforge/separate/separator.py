@@ -64,6 +64,7 @@ from stemforge.core import audio as audio_io
 from stemforge.core import dsp
 from stemforge.core.audio import BLOCK_SAMPLES
 from stemforge.core.config import SpectrogramConfig
+from stemforge.core.device import resolve_device
 from stemforge.core.errors import AudioError, StemforgeError
 from stemforge.separate.inference import inference_net
 from stemforge.separate.mapping import MaskMapper, ModelMask, output_stft_size, top_band_value
@@ -88,17 +89,6 @@ ProgressFn = Callable[[float], None]
 # ------------------------------------------------------------------------------------------
 # Small helpers
 # ------------------------------------------------------------------------------------------
-
-
-def resolve_device(device: str | None) -> str:
-    """``"auto"``/None -> ``"cuda"`` when available else ``"cpu"``; other names pass through."""
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise StemforgeError(f"device {device!r} requested but CUDA is not available")
-    return str(device)
 
 
 # ------------------------------------------------------------------------------------------
@@ -199,9 +189,8 @@ class Separator:
         self.batch_size = batch_size
         self.mask_fn = mask_fn
         self.model = model
-        self.device = "cpu"
+        self.device = resolve_device(device if model is not None else "cpu")  # a torch.device
         if model is not None:
-            self.device = resolve_device(device)
             n_bins = getattr(getattr(model, "config", None), "n_bins", self.config.n_bins - 1)
             if n_bins != self.config.n_bins - 1:
                 raise StemforgeError(

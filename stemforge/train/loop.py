@@ -510,7 +510,7 @@ class TrainingRun:
     def __init__(self, datadir, out_dir: str | os.PathLike, train_config: TrainConfig, unet_config,
                  progress: ProgressFn | None = None, device: str | None = None, resume: bool = False):
         from stemforge.train.checkpoint import load_checkpoint
-        from stemforge.train.device import resolve_device
+        from stemforge.core.device import resolve_device
 
         cfg = self.cfg = train_config
         self.datadir = datadir
@@ -885,7 +885,7 @@ def train(
         unet_config: :class:`~stemforge.train.model.UNetConfig` (its ``target`` is the target).
         progress: called with :class:`TrainEvent` values (rank 0 only).
         device: None/``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``
-            (:func:`stemforge.train.device.resolve_device`; under torchrun, ``cuda`` means the
+            (:func:`stemforge.core.device.resolve_device`; under torchrun, ``cuda`` means the
             process's ``LOCAL_RANK`` GPU).
         resume: continue the run of ``out_dir/last.pt``. Its UNetConfig and the
             :data:`RESUME_FIXED` fields of its TrainConfig must equal the given ones, and the

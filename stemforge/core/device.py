@@ -1,4 +1,4 @@
-"""Which torch device a training process uses: one resolver for the whole of ``train``.
+"""Which torch device a process uses: the one resolver of training and separation.
 
 ``resolve_device(None | "auto" | "cpu" | "cuda" | "cuda:N" | "mps", local_rank)`` returns a
 ``torch.device``. ``auto`` (and None) picks CUDA when this torch build sees a GPU, else Apple's
