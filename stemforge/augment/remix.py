@@ -1,9 +1,11 @@
 """Cross-song remixes: the vocals of one train song over the accompaniment of another.
 
 The seed recipe grew its training set to about 17 hours this way. A remix is made in the
-waveform domain (``|A + B|`` is not ``|A| + |B|``): the stored 16 kHz waveforms of a vocal
-segment and an accompaniment segment are summed, and the sum goes through the same STFT and
-normalization as every ingested track (:func:`stemforge.ingest.engine.compute_arrays`).
+waveform domain (``|A + B|`` is not ``|A| + |B|``): the stored waveforms of a vocal segment
+and an accompaniment segment (at the DataDir's rate and channels: 16 kHz mono at the seed
+geometry, 44.1 kHz stereo at fullband) are summed, and the sum goes through the same STFT and
+normalization as every ingested track (:func:`stemforge.ingest.engine.compute_arrays`), so a
+remix has the geometry of the DataDir it is stored in.
 
 Two stages:
 
@@ -44,7 +46,7 @@ import pandas as pd
 
 from stemforge import __version__
 from stemforge.core import dsp
-from stemforge.core.config import SpectrogramConfig
+from stemforge.core.config import SpectrogramConfig, patch_frames
 from stemforge.core.errors import StemforgeError
 from stemforge.store.datadir import DataDir
 from stemforge.store.lineage import DATASET, VOCALS_KIND, is_remix, remix_sources, stale_remixes
@@ -56,8 +58,29 @@ from stemforge.store.sink import ShardSink
 AUGMENT_VERSION = "1"
 SHARD_PREFIX = "remix"
 REMIXES_PER_SHARD = 64
-#: A training patch is 128 frames; a segment shorter than that is of no use to the trainer.
+#: A training patch is 128 frames at the seed geometry; a segment shorter than that is of no use
+#: to the trainer. Other geometries take their preset's patch (512 frames at fullband):
+#: :func:`min_segment_frames`.
 MIN_SEGMENT_FRAMES = 128
+#: Seconds per remix when none is asked for (longer where the geometry's patch is: see
+#: :func:`default_segment_seconds`).
+SEGMENT_SECONDS = 10.0
+
+
+def min_segment_frames(config: SpectrogramConfig) -> int:
+    """Frames a remix needs at ``config``: one training patch of its preset (128 at seed/paper, 512 at fullband)."""
+    return max(MIN_SEGMENT_FRAMES, patch_frames(config))
+
+
+def min_segment_seconds(config: SpectrogramConfig) -> float:
+    """The shortest segment (s) that gives :func:`min_segment_frames` frames at ``config``."""
+    return (min_segment_frames(config) - 1) * config.hop_length / config.sample_rate
+
+
+def default_segment_seconds(config: SpectrogramConfig) -> float:
+    """:data:`SEGMENT_SECONDS` (10 s), or the shortest whole half second holding one training
+    patch when that is longer (12 s at fullband)."""
+    return max(SEGMENT_SECONDS, math.ceil(min_segment_seconds(config) * 2) / 2)
 
 
 @dataclass(frozen=True)
@@ -200,11 +223,11 @@ class RemixPlanner:
         self.seed = int(seed)
         self.options = options
         self.segment = options.segment_samples(self.config)
-        if self.config.n_frames(self.segment) < MIN_SEGMENT_FRAMES:
-            need = (MIN_SEGMENT_FRAMES - 1) * self.config.hop_length / self.config.sample_rate
+        if self.config.n_frames(self.segment) < min_segment_frames(self.config):
+            need = min_segment_seconds(self.config)
             raise StemforgeError(
                 f"segment of {options.segment_seconds} s is shorter than a training patch "
-                f"({MIN_SEGMENT_FRAMES} frames); use at least {need:.2f} s"
+                f"({min_segment_frames(self.config)} frames at this DataDir's geometry); use at least {need:.2f} s"
             )
         table = remix_sources(datadir.manifest)
         self.plan_id = plan_id(table, self.seed, options, self.config)
@@ -345,9 +368,11 @@ def _db(gain_db: float) -> np.float32:
 def render_remix(reader: ShardReader, plan: RemixPlan, config: SpectrogramConfig) -> tuple[dict, TrackArrays]:
     """Read the two segments, apply pitch and gains, compute the arrays; -> (manifest row, arrays).
 
-    Reads ``plan.n_samples`` samples of each stem, nothing else. The stored waveforms are the
-    processed segments, so ``mixture == |STFT(vocals + accompaniment)| / norm`` holds for what is
-    stored. Raises AudioError when the segment's vocals are silent.
+    Reads ``plan.n_samples`` samples of each stem (every channel), nothing else. The stored
+    waveforms are the processed segments, so ``mixture == |STFT(vocals + accompaniment)| / norm``
+    holds for what is stored, at the config's rate and channels (a stereo DataDir gives stereo
+    remixes: the same gain on both channels, the pitch shift per channel). Raises AudioError
+    when the segment's vocals are silent.
     """
     from stemforge.ingest.engine import compute_arrays
     from stemforge.recipes.base import TrackAudio
@@ -359,21 +384,23 @@ def render_remix(reader: ShardReader, plan: RemixPlan, config: SpectrogramConfig
         reader.read_wave(plan.accompaniment_shard, plan.accompaniment_key, "accompaniment", plan.accompaniment_offset, stop_a),
         dtype=np.float32,
     )
-    if voc.size != plan.n_samples or acc.size != plan.n_samples:
+    if voc.shape[-1] != plan.n_samples or acc.shape[-1] != plan.n_samples:
         raise StemforgeError(
-            f"{plan.uid}: segment out of range ({voc.size} vocal / {acc.size} accompaniment samples read, "
+            f"{plan.uid}: segment out of range ({voc.shape[-1]} vocal / {acc.shape[-1]} accompaniment samples read, "
             f"{plan.n_samples} planned); the DataDir changed since planning"
         )
     if plan.pitch_semitones:
         import librosa
 
         voc = librosa.effects.pitch_shift(voc, sr=config.sample_rate, n_steps=plan.pitch_semitones).astype(np.float32)
-        voc = voc[: plan.n_samples]
+        voc = voc[..., : plan.n_samples]
     if plan.vocals_gain_db:
         voc = voc * _db(plan.vocals_gain_db)
     if plan.accompaniment_gain_db:
         acc = acc * _db(plan.accompaniment_gain_db)
-    track = TrackAudio(vocals=voc, accompaniment=acc, mixture=None, source_sample_rate=config.sample_rate, source_channels=1)
+    track = TrackAudio(
+        vocals=voc, accompaniment=acc, mixture=None, source_sample_rate=config.sample_rate, source_channels=config.channels
+    )
     where = f"{plan.uid} (vocals of {plan.vocals_uid} at sample {plan.vocals_offset})"
     arrays, figures = compute_arrays(track, config, vocals_path=where, mixture_path=plan.uid)
     row = {
@@ -387,7 +414,7 @@ def render_remix(reader: ShardReader, plan: RemixPlan, config: SpectrogramConfig
         "vocals_kind": VOCALS_KIND,
         "source_path": "",
         "source_sample_rate": config.sample_rate,
-        "source_channels": 1,
+        "source_channels": config.channels,
         "duplicate_of": None,
         "parents": plan.parents(),
         "license": plan.license,

@@ -43,7 +43,12 @@ def augment(
         ..., "--hours", help="Target size of the TRAIN split after the run, in hours (ingested + remixes), not hours to add."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the remix plan (same seed + same DataDir = byte-identical remixes)."),
-    segment_seconds: float = typer.Option(10.0, "--segment-seconds", help="Length of every remix (s); shorter train tracks are not used."),
+    segment_seconds: Optional[float] = typer.Option(
+        None,
+        "--segment-seconds",
+        help="Length of every remix (s); shorter train tracks are not used. Default: 10, or one training patch of the DataDir's geometry when longer (12 at fullband).",
+        show_default=False,
+    ),
     vocal_gain_db: str = typer.Option("-3,3", "--vocal-gain-db", help="LOW,HIGH: gain of the vocals drawn uniformly in this range (dB)."),
     pitch_semitones: float = typer.Option(
         0.0, "--pitch-semitones", help="N: shift the vocals by a pitch drawn uniformly in [-N, N] semitones (0: off)."
@@ -92,14 +97,20 @@ def augment(
         "min_vocal_activity": min_vocal_activity,
     }
     for name, value in values.items():  # one at a time, so that the message names the option
+        if value is None:  # --segment-seconds not given: the geometry's default, once the DataDir is open
+            continue
         try:
             AugmentOptions(**{name: value})
         except StemforgeError as exc:
             raise typer.BadParameter(str(exc), param_hint="--" + name.replace("_", "-")) from None
-    options = AugmentOptions(**values)
     path = announce_data_dir(data if data is not None else data_option)
     with cli_errors():
         datadir = DataDir.open(path)
+        if values["segment_seconds"] is None:
+            from stemforge.augment.remix import default_segment_seconds
+
+            values["segment_seconds"] = default_segment_seconds(datadir.config)
+        options = AugmentOptions(**values)
         n_workers = workers or default_workers()
         bar = None
 

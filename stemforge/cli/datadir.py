@@ -14,7 +14,8 @@ def info(
     data: Optional[Path] = typer.Argument(None, help=DATA_HELP, show_default=False),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Tracks and hours per dataset x split, ingested vs remix hours, shards, bytes, config, duplicates.
+    """Tracks and hours per dataset x split, ingested vs remix hours, shards, bytes, the geometry
+    (rate, channels, n_fft, hop, preset) and bytes per hour of audio, config, duplicates.
 
     Example: stemforge info ./stemforge-data
     """
@@ -30,6 +31,14 @@ def info(
         out(json.dumps(s, indent=2, default=float))
         return
     out(f"DataDir {s['path']}  ({s['tracks']} tracks, {s['hours']:.2f} h, {s['shards']} shards, {s['bytes'] / 1e6:.1f} MB)")
+    preset = f"preset {s['preset']}" if s["preset"] else "no preset"
+    out(f"geometry: {s['geometry']} ({preset})")
+    g = s["geometry_bytes_per_hour"]
+    measured = f"{s['bytes_per_hour'] / 1e9:.2f} GB measured" if s["bytes_per_hour"] else "nothing stored yet"
+    out(
+        f"bytes per hour of audio: {measured}; {g['total'] / 1e9:.2f} GB by the layout "
+        f"(magnitudes {g['magnitudes'] / 1e9:.2f} GB, waveforms {g['waveforms'] / 1e9:.2f} GB)"
+    )
     out(f"config {s['config_hash']}: " + ", ".join(f"{k}={v}" for k, v in s["config"].items()))
     out("")
     out(format_table(s["table"]))

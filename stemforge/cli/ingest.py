@@ -12,6 +12,7 @@ from stemforge.cli.common import (
     MIN_SCORE,
     EXIT_OK,
     EXIT_PARTIAL,
+    EXIT_USAGE,
     announce_data_dir,
     cli_errors,
     err,
@@ -39,25 +40,80 @@ ingest_app = typer.Typer(
 OUT_OPTION = typer.Option(None, "--out", "--data", "-o", help=DATA_HELP, show_default=False)
 WORKERS_OPTION = typer.Option(0, "--workers", "-j", min=0, help="Worker processes (0: one per core).")
 FORCE_OPTION = typer.Option(False, "--force", help="Redo tracks that are already stored and unchanged.")
+#: The geometry options every ingest command takes (docs/recipes.md, "Geometry"); the presets
+#: live in stemforge.core.config.PRESETS (written out here so that --help stays fast).
+PRESET_OPTION = typer.Option(
+    None,
+    "--preset",
+    help=(
+        "Geometry: seed (16 kHz mono, n_fft 1024, hop 512: the default for a new DataDir), paper "
+        "(8192 Hz mono, n_fft 1024, hop 768), fullband (44.1 kHz stereo, n_fft 4096, hop 1024). "
+        "Without any geometry option an existing DataDir keeps its own."
+    ),
+    show_default=False,
+)
+SAMPLE_RATE_OPTION = typer.Option(None, "--sample-rate", help="Sample rate of the stored audio (Hz); replaces the preset's.", show_default=False)
+N_FFT_OPTION = typer.Option(None, "--n-fft", help="STFT frame length (samples); replaces the preset's.", show_default=False)
+HOP_LENGTH_OPTION = typer.Option(None, "--hop-length", help="STFT hop (samples, at most --n-fft); replaces the preset's.", show_default=False)
+CHANNELS_OPTION = typer.Option(None, "--channels", help="1 (mono: the channel mean) or 2 (stereo); replaces the preset's.", show_default=False)
 
 
-def run_ingest(corpus: str, root: Path, data: Optional[Path], workers: int, force: bool, **options) -> None:
+def _geometry(preset: Optional[str], sample_rate: Optional[int], n_fft: Optional[int], hop_length: Optional[int], channels: Optional[int]):
+    """The SpectrogramConfig the geometry options ask for (the preset, default seed, with the
+    other options replacing its values), or None when none is given (a new DataDir is seed, an
+    existing one keeps its geometry). A bad value is a one-line usage error (exit 2), before
+    anything is opened; the library (SpectrogramConfig) says what is wrong."""
+    from stemforge.core.config import DEFAULT_PRESET, PRESETS, SpectrogramConfig
+    from stemforge.core.errors import StemforgeError
+
+    given = {"sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "channels": channels}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if preset is None and not overrides:
+        return None
+    if preset is not None and preset not in PRESETS:
+        _usage_error("--preset", f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    try:
+        return SpectrogramConfig.preset(preset or DEFAULT_PRESET, **overrides)
+    except StemforgeError as exc:
+        text = str(exc).removeprefix("SpectrogramConfig: ")
+        bad = next((k for k in overrides if k in text), "hop_length")
+        _usage_error("--" + bad.replace("_", "-"), text)
+
+
+def _usage_error(option: str, message: str):
+    """One line on stderr, exit 2 (a usage error: nothing opened, nothing written)."""
+    err(f"error: {option}: {message}")
+    raise typer.Exit(EXIT_USAGE)
+
+
+def run_ingest(corpus: str, root: Path, data: Optional[Path], workers: int, force: bool, geometry=None, **options) -> None:
     """Discover ``root`` with the corpus's recipe, ingest into the DataDir, print a summary.
 
-    Exit code 0 when every track was stored (or unchanged/excluded), 1 when any track failed.
-    The options were checked by the subcommand (usage errors, exit 2) before this opens anything.
+    ``geometry`` (a SpectrogramConfig, or None: a new DataDir gets the seed geometry, an
+    existing one keeps its own) must equal an existing DataDir's config: ConfigMismatchError
+    naming both otherwise (exit 3, nothing written). Exit code 0 when every track was stored
+    (or unchanged/excluded), 1 when any track failed. The options were checked by the
+    subcommand (usage errors, exit 2) before this opens anything.
     """
     from tqdm import tqdm
 
     from stemforge.ingest.engine import default_workers, ingest
     from stemforge.recipes import get_recipe
     from stemforge.store import DataDir
+    from stemforge.store.datadir import META_NAME
 
     path = announce_data_dir(data)
     with cli_errors():
+        existing = (path / META_NAME).exists()
+        if existing and geometry is not None:
+            DataDir.open(path, geometry)  # another geometry: ConfigMismatchError before the corpus is read
         recipe = get_recipe(corpus)
         sources = recipe.discover(root, **options)
-        datadir = DataDir.create(path)
+        if geometry is None and existing:
+            datadir = DataDir.open(path)  # no geometry asked for: the DataDir's own
+        else:
+            datadir = DataDir.create(path, geometry)
+        err(f"geometry: {datadir.config.geometry()} (config {datadir.config.hash})")
         before = datadir.manifest[["uid", "split", "duplicate_of"]].copy()
         n_workers = workers or default_workers()
         bar = tqdm(total=len(sources), desc=f"ingest {corpus}", unit="track", dynamic_ncols=True, leave=True)
@@ -247,6 +303,11 @@ def ingest_dsd100(
     data: Optional[Path] = OUT_OPTION,
     workers: int = WORKERS_OPTION,
     force: bool = FORCE_OPTION,
+    preset: Optional[str] = PRESET_OPTION,
+    sample_rate: Optional[int] = SAMPLE_RATE_OPTION,
+    n_fft: Optional[int] = N_FFT_OPTION,
+    hop_length: Optional[int] = HOP_LENGTH_OPTION,
+    channels: Optional[int] = CHANNELS_OPTION,
 ) -> None:
     """Ingest DSD100 (Mixtures/{Dev,Test}/..., Sources/{Dev,Test}/...).
 
@@ -255,7 +316,7 @@ def ingest_dsd100(
 
     Example: stemforge ingest dsd100 ~/corpora/DSD100 --out ./stemforge-data --workers 2
     """
-    run_ingest("dsd100", root, data, workers, force)
+    run_ingest("dsd100", root, data, workers, force, _geometry(preset, sample_rate, n_fft, hop_length, channels))
 
 
 FRACTION_HELP = "assigned whole by song, deterministic; see docs/recipes.md"
@@ -273,6 +334,11 @@ def ingest_medleydb(
     data: Optional[Path] = OUT_OPTION,
     workers: int = WORKERS_OPTION,
     force: bool = FORCE_OPTION,
+    preset: Optional[str] = PRESET_OPTION,
+    sample_rate: Optional[int] = SAMPLE_RATE_OPTION,
+    n_fft: Optional[int] = N_FFT_OPTION,
+    hop_length: Optional[int] = HOP_LENGTH_OPTION,
+    channels: Optional[int] = CHANNELS_OPTION,
     versions: Optional[str] = typer.Option(
         None, "--versions", help="Comma-separated versions to ingest: V1,V2,EXTRA,BACH10,unknown (default: all found)."
     ),
@@ -303,7 +369,7 @@ def ingest_medleydb(
             raise typer.BadParameter(f"unknown version {v.strip()!r}; known: {', '.join(VERSIONS)}", param_hint="--versions")
     _check_fractions(valid_fraction, test_fraction)
     run_ingest(
-        "medleydb", root, data, workers, force, versions=versions, exclude_bleed=exclude_bleed, voices=voices,
+        "medleydb", root, data, workers, force, _geometry(preset, sample_rate, n_fft, hop_length, channels), versions=versions, exclude_bleed=exclude_bleed, voices=voices,
         mixture=mixture, valid_fraction=valid_fraction, test_fraction=test_fraction,
     )
 
@@ -314,6 +380,11 @@ def ingest_ikala(
     data: Optional[Path] = OUT_OPTION,
     workers: int = WORKERS_OPTION,
     force: bool = FORCE_OPTION,
+    preset: Optional[str] = PRESET_OPTION,
+    sample_rate: Optional[int] = SAMPLE_RATE_OPTION,
+    n_fft: Optional[int] = N_FFT_OPTION,
+    hop_length: Optional[int] = HOP_LENGTH_OPTION,
+    channels: Optional[int] = CHANNELS_OPTION,
     valid_fraction: float = VALID_OPTION,
     test_fraction: float = TEST_OPTION,
 ) -> None:
@@ -324,7 +395,7 @@ def ingest_ikala(
     Example: stemforge ingest ikala ~/corpora/iKala --out ./stemforge-data
     """
     _check_fractions(valid_fraction, test_fraction)
-    run_ingest("ikala", root, data, workers, force, valid_fraction=valid_fraction, test_fraction=test_fraction)
+    run_ingest("ikala", root, data, workers, force, _geometry(preset, sample_rate, n_fft, hop_length, channels), valid_fraction=valid_fraction, test_fraction=test_fraction)
 
 
 @ingest_app.command("mir1k")
@@ -333,6 +404,11 @@ def ingest_mir1k(
     data: Optional[Path] = OUT_OPTION,
     workers: int = WORKERS_OPTION,
     force: bool = FORCE_OPTION,
+    preset: Optional[str] = PRESET_OPTION,
+    sample_rate: Optional[int] = SAMPLE_RATE_OPTION,
+    n_fft: Optional[int] = N_FFT_OPTION,
+    hop_length: Optional[int] = HOP_LENGTH_OPTION,
+    channels: Optional[int] = CHANNELS_OPTION,
     unit: Optional[str] = typer.Option(None, "--unit", help="clips (Wavfile/, default when present) or songs (UndividedWavfile/)."),
     split_rule: str = typer.Option("singers", "--split-rule", help="singers (balanced by singer) or huang2014 (abjones+amy train, rest test)."),
     valid_fraction: float = VALID_OPTION,
@@ -350,7 +426,7 @@ def ingest_mir1k(
     _check_choice(split_rule, SPLIT_RULES, "--split-rule")
     _check_fractions(valid_fraction, test_fraction)
     run_ingest(
-        "mir1k", root, data, workers, force, unit=unit, split_rule=split_rule,
+        "mir1k", root, data, workers, force, _geometry(preset, sample_rate, n_fft, hop_length, channels), unit=unit, split_rule=split_rule,
         valid_fraction=valid_fraction, test_fraction=test_fraction,
     )
 
@@ -361,6 +437,11 @@ def ingest_ccmixter(
     data: Optional[Path] = OUT_OPTION,
     workers: int = WORKERS_OPTION,
     force: bool = FORCE_OPTION,
+    preset: Optional[str] = PRESET_OPTION,
+    sample_rate: Optional[int] = SAMPLE_RATE_OPTION,
+    n_fft: Optional[int] = N_FFT_OPTION,
+    hop_length: Optional[int] = HOP_LENGTH_OPTION,
+    channels: Optional[int] = CHANNELS_OPTION,
     valid_fraction: float = VALID_OPTION,
     test_fraction: float = TEST_OPTION,
 ) -> None:
@@ -371,7 +452,7 @@ def ingest_ccmixter(
     Example: stemforge ingest ccmixter ~/corpora/ccmixter_corpus --out ./stemforge-data
     """
     _check_fractions(valid_fraction, test_fraction)
-    run_ingest("ccmixter", root, data, workers, force, valid_fraction=valid_fraction, test_fraction=test_fraction)
+    run_ingest("ccmixter", root, data, workers, force, _geometry(preset, sample_rate, n_fft, hop_length, channels), valid_fraction=valid_fraction, test_fraction=test_fraction)
 
 
 @ingest_app.command("musdb")
@@ -380,6 +461,11 @@ def ingest_musdb(
     data: Optional[Path] = OUT_OPTION,
     workers: int = WORKERS_OPTION,
     force: bool = FORCE_OPTION,
+    preset: Optional[str] = PRESET_OPTION,
+    sample_rate: Optional[int] = SAMPLE_RATE_OPTION,
+    n_fft: Optional[int] = N_FFT_OPTION,
+    hop_length: Optional[int] = HOP_LENGTH_OPTION,
+    channels: Optional[int] = CHANNELS_OPTION,
     fmt: str = typer.Option("auto", "--format", help="auto (HQ folders when present, else .stem.mp4), stems or hq."),
 ) -> None:
     """Ingest MUSDB18 (.stem.mp4: 0 mixture, 1 drums, 2 bass, 3 other, 4 vocals) or MUSDB18-HQ.
@@ -392,7 +478,7 @@ def ingest_musdb(
     from stemforge.recipes.musdb import FORMATS
 
     _check_choice(fmt, FORMATS, "--format")
-    run_ingest("musdb", root, data, workers, force, fmt=fmt)
+    run_ingest("musdb", root, data, workers, force, _geometry(preset, sample_rate, n_fft, hop_length, channels), fmt=fmt)
 
 
 @ingest_app.command("csv")
@@ -401,6 +487,11 @@ def ingest_csv(
     data: Optional[Path] = OUT_OPTION,
     workers: int = WORKERS_OPTION,
     force: bool = FORCE_OPTION,
+    preset: Optional[str] = PRESET_OPTION,
+    sample_rate: Optional[int] = SAMPLE_RATE_OPTION,
+    n_fft: Optional[int] = N_FFT_OPTION,
+    hop_length: Optional[int] = HOP_LENGTH_OPTION,
+    channels: Optional[int] = CHANNELS_OPTION,
     name: str = typer.Option("csv", "--name", help="Dataset name of these rows (their uids are NAME:track_id)."),
     length_tolerance: int = typer.Option(0, "--length-tolerance", min=0, help="Samples the files of one row may differ in length by."),
     valid_fraction: float = VALID_OPTION,
@@ -420,7 +511,7 @@ def ingest_csv(
     _check_name(name)
     _check_fractions(valid_fraction, test_fraction)
     run_ingest(
-        "csv", csv_file, data, workers, force, name=name, length_tolerance=length_tolerance,
+        "csv", csv_file, data, workers, force, _geometry(preset, sample_rate, n_fft, hop_length, channels), name=name, length_tolerance=length_tolerance,
         valid_fraction=valid_fraction, test_fraction=test_fraction,
     )
 
@@ -433,6 +524,11 @@ def ingest_pairs(
     data: Optional[Path] = OUT_OPTION,
     workers: int = WORKERS_OPTION,
     force: bool = FORCE_OPTION,
+    preset: Optional[str] = PRESET_OPTION,
+    sample_rate: Optional[int] = SAMPLE_RATE_OPTION,
+    n_fft: Optional[int] = N_FFT_OPTION,
+    hop_length: Optional[int] = HOP_LENGTH_OPTION,
+    channels: Optional[int] = CHANNELS_OPTION,
     name: str = typer.Option("pairs", "--name", help="Dataset name of these pairs (their uids are NAME:track_id)."),
     min_score: float = typer.Option(
         MIN_SCORE, "--min-score", min=0.0, max=1.0, help="Refuse pairs whose fit score (0-1) is below this."
@@ -456,7 +552,7 @@ def ingest_pairs(
         raise typer.BadParameter(f"must be > 0 seconds, got {max_offset}", param_hint="--max-offset")
     _check_fractions(valid_fraction, test_fraction)
     run_ingest(
-        "pairs", list_or_dir, data, workers, force, name=name, min_score=min_score, max_offset_s=max_offset,
+        "pairs", list_or_dir, data, workers, force, _geometry(preset, sample_rate, n_fft, hop_length, channels), name=name, min_score=min_score, max_offset_s=max_offset,
         valid_fraction=valid_fraction, test_fraction=test_fraction,
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import numbers
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -93,8 +94,20 @@ class SpectrogramConfig(_Config):
     channels: int = 1
 
     def __post_init__(self) -> None:
-        if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop_length <= 0:
-            raise StemforgeError(f"SpectrogramConfig: sizes must be positive: {self}")
+        for name in ("sample_rate", "n_fft", "hop_length"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise StemforgeError(f"SpectrogramConfig: {name} must be an integer, got {v!r}")
+            object.__setattr__(self, name, int(v))  # numpy integers hash and serialize as ints
+            if v <= 0:
+                raise StemforgeError(f"SpectrogramConfig: {name} must be positive, got {v}")
+        if self.n_fft < 2:
+            raise StemforgeError(f"SpectrogramConfig: n_fft must be at least 2, got {self.n_fft}")
+        if self.hop_length > self.n_fft:
+            raise StemforgeError(
+                f"SpectrogramConfig: hop_length {self.hop_length} is larger than n_fft {self.n_fft} "
+                "(samples between frames would never be analysed)"
+            )
         if self.normalization not in NORMALIZATIONS:
             raise StemforgeError(f"SpectrogramConfig: unknown normalization {self.normalization!r}")
         if isinstance(self.channels, bool) or self.channels not in (1, 2):
@@ -115,6 +128,86 @@ class SpectrogramConfig(_Config):
     def frame_seconds(self) -> float:
         """Seconds per frame hop."""
         return self.hop_length / self.sample_rate
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "SpectrogramConfig":
+        """The geometry of preset ``name`` (:data:`PRESETS`), with ``overrides`` (``sample_rate``,
+        ``n_fft``, ``hop_length``, ``channels``, ...) replacing its values.
+
+        StemforgeError naming the known presets for an unknown ``name``, and the usual one
+        (:meth:`__post_init__`) for an override that makes an invalid geometry.
+        """
+        if name not in PRESETS:
+            raise StemforgeError(f"unknown geometry preset {name!r}; presets: {', '.join(PRESETS)}")
+        return dataclasses.replace(PRESETS[name].spectrogram, **overrides)
+
+    @property
+    def preset_name(self) -> str | None:
+        """The name of the preset this config is exactly (same hash), or None."""
+        for p in PRESETS.values():
+            if p.spectrogram.hash == self.hash:
+                return p.name
+        return None
+
+    def geometry(self) -> str:
+        """One line for people: ``44100 Hz stereo, n_fft 4096, hop 1024 (23.2 ms), 2049 bins``."""
+        layout = "mono" if self.channels == 1 else "stereo"
+        return (
+            f"{self.sample_rate} Hz {layout}, n_fft {self.n_fft}, hop {self.hop_length} "
+            f"({1000 * self.frame_seconds:.1f} ms), {self.n_bins} bins"
+        )
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named geometry: the :class:`SpectrogramConfig` a DataDir records, and the training
+    crop its model takes (``patch_frames``; the store chunks magnitudes by it so that a crop
+    touches at most two chunks) and the bins it sees (``model_bins``: bins 1..model_bins, the
+    DC bin dropped)."""
+
+    name: str
+    spectrogram: SpectrogramConfig
+    patch_frames: int
+    model_bins: int
+    description: str
+
+
+#: The geometries every command shares (``--preset``): ``seed`` is the default and keeps its
+#: hash (937ca236a043) and arrays; ``paper`` is Jansson et al. (ISMIR 2017); ``fullband`` is
+#: Spleeter's U-Net geometry (44.1 kHz stereo).
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("seed", SpectrogramConfig(), 128, 512, "16 kHz mono, n_fft 1024, hop 512: the seed's reference implementation"),
+        Preset(
+            "paper",
+            SpectrogramConfig(sample_rate=8192, n_fft=1024, hop_length=768),
+            128,
+            512,
+            "8192 Hz mono, n_fft 1024, hop 768: Jansson et al. (ISMIR 2017)",
+        ),
+        Preset(
+            "fullband",
+            SpectrogramConfig(sample_rate=44100, n_fft=4096, hop_length=1024, channels=2),
+            512,
+            1024,
+            "44.1 kHz stereo, n_fft 4096, hop 1024: Spleeter's U-Net",
+        ),
+    )
+}
+#: The preset used when no geometry is asked for.
+DEFAULT_PRESET = "seed"
+
+
+def patch_frames(config: SpectrogramConfig) -> int:
+    """The training crop (frames) of the preset with ``config``'s frame grid (same
+    ``sample_rate``, ``n_fft``, ``hop_length``; channels and normalization aside), else the
+    seed's 128."""
+    for p in PRESETS.values():
+        s = p.spectrogram
+        if (s.sample_rate, s.n_fft, s.hop_length) == (config.sample_rate, config.n_fft, config.hop_length):
+            return p.patch_frames
+    return PRESETS[DEFAULT_PRESET].patch_frames
 
 
 def check_config(what: str, expected: _Config, found_hash: str, found: object | None = None) -> None:

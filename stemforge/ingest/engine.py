@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
+
 from stemforge import __version__
 from stemforge.core import dsp
 from stemforge.core.config import SpectrogramConfig
@@ -54,6 +56,13 @@ def compute_arrays(
 ) -> tuple[TrackArrays, dict]:
     """Magnitudes, norm, vocal energy and the per-track figures for the manifest.
 
+    The waveforms are ``[n_samples]`` (mono) or ``[channels, n_samples]`` (stereo) at
+    ``config.sample_rate``. Magnitudes come back time-major as the shard stores them:
+    ``[n_frames, n_bins]`` mono, ``[n_frames, channels, n_bins]`` stereo, every channel of
+    the three divided by one number, the mixture's maximum over all channels. The vocal
+    energy of a frame is summed over its bins and channels (``[n_frames]``), so vocal
+    activity and the silent-vocals check mean the same at every geometry.
+
     Raises AudioError naming ``vocals_path`` when the vocals are silent and ``mixture_path``
     when the mixture is.
     """
@@ -64,15 +73,23 @@ def compute_arrays(
         mags = dsp.normalized_magnitudes(mix, voc, acc, config)
     except StemforgeError as exc:
         raise AudioError(mixture_path, str(exc)) from None
-    energy = dsp.frame_energy(mags.vocals)
-    mix_energy = float(dsp.frame_energy(mags.mixture).sum())
+    if mags.mixture.ndim == 3:  # [channels, n_frames, n_bins] -> time-major [n_frames, channels, n_bins]
+        parts, norm = [mags.mixture, mags.vocals, mags.accompaniment], mags.norm
+        del mags
+        for i in range(3):  # one array at a time: a copy of one in memory at once, not of three
+            parts[i] = np.ascontiguousarray(parts[i].transpose(1, 0, 2))
+        mags = dsp.Magnitudes(*parts, norm)
+        del parts
+    n_frames = int(mags.mixture.shape[0])
+    energy = dsp.frame_energy(mags.vocals.reshape(n_frames, -1))
+    mix_energy = float(dsp.frame_energy(mags.mixture.reshape(n_frames, -1)).sum())
     if mix_energy > 0 and float(energy.sum()) <= mix_energy * 10 ** (dsp.SILENT_VOCALS_DB / 10):
         raise AudioError(vocals_path, f"vocals are silent (energy below {dsp.SILENT_VOCALS_DB:.0f} dB re. the mixture)")
     figures = {
         "vocal_activity": float(dsp.vocal_activity(energy).mean()),
-        "mix_residual_db": float("nan") if track.mixture is None else dsp.energy_ratio_db(mix - derived, mix),
-        "duration_s": voc.size / config.sample_rate,
-        "n_frames": int(mags.mixture.shape[0]),
+        "mix_residual_db": float("nan") if track.mixture is None else dsp.energy_ratio_db((mix - derived).ravel(), mix.ravel()),
+        "duration_s": voc.shape[-1] / config.sample_rate,
+        "n_frames": n_frames,
         "norm": mags.norm,
     }
     arrays = TrackArrays(

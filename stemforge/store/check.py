@@ -9,7 +9,8 @@ import pandas as pd
 
 from stemforge.core.errors import StemforgeError
 from stemforge.store.datadir import DataDir
-from stemforge.store.shards import MAG_FIELDS, TMP_SUFFIX, WAVE_FIELDS, dataset_checksum, stored_checksum
+from stemforge.core.config import SpectrogramConfig
+from stemforge.store.shards import MAG_FIELDS, TMP_SUFFIX, WAVE_FIELDS, dataset_checksum, mag_shape, stored_checksum
 
 @dataclass
 class ValidationResult:
@@ -73,8 +74,8 @@ def validate(datadir: DataDir, check_values: bool = True) -> ValidationResult:
                 res.problems.append(f"{uid}: {name} missing in {row.shard}")
                 continue
             ds = g[name]
-            if ds.shape != (n_frames, cfg.n_bins):
-                res.problems.append(f"{uid}: {name} shape {ds.shape}, expected {(n_frames, cfg.n_bins)}")
+            if ds.shape != mag_shape(cfg, n_frames):
+                res.problems.append(f"{uid}: {name} shape {ds.shape}, expected {mag_shape(cfg, n_frames)}")
             if ds.dtype != np.float16:
                 res.problems.append(f"{uid}: {name} dtype {ds.dtype}, expected float16")
             if check_values:
@@ -85,7 +86,10 @@ def validate(datadir: DataDir, check_values: bool = True) -> ValidationResult:
                 res.problems.append(f"{uid}: waveform {name} missing in {row.shard}")
                 continue
             n_samples = g[key].shape[0]
-            if cfg.n_frames(n_samples) != n_frames:
+            wave_shape = (n_samples,) if cfg.channels == 1 else (n_samples, cfg.channels)
+            if g[key].shape != wave_shape:
+                res.problems.append(f"{uid}: waveform {name} shape {g[key].shape}, expected {wave_shape}")
+            elif cfg.n_frames(n_samples) != n_frames:
                 res.problems.append(f"{uid}: waveform {name} has {n_samples} samples, not {n_frames} frames' worth")
             if check_values:
                 _check_array(res, uid, row.shard, key, g[key], negative=False, unchecked=unchecked)
@@ -158,8 +162,23 @@ def leakage(df: pd.DataFrame) -> list[str]:
     return [f"song {k!r} is in several splits: {', '.join(v)}" for k, v in splits.items() if len(v) > 1]
 
 
+def geometry_bytes_per_hour(config: SpectrogramConfig) -> dict[str, int]:
+    """Bytes one hour of audio takes in the shards at ``config``, from the layout alone:
+    ``magnitudes`` (three float16 ``[n_frames, channels, n_bins]``), ``waveforms`` (two float32
+    ``[n_samples, channels]``), ``vocal_energy`` and their ``total`` (HDF5's own records and
+    the last chunk's padding aside). 807 MB at the seed geometry, 6.35 GB at fullband."""
+    frames = 3600.0 * config.sample_rate / config.hop_length
+    mags = int(round(3 * frames * config.channels * config.n_bins * 2))
+    waves = int(round(2 * 3600.0 * config.sample_rate * config.channels * 4))
+    energy = int(round(frames * 4))
+    return {"magnitudes": mags, "waveforms": waves, "vocal_energy": energy, "total": mags + waves + energy}
+
+
 def summary(datadir: DataDir) -> dict:
-    """What ``stemforge info`` shows: tracks and hours per dataset x split, by kind, shards, bytes."""
+    """What ``stemforge info`` shows: tracks and hours per dataset x split, by kind, shards,
+    bytes, the geometry (config, preset name, a one-line description) and bytes per hour of
+    audio: ``bytes_per_hour`` measured (shard bytes / stored hours; None while empty) and
+    ``geometry_bytes_per_hour`` from the layout (:func:`geometry_bytes_per_hour`)."""
     df = datadir.reload()
     shards = datadir.shard_files()
     table = []
@@ -180,16 +199,23 @@ def summary(datadir: DataDir) -> dict:
                 }
             )
     dups = df[~df["duplicate_of"].isna() & (df["duplicate_of"] != "")] if len(df) else df
+    hours = float(df["duration_s"].sum()) / 3600 if len(df) else 0.0
+    n_bytes = sum(p.stat().st_size for p in shards)
+    cfg = datadir.config
     return {
         "path": str(datadir.path.resolve()),
-        "config": datadir.config.to_dict(),
-        "config_hash": datadir.config.hash,
+        "config": cfg.to_dict(),
+        "config_hash": cfg.hash,
+        "preset": cfg.preset_name,
+        "geometry": cfg.geometry(),
         "tracks": len(df),
-        "hours": float(df["duration_s"].sum()) / 3600 if len(df) else 0.0,
+        "hours": hours,
         "table": table,
         "kinds": kinds,
         "shards": len(shards),
-        "bytes": sum(p.stat().st_size for p in shards),
+        "bytes": n_bytes,
+        "bytes_per_hour": n_bytes / hours if hours > 0 else None,
+        "geometry_bytes_per_hour": geometry_bytes_per_hour(cfg),
         "duplicates": [(r.uid, r.duplicate_of) for r in dups.itertuples()],
         "leaks": leakage(df),
         "created_by": datadir.meta.get("created_by"),
