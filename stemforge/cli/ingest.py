@@ -28,7 +28,8 @@ TEST_FRACTION = 0.15
 
 ingest_app = typer.Typer(
     help=(
-        "Turn a corpus into normalized 16 kHz STFT magnitudes in a DataDir (one subcommand per corpus).\n\n"
+        "Turn a corpus into normalized STFT magnitudes in a DataDir (one subcommand per corpus), at a "
+        "geometry: --preset seed (16 kHz mono, the default), paper (8192 Hz mono) or fullband (44.1 kHz stereo).\n\n"
         "Splits are by song. dsd100 and musdb follow their official lists (no fraction options); every "
         "other corpus takes --valid-fraction and --test-fraction, assigned whole and deterministically "
         "(by song; by artist for medleydb, by singer for mir1k)."

@@ -78,7 +78,13 @@ class SpectrogramConfig(_Config):
     accompaniment magnitudes are divided by one number, the maximum of the mixture magnitude
     (``normalization="max_mixture"``), so their ratios are kept; ``"none"`` keeps the plain
     ``|STFT|`` of the waveform (full scale 1.0), which is what Spleeter's networks were trained on.
-    ``channels`` is 1 (mono: the channel mean) or 2 (stereo: magnitudes per channel).
+    ``channels`` is 1 (mono: the channel mean) or 2 (stereo: magnitudes per channel, stored
+    time-major ``[n_frames, channels, n_bins]``; see docs/data-format.md).
+
+    Other geometries are presets of the same contract (:data:`PRESETS`, :meth:`preset`):
+    ``seed`` (these defaults), ``paper`` (8192 Hz, n_fft 1024, hop 768) and ``fullband``
+    (44.1 kHz stereo, n_fft 4096, hop 1024). Sizes are positive integers and ``hop_length``
+    is at most ``n_fft``; StemforgeError naming the field otherwise.
     """
 
     _HASH_IF_SET: ClassVar[tuple[str, ...]] = ("channels",)

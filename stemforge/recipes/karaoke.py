@@ -229,7 +229,8 @@ def load_pair(source: TrackSource, config):
 
     ``source.mixture[0]`` is the original, ``source.accompaniment[0]`` the karaoke;
     ``source.options`` carries ``min_score`` and ``max_offset_s``. Returns a
-    :class:`~stemforge.recipes.base.TrackAudio` with mono ``[samples]`` vocals (derived),
+    :class:`~stemforge.recipes.base.TrackAudio` with ``[samples]`` (``[2, samples]`` at a
+    stereo geometry, each channel derived with the downmix's alignment) vocals (derived),
     accompaniment (the aligned karaoke times its gain) and mixture (the original), cut to
     the range the karaoke covers, and the alignment figures in ``extra``. Raises
     AlignmentError (message naming both files) for a pair that does not fit, AudioError for a
@@ -256,10 +257,13 @@ def load_pair(source: TrackSource, config):
     a = d.alignment
     start, stop = d.covered
     c = d.cropped()
+    vocals, accompaniment, mixture = c.vocals, c.accompaniment, c.mixture
+    if config.channels == 2:  # stereo geometry: each channel derived with the alignment of the downmix
+        vocals, accompaniment, mixture = _derive_stereo(o_path, o_ref, k_path, k_ref, config, a, (start, stop))
     return TrackAudio(
-        vocals=c.vocals,
-        accompaniment=c.accompaniment,
-        mixture=c.mixture,
+        vocals=vocals,
+        accompaniment=accompaniment,
+        mixture=mixture,
         source_sample_rate=int(o_rate),
         source_channels=int(o_channels),
         extra={
@@ -273,3 +277,27 @@ def load_pair(source: TrackSource, config):
             "karaoke_sample_rate": int(k_rate),
         },
     )
+
+
+def _derive_stereo(o_path, o_ref, k_path, k_ref, config, alignment, covered):
+    """``[2, n]`` vocals, accompaniment and mixture of a pair at a stereo geometry, cut to
+    ``covered``: the offset and gain measured on the mono downmix (:func:`load_pair`) applied
+    to each channel of the original and the karaoke (a mono file is put on both channels;
+    :func:`stemforge.recipes.loading.fit_channels`)."""
+    import numpy as np
+
+    from stemforge.core import audio
+    from stemforge.karaoke.align import derive
+    from stemforge.recipes.loading import fit_channels
+
+    def channels(path, ref):
+        data, rate = audio.load(path, stream=ref.stream)
+        if ref.channel is not None:
+            data = data[ref.channel : ref.channel + 1]
+        return fit_channels(data, 2, path), rate
+
+    o, o_rate = channels(o_path, o_ref)
+    k, k_rate = channels(k_path, k_ref)
+    parts = [derive(o[i], o_rate, k[i], k_rate, config, alignment=alignment) for i in range(2)]
+    a, b = covered
+    return tuple(np.stack([getattr(p, name)[a:b] for p in parts]) for name in ("vocals", "accompaniment", "mixture"))
