@@ -91,7 +91,7 @@ def separate(
             torch.set_num_threads(threads)
         sep = Separator.from_checkpoint(model, device=device, hard_mask=hard_mask)
         ck = sep.checkpoint
-        err(f"model: {model} (target {ck.target}, width {ck.unet_config.width:g}, step {ck.step}) on {sep.device}")
+        err(f"model: {model} (target {'+'.join(ck.targets)}, width {ck.unet_config.width:g}, step {ck.step}, {ck.spectrogram_config.geometry()}) on {sep.device}")
 
         # Plan every file first: output paths, collisions, existing files, durations.
         jobs = []

@@ -1,46 +1,71 @@
-"""Separate songs into vocals and accompaniment with a U-Net mask (the seed's method, full band).
+"""Separate songs into vocals and accompaniment with U-Net masks (the seed's method, full band),
+at the geometry of the model's checkpoint.
 
 The seed multiplies the mixture's STFT magnitude by the U-Net mask and keeps the mixture's
-phase; the accompaniment gets ``1 - mask``. stemforge does the same, in three layers:
+phase; the accompaniment gets ``1 - mask``. stemforge does the same, at any model geometry, in
+three layers:
 
-1. **The mask, at the model's STFT** (16 kHz mono, n_fft 1024, hop 512: the checkpoint's
-   :class:`~stemforge.core.config.SpectrogramConfig`). The input is downmixed (channel mean) and
-   resampled (soxr HQ) to that rate. Magnitudes are divided by **one number per song, the maximum
-   of the whole song's mixture magnitude** (as in training), found by a first cheap pass over the
-   16 kHz STFT. The network sees bins 1..512 and the DC bin gets mask 0. A checkpoint trained on
-   ``accompaniment`` gives ``1 - its mask`` for the vocals (DC still 0 for the vocals).
+1. **The mask, at the model's STFT** (the checkpoint's
+   :class:`~stemforge.core.config.SpectrogramConfig`: sample rate, ``n_fft``, hop, channels,
+   normalization; and its :class:`~stemforge.train.model.UNetConfig`: the bins the net sees,
+   ``first_bin .. first_bin + n_bins - 1``, and its channels). The input is resampled (soxr HQ)
+   to the model's rate; a mono model gets the channel mean, a stereo model the two channels (a
+   mono input duplicated; more than two channels are refused). ``normalization="max_mixture"``
+   divides the magnitudes by **one number per song, the maximum of the whole song's mixture
+   magnitude over all channels** (as in training), found by a first cheap pass over the model's
+   STFT; ``"none"`` (Spleeter's nets) feeds the plain ``|STFT|``. The seed's net sees bins
+   1..512 and the DC bin gets mask 0; Spleeter's sees bins 0..1023 (DC included). A one-net
+   checkpoint trained on ``accompaniment`` gives ``1 - its mask`` for the vocals. A **two-net**
+   checkpoint (a vocals net and an accompaniment net, as Jansson et al. train and Spleeter
+   ships) is combined as Spleeter does: with ``v = mask_v * x`` and ``a = mask_a * x`` the two
+   nets' masked magnitudes, the vocals mask is ``(v**2 + eps/2) / (v**2 + a**2 + eps)``
+   (``eps`` = :data:`RATIO_EPS`, Spleeter's 1e-10), the accompaniment's its complement (which
+   ``input - vocals`` is). Bins above the net's extent get one value per frame and channel, the
+   extension (:data:`~stemforge.separate.mapping.EXTENSIONS`): by default the *top-band value*,
+   the mixture-magnitude-weighted mean of the mask over ``EXTEND_BAND`` of the top bin (6 to
+   7.5 kHz for the seed; 8.3 to 10.3 kHz for Spleeter's 11 kHz extent); ``zeros`` and
+   ``average`` are Spleeter's two choices (docs/separation.md compares them).
    Long songs go through the network in windows of ``window_frames`` frames whose starts are
-   multiples of 64 frames (the U-Net's six stride-2 levels make it shift-equivariant only for such
-   shifts); consecutive windows overlap by ``overlap_frames``: the outer quarter of the overlap on
-   each side is dropped (the frames nearest a window's edge, where zero padding changes the
-   output) and the middle half is a linear crossfade. Away from the song's ends the windowed mask
-   equals the whole-song mask to float rounding once the dropped margin (``overlap / 4``) covers the
-   U-Net's edge effect (measured: zero beyond 128 frames, below 1e-4 beyond 64 frames).
+   multiples of 64 frames (both layer orders have six stride-2 levels, the seed's symmetric
+   padding and Spleeter's TensorFlow 'same' padding alike, so the net is shift-equivariant only
+   for such shifts); consecutive windows overlap by ``overlap_frames``: the outer quarter of the
+   overlap on each side is dropped (the frames nearest a window's edge, where zero padding
+   changes the output) and the middle half is a linear crossfade. Away from the song's ends the
+   windowed mask equals the whole-song mask to float rounding once the dropped margin
+   (``overlap / 4``) covers the U-Net's edge effect (measured for the seed's net: zero beyond 128
+   frames, below 1e-4 beyond 64 frames; docs/separation.md gives Spleeter's).
 
 2. **The mask, mapped onto the output's STFT.** The output keeps the input's sample rate and
-   channels by default. Each channel is transformed at its own rate with a Hann STFT whose
+   channels by default. Each channel is transformed at its own rate with a Hann STFT. At the
+   model's rate that STFT is the model's own and the mask is applied as the net gave it (the
+   seed's 16 kHz output; a 44.1 kHz stereo song through Spleeter's 44.1 kHz nets). Elsewhere
    ``n_fft`` is the smallest power of two at least as long as the model's window (64 ms: 4096 at
-   44.1 and 48 kHz, 2048 at 32 kHz) and ``hop = n_fft / 4``. The 16 kHz mask is
-   interpolated linearly in time (frame centres) and in frequency. Above the model's band it is
-   extended from the top band: the 16 kHz signal holds little above 7.5 kHz (soxr HQ's passband
-   ends at about 0.94 of Nyquist), so when the output rate exceeds the model's, the mask is used
-   up to ``KEEP_FRACTION`` (7.5 kHz), and at and above the model's Nyquist (8 kHz) every bin gets
-   the frame's *top-band value*: the mixture-magnitude-weighted mean of the mask over
-   ``EXTEND_BAND`` (6 to 7.5 kHz); between 7.5 and 8 kHz the two are joined linearly. When the
-   output STFT is the model's own (``output_sample_rate`` = 16000 and mono), the mask is used as
-   is: the seed's 16 kHz output.
+   44.1 and 48 kHz for the seed, 2048 at 32 kHz) and ``hop = n_fft / 4``; the mask is
+   interpolated linearly in time (frame centres) and in frequency. For the 16 kHz seed the
+   16 kHz signal holds little above 7.5 kHz (soxr HQ's passband ends at about 0.94 of Nyquist),
+   so when the output rate exceeds the model's the mask is used up to ``KEEP_FRACTION`` (7.5
+   kHz), every bin at and above the model's Nyquist (8 kHz) gets the extension, and between 7.5
+   and 8 kHz the two are joined linearly. A stereo model's masks go one per output channel (their
+   mean for a mono output); a mono model's one mask goes to every channel.
 
 3. **Stems.** vocals = iSTFT(mask * X) (weighted overlap-add, Hann synthesis window, divided by
    the window's sum of squares, as ``librosa.istft``), and accompaniment = input - vocals, so the
    two add up to the input to float rounding (the iSTFT reconstructs perfectly, so this is also
-   ``iSTFT((1 - mask) * X)``). ``hard_mask`` replaces the mapped mask by ``mask > 0.5`` (as the
-   seed offers).
+   ``iSTFT((1 - mask) * X)``, the two-net ratio mask's complement included). ``hard_mask``
+   replaces the mapped mask by ``mask > 0.5`` (as the seed offers). Non-finite audio is never
+   written: a net that gives NaN or inf fails the separation with a reason.
+
+A geometry the Separator cannot apply is refused when it is built (one line naming it): bins the
+model's STFT does not have, a net's channels other than its spectrogram configuration's, two nets
+that see different inputs, a non-centred or non-zero-padded STFT.
 
 Memory: the full-band STFT is never held whole. It is computed in blocks on a global frame grid
 (frame ``i`` centred at sample ``i * hop``), so blockwise output equals whole-signal output
-exactly. :meth:`Separator.separate_file` also streams the decoding (twice: once for the 16 kHz
-mono copy, once for the full band) and the writing, so a 30-minute song needs only its 16 kHz
-mono copy and its 16 kHz mask in memory (about 230 MB).
+exactly. :meth:`Separator.separate_file` also streams the decoding (twice: once for the model's
+copy, once for the full band) and the writing, so a song needs only its copy at the model's
+rate and channels and its mask in memory (the seed: about 230 MB for 30 minutes; Spleeter's
+44.1 kHz stereo geometry: about 16 MB per minute for the copy and 16 MB per minute for the
+1025-column stereo mask).
 
 Where each part lives: the model windows (1) in :mod:`stemforge.separate.windows`, the mask
 and its mapping (2) in :mod:`stemforge.separate.mapping`, the streaming masker (3) in
@@ -65,35 +90,77 @@ from stemforge.core import dsp
 from stemforge.core.audio import BLOCK_SAMPLES
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.device import resolve_device
-from stemforge.core.errors import AudioError, StemforgeError
+from stemforge.core.errors import AudioError, CheckpointError, StemforgeError
 from stemforge.separate.inference import inference_net
-from stemforge.separate.mapping import MaskMapper, ModelMask, output_stft_size, top_band_value
+from stemforge.separate.mapping import EXTENSIONS, MaskMapper, ModelMask, extension_value, output_stft_size
 from stemforge.separate.masker import StreamingMasker
 from stemforge.separate.windows import FRAME_MULTIPLE, plan_windows, window_weights
 
 #: The two stems a separation gives (vocals + accompaniment = the input).
 STEMS = ("vocals", "accompaniment")
 
-#: Default model window (frames of the model's STFT: 2048 frames = 65.5 s at 16 kHz / hop 512).
+#: Default model window (frames of the model's STFT: 2048 frames = 65.5 s at 16 kHz / hop 512,
+#: 47.6 s at 44.1 kHz / hop 1024).
 DEFAULT_WINDOW_FRAMES = 2048
 #: Default overlap of consecutive windows (frames).
 DEFAULT_OVERLAP_FRAMES = 256
 #: Default number of windows per forward pass.
 DEFAULT_BATCH_SIZE = 2
+#: ``eps`` of the two-net ratio mask (Spleeter's ``EPSILON``).
+RATIO_EPS = 1e-10
 
 
 MaskFn = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[float], None]
 
 
-# ------------------------------------------------------------------------------------------
-# Small helpers
-# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelGeometry:
+    """What the Separator feeds the net(s): STFT bins ``first_bin .. first_bin + n_bins - 1`` of
+    the model's STFT, ``channels`` channels (checked against the spectrogram configuration)."""
+
+    first_bin: int
+    n_bins: int
+    channels: int
+
+    @property
+    def top_bin(self) -> int:
+        """The highest STFT bin the net sees."""
+        return self.first_bin + self.n_bins - 1
 
 
-# ------------------------------------------------------------------------------------------
-# The Separator
-# ------------------------------------------------------------------------------------------
+def model_geometry(nets: Mapping[str, Any], config: SpectrogramConfig) -> ModelGeometry:
+    """The :class:`ModelGeometry` of ``nets`` under ``config``; StemforgeError (one line) when
+    the Separator cannot apply it.
+
+    A net with a ``config`` (a stemforge :class:`~stemforge.train.model.UNet`) gives its
+    ``first_bin``, ``n_bins`` and ``channels``; another module is taken to see bins
+    ``1..n_bins - 1`` of the STFT (the seed's convention) with the configuration's channels.
+    """
+    found = {}
+    for target, net in nets.items():
+        c = getattr(net, "config", None)
+        found[target] = ModelGeometry(
+            int(getattr(c, "first_bin", 1)),
+            int(getattr(c, "n_bins", config.n_bins - 1)),
+            int(getattr(c, "channels", config.channels)),
+        )
+    geoms = set(found.values())
+    if len(geoms) > 1:
+        parts = ", ".join(f"{t} bins {g.first_bin}..{g.top_bin} x {g.channels} channels" for t, g in found.items())
+        raise StemforgeError(f"Separator: the nets see different inputs ({parts})")
+    g = geoms.pop()
+    if g.first_bin < 0 or g.n_bins <= 0 or g.top_bin >= config.n_bins:
+        raise StemforgeError(
+            f"Separator: the model sees STFT bins {g.first_bin}..{g.top_bin} but its STFT (n_fft {config.n_fft}) "
+            f"has bins 0..{config.n_bins - 1}"
+        )
+    if g.channels != config.channels:
+        raise StemforgeError(
+            f"Separator: the model has {g.channels} input channel(s) but its spectrogram configuration "
+            f"{config.channels} ({config.geometry()})"
+        )
+    return g
 
 
 @dataclass
@@ -130,22 +197,30 @@ class FileSeparation:
 
 
 class Separator:
-    """Vocals/accompaniment separation with a U-Net mask (or any mask function).
+    """Vocals/accompaniment separation with U-Net masks (or any mask function).
 
     Args:
-        model: a :class:`~stemforge.train.model.UNet` (any ``nn.Module`` mapping
-            ``[batch, 1, 512, n_frames]`` normalized magnitudes to a mask in (0, 1) of the same
-            shape), or None with ``mask_fn``.
+        model: a :class:`~stemforge.train.model.UNet` (any ``nn.Module`` mapping magnitudes
+            ``[batch, channels, n_bins, n_frames]`` to a mask in (0, 1) of the same shape), or
+            ``{"vocals": net, "accompaniment": net}`` (two nets combined by Spleeter's ratio
+            mask, see the module docstring), or None with ``mask_fn``.
         spectrogram_config: the STFT the model was trained on.
-        target: what the model's mask extracts, ``"vocals"`` or ``"accompaniment"``.
+        target: what a single model's mask extracts, ``"vocals"`` or ``"accompaniment"``
+            (ignored for two nets).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         hard_mask: binarize the mask (``> 0.5``) after mapping it to the output STFT.
         window_frames: model window in frames (multiple of 64), None for the whole song at once.
         overlap_frames: overlap of consecutive windows (multiple of 64, at most half a window).
         batch_size: windows per forward pass.
-        mask_fn: instead of a model, ``fn(mixture [samples] float32 at the config's rate) ->
-            vocals mask [n_frames, n_bins]`` (the whole song at once, all bins used as given):
-            oracle masks for tests and references.
+        extension: the mask above the net's bins: ``"top_band"`` (default), ``"zeros"`` or
+            ``"average"`` (:data:`~stemforge.separate.mapping.EXTENSIONS`).
+        mask_fn: instead of a model, ``fn(mixture) -> vocals mask`` with ``mixture`` float32 at
+            the config's rate, ``[samples]`` for a mono config (mask ``[n_frames, n_bins]``) or
+            ``[channels, samples]`` for a stereo one (mask ``[channels, n_frames, n_bins]``), the
+            whole song at once, every bin used as given: oracle masks for tests and references.
+
+    Raises:
+        StemforgeError: a geometry it cannot apply (:func:`model_geometry`), bad options.
 
     The model is put in eval mode and moved to ``device``; inference runs under
     ``torch.inference_mode()``.
@@ -162,6 +237,7 @@ class Separator:
         window_frames: int | None = DEFAULT_WINDOW_FRAMES,
         overlap_frames: int = DEFAULT_OVERLAP_FRAMES,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        extension: str = "top_band",
         mask_fn: MaskFn | None = None,
     ):
         self.config = spectrogram_config if spectrogram_config is not None else SpectrogramConfig()
@@ -182,86 +258,152 @@ class Separator:
                 )
         if batch_size < 1:
             raise StemforgeError(f"Separator: batch_size must be >= 1, got {batch_size}")
-        self.target = target
+        if extension not in EXTENSIONS:
+            raise StemforgeError(f"Separator: extension must be one of {EXTENSIONS}, got {extension!r}")
         self.hard_mask = bool(hard_mask)
         self.window_frames = window_frames
         self.overlap_frames = overlap_frames
         self.batch_size = batch_size
+        self.extension = extension
         self.mask_fn = mask_fn
-        self.model = model
         self.device = resolve_device(device if model is not None else "cpu")  # a torch.device
-        if model is not None:
-            n_bins = getattr(getattr(model, "config", None), "n_bins", self.config.n_bins - 1)
-            if n_bins != self.config.n_bins - 1:
-                raise StemforgeError(
-                    f"Separator: the model sees {n_bins} bins but the STFT gives {self.config.n_bins - 1} above DC"
-                )
-            self.model = model.to(self.device).eval()
-            self._net = inference_net(self.model)
+        self.nets: dict[str, Any] = {}
+        self._nets: dict[str, Any] = {}
+        if isinstance(model, Mapping):
+            if set(model) != set(STEMS):
+                raise StemforgeError(f"Separator: two nets must be one per stem {STEMS}, got {sorted(model)}")
+            self.nets = {t: model[t] for t in STEMS}
+        elif model is not None:
+            self.nets = {target: model}
+        self.target = "+".join(self.nets) if len(self.nets) > 1 else target
+        if self.nets:
+            self.geometry = model_geometry(self.nets, self.config)
+        else:
+            self.geometry = ModelGeometry(1, self.config.n_bins - 1, self.config.channels)
+        for t, net in self.nets.items():
+            self.nets[t] = net.to(self.device).eval()
+            self._nets[t] = inference_net(self.nets[t])
+        #: The (first) net, for callers that want one module.
+        self.model = next(iter(self.nets.values()), None)
+
+    @property
+    def channels(self) -> int:
+        """Channels of the model's input and mask (1 or 2)."""
+        return self.geometry.channels
 
     # -- construction ------------------------------------------------------------------------
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", **options: Any) -> "Separator":
-        """Load a checkpoint (:func:`stemforge.train.checkpoint.load_checkpoint`) and wrap it.
+        """Load a checkpoint (:func:`stemforge.train.checkpoint.load_checkpoint`, one net or two)
+        and wrap it.
 
         ``options`` are the keyword arguments of :class:`Separator` (``hard_mask``,
-        ``window_frames``...). Raises :class:`~stemforge.core.errors.CheckpointError` for a bad file.
+        ``window_frames``...). Raises :class:`~stemforge.core.errors.CheckpointError` for a bad
+        file or a geometry the Separator cannot apply (one line naming the file and why).
         """
         from stemforge.train.checkpoint import load_checkpoint
 
         dev = resolve_device(device)
         ckpt = load_checkpoint(path, map_location=dev)
-        sep = cls(ckpt.model, ckpt.spectrogram_config, ckpt.target, dev, **options)
+        model = dict(ckpt.nets) if len(ckpt.nets) > 1 else ckpt.model
+        try:
+            sep = cls(model, ckpt.spectrogram_config, ckpt.target, dev, **options)
+        except CheckpointError:
+            raise
+        except StemforgeError as exc:
+            raise CheckpointError(f"{ckpt.path}: cannot separate with it: {str(exc).removeprefix('Separator: ')}") from None
         sep.checkpoint = ckpt
         return sep
 
     @classmethod
     def from_mask_fn(cls, fn: MaskFn, spectrogram_config: SpectrogramConfig | None = None, **options: Any) -> "Separator":
-        """A Separator whose vocals mask comes from ``fn(mixture_16k) -> [n_frames, n_bins]``."""
+        """A Separator whose vocals mask comes from ``fn(mixture) -> mask`` (see ``mask_fn``)."""
         return cls(None, spectrogram_config, "vocals", "cpu", mask_fn=fn, **options)
 
     # -- the mask at the model's STFT ------------------------------------------------------------
 
-    def model_mask(self, mixture: np.ndarray, progress: ProgressFn | None = None) -> ModelMask:
-        """The vocals mask of ``mixture [samples]`` (mono, at ``config.sample_rate``).
+    def model_input(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """``audio [channels, samples]`` (any rate) as the model takes it: ``[model channels,
+        samples']`` float32 at ``config.sample_rate`` (mono: the channel mean; stereo: the two
+        channels, a mono input duplicated). StemforgeError for more than two channels into a
+        stereo model."""
+        cfg = self.config
+        return audio_io.resample(self._model_channels(audio), sample_rate, cfg.sample_rate, cfg.resample_quality)
 
-        Returns a :class:`ModelMask` (``[n_frames, n_bins + 1]``: mask and top-band value).
-        ``progress(fraction)`` is called after every batch of windows.
+    def _model_channels(self, x2: np.ndarray) -> np.ndarray:
+        if self.channels == 1:
+            return audio_io.to_mono(x2)[None, :] if x2.shape[0] != 1 else x2
+        if x2.shape[0] == 2:
+            return x2
+        if x2.shape[0] == 1:
+            return np.repeat(x2, 2, axis=0)
+        raise StemforgeError(f"the model is stereo and the audio has {x2.shape[0]} channels (give mono or stereo)")
+
+    def model_mask(self, mixture: np.ndarray, progress: ProgressFn | None = None) -> ModelMask:
+        """The vocals mask of ``mixture`` at ``config.sample_rate``: ``[samples]``, or
+        ``[channels, samples]`` with the model's channels (a mono signal is duplicated for a
+        stereo model).
+
+        Returns a :class:`ModelMask` (``[channels, n_frames, top_bin + 2]``: the mask at the
+        model's STFT bins up to the net's top bin, and the extension value). ``progress(fraction)``
+        is called after every batch of windows.
+
+        Raises:
+            StemforgeError: bad shapes; the net gave non-finite values.
         """
         cfg = self.config
         x = np.ascontiguousarray(mixture, dtype=np.float32)
-        if x.ndim != 1:
-            raise StemforgeError(f"model_mask: expected a mono signal [samples], got shape {x.shape}")
-        n_frames = cfg.n_frames(x.shape[0])
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[0] not in (1, self.channels):
+            raise StemforgeError(
+                f"model_mask: expected [samples] or [{self.channels}, samples] at {cfg.sample_rate} Hz, got shape {x.shape}"
+            )
+        if x.shape[0] != self.channels:
+            x = np.repeat(x, self.channels, axis=0)
+        n_frames = cfg.n_frames(x.shape[1])
         window = dsp.window(cfg)
-        values = np.zeros((n_frames, cfg.n_bins + 1), dtype=np.float32)
         if self.mask_fn is not None:
-            mask = np.asarray(self.mask_fn(x), dtype=np.float32)
-            if mask.shape != (n_frames, cfg.n_bins):
-                raise StemforgeError(f"mask_fn returned shape {mask.shape}, expected {(n_frames, cfg.n_bins)}")
-            values[:, :-1] = mask
-            mag = np.abs(self._spectra(x, 0, n_frames, window))
-            values[:, -1] = top_band_value(mask, mag, cfg)
-            return ModelMask(values, cfg, float(mag.max()) if mag.size else 0.0)
-        norm = self._max_magnitude(x, n_frames, window)
-        if norm <= 0.0 or not np.isfinite(norm):
-            # Silence (or garbage): no vocals.
-            return ModelMask(values, cfg, 0.0)
+            return self._mask_from_fn(x, n_frames, window)
+        geo = self.geometry
+        values = np.zeros((self.channels, n_frames, geo.top_bin + 2), dtype=np.float32)
+        if cfg.normalization == "none":
+            norm = 1.0
+        else:
+            norm = self._max_magnitude(x, n_frames, window)
+            if norm <= 0.0 or not np.isfinite(norm):
+                # Silence (or garbage): no vocals.
+                return ModelMask(values, cfg, 0.0)
         self._run_model(x, n_frames, window, norm, values, progress)
         return ModelMask(values, cfg, norm)
 
+    def _mask_from_fn(self, x: np.ndarray, n_frames: int, window: np.ndarray) -> ModelMask:
+        cfg = self.config
+        arg = x[0] if cfg.channels == 1 else x
+        mask = np.asarray(self.mask_fn(arg), dtype=np.float32)
+        want = (n_frames, cfg.n_bins) if cfg.channels == 1 else (cfg.channels, n_frames, cfg.n_bins)
+        if mask.shape != want:
+            raise StemforgeError(f"mask_fn returned shape {mask.shape}, expected {want}")
+        mask = mask.reshape((x.shape[0] if cfg.channels != 1 else 1, n_frames, cfg.n_bins))
+        mag = np.abs(self._spectra(x[: mask.shape[0]], 0, n_frames, window))
+        values = np.empty(mask.shape[:-1] + (cfg.n_bins + 1,), dtype=np.float32)
+        values[..., :-1] = mask
+        values[..., -1] = extension_value(self.extension, mask, mag, 0)
+        return ModelMask(values, cfg, float(mag.max()) if mag.size else 0.0)
+
     def estimate_mask(self, mixture: np.ndarray) -> np.ndarray:
-        """``[n_frames, n_bins]`` float32 vocals mask of ``mixture [samples]`` at the model's STFT."""
+        """The vocals mask of ``mixture`` at the model's STFT: float32 ``[n_frames, top_bin + 1]``
+        (mono model) or ``[channels, n_frames, top_bin + 1]`` (stereo); see :meth:`model_mask`."""
         return np.ascontiguousarray(self.model_mask(mixture).mask)
 
     def _spectra(self, x: np.ndarray, start: int, stop: int, window: np.ndarray) -> np.ndarray:
-        """Frames ``start..stop-1`` of ``x [samples]`` at the model's STFT: ``[n, n_bins]`` complex64."""
+        """Frames ``start..stop-1`` of ``x [channels, samples]`` at the model's STFT:
+        ``[channels, n, n_fft // 2 + 1]`` complex64."""
         cfg = self.config
         return dsp.stft_frames(x, start, stop, cfg.n_fft, cfg.hop_length, window, workers=dsp.FFT_WORKERS)
 
     def _max_magnitude(self, x: np.ndarray, n_frames: int, window: np.ndarray, chunk: int = 4096) -> float:
-        cfg = self.config
         peak = 0.0
         for f0 in range(0, n_frames, chunk):
             f1 = min(n_frames, f0 + chunk)
@@ -274,10 +416,13 @@ class Separator:
     ) -> None:
         import torch
 
-        cfg = self.config
+        geo = self.geometry
+        fb, nb, top = geo.first_bin, geo.n_bins, geo.top_bin
+        channels = self.channels
         windows = plan_windows(n_frames, self.window_frames, self.overlap_frames)
         weights = window_weights(windows, self.overlap_frames if len(windows) > 1 else 0)
         inv = np.float32(1.0 / norm)
+        two = len(self._nets) == 2
         # Group windows of equal width into batches (all but the last are full width).
         groups: list[list[int]] = []
         for k, (start, stop) in enumerate(windows):
@@ -288,30 +433,41 @@ class Separator:
         with torch.inference_mode():
             for g, group in enumerate(groups):
                 width = windows[group[0]][1] - windows[group[0]][0]
-                batch = np.zeros((len(group), 1, cfg.n_bins - 1, width), dtype=np.float32)
+                batch = np.zeros((len(group), channels, nb, width), dtype=np.float32)
                 mags = []
                 for b, k in enumerate(group):
                     start, stop = windows[k]
                     valid = min(stop, n_frames) - start
-                    mag = np.abs(self._spectra(x, start, start + valid, window))
+                    mag = np.abs(self._spectra(x, start, start + valid, window))[:, :, : top + 1]  # [C, valid, top + 1]
                     mags.append(mag)
-                    batch[b, 0, :, :valid] = (mag[:, 1:] * inv).T
+                    batch[b, :, :, :valid] = (mag[:, :, fb:] * inv).transpose(0, 2, 1)
                 inp = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
-                out = self._net(inp)
-                if out.shape != inp.shape:
-                    raise StemforgeError(f"the model returned shape {tuple(out.shape)} for input {tuple(inp.shape)}")
-                out = out.float().cpu().numpy()
+                outs = {}
+                for t, net in self._nets.items():
+                    out = net(inp)
+                    if out.shape != inp.shape:
+                        raise StemforgeError(f"the {t} model returned shape {tuple(out.shape)} for input {tuple(inp.shape)}")
+                    outs[t] = out.float()
+                if two:
+                    v = (outs["vocals"] * inp) ** 2
+                    a = (outs["accompaniment"] * inp) ** 2
+                    mask = (v + RATIO_EPS / 2) / (v + a + RATIO_EPS)
+                else:
+                    mask = outs.get("vocals", outs.get("accompaniment"))
+                m_all = mask.cpu().numpy()
+                if not np.isfinite(m_all).all():
+                    raise StemforgeError("the model gave non-finite mask values (NaN or inf): nothing separated")
                 for b, k in enumerate(group):
                     start, stop = windows[k]
                     valid = min(stop, n_frames) - start
-                    m = out[b, 0, :, :valid].T  # [valid, n_bins - 1]
-                    if self.target == "accompaniment":
+                    m = m_all[b, :, :, :valid].transpose(0, 2, 1)  # [C, valid, n_bins]
+                    if not two and "accompaniment" in outs:
                         m = 1.0 - m
-                    full = np.zeros((valid, cfg.n_bins), dtype=np.float32)
-                    full[:, 1:] = m
+                    full = np.zeros((channels, valid, top + 1), dtype=np.float32)
+                    full[:, :, fb:] = m
                     w = weights[k][:valid, None]
-                    values[start : start + valid, :-1] += w * full
-                    values[start : start + valid, -1] += w[:, 0] * top_band_value(full, mags[b], cfg)
+                    values[:, start : start + valid, :-1] += w * full
+                    values[:, start : start + valid, -1] += w[:, 0] * extension_value(self.extension, full, mags[b], fb)
                 if progress is not None:
                     progress((g + 1) / len(groups))
 
@@ -333,6 +489,10 @@ class Separator:
         input (1-D in, 1-D out). ``vocals + accompaniment`` equals the (downmixed, resampled)
         input to float rounding. ``progress(fraction)`` (0..1) is called now and then; an
         exception it raises stops the separation.
+
+        Raises:
+            StemforgeError: bad input; more than two channels into a stereo model; the
+                separation gave non-finite values.
         """
         x = np.asarray(audio)
         if x.ndim not in (1, 2) or x.size == 0:
@@ -346,7 +506,7 @@ class Separator:
         one_d = x.ndim == 1
         x2 = x[None, :] if one_d else x
         cfg = self.config
-        mix = audio_io.resample(audio_io.to_mono(x2), sample_rate, cfg.sample_rate, cfg.resample_quality)
+        mix = self.model_input(x2, sample_rate)
         note = progress or (lambda _f: None)
         note(0.0)
         mm = self.model_mask(mix, lambda f: note(0.6 * f))
@@ -366,12 +526,16 @@ class Separator:
         _, v = masker.finish()
         vocals[:, pos : pos + v.shape[1]] = v
         note(1.0)
+        if not np.isfinite(vocals).all():
+            raise StemforgeError("separate: the separation gave non-finite samples (NaN or inf)")
         acc = work - vocals
         if one_d:
             return {"vocals": vocals[0], "accompaniment": acc[0]}
         return {"vocals": vocals, "accompaniment": acc}
 
     def _masker(self, mm: ModelMask, sample_rate: int, channels: int) -> StreamingMasker:
+        if mm.channels > 1 and channels == 1:
+            mm = mm.downmixed()
         n_fft, hop = output_stft_size(sample_rate, self.config)
         mapper = MaskMapper(mm, sample_rate, n_fft, hop, hard_mask=self.hard_mask)
         return StreamingMasker(mapper, channels, self.config.window)
@@ -390,7 +554,8 @@ class Separator:
         """Separate an audio file into files, streaming: memory does not grow with the full band.
 
         Args:
-            path: any file :func:`stemforge.core.audio.load` reads (stream 0 of a container).
+            path: any file :func:`stemforge.core.audio.load` reads (stream 0 of a container);
+                mono or stereo for a stereo model.
             outputs: stem name (``"vocals"``, ``"accompaniment"``) -> output path; the format
                 follows the suffix (wav: 32-bit float by default; flac: 24-bit, values clipped to
                 [-1, 1]). Each is written under a temporary name and renamed when complete.
@@ -400,7 +565,9 @@ class Separator:
             progress: called with the fraction done (0..1) now and then.
 
         Raises:
-            AudioError: the input cannot be decoded or is empty; an output cannot be written.
+            AudioError: the input cannot be decoded or is empty, has more than two channels for
+                a stereo model, or its separation gave non-finite values (nothing is written);
+                an output cannot be written.
         """
         t_start = time.perf_counter()
         src = Path(path)
@@ -417,26 +584,34 @@ class Separator:
         expected = max(inf.n_samples, 1)
         timings: dict[str, float] = {}
 
-        # Pass 1: 16 kHz mono copy for the mask.
+        if self.channels == 2 and in_ch > 2:
+            raise AudioError(src, f"has {in_ch} channels and the model is stereo (give mono or stereo audio)")
+
+        # Pass 1: the copy at the model's rate and channels (16 kHz mono for the seed).
         t0 = time.perf_counter()
-        rs = audio_io.StreamResampler(1, in_rate, cfg.sample_rate, cfg.resample_quality)
+        rs = audio_io.StreamResampler(self.channels, in_rate, cfg.sample_rate, cfg.resample_quality)
         parts: list[np.ndarray] = []
         n_in = 0
         for block in audio_io.decode_blocks(src, block_samples):
             if block.shape[0] != in_ch:
                 raise AudioError(src, f"decoded {block.shape[0]} channels where the header says {in_ch}")
             n_in += block.shape[1]
-            parts.append(rs.push(audio_io.to_mono(block)[None, :])[0])
+            parts.append(rs.push(self._model_channels(block)))
             note(0.1 * min(1.0, n_in / expected))
         if n_in == 0:
             raise AudioError(src, "holds no samples")
-        parts.append(rs.flush()[0])
-        mix = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        parts.append(rs.flush())
+        mix = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
         del parts
-        timings["decode_16k"] = time.perf_counter() - t0
+        timings["decode_model"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        mm = self.model_mask(mix, lambda f: note(0.1 + 0.5 * f))
+        try:
+            mm = self.model_mask(mix, lambda f: note(0.1 + 0.5 * f))
+        except AudioError:
+            raise
+        except StemforgeError as exc:
+            raise AudioError(src, str(exc)) from None
         del mix
         timings["mask"] = time.perf_counter() - t0
         note(0.6)
@@ -454,6 +629,8 @@ class Separator:
                 nonlocal n_out
                 if x.shape[1] == 0:
                     return
+                if not np.isfinite(v).all():
+                    raise AudioError(src, "the separation gave non-finite samples (NaN or inf); nothing written")
                 if "vocals" in writers:
                     writers["vocals"].write(v)
                 if "accompaniment" in writers:
