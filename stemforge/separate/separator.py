@@ -64,8 +64,8 @@ Memory: the full-band STFT is never held whole. It is computed in blocks on a gl
 exactly. :meth:`Separator.separate_file` also streams the decoding (twice: once for the model's
 copy, once for the full band) and the writing, so a song needs only its copy at the model's
 rate and channels and its mask in memory (the seed: about 230 MB for 30 minutes; Spleeter's
-44.1 kHz stereo geometry: about 16 MB per minute for the copy and 16 MB per minute for the
-1025-column stereo mask).
+44.1 kHz stereo geometry: about 21 MB per minute for the copy and 21 MB per minute for the
+1025-column stereo mask, not measured as a peak).
 
 Where each part lives: the model windows (1) in :mod:`stemforge.separate.windows`, the mask
 and its mapping (2) in :mod:`stemforge.separate.mapping`, the streaming masker (3) in
