@@ -5,9 +5,11 @@ Usage::
 
     .venv/bin/python benchmarks/loader.py                 # a temporary DataDir of random magnitudes
     .venv/bin/python benchmarks/loader.py --data stemforge-data --seconds 5
+    .venv/bin/python benchmarks/loader.py --geometry fullband --tracks 10 --frames 2500   # 44.1 kHz stereo
 
 A patch is one 128-frame crop of the mixture and of the target (vocals), delivered as the
-network's layout ``[1, 512, 128]`` float16 (the float32 conversion happens on the device). The
+network's layout ``[1, 512, 128]`` float16 at the seed geometry, ``[2, 1024, 512]`` at the
+fullband one (the float32 conversion happens on the device). The
 shards are read once before timing so that they are in the page cache (the figure is the
 loader's CPU cost, not the disk's). Reading is content independent, so random magnitudes
 measure the same thing as real ones.
@@ -25,21 +27,24 @@ from pathlib import Path
 import numpy as np
 
 
-def build_random_datadir(path: Path, tracks: int, frames: int, seed: int = 0):
-    """A DataDir of ``tracks`` train tracks of about ``frames`` frames of random magnitudes."""
+def build_random_datadir(path: Path, tracks: int, frames: int, seed: int = 0, geometry: str = "seed"):
+    """A DataDir of ``tracks`` train tracks of about ``frames`` frames of random magnitudes, at
+    the geometry preset ``geometry``."""
+    from stemforge.core.config import SpectrogramConfig
     from stemforge.store import DataDir
-    from stemforge.store.shards import TrackArrays
+    from stemforge.store.shards import TrackArrays, mag_shape
 
     rng = np.random.default_rng(seed)
-    dd = DataDir.create(path)
+    dd = DataDir.create(path, SpectrogramConfig.preset(geometry))
     rows = []
     with dd.writing():
         w = dd.shard_writer("bench")
         for i in range(tracks):
             n = int(frames * rng.uniform(0.7, 1.3))
-            mix = rng.random((n, 513), dtype=np.float32)
-            voc = mix * rng.random((n, 513), dtype=np.float32)
-            wave = np.zeros(16, np.float32)
+            shape = mag_shape(dd.config, n)
+            mix = rng.random(shape, dtype=np.float32)
+            voc = mix * rng.random(shape, dtype=np.float32)
+            wave = np.zeros(16 if dd.config.channels == 1 else (dd.config.channels, 16), np.float32)
             w.add(f"t{i:04d}", f"bench:{i}", TrackArrays(mix, voc, mix - voc, 1.0, np.ones(n, np.float32), wave, wave))
             rows.append(dict(uid=f"bench:{i}", dataset="bench", track_id=str(i), split="train", n_frames=n,
                              key=f"t{i:04d}", norm=1.0, config_hash=dd.config.hash))
@@ -97,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="timing per mode")
     ap.add_argument("--workers", default="1,2", help="worker process counts to time (comma separated)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of this process (workers use 1)")
+    ap.add_argument("--geometry", default="seed", help="preset of the temporary DataDir: seed, paper, fullband")
+    ap.add_argument("--patch-frames", type=int, default=None, help="frames per crop (default: the geometry's: 128, 512 at fullband)")
     args = ap.parse_args(argv)
 
     import torch
@@ -111,31 +118,36 @@ def main(argv: list[str] | None = None) -> int:
         if args.data is None:
             tmp = Path(tempfile.mkdtemp(prefix="stemforge-loader-bench-"))
             t = time.perf_counter()
-            dd = build_random_datadir(tmp / "data", args.tracks, args.frames)
+            dd = build_random_datadir(tmp / "data", args.tracks, args.frames, geometry=args.geometry)
             print(f"built a random DataDir ({args.tracks} tracks) in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         else:
             dd = DataDir.open(args.data)
         warm_page_cache(dd)
-        sampler = PatchSampler.from_datadir(dd)
+        from stemforge.train.loop import geometry_unet_config
+
+        unet = geometry_unet_config(dd.config, **({"patch_frames": args.patch_frames} if args.patch_frames else {}))
+        bins = {"first_bin": unet.first_bin, "n_bins": unet.n_bins}
+        sampler = PatchSampler.from_datadir(dd, patch_frames=unet.patch_frames)
+        print(f"geometry {dd.config.geometry()}; patches {unet.channels} x {unet.n_bins} bins x {unet.patch_frames} frames")
         hours = sampler.tracks.total_frames * dd.config.hop_length / dd.config.sample_rate / 3600
         print(f"data: {len(sampler.tracks)} train tracks, {hours:.2f} h, batch {args.batch_size}, "
               f"torch threads {torch.get_num_threads()}")
         B = args.batch_size
         results = []
 
-        batches = StreamingBatches(sampler, dd.reader(), "vocals", B, seed=0)
+        batches = StreamingBatches(sampler, dd.reader(), "vocals", B, seed=0, **bins)
         results.append(("streaming, in-process (0 workers)", rate(lambda i: batches[i], B, args.seconds)))
         batches.close()
 
         for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
-            batches = StreamingBatches(sampler, dd.reader(), "vocals", B, seed=0)
+            batches = StreamingBatches(sampler, dd.reader(), "vocals", B, seed=0, **bins)
             loader = streaming_loader(batches, range(10**6), workers=workers, prefetch=4)
             pids = [p.pid for p in loader._procs]
             results.append((f"streaming, {workers} worker process{'es' if workers > 1 else ''}",
                             rate(lambda i: next(loader), B, args.seconds, pids=pids)))
             loader.close()
 
-        resident = ResidentBatches(sampler, dd.reader(), "vocals", B, seed=0, device="cpu")
+        resident = ResidentBatches(sampler, dd.reader(), "vocals", B, seed=0, device="cpu", **bins)
         results.append(("resident in RAM, float16 batch", rate(lambda i: resident[i], B, args.seconds)))
         results.append(("resident in RAM, float32 batch", rate(lambda i: resident.batch(i), B, args.seconds)))
 

@@ -31,8 +31,10 @@ import time
 from pathlib import Path
 
 
-def build_synthetic_datadir(path: Path, songs: int, seconds: float, seed: int = 0):
-    """``songs`` synthetic DSD100 songs (all train but one valid) ingested into ``path``."""
+def build_synthetic_datadir(path: Path, songs: int, seconds: float, seed: int = 0, geometry: str = "seed"):
+    """``songs`` synthetic DSD100 songs (all train but one valid) ingested into ``path`` at the
+    geometry preset ``geometry`` (seed, paper, fullband)."""
+    from stemforge.core.config import SpectrogramConfig
     from stemforge.ingest.engine import ingest
     from stemforge.recipes import dsd100
     from stemforge.store import DataDir
@@ -41,19 +43,20 @@ def build_synthetic_datadir(path: Path, songs: int, seconds: float, seed: int = 
     entries = [dict(id=51 + i, subset="Dev", artist=f"Bench Artist {i}", title=f"Song {i}") for i in range(max(1, songs - 1))]
     entries.append(dict(id=65, subset="Dev", artist="Fergessen", title="Nos Palpitants"))  # a DSD100 validation song
     write_corpus(path / "corpus", "dsd100", songs=len(entries), seconds=seconds, seed=seed, entries=entries)
-    dd = DataDir.create(path / "data")
+    dd = DataDir.create(path / "data", SpectrogramConfig.preset(geometry))
     report = ingest(dd, dsd100.discover(path / "corpus"), workers=1)
     if report.failed:
         raise SystemExit(f"ingest failed: {report.failed}")
     return DataDir.open(path / "data")
 
 
-def first_batch(datadir, target: str, batch_size: int, device):
+def first_batch(datadir, unet_config, batch_size: int, device):
     """The trainer's batch of step 0 (seed 0), on ``device``: the bare step runs on it."""
     from stemforge.train.data import PatchSampler, ResidentBatches
 
-    sampler = PatchSampler.from_datadir(datadir)
-    return ResidentBatches(sampler, datadir.reader(), target, batch_size, seed=0, device=device).batch(0)
+    sampler = PatchSampler.from_datadir(datadir, patch_frames=unet_config.patch_frames)
+    return ResidentBatches(sampler, datadir.reader(), unet_config.target, batch_size, seed=0, device=device,
+                           first_bin=unet_config.first_bin, n_bins=unet_config.n_bins).batch(0)
 
 
 def bare_rate(unet_config, batch, device, precision: str, steps: int, warmup: int, compile_: bool) -> float:
@@ -94,7 +97,7 @@ def trainer_rate(datadir, unet_config, batch_size: int, device: str, precision: 
         cfg = TrainConfig(
             steps=steps + min(10, max(1, steps // 10)), batch_size=batch_size, precision=precision, data_mode=mode, workers=workers,
             compile=compile_, val_crops=0, val_every=10**9, checkpoint_every=10**9, log_every=max(1, steps // 4),
-            tensorboard=False,
+            tensorboard=False, patch_frames=unet_config.patch_frames,
         )
         result = train(datadir, out, cfg, unet_config, device=device)
         return float(result.patches_per_s or 0.0), result.data_message
@@ -119,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians are printed")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--geometry", default="seed", help="the synthetic DataDir's preset: seed, paper, fullband (44.1 kHz stereo)")
+    ap.add_argument("--patch-frames", type=int, default=None, help="frames per crop (default: the geometry's, 512 at fullband)")
+    ap.add_argument("--model-bins", type=int, default=None, help="bins the model sees (default: the geometry's, 1024 at fullband)")
     args = ap.parse_args(argv)
 
     import torch
@@ -130,24 +136,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    unet = UNetConfig(width=args.width, kernel_size=args.kernel_size)
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="stemforge-train-bench-"))
     try:
         if args.data is None:
             t = time.perf_counter()
-            datadir = build_synthetic_datadir(workdir, args.songs, args.seconds)
+            datadir = build_synthetic_datadir(workdir, args.songs, args.seconds, geometry=args.geometry)
             print(f"built a synthetic DataDir ({args.songs} songs x {args.seconds:g} s) in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         else:
             datadir = DataDir.open(args.data)
+        from stemforge.train.loop import geometry_unet_config
+
+        sizes = {k: v for k, v in (("patch_frames", args.patch_frames), ("n_bins", args.model_bins)) if v is not None}
+        unet = geometry_unet_config(datadir.config, "seed", width=args.width, kernel_size=args.kernel_size, **sizes)
+        print(f"geometry {datadir.config.geometry()}; crops {unet.channels} x {unet.n_bins} bins x {unet.patch_frames} frames")
         gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "-"
         print(
             f"device {device} ({gpu}), torch {torch.__version__}, threads {torch.get_num_threads()}, "
             f"U-Net width {unet.width:g} kernel {unet.kernel_size} ({count_parameters(UNet(unet)):,} parameters), "
             f"batch {args.batch_size}, {args.steps} timed steps, {args.rounds} round(s)"
         )
-        batch = first_batch(datadir, unet.target, args.batch_size, device)
+        batch = first_batch(datadir, unet, args.batch_size, device)
         for precision in precisions:
             figures: dict[str, list[float]] = {"bare": []}
             notes: dict[str, str] = {}

@@ -94,6 +94,8 @@ class TrainProgress:
             self._step(event)
         elif kind == "validation":
             self._validation(event)
+        elif kind == "schedule":
+            self.line(f"{self.label}: step {event.step}/{event.total_steps}  {event.message}")
         elif kind == "checkpoint":
             if not self.tty:
                 self.line(f"{self.label}: step {event.step}/{event.total_steps}  wrote {event.path}")

@@ -69,6 +69,31 @@ def train(
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Loader processes when streaming (default: 1 on CPU, else cores/2, at most 8).", show_default=False),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt (exactly where it stopped; unspecified options keep the run's values)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seeds weights, crops and dropout." + _default(_D.seed), show_default=False),
+    variant: Optional[str] = typer.Option(
+        None, "--variant", help="The U-Net: seed (the seed's code, 4x4), paper (5x5) or spleeter (Spleeter's layer order) (default: seed; with --init or --resume: the checkpoint's).",
+        show_default=False,
+    ),
+    model_bins: Optional[int] = typer.Option(
+        None, "--model-bins", help="Frequency bins the model sees, from its first bin (bin 1: DC dropped; 0 for --variant spleeter); a multiple of 64 (default: 512 at 16 kHz / n_fft 1024, 1024 at fullband, else n_fft/2).",
+        show_default=False,
+    ),
+    patch_frames: Optional[int] = typer.Option(
+        None, "--patch-frames", help="Frames per training crop, a multiple of 64 (default: the geometry's, 128 at seed/paper, 512 at fullband; with --resume: the run's).",
+        show_default=False,
+    ),
+    init: Optional[Path] = typer.Option(
+        None, "--init", help="Fine-tune: start from this checkpoint's weights (one net, or the --target net of a two-net one such as import-spleeter's); its geometry and architecture must fit.",
+        show_default=False,
+    ),
+    lr_schedule: Optional[str] = typer.Option(
+        None, "--lr-schedule", help="constant | plateau (halve the rate after --patience validations without a new best) | cosine (to 0 at --steps)." + _default(_D.lr_schedule),
+        show_default=False,
+    ),
+    patience: Optional[int] = typer.Option(None, "--patience", help="Validations without a new best before plateau halves the rate." + _default(_D.patience), show_default=False),
+    freeze_bn: Optional[bool] = typer.Option(
+        None, "--freeze-bn/--no-freeze-bn", help="Keep the BatchNorm running statistics fixed (default: yes with --init, else no).", show_default=False,
+    ),
+    early_stop: Optional[int] = typer.Option(None, "--early-stop", help="Stop after N validations in a row without a new best validation loss (default: never).", show_default=False),
     width: Optional[float] = typer.Option(None, "--width", help="Channel multiplier of the U-Net (default: UNetConfig's; 1.0 is the seed's size, 0.25 a fast CPU model).", show_default=False),
     kernel_size: Optional[int] = typer.Option(None, "--kernel-size", help="Kernel size: 4 (the seed's code) or 5 (the paper) (default: UNetConfig's).", show_default=False),
     in_memory: Optional[bool] = typer.Option(
@@ -107,14 +132,28 @@ def train(
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "precision": precision, "compile": compile_,
         "workers": workers, "min_vocal_db": min_vocal_db, "val_every": val_every,
         "checkpoint_every": checkpoint_every, "log_every": log_every, "tensorboard": tensorboard,
-        "deterministic": deterministic,
+        "deterministic": deterministic, "patch_frames": patch_frames, "lr_schedule": lr_schedule,
+        "patience": patience, "early_stop": early_stop, "freeze_bn": freeze_bn,
     }
     if in_memory is not None:
         given["data_mode"] = "memory" if in_memory else "streaming"
-    unet_given = {"width": width, "kernel_size": kernel_size, "target": target}
+    unet_given = {"width": width, "kernel_size": kernel_size, "target": target, "n_bins": model_bins}
     given = {k: v for k, v in given.items() if v is not None}
     unet_given = {k: v for k, v in unet_given.items() if v is not None}
     _check_options(given, unet_given, epochs, device)
+    if init is not None and resume:
+        raise typer.BadParameter("--init starts a new run; --resume continues the run's last.pt: give one", param_hint="--init")
+    if variant is not None:
+        from stemforge.train.model import PRESETS
+
+        if variant not in PRESETS:
+            raise typer.BadParameter(f"choose one of {', '.join(PRESETS)}, not {variant!r}", param_hint="--variant")
+        if init is not None or resume:
+            raise typer.BadParameter(
+                f"the architecture comes from the checkpoint with {'--init' if init is not None else '--resume'}", param_hint="--variant"
+            )
+    if init is not None and not init.is_file():
+        raise typer.BadParameter(f"{init}: no such file", param_hint="--init")
 
     with cli_errors():
         from stemforge.core.errors import StemforgeError
@@ -127,10 +166,11 @@ def train(
             if env.is_distributed and not resume:
                 raise StemforgeError("under torchrun pass --out (every process must agree on the run folder)")
             out_dir = _default_out(resume)
-        _run(data_path, out_dir, env, resume=resume, given=given, unet_given=unet_given, epochs=epochs, device=device)
+        _run(data_path, out_dir, env, resume=resume, given=given, unet_given=unet_given, epochs=epochs, device=device,
+             variant=variant, init=init)
 
 
-_OPTION_NAMES = {"compile": "--compile", "data_mode": "--in-memory", "kernel_size": "--kernel-size"}
+_OPTION_NAMES = {"compile": "--compile", "data_mode": "--in-memory", "kernel_size": "--kernel-size", "n_bins": "--model-bins"}
 
 
 def _check_options(given: dict, unet_given: dict, epochs: float | None, device: str) -> None:
@@ -169,22 +209,28 @@ def _check_options(given: dict, unet_given: dict, epochs: float | None, device: 
                 raise typer.BadParameter(str(exc), param_hint=option(name)) from None
 
 
-def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet_given: dict, epochs, device) -> None:
+def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet_given: dict, epochs, device,
+         variant: str | None = None, init: Path | None = None) -> None:
     import dataclasses
 
     from stemforge.cli.progress import TrainProgress
+    from stemforge.core.config import patch_frames as geometry_patch_frames
     from stemforge.store import DataDir
-    from stemforge.train.loop import resume_configs, steps_for_epochs
+    from stemforge.train.loop import geometry_unet_config, init_unet_config, resume_configs, steps_for_epochs
     from stemforge.train.loop import train as train_run
-    from stemforge.train.model import UNet, UNetConfig, count_parameters
+    from stemforge.train.model import UNet, count_parameters
 
     datadir = DataDir.open(data_path)
     if resume:
         base_cfg, base_unet, at_step = resume_configs(out_dir)
-    else:
-        base_cfg, base_unet, at_step = TrainConfig(), UNetConfig(), 0
+    elif init is not None:  # the architecture is the checkpoint's; the patches the geometry's
+        base_unet = init_unet_config(init, unet_given.get("target"))
+        base_cfg, at_step = TrainConfig(patch_frames=geometry_patch_frames(datadir.config), freeze_bn=True), 0
+    else:  # a new model sized to the DataDir's geometry (the seed's UNetConfig() at the seed geometry)
+        base_unet = geometry_unet_config(datadir.config, variant or "seed")
+        base_cfg, at_step = TrainConfig(patch_frames=base_unet.patch_frames), 0
     cfg = dataclasses.replace(base_cfg, **given)
-    unet = dataclasses.replace(base_unet, **unet_given)
+    unet = dataclasses.replace(base_unet, **unet_given, patch_frames=cfg.patch_frames)
     if epochs is not None:
         total = steps_for_epochs(datadir, epochs, cfg.batch_size, cfg.patch_frames, env.world_size, cfg.min_vocal_db)
         cfg = dataclasses.replace(cfg, steps=total)
@@ -194,13 +240,18 @@ def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet
         n_params = count_parameters(UNet(unet))
         what = f"resuming at step {at_step}" if resume else "new run"
         err(f"run: {out_dir.resolve()} ({what})")
+        if init is not None:
+            err(f"init: the {unet.target} net of {init}")
         err(
-            f"model: U-Net width {unet.width:g}, kernel {unet.kernel_size}, target {unet.target}, {n_params:,} parameters; "
+            f"model: U-Net {unet.variant} width {unet.width:g}, kernel {unet.kernel_size}, target {unet.target}, "
+            f"{unet.channels} channel(s) x bins {unet.first_bin}..{unet.first_bin + unet.n_bins - 1} x {unet.patch_frames} frames, "
+            f"{n_params:,} parameters; "
             f"{cfg.steps} steps of {cfg.batch_size} crops x {env.world_size} process(es), lr {cfg.lr:g}, {cfg.precision}, seed {cfg.seed}"
         )
     progress = TrainProgress()
     try:
-        result = train_run(datadir, out_dir, cfg, unet, progress=progress if main else None, device=device, resume=resume)
+        result = train_run(datadir, out_dir, cfg, unet, progress=progress if main else None, device=device, resume=resume,
+                           init=init, target=unet.target if init is not None else None)
     finally:
         progress.close()
     if not main:
@@ -226,6 +277,8 @@ def _summary(result) -> None:
         {"what": "validation loss: best", "value": f"{loss(result.best_val_loss)} (step {result.best_step})" if result.best_val_loss is not None else "- (no validation)"},
         {"what": "throughput", "value": "-" if result.patches_per_s is None else f"{result.patches_per_s:.1f} patches/s"},
     ]
+    if result.stopped_early is not None:
+        rows.insert(1, {"what": "stopped early", "value": f"at step {result.stopped_early} (no new best validation loss)"})
     out(format_table(rows, ["what", "value"]))
     if result.model_weights == "best":
         out(f"model (best):  {result.model_path}")

@@ -4,7 +4,8 @@
 memory or RAM, :class:`~stemforge.train.data.ResidentBatches`) and the streaming one (crops
 read from the shards by worker processes, :class:`~stemforge.train.data.StreamingLoader`) and
 returns a :class:`BatchSource`: an iterator of ``(mixture, target)`` float32 device tensors
-``[batch, 1, n_bins, patch_frames]`` for the steps asked for, in step order, with the mode
+``[batch, channels, n_bins, patch_frames]`` (the model's bins; ``[batch, 1, 512, 128]`` at the
+seed geometry) for the steps asked for, in step order, with the mode
 used and a sentence saying why. Both loaders give the same batch for the same step, so the
 choice never changes a run.
 """
@@ -93,7 +94,7 @@ class BatchSource:
     """What :func:`open_batches` returns.
 
     Attributes:
-        batches: an iterator of ``(mixture, target)`` float32 ``[batch, 1, n_bins, P]`` on the
+        batches: an iterator of ``(mixture, target)`` float32 ``[batch, channels, n_bins, P]`` on the
             device, one per step asked for, in order.
         mode: ``"memory"`` or ``"streaming"``.
         message: how the batches are made, and why (for the user).
@@ -123,31 +124,43 @@ def open_batches(
     data_mode: str = "auto",
     workers: int | None = None,
     prefetch: int = 3,
+    first_bin: int = 1,
+    n_bins: int | None = None,
+    plain: bool = False,
 ) -> BatchSource:
     """The batches of ``steps`` (crops of ``sampler`` for ``(seed, rank, step)``).
 
     ``data_mode``: ``memory`` holds the train magnitudes on ``device`` when they take at most
     half its free memory (falling back to streaming, with the reason, when they do not);
     ``streaming`` reads crops with ``workers`` loader processes (None: :func:`loader_workers`);
-    ``auto`` is memory when it fits.
+    ``auto`` is memory when it fits. The fit check counts what the resident loader holds: the
+    model's bins (``first_bin``, ``n_bins``; None: every stored bin from ``first_bin`` on) of
+    every channel, mixture and target, float16. ``plain``: every track's magnitudes times its
+    stored ``norm`` (plain ``|STFT|``, for a model trained on normalization "none").
     """
     from stemforge.core.errors import StemforgeError
-    from stemforge.train.data import ResidentBatches, StreamingBatches, resident_fits, resident_nbytes, streaming_loader
+    from stemforge.train.data import (
+        ResidentBatches, StreamingBatches, model_bins, resident_fits, resident_nbytes, streaming_loader, track_norms,
+    )
+
+    scale = track_norms(datadir, "train") if plain else None
 
     if data_mode not in DATA_MODES:
         raise StemforgeError(f"data_mode must be one of {DATA_MODES}, got {data_mode!r}")
     where = "GPU memory" if device.type == "cuda" else "RAM"
     if data_mode in ("auto", "memory"):
-        nbytes = resident_nbytes(sampler.tracks, sampler.patch_frames, datadir.config.n_bins - 1)
+        first_bin, n_bins = model_bins(datadir.config.n_bins, first_bin, n_bins)
+        nbytes = resident_nbytes(sampler.tracks, sampler.patch_frames, n_bins, channels=datadir.config.channels)
         fits, why = resident_fits(nbytes, device)
         if fits:
-            resident = ResidentBatches(sampler, datadir.reader(), target, batch_size, seed, rank, device)
+            resident = ResidentBatches(sampler, datadir.reader(), target, batch_size, seed, rank, device,
+                                       first_bin=first_bin, n_bins=n_bins, scale=scale)
             return BatchSource(ResidentIter(resident, steps), "memory", f"resident in {where}: {why}")
         fallback = f"{why}; streaming from the shards instead"
     else:
         fallback = "streaming from the shards (asked for)"
     n_workers = workers if workers is not None else loader_workers(device)
-    streaming = StreamingBatches(sampler, datadir.reader(), target, batch_size, seed, rank)
+    streaming = StreamingBatches(sampler, datadir.reader(), target, batch_size, seed, rank, first_bin, n_bins, scale)
     loader = streaming_loader(streaming, steps, workers=n_workers, prefetch=prefetch)
     plural = "es" if n_workers != 1 else ""
     return BatchSource(StreamingIter(loader, device), "streaming", f"{fallback}, {n_workers} loader process{plural}")

@@ -1,9 +1,16 @@
-"""Training data: crops of 128 frames cut from a DataDir's shards, as the U-Net sees them.
+"""Training data: crops of ``P`` frames cut from a DataDir's shards, as the U-Net sees them.
 
-The network sees bins 1..512 of the stored 513 (the DC bin is dropped) of 128-frame crops::
+The network sees ``F`` stored bins from ``first_bin`` on (the model's
+:attr:`~stemforge.train.model.UNetConfig.first_bin` and ``n_bins``) of ``P``-frame crops, every
+channel of the DataDir::
 
-    mixture  [batch, 1, 512, 128]   normalized mixture magnitude (the network input)
-    target   [batch, 1, 512, 128]   normalized magnitude of the target (vocals or accompaniment)
+    mixture  [batch, channels, F, P]   mixture magnitude as stored (the network input)
+    target   [batch, channels, F, P]   magnitude of the target (vocals or accompaniment)
+
+At the seed geometry that is ``[batch, 1, 512, 128]``: bins 1..512 of the stored 513 (the DC
+bin dropped) of 128-frame crops; at the fullband one ``[batch, 2, 1024, 512]`` by default.
+Every class below takes ``first_bin`` (default 1) and ``n_bins`` (default: every stored bin
+from ``first_bin`` on, 512 at the seed geometry).
 
 Three pieces:
 
@@ -20,7 +27,7 @@ Three pieces:
   :class:`StreamingLoader` cuts the batches of the coming steps ahead of time in worker
   processes that write into shared memory; no HDF5 handle or file descriptor is pickled, each
   worker opens the shards it needs lazily.
-* :class:`ResidentBatches` copies the train split's magnitudes (bins 1..512, float16) once to
+* :class:`ResidentBatches` copies the train split's magnitudes (the model's bins, float16) once to
   device memory (GPU) or RAM (CPU) and cuts batches there by a gather, so a fast GPU never
   waits for the CPU. Its batches are identical to the streaming ones for the same step.
 
@@ -46,7 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Frames per training crop (about 4.1 s at 16 kHz, hop 512).
 PATCH_FRAMES = 128
-#: The stored bins the network sees: 1..512 (bin 0, DC, is dropped and gets mask 0).
+#: The first stored bin the network sees by default: 1 (bin 0, DC, is dropped and gets mask 0).
 FIRST_BIN = 1
 TARGETS = ("vocals", "accompaniment")
 
@@ -203,16 +210,64 @@ class PatchSampler:
 # --------------------------------------------------------------------------------------------
 
 
-def to_model_layout(frames: np.ndarray, out: "torch.Tensor | None" = None) -> "torch.Tensor":
-    """Stored crops float16 ``[batch, P, 513]`` -> float16 ``[batch, 1, 512, P]`` (bins 1..512,
-    frequency-major, contiguous), the network's layout. Convert the dtype on the device."""
+def model_bins(n_stored: int, first_bin: int = FIRST_BIN, n_bins: int | None = None) -> tuple[int, int]:
+    """``(first_bin, n_bins)`` of the bins a model sees among ``n_stored`` stored ones
+    (``n_bins`` None: all from ``first_bin`` on); StemforgeError when they go past the stored bins."""
+    first_bin = int(first_bin)
+    n_bins = n_stored - first_bin if n_bins is None else int(n_bins)
+    if first_bin < 0 or n_bins <= 0 or first_bin + n_bins > n_stored:
+        raise StemforgeError(
+            f"the model sees bins {first_bin}..{first_bin + n_bins - 1} ({n_bins} bins); "
+            f"the DataDir stores {n_stored} bins (0..{n_stored - 1})"
+        )
+    return first_bin, n_bins
+
+
+def to_model_layout(frames: np.ndarray, out: "torch.Tensor | None" = None, first_bin: int = FIRST_BIN,
+                    n_bins: int | None = None) -> "torch.Tensor":
+    """Stored crops float16 ``[batch, P, S]`` (mono) or ``[batch, P, channels, S]`` (stereo) ->
+    float16 ``[batch, channels, n_bins, P]`` (bins ``first_bin .. first_bin + n_bins - 1``,
+    frequency-major, contiguous), the network's layout; ``[batch, 1, 512, P]`` at the seed
+    geometry. Convert the dtype on the device."""
     import torch
 
-    src = frames[:, :, FIRST_BIN:].transpose(0, 2, 1)  # a view [batch, 512, P]
+    a, n = model_bins(frames.shape[-1], first_bin, n_bins)
+    if frames.ndim == 3:
+        src = frames[:, :, a : a + n].transpose(0, 2, 1)[:, None]  # a view [batch, 1, F, P]
+    else:
+        src = frames[:, :, :, a : a + n].transpose(0, 2, 3, 1)  # a view [batch, C, F, P]
     if out is None:
-        out = torch.empty((src.shape[0], 1, src.shape[1], src.shape[2]), dtype=torch.float16)
-    np.copyto(out.numpy()[:, 0], src)  # numpy's strided copy is ~1.5x torch's here
+        out = torch.empty(src.shape, dtype=torch.float16)
+    np.copyto(out.numpy(), src)  # numpy's strided copy is ~1.5x torch's here
     return out
+
+
+def track_norms(datadir: "DataDir", split: str) -> np.ndarray:
+    """float32 ``[n_tracks]``: the stored ``norm`` (the divisor of max-normalized magnitudes)
+    of the tracks of ``TrackList.from_rows(datadir.select(split=split))``, in its order.
+    Multiplying a track's stored magnitudes by it gives back the plain ``|STFT|``."""
+    rows = datadir.select(split=split)
+    keep = rows["n_frames"].astype("int64").to_numpy() > 0
+    norms = rows["norm"].astype("float64").to_numpy()[keep]
+    if not np.isfinite(norms).all() or (norms <= 0).any():
+        raise ManifestError(f"{datadir.path}: {split} rows without a positive 'norm': cannot give plain |STFT| magnitudes")
+    return norms.astype(np.float32)
+
+
+def _scaled(x: "torch.Tensor", scale: np.ndarray) -> "torch.Tensor":
+    """float16 ``x [n, ...]`` times float32 ``scale [n]`` (per crop), rounded back to float16: the
+    same elementwise operation in every loader, so their batches stay bit-identical."""
+    import torch
+
+    s = torch.from_numpy(np.ascontiguousarray(scale, dtype=np.float32)).view((-1,) + (1,) * (x.dim() - 1))
+    return (x.float() * s).to(torch.float16)
+
+
+def _crop_shape(config, batch: int, patch_frames: int) -> tuple[int, ...]:
+    """Stored layout of ``batch`` crops: ``[batch, P, S]`` mono, ``[batch, P, channels, S]`` stereo."""
+    if config.channels == 1:
+        return (batch, patch_frames, config.n_bins)
+    return (batch, patch_frames, config.channels, config.n_bins)
 
 
 @dataclass
@@ -220,8 +275,8 @@ class Batch:
     """One training batch (float16 on the CPU from the loaders; see :func:`to_device`).
 
     Attributes:
-        mixture: ``[batch, 1, 512, P]``.
-        target: ``[batch, 1, 512, P]``.
+        mixture: ``[batch, channels, n_bins, P]`` (``[batch, 1, 512, P]`` at the seed geometry).
+        target: the same shape.
         step: the step it was drawn for.
     """
 
@@ -249,22 +304,30 @@ def to_device(batch: Batch, device: "torch.device | str", dtype: "torch.dtype | 
 class StreamingBatches:
     """Batches read from the shards, one per step: a map-style ``Dataset`` whose index is the step.
 
-    ``batches[step]`` is a :class:`Batch` of float16 ``[batch_size, 1, 512, P]`` tensors, the
-    crops :meth:`PatchSampler.positions` gives for ``(seed, rank, step)``. Use it through
-    :class:`StreamingLoader` (worker processes, prefetching) or index it directly.
+    ``batches[step]`` is a :class:`Batch` of float16 ``[batch_size, channels, n_bins, P]``
+    tensors, the crops :meth:`PatchSampler.positions` gives for ``(seed, rank, step)``. Use it
+    through :class:`StreamingLoader` (worker processes, prefetching) or index it directly.
 
     Args:
         sampler: where the crops come from.
         reader: a :class:`ShardReader` of the DataDir (a fresh one: nothing opened yet).
         target: ``"vocals"`` or ``"accompaniment"``.
         batch_size, seed, rank: as in :meth:`PatchSampler.positions`.
+        first_bin, n_bins: the stored bins the model sees (:func:`model_bins`).
+        scale: None, or float32 ``[n_tracks]`` multiplying each track's magnitudes
+            (:func:`track_norms`: plain ``|STFT|`` for a model trained on normalization "none").
     """
 
-    def __init__(self, sampler: PatchSampler, reader: "ShardReader", target: str, batch_size: int, seed: int, rank: int = 0):
+    def __init__(self, sampler: PatchSampler, reader: "ShardReader", target: str, batch_size: int, seed: int, rank: int = 0,
+                 first_bin: int = FIRST_BIN, n_bins: int | None = None, scale: np.ndarray | None = None):
         if target not in TARGETS:
             raise StemforgeError(f"target must be one of {TARGETS}, got {target!r}")
         if batch_size <= 0:
             raise StemforgeError(f"batch_size must be positive, got {batch_size}")
+        self.first_bin, self.n_bins = model_bins(reader.config.n_bins, first_bin, n_bins)
+        self.channels = reader.config.channels
+        self.scale = None if scale is None else np.asarray(scale, dtype=np.float32)
+        self._track: np.ndarray | None = None
         self.sampler = sampler
         self.crops = CropReader(reader, sampler.tracks)
         self.target = target
@@ -279,21 +342,41 @@ class StreamingBatches:
         return state
 
     def read_step(self, step: int) -> dict[str, np.ndarray]:
-        """The raw crops of ``step``: ``{"mixture", target}`` float16 ``[batch, P, 513]`` (a
+        """The raw crops of ``step``: ``{"mixture", target}`` float16 in the stored layout,
+        ``[batch, P, 513]`` at the seed geometry, ``[batch, P, channels, S]`` at a stereo one (a
         buffer reused by the next call)."""
-        n_bins = self.crops.reader.config.n_bins
-        shape = (self.batch_size, self.sampler.patch_frames, n_bins)
+        shape = _crop_shape(self.crops.reader.config, self.batch_size, self.sampler.patch_frames)
         if self._buffers is None or self._buffers["mixture"].shape != shape:
             self._buffers = {name: np.empty(shape, dtype=np.float16) for name in ("mixture", self.target)}
         track, start = self.sampler.positions(self.seed, self.rank, step, self.batch_size)
+        self._track = track
         mix, tgt = self._buffers["mixture"], self._buffers[self.target]
         for i in range(self.batch_size):
             self.crops.read_into(int(track[i]), int(start[i]), {"mixture": mix[i], self.target: tgt[i]})
         return self._buffers
 
-    def __getitem__(self, step: int) -> Batch:
+    def write_step(self, step: int, mixture: "torch.Tensor | None" = None, target: "torch.Tensor | None" = None):
+        """The crops of ``step`` in the model's layout, float16 ``[batch, channels, n_bins, P]``,
+        written into ``mixture``/``target`` when given (a loader's shared slots), else new
+        tensors; returns ``(mixture, target)``."""
         raw = self.read_step(int(step))
-        return Batch(to_model_layout(raw["mixture"]), to_model_layout(raw[self.target]), int(step))
+        a, n = self.first_bin, self.n_bins
+        if self.scale is None:
+            return (to_model_layout(raw["mixture"], mixture, a, n), to_model_layout(raw[self.target], target, a, n))
+        s = self.scale[self._track]
+        out = []
+        for name, dest in (("mixture", mixture), (self.target, target)):
+            scaled = _scaled(to_model_layout(raw[name], None, a, n), s)
+            if dest is None:
+                dest = scaled
+            else:
+                dest.copy_(scaled)
+            out.append(dest)
+        return out[0], out[1]
+
+    def __getitem__(self, step: int) -> Batch:
+        mix, tgt = self.write_step(int(step))
+        return Batch(mix, tgt, int(step))
 
     def close(self) -> None:
         self.crops.close()
@@ -350,9 +433,7 @@ def _loader_worker(batches: StreamingBatches, mix_slots, tgt_slots, tasks, resul
                 break
             step, slot = task
             try:
-                raw = batches.read_step(step)
-                to_model_layout(raw["mixture"], out=mix_slots[slot])
-                to_model_layout(raw[batches.target], out=tgt_slots[slot])
+                batches.write_step(step, mix_slots[slot], tgt_slots[slot])
                 results.put((step, slot, None))
             except BaseException as exc:  # reported to the parent, which raises it
                 results.put((step, slot, _portable_error(exc)))
@@ -407,8 +488,7 @@ class StreamingLoader:
         ctx = mp.get_context(method)
         n_slots = self.workers * prefetch
         P = batches.sampler.patch_frames
-        n_bins = batches.crops.reader.config.n_bins - FIRST_BIN
-        shape = (n_slots, batches.batch_size, 1, n_bins, P)
+        shape = (n_slots, batches.batch_size, batches.channels, batches.n_bins, P)
         self._mix = _shared_slots(shape, method)
         self._tgt = _shared_slots(shape, method)
         self._free = list(range(n_slots))
@@ -507,10 +587,13 @@ def streaming_loader(
 # --------------------------------------------------------------------------------------------
 
 
-def resident_nbytes(tracks: TrackList, patch_frames: int = PATCH_FRAMES, n_bins: int = 512, fields: int = 2) -> int:
-    """Bytes :class:`ResidentBatches` holds for ``tracks`` (float16, short tracks padded)."""
+def resident_nbytes(tracks: TrackList, patch_frames: int = PATCH_FRAMES, n_bins: int = 512, fields: int = 2,
+                    channels: int = 1) -> int:
+    """Bytes :class:`ResidentBatches` holds for ``tracks``: float16, ``fields`` arrays of
+    ``channels x n_bins`` per frame (the model's bins, not every stored one), tracks shorter
+    than ``patch_frames`` padded to it."""
     rows = int(np.maximum(tracks.n_frames, patch_frames).sum())
-    return rows * n_bins * 2 * fields
+    return rows * channels * n_bins * 2 * fields
 
 
 def _available_ram() -> int | None:
@@ -547,11 +630,12 @@ def resident_fits(nbytes: int, device: "torch.device | str", fraction: float = 0
 
 
 class ResidentBatches:
-    """The train split's magnitudes (bins 1..512, float16) held on ``device``; batches cut there.
+    """The train split's magnitudes (the model's bins, float16) held on ``device``; batches cut there.
 
-    All tracks are concatenated along time into two frequency-major ``[512, rows]`` float16
-    tensors (mixture and target; a track shorter than ``P`` frames is zero-padded to ``P``), so
-    a crop is a ``[512, P]`` window already in the network's layout. On a GPU a batch is one
+    All tracks are concatenated along time into two frequency-major ``[channels, n_bins, rows]``
+    float16 tensors (mixture and target; ``[1, 512, rows]`` at the seed geometry; a track shorter
+    than ``P`` frames is zero-padded to ``P``), so a crop is a ``[channels, n_bins, P]`` window
+    already in the network's layout. On a GPU a batch is one
     ``index_select`` over the windows at the step's start indices (computed from the
     :class:`PatchSampler` on the CPU: 2 x ``batch`` integers, microseconds) followed by the
     float conversion, so the GPU never waits on the CPU; on the CPU (RAM-resident) the windows
@@ -563,6 +647,8 @@ class ResidentBatches:
         reader: a :class:`ShardReader` of the DataDir; closed after loading.
         device: where the data lives (``"cuda:0"``, ``"cpu"``, ...).
         progress: optional ``callable(tracks_done, n_tracks)`` while loading.
+        first_bin, n_bins: the stored bins the model sees (:func:`model_bins`).
+        scale: as in :class:`StreamingBatches`.
     """
 
     def __init__(
@@ -575,6 +661,9 @@ class ResidentBatches:
         rank: int = 0,
         device: "torch.device | str" = "cpu",
         progress=None,
+        first_bin: int = FIRST_BIN,
+        n_bins: int | None = None,
+        scale: np.ndarray | None = None,
     ):
         import torch
 
@@ -590,12 +679,13 @@ class ResidentBatches:
         self.device = torch.device(device)
         tracks = sampler.tracks
         P = self.patch_frames = sampler.patch_frames
-        n_bins = reader.config.n_bins - FIRST_BIN
+        a, n_bins = self.first_bin, self.n_bins = model_bins(reader.config.n_bins, first_bin, n_bins)
+        channels = self.channels = reader.config.channels
         lengths = np.maximum(tracks.n_frames, P)
         self.offsets = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
         rows = int(lengths.sum())
-        self.mixture = torch.zeros((n_bins, rows), dtype=torch.float16, device=self.device)
-        self.target_data = torch.zeros((n_bins, rows), dtype=torch.float16, device=self.device)
+        self.mixture = torch.zeros((channels, n_bins, rows), dtype=torch.float16, device=self.device)
+        self.target_data = torch.zeros((channels, n_bins, rows), dtype=torch.float16, device=self.device)
         try:
             for i in range(len(tracks)):
                 n = int(tracks.n_frames[i])
@@ -605,14 +695,20 @@ class ResidentBatches:
                     arr = got[name]
                     if arr.shape[0] != n:
                         raise ManifestError(f"{tracks.uids[i]}: shard holds {arr.shape[0]} frames, the manifest says {n}")
-                    dest[:, o : o + n].copy_(torch.from_numpy(arr[:, FIRST_BIN:]).T.contiguous())
+                    # [n, S] mono / [n, C, S] stereo -> [C, n_bins, n]
+                    arr = arr[:, None, a : a + n_bins] if arr.ndim == 2 else arr[:, :, a : a + n_bins]
+                    values = torch.from_numpy(np.ascontiguousarray(arr.transpose(1, 2, 0)))
+                    if scale is not None:
+                        values = _scaled(values[None], np.asarray(scale, np.float32)[i : i + 1])[0]
+                    dest[:, :, o : o + n].copy_(values)
                 if progress is not None:
                     progress(i + 1, len(tracks))
         finally:
             reader.close()
         n_windows = rows - P + 1
         self._windows = [
-            data.as_strided((n_windows, 1, n_bins, P), (1, 0, rows, 1)) for data in (self.mixture, self.target_data)
+            data.as_strided((n_windows, channels, n_bins, P), (1, n_bins * rows, rows, 1))
+            for data in (self.mixture, self.target_data)
         ]
 
     @property
@@ -625,7 +721,7 @@ class ResidentBatches:
         return self.offsets[track] + start
 
     def batch(self, step: int, dtype: "torch.dtype | None" = None) -> tuple["torch.Tensor", "torch.Tensor"]:
-        """``(mixture, target)`` ``[batch, 1, 512, P]`` on the device, contiguous, as ``dtype``
+        """``(mixture, target)`` ``[batch, channels, n_bins, P]`` on the device, contiguous, as ``dtype``
         (float32 by default); equal to ``to_device(StreamingBatches[step], device, dtype)``."""
         import torch
 
@@ -664,7 +760,7 @@ class ValidationSet:
     """Fixed crops of the validation rows, float16 on the CPU.
 
     Attributes:
-        mixture, target: ``[n_crops, 1, 512, P]``.
+        mixture, target: ``[n_crops, channels, n_bins, P]`` (``[n_crops, 1, 512, P]`` at the seed geometry).
         uids: tuple of the track uid per crop; starts: int64 ``[n_crops]`` first frames.
     """
 
@@ -699,25 +795,35 @@ def validation_set(
     split: str = "valid",
     patch_frames: int = PATCH_FRAMES,
     max_crops: int = 256,
+    first_bin: int = FIRST_BIN,
+    n_bins: int | None = None,
+    plain: bool = False,
 ) -> ValidationSet | None:
-    """Fixed crops of ``datadir.select(split=split)`` (see :func:`validation_positions`);
-    None when the split has no rows."""
+    """Fixed crops of ``datadir.select(split=split)`` (see :func:`validation_positions`) at the
+    model's bins (``first_bin``, ``n_bins``: :func:`model_bins`); None when the split has no rows.
+    ``plain``: each track times its stored ``norm`` (:func:`track_norms`: plain ``|STFT|``)."""
     if target not in TARGETS:
         raise StemforgeError(f"target must be one of {TARGETS}, got {target!r}")
     tracks = TrackList.from_rows(datadir.select(split=split))
     if len(tracks) == 0:
         return None
+    a, n = model_bins(datadir.config.n_bins, first_bin, n_bins)
     track, start = validation_positions(tracks, patch_frames, max_crops)
     crops = CropReader(datadir.reader(), tracks)
     try:
-        raw = {name: np.empty((track.size, patch_frames, datadir.config.n_bins), np.float16) for name in ("mixture", target)}
+        shape = _crop_shape(datadir.config, track.size, patch_frames)
+        raw = {name: np.empty(shape, np.float16) for name in ("mixture", target)}
         for i in range(track.size):
             crops.read_into(int(track[i]), int(start[i]), {name: raw[name][i] for name in raw})
     finally:
         crops.close()
+    mix, tgt = to_model_layout(raw["mixture"], None, a, n), to_model_layout(raw[target], None, a, n)
+    if plain:
+        s = track_norms(datadir, split)[track]
+        mix, tgt = _scaled(mix, s), _scaled(tgt, s)
     return ValidationSet(
-        mixture=to_model_layout(raw["mixture"]),
-        target=to_model_layout(raw[target]),
+        mixture=mix,
+        target=tgt,
         uids=tuple(tracks.uids[i] for i in track),
         starts=start,
     )

@@ -47,7 +47,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from stemforge.core.config import _Config
 from stemforge.core.errors import CheckpointError, ConfigMismatchError, StemforgeError
@@ -64,8 +64,12 @@ RUN_INFO_NAME = "train.json"
 METRICS_COLUMNS = ("step", "epoch", "train_loss", "val_loss", "patches_per_s", "lr", "elapsed_s")
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: Learning-rate schedules: ``constant``; ``plateau`` (halved after ``patience`` validations
+#: without a new best); ``cosine`` (from ``lr`` at step 0 to 0 at ``steps``).
+LR_SCHEDULES = ("constant", "plateau", "cosine")
 #: TrainConfig fields a resumed run must keep (they decide which batches and updates come next).
-RESUME_FIXED = ("batch_size", "lr", "seed", "patch_frames", "min_vocal_db", "betas", "eps")
+RESUME_FIXED = ("batch_size", "lr", "seed", "patch_frames", "min_vocal_db", "betas", "eps",
+                "lr_schedule", "patience", "early_stop", "freeze_bn")
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,25 @@ class TrainConfig(_Config):
         tensorboard: also write TensorBoard event files.
         deterministic: ``torch.use_deterministic_algorithms(True)`` during training (and
             cudnn.benchmark off): slower on a GPU, needed for bit-exact resume there.
+        lr_schedule: ``constant`` (the seed's), ``plateau`` (the learning rate is halved when
+            ``patience`` validations in a row bring no new best validation loss; the count
+            restarts after each halving) or ``cosine`` (``lr * (1 + cos(pi * step / steps)) / 2``
+            at each step: ``steps`` then cannot change on resume).
+        patience: validations without a new best before ``plateau`` halves the rate.
+        freeze_bn: keep every BatchNorm layer's running statistics as they are (the layers run in
+            eval mode while training; their scale and shift still learn): what ``stemforge train
+            --init`` does, so that a fine-tune starts from the source net's own statistics rather
+            than from those of small batches (Spleeter's net, at batch 4, lost most of its accuracy
+            within 4 steps at lr 1e-6 otherwise).
+        early_stop: stop when this many validations in a row bring no new best validation loss
+            (None: never). The run ends as if it had reached ``steps`` (last.pt written; a
+            ``--resume`` of it has nothing left to do).
+
+    ``lr_schedule``, ``patience`` and ``early_stop`` enter the hash only when they differ from
+    their defaults, so the configurations of runs recorded before they existed keep their hashes.
     """
+
+    _HASH_IF_SET: ClassVar[tuple[str, ...]] = ("lr_schedule", "patience", "early_stop", "freeze_bn")
 
     steps: int = 10000
     batch_size: int = 64
@@ -118,6 +140,10 @@ class TrainConfig(_Config):
     log_every: int = 10
     tensorboard: bool = True
     deterministic: bool = False
+    lr_schedule: str = "constant"
+    patience: int = 5
+    early_stop: int | None = None
+    freeze_bn: bool = False
 
     def __post_init__(self) -> None:
         def positive_int(name: str, minimum: int = 1) -> None:
@@ -125,8 +151,12 @@ class TrainConfig(_Config):
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise StemforgeError(f"TrainConfig: {name} must be an integer >= {minimum}, got {v!r}")
 
-        for name in ("batch_size", "prefetch", "patch_frames", "val_every", "checkpoint_every", "log_every"):
+        for name in ("batch_size", "prefetch", "patch_frames", "val_every", "checkpoint_every", "log_every", "patience"):
             positive_int(name)
+        if self.early_stop is not None:
+            positive_int("early_stop")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise StemforgeError(f"TrainConfig: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         positive_int("steps", 0)
         positive_int("seed", 0)
         positive_int("val_crops", 0)
@@ -147,6 +177,15 @@ class TrainConfig(_Config):
             raise StemforgeError(f"TrainConfig: precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.data_mode not in DATA_MODES:
             raise StemforgeError(f"TrainConfig: data_mode must be one of {DATA_MODES}, got {self.data_mode!r}")
+        if self.patch_frames % 64:
+            raise StemforgeError(f"TrainConfig: patch_frames must be a multiple of 64, got {self.patch_frames}")
+
+    def lr_at(self, step: int, current: float) -> float:
+        """The learning rate of step ``step`` (0-based): ``current`` (the rate so far: ``lr``, or
+        what ``plateau`` halved it to) except under ``cosine``, which is a function of the step."""
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, self.steps) / max(1, self.steps)))
+        return current
 
 
 @dataclass(frozen=True)
@@ -159,7 +198,8 @@ class TrainEvent:
         (step 0 of a new run), ``"start"`` (step: the first step of this session,
         total_steps), then ``"step"`` after each step (train_loss, patches_per_s and
         elapsed_s are set at log steps: mean loss and patches/s since the previous log step),
-        ``"validation"`` (val_loss), ``"checkpoint"`` (path), ``"interrupted"`` (path: the
+        ``"validation"`` (val_loss), ``"schedule"`` (message: the learning rate was halved, or
+        training stops early), ``"checkpoint"`` (path), ``"interrupted"`` (path: the
         checkpoint written) and ``"done"`` (train_loss, val_loss: the latest; patches_per_s:
         the session's).
 
@@ -202,6 +242,8 @@ class TrainResult:
         device: the device of rank 0; world_size: processes.
         metrics_path, tensorboard_dir, loss_plot: the files written (tensorboard_dir None
             when disabled).
+        stopped_early: the step at which early stopping ended the run (None: it did not).
+        lr: the learning rate of the last step (after the schedule).
     """
 
     out_dir: Path
@@ -225,6 +267,8 @@ class TrainResult:
     metrics_path: Path
     tensorboard_dir: Path | None
     loss_plot: Path
+    stopped_early: int | None = None
+    lr: float | None = None
 
 
 ProgressFn = Callable[[TrainEvent], None]
@@ -507,18 +551,39 @@ class TrainingRun:
     checkpoint) are made here, before anything is opened.
     """
 
-    def __init__(self, datadir, out_dir: str | os.PathLike, train_config: TrainConfig, unet_config,
-                 progress: ProgressFn | None = None, device: str | None = None, resume: bool = False):
-        from stemforge.train.checkpoint import load_checkpoint
+    def __init__(self, datadir, out_dir: str | os.PathLike, train_config: TrainConfig, unet_config=None,
+                 progress: ProgressFn | None = None, device: str | None = None, resume: bool = False,
+                 init: str | os.PathLike | None = None, target: str | None = None):
+        import dataclasses
+
         from stemforge.core.device import resolve_device
+        from stemforge.train.checkpoint import load_checkpoint
 
         cfg = self.cfg = train_config
         self.datadir = datadir
+        self._warnings: list[str] = []
+        self.init_state = None
+        self.init_info: dict[str, Any] | None = None
+        if init is not None:
+            if resume:
+                raise StemforgeError("--init starts a new run from a checkpoint's weights; --resume continues last.pt: give one")
+            unet_config, self.init_state, self.init_info, warns = init_from_checkpoint(init, datadir.config, unet_config, target)
+            self._warnings += warns
+        elif unet_config is None:
+            raise StemforgeError("train: give a UNetConfig, or a checkpoint to start from (init)")
+        elif target is not None and target != unet_config.target:
+            unet_config = dataclasses.replace(unet_config, target=target)
+        if unet_config.patch_frames != cfg.patch_frames:  # the model records the patches it was trained on
+            unet_config = dataclasses.replace(unet_config, patch_frames=cfg.patch_frames)
         self.unet_config = unet_config
-        if unet_config.n_bins != datadir.config.n_bins - 1:
-            raise StemforgeError(
-                f"the U-Net sees {unet_config.n_bins} bins; the DataDir stores {datadir.config.n_bins} (the model takes bins 1..{datadir.config.n_bins - 1})"
-            )
+        check_model_fits(unet_config, datadir.config)
+        # The magnitudes the model takes: the DataDir's, or plain |STFT| (stored values times the
+        # track's norm) for a model trained on normalization "none" (Spleeter's, fine-tuned).
+        self.input_config = datadir.config
+        if self.init_info is not None and self.init_info.get("normalization") == "none":
+            none = dataclasses.replace(datadir.config, normalization="none")
+            if plain_input(datadir.config, none):
+                self.input_config = none
         self.out_dir = Path(out_dir)
         self.env = distributed_env()
         self.dev = resolve_device(device, self.env.local_rank)
@@ -533,7 +598,9 @@ class TrainingRun:
             if not self.last_path.exists():
                 raise CheckpointError(f"{self.last_path}: no checkpoint to resume from (train without --resume first)")
             self.resumed = load_checkpoint(self.last_path)
-            _check_resume(self.resumed, cfg, unet_config, self.manifest_hash, datadir)
+            if plain_input(datadir.config, self.resumed.spectrogram_config):
+                self.input_config = self.resumed.spectrogram_config
+            _check_resume(self.resumed, cfg, unet_config, self.manifest_hash, datadir, self.input_config)
         elif self.last_path.exists():
             raise StemforgeError(
                 f"{self.out_dir} already holds a run ({LAST_NAME}); continue it with --resume or choose another --out"
@@ -547,6 +614,15 @@ class TrainingRun:
         self.final_train: float | None = None
         self._elapsed_before = float(extra.get("elapsed_s") or 0.0)
         self._closers: list[Callable[[], None]] = []
+        # the learning-rate schedule and early stopping: restored on resume (the optimizer's
+        # state holds the rate too; these are the counters that decide the next change)
+        sched = extra.get("schedule") or {}
+        self.lr = float(sched.get("lr", cfg.lr))
+        self.plateau_count = int(sched.get("plateau_count", 0))
+        self.since_best = int(sched.get("since_best", 0))
+        self.stopped_early: int | None = sched.get("stopped_early")
+        if self.resumed is not None and extra.get("init") is not None:
+            self.init_info = extra["init"]
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -583,27 +659,38 @@ class TrainingRun:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         sampler = PatchSampler.from_datadir(self.datadir, patch_frames=cfg.patch_frames, min_vocal_db=cfg.min_vocal_db)
         self.steps_per_epoch = sampler.crops_per_epoch / (cfg.batch_size * env.world_size)  # float
+        for message in self._warnings:
+            self.emit("warning", message=message)
+        plain = self.input_config is not self.datadir.config
+        bins = {"first_bin": self.unet_config.first_bin, "n_bins": self.unet_config.n_bins, "plain": plain}
         self.valset = None
         if cfg.val_crops:
-            self.valset = validation_set(self.datadir, self.target, patch_frames=cfg.patch_frames, max_crops=cfg.val_crops)
+            self.valset = validation_set(self.datadir, self.target, patch_frames=cfg.patch_frames, max_crops=cfg.val_crops, **bins)
         if self.valset is None:
             self.emit("warning", message=self._no_validation_message())
+        remaining = range(self.start_step, self.start_step if self.stopped_early is not None else cfg.steps)
         source = open_batches(
-            self.datadir, sampler, self.target, dev, range(self.start_step, cfg.steps), batch_size=cfg.batch_size,
-            seed=cfg.seed, rank=env.rank, data_mode=cfg.data_mode, workers=cfg.workers, prefetch=cfg.prefetch,
+            self.datadir, sampler, self.target, dev, remaining, batch_size=cfg.batch_size,
+            seed=cfg.seed, rank=env.rank, data_mode=cfg.data_mode, workers=cfg.workers, prefetch=cfg.prefetch, **bins,
         )
         self._closers.append(source.close)
         self.batches = iter(source)
         self.data_mode, self.data_message = source.mode, source.message
-        self.emit("data", message=source.message)
+        if plain:
+            self.data_message += "; plain |STFT| magnitudes (each track times its stored norm), as the init checkpoint was trained on"
+        self.emit("data", message=self.data_message)
 
         model = UNet(self.unet_config, generator=torch.Generator().manual_seed(cfg.seed))
         if self.resumed is not None:
             model.load_state_dict(self.resumed.raw["model_state"])
+        elif self.init_state is not None:  # fine-tuning: the initial weights are the checkpoint's
+            model.load_state_dict(self.init_state)
+            self.init_state = None
         model.to(dev)
         if dev.type == "cuda":
             model.to(memory_format=torch.channels_last)
-        model.train()
+        self.model = model
+        self.train_mode()
         net = model
         if env.is_distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -626,7 +713,8 @@ class TrainingRun:
         if env.is_main:
             self.metrics = _Metrics(self.out_dir, self.start_step, cfg.tensorboard)
             self._closers.append(self.metrics.close)
-            _write_run_info(self.out_dir, self.datadir, cfg, self.unet_config, self.manifest_hash, env, dev, self.data_mode)
+            _write_run_info(self.out_dir, self.datadir, cfg, self.unet_config, self.manifest_hash, env, dev, self.data_mode,
+                            self.init_info)
         self._clock0 = time.perf_counter() - self._elapsed_before
 
     def _no_validation_message(self) -> str:
@@ -645,6 +733,9 @@ class TrainingRun:
         mixture, target = next(self.batches)
         if self.dev.type == "cuda":
             mixture = mixture.contiguous(memory_format=torch.channels_last)
+        lr = self.cfg.lr_at(step, self.lr)
+        if lr != self.lr or self.cfg.lr_schedule == "cosine":
+            self.set_lr(lr)
         self.loss_sum += self.stepper(step, mixture, target)
         self.loss_n += 1
 
@@ -669,17 +760,57 @@ class TrainingRun:
             return None
         cfg, env = self.cfg, self.env
         val = validation_loss(self.model, self.valset, self.dev, cfg.batch_size, cfg.precision, env.rank, env.world_size)
+        self.train_mode()
         self.final_val = val
         self.after_validation(step, val)
         self.emit("validation", step, val_loss=val, elapsed_s=self.elapsed())
         return val
 
     def after_validation(self, step: int, val: float) -> None:
-        """Keep the best weights (best.pt, model.pt). A learning-rate schedule or early stopping
-        would act here, on every process alike (``val`` is all-reduced)."""
+        """Keep the best weights (best.pt, model.pt); then the ``plateau`` schedule (halve the
+        rate after ``patience`` validations without a new best) and early stopping (stop after
+        ``early_stop`` of them). Every process acts alike (``val`` is all-reduced)."""
+        cfg = self.cfg
         if self.best_val is None or val < self.best_val:
             self.best_val, self.best_step = val, step
+            self.since_best = self.plateau_count = 0
             self.save_best(step, val)
+            return
+        self.since_best += 1
+        self.plateau_count += 1
+        if cfg.lr_schedule == "plateau" and self.plateau_count >= cfg.patience:
+            self.plateau_count = 0
+            self.set_lr(self.lr / 2)
+            self.emit("schedule", step, message=f"no new best validation loss for {cfg.patience} validations: learning rate halved to {self.lr:g}")
+        if cfg.early_stop is not None and self.since_best >= cfg.early_stop and step < cfg.steps:
+            self.stopped_early = step
+            self.emit("schedule", step, message=(
+                f"early stop: no new best validation loss for {cfg.early_stop} validations "
+                f"(best {self.best_val:.5g} at step {self.best_step})"
+            ))
+
+    def train_mode(self) -> None:
+        """The model in training mode; with ``freeze_bn`` its BatchNorm layers in eval mode."""
+        from torch import nn
+
+        self.model.train()
+        if self.cfg.freeze_bn:
+            for module in self.model.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+
+    def set_lr(self, lr: float) -> None:
+        """Set the optimizer's learning rate (every parameter group) and :attr:`lr`."""
+        self.lr = float(lr)
+        for group in self.stepper.optimizer.param_groups:
+            group["lr"] = self.lr
+
+    def schedule_state(self) -> dict[str, Any]:
+        """What the schedule and early stopping carry over a resume (stored in last.pt)."""
+        return {
+            "lr_schedule": self.cfg.lr_schedule, "lr": self.lr, "plateau_count": self.plateau_count,
+            "since_best": self.since_best, "stopped_early": self.stopped_early,
+        }
 
     def save_best(self, step: int, val: float | None) -> None:
         """best.pt (weights only) and model.pt linked to it (rank 0)."""
@@ -688,8 +819,9 @@ class TrainingRun:
         if not self.env.is_main:
             return
         save_checkpoint(
-            self.best_path, self.model, self.unet_config, self.datadir.config, self.target, step,
-            manifest_hash=self.manifest_hash, extra={"val_loss": val, "train_config": self.cfg.to_dict()},
+            self.best_path, self.model, self.unet_config, self.input_config, self.target, step,
+            manifest_hash=self.manifest_hash,
+            extra={"val_loss": val, "train_config": self.cfg.to_dict(), "init": self.init_info},
         )
         _link_or_copy(self.best_path, self.model_path)
 
@@ -709,6 +841,8 @@ class TrainingRun:
             "elapsed_s": self.elapsed(),
             "world_size": self.env.world_size,
             "data_mode": self.data_mode,
+            "schedule": self.schedule_state(),
+            "init": self.init_info,
         }
         rng = {
             "scheme": "per-step: numpy SeedSequence([seed, rank, step, stream]); stream 0 crops, 1 dropout",
@@ -716,16 +850,17 @@ class TrainingRun:
             "dropout_generator": stepper.generator.get_state().cpu(),
         }
         save_checkpoint(
-            self.last_path, self.model, self.unet_config, self.datadir.config, self.target, step,
+            self.last_path, self.model, self.unet_config, self.input_config, self.target, step,
             optimizer_state=stepper.optimizer.state_dict(),
             scaler_state=stepper.scaler.state_dict() if stepper.scaler.is_enabled() else None,
             rng_state=rng, manifest_hash=self.manifest_hash, extra=info,
         )
         if not self.validating:  # nothing to choose by: model.pt is the last weights, named so
             save_checkpoint(
-                self.model_path, self.model, self.unet_config, self.datadir.config, self.target, step,
+                self.model_path, self.model, self.unet_config, self.input_config, self.target, step,
                 manifest_hash=self.manifest_hash,
-                extra={"val_loss": None, "weights": "last (no validation)", "train_config": cfg.to_dict()},
+                extra={"val_loss": None, "weights": "last (no validation)", "train_config": cfg.to_dict(),
+                       "init": self.init_info},
             )
         return self.last_path
 
@@ -734,7 +869,7 @@ class TrainingRun:
         validation row."""
         if self.metrics is None:
             return
-        row.update(step=step, epoch=step / self.steps_per_epoch, lr=self.cfg.lr, elapsed_s=self.elapsed())
+        row.update(step=step, epoch=step / self.steps_per_epoch, lr=self.lr, elapsed_s=self.elapsed())
         self.metrics.write(row)
         if "val_loss" in row:
             self.plot()
@@ -796,7 +931,7 @@ class TrainingRun:
         meter = Throughput(self.start_step, cfg.steps, cfg.batch_size * env.world_size, self.synchronize)
         interrupted = False
         with _StopFlag() as stop:
-            while self.step < cfg.steps:
+            while self.step < cfg.steps and self.stopped_early is None:
                 self.train_step(self.step)
                 self.step = step = self.step + 1
                 meter.stepped(step)
@@ -814,6 +949,8 @@ class TrainingRun:
                             row["val_loss"] = self.validate(step)
                         if row:
                             self.write_metrics(step, row)
+                        if self.stopped_early is not None:
+                            checkpointing = True  # early stop: the run ends here, as at its last step
                         if checkpointing:
                             self.emit("checkpoint", step, path=self.save_last(step))
                 elif row:
@@ -863,6 +1000,8 @@ class TrainingRun:
             metrics_path=self.out_dir / METRICS_NAME,
             tensorboard_dir=(self.out_dir / TENSORBOARD_DIR) if cfg.tensorboard else None,
             loss_plot=self.out_dir / PLOT_NAME,
+            stopped_early=self.stopped_early,
+            lr=self.lr,
         )
 
 
@@ -870,10 +1009,12 @@ def train(
     datadir,
     out_dir: str | os.PathLike,
     train_config: TrainConfig,
-    unet_config,
+    unet_config=None,
     progress: ProgressFn | None = None,
     device: str | None = None,
     resume: bool = False,
+    init: str | os.PathLike | None = None,
+    target: str | None = None,
 ) -> TrainResult:
     """Train a U-Net on ``datadir`` (a :class:`~stemforge.store.DataDir`) into ``out_dir``:
     ``TrainingRun(...).run()``.
@@ -882,14 +1023,22 @@ def train(
         datadir: the DataDir (its ``train`` rows are trained on, ``valid`` rows validate).
         out_dir: the run folder (created); see the module docstring for what it holds.
         train_config: :class:`TrainConfig`.
-        unet_config: :class:`~stemforge.train.model.UNetConfig` (its ``target`` is the target).
+        unet_config: :class:`~stemforge.train.model.UNetConfig` (its ``target`` is the target;
+            its ``patch_frames`` is set to ``train_config.patch_frames``). Its ``channels`` must
+            be the DataDir's and its bins (``first_bin`` .. ``first_bin + n_bins - 1``) among
+            the stored ones (:func:`check_model_fits`). None with ``init``: the checkpoint's.
         progress: called with :class:`TrainEvent` values (rank 0 only).
         device: None/``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``
             (:func:`stemforge.core.device.resolve_device`; under torchrun, ``cuda`` means the
             process's ``LOCAL_RANK`` GPU).
         resume: continue the run of ``out_dir/last.pt``. Its UNetConfig and the
             :data:`RESUME_FIXED` fields of its TrainConfig must equal the given ones, and the
-            DataDir's manifest must be the one it was trained on; ``steps`` may be raised.
+            DataDir's manifest must be the one it was trained on; ``steps`` may be raised
+            (not under the ``cosine`` schedule, which spans ``steps``).
+        init: fine-tune: a checkpoint (one net, or two: the net of ``target`` is taken) whose
+            weights the new run starts from (:func:`init_from_checkpoint`). Not with ``resume``.
+        target: ``vocals`` or ``accompaniment``; None: ``unet_config.target`` (with ``init``:
+            the one-net checkpoint's target, and required for a two-net checkpoint).
 
     Returns:
         a :class:`TrainResult`. Ctrl-C (SIGINT) between steps writes last.pt and returns with
@@ -900,7 +1049,143 @@ def train(
         ConfigMismatchError: resuming with another configuration or other data.
         CheckpointError: last.pt missing or unreadable on resume.
     """
-    return TrainingRun(datadir, out_dir, train_config, unet_config, progress, device, resume).run()
+    return TrainingRun(datadir, out_dir, train_config, unet_config, progress, device, resume, init, target).run()
+
+
+#: SpectrogramConfig fields a model's input depends on (normalization aside: see init_from_checkpoint).
+GEOMETRY_FIELDS = ("sample_rate", "n_fft", "hop_length", "window", "center", "pad_mode", "channels")
+
+
+def default_model_bins(config) -> int:
+    """The bins a model sees by default at ``config`` (a SpectrogramConfig): the preset's
+    (512 of 513 at seed and paper, 1024 of 2049 at fullband, Spleeter's) for a preset's frame
+    grid, else ``n_fft / 2`` rounded down to a multiple of 64 (bins 1..n_fft/2)."""
+    from stemforge.core.config import PRESETS
+    from stemforge.train.model import FRAME_MULTIPLE
+
+    for p in PRESETS.values():
+        g = p.spectrogram
+        if (g.sample_rate, g.n_fft, g.hop_length) == (config.sample_rate, config.n_fft, config.hop_length):
+            return p.model_bins
+    return max(FRAME_MULTIPLE, (config.n_fft // 2) // FRAME_MULTIPLE * FRAME_MULTIPLE)
+
+
+def geometry_unet_config(config, variant: str = "seed", **overrides: Any):
+    """The UNetConfig of preset ``variant`` (``seed``, ``paper``, ``spleeter``: the layer order
+    and kernels) sized to the DataDir geometry ``config``: its ``channels``, ``n_bins``
+    :func:`default_model_bins`, ``patch_frames`` the geometry's training crop
+    (:func:`stemforge.core.config.patch_frames`: 128 at seed/paper, 512 at fullband);
+    ``first_bin`` is the variant's (1; 0 for ``spleeter``). ``overrides`` (``n_bins``, ``width``,
+    ``target``, ...) win."""
+    from stemforge.core.config import patch_frames
+    from stemforge.train.model import UNetConfig
+
+    sized = {"channels": config.channels, "n_bins": default_model_bins(config), "patch_frames": patch_frames(config)}
+    return UNetConfig.preset(variant, **{**sized, **overrides})
+
+
+def plain_input(config, model_config) -> bool:
+    """Whether a model of spectrogram config ``model_config`` trains on a DataDir of ``config``
+    through plain magnitudes: the model's normalization is ``"none"``, the DataDir's
+    ``"max_mixture"``, and nothing else differs (the stored ``norm`` undoes the division)."""
+    import dataclasses
+
+    return (model_config.normalization == "none" and config.normalization == "max_mixture"
+            and dataclasses.replace(config, normalization="none").hash == model_config.hash)
+
+
+def check_model_fits(unet_config, config) -> None:
+    """StemforgeError unless a model of ``unet_config`` can train on a DataDir of ``config``:
+    the same channels, and bins ``first_bin .. first_bin + n_bins - 1`` among the stored ones."""
+    if unet_config.channels != config.channels:
+        raise StemforgeError(
+            f"the U-Net takes {unet_config.channels} channel(s); the DataDir stores {config.channels} ({config.geometry()})"
+        )
+    a, n = unet_config.first_bin, unet_config.n_bins
+    if a + n > config.n_bins:
+        raise StemforgeError(
+            f"the U-Net sees {n} bins ({a}..{a + n - 1}: --model-bins {n}); the DataDir stores {config.n_bins} "
+            f"(0..{config.n_bins - 1}), so at most {(config.n_bins - a) // 64 * 64} bins fit"
+        )
+
+
+def init_unet_config(path: str | os.PathLike, target: str | None = None):
+    """The UNetConfig of the net ``init_from_checkpoint(path, ..., target=target)`` would start
+    from (what ``stemforge train --init`` shows and overrides)."""
+    from stemforge.train.checkpoint import load_checkpoint
+
+    return _init_net(load_checkpoint(path), target)[0]
+
+
+def _init_net(ckpt, target: str | None):
+    import dataclasses
+
+    if target is None:
+        if len(ckpt.targets) > 1:
+            raise StemforgeError(
+                f"{ckpt.path} holds {' and '.join(ckpt.targets)} nets: choose one with --target"
+            )
+        target = ckpt.targets[0]
+    net = ckpt.net(target)
+    return dataclasses.replace(net.config, target=target), net
+
+
+def init_from_checkpoint(path: str | os.PathLike, config, unet_config=None, target: str | None = None):
+    """The start of a fine-tuning run: the net of ``target`` in checkpoint ``path``, checked
+    against the DataDir geometry ``config``.
+
+    Refused, with a :class:`ConfigMismatchError` naming both values: another geometry (sample
+    rate, n_fft, hop, window, channels: :data:`GEOMETRY_FIELDS`), or, when ``unet_config`` is
+    given, another architecture (every :attr:`UNetConfig.architecture` field: variant, kernel,
+    width, bins, channels, BatchNorm constants, dropout). ``patch_frames`` may differ (the net is
+    fully convolutional). A checkpoint trained on plain ``|STFT|`` (normalization ``"none"``:
+    Spleeter's) fine-tuned on a max-normalized DataDir is fed plain magnitudes, each track's
+    stored magnitudes times its stored ``norm`` (:func:`plain_input`; Spleeter's BatchNorm
+    constants and biases do not survive a 300-fold change of scale); the run then records
+    normalization ``"none"``. Any other normalization mismatch is allowed with a warning (the
+    DataDir's scale is trained on and recorded).
+
+    Returns:
+        ``(unet_config, model_state, info, warnings)``: the UNetConfig to train (the
+        checkpoint's, ``target`` set), its state_dict (CPU tensors), what train.json and the
+        run's checkpoints record under ``init`` (path, target, step, hashes) and warning lines.
+    """
+    import dataclasses
+
+    from stemforge.train.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    stored, net = _init_net(ckpt, target if target is not None else (unet_config.target if unet_config else None))
+    src = ckpt.spectrogram_config
+    differ = [f for f in GEOMETRY_FIELDS if getattr(src, f) != getattr(config, f)]
+    if differ:
+        raise ConfigMismatchError(
+            f"--init {ckpt.path} (geometry: the DataDir's against the checkpoint's)",
+            ", ".join(f"{f}={getattr(config, f)}" for f in differ),
+            ", ".join(f"{f}={getattr(src, f)}" for f in differ),
+        )
+    if unet_config is not None:
+        given, have = unet_config.architecture, stored.architecture
+        bad = [k for k in given if given[k] != have[k]]
+        if bad:
+            raise ConfigMismatchError(
+                f"--init {ckpt.path} (architecture: the asked-for U-Net against the checkpoint's)",
+                ", ".join(f"{k}={given[k]}" for k in bad), ", ".join(f"{k}={have[k]}" for k in bad),
+            )
+        stored = dataclasses.replace(stored, patch_frames=unet_config.patch_frames)
+    warnings = []
+    if src.normalization != config.normalization and not plain_input(config, src):
+        warnings.append(
+            f"--init {ckpt.path} was trained on normalization {src.normalization!r} magnitudes; this DataDir holds "
+            f"{config.normalization!r} ones: fine-tuning adapts the net to the DataDir's scale, and the new checkpoint "
+            f"records the DataDir's configuration (what the Separator then feeds it)"
+        )
+    info = {
+        "path": str(Path(ckpt.path).resolve()), "target": stored.target, "step": ckpt.steps.get(stored.target, ckpt.step),
+        "unet_config_hash": net.config.hash, "spectrogram_config_hash": src.hash, "normalization": src.normalization,
+    }
+    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    return stored, state, info, warnings
 
 
 def _synchronize(dev) -> None:
@@ -922,11 +1207,11 @@ def _should_stop(local: bool, env: DistributedEnv, dev) -> bool:
     return bool(flag.item() > 0)
 
 
-def _check_resume(ckpt, cfg: TrainConfig, unet_config, manifest_hash: str, datadir) -> None:
+def _check_resume(ckpt, cfg: TrainConfig, unet_config, manifest_hash: str, datadir, input_config=None) -> None:
     path = ckpt.path
     if ckpt.unet_config != unet_config:
         raise ConfigMismatchError(f"{path} (U-Net)", unet_config.describe(), ckpt.unet_config.describe())
-    ckpt.check_spectrogram_config(datadir.config)
+    ckpt.check_spectrogram_config(input_config if input_config is not None else datadir.config)
     stored_cfg = stored_train_config(ckpt)
     differ = {k: (getattr(cfg, k), getattr(stored_cfg, k)) for k in RESUME_FIXED if getattr(cfg, k) != getattr(stored_cfg, k)}
     if differ:
@@ -940,9 +1225,15 @@ def _check_resume(ckpt, cfg: TrainConfig, unet_config, manifest_hash: str, datad
         )
     if cfg.steps < ckpt.step:
         raise StemforgeError(f"{path} is at step {ckpt.step}; --steps {cfg.steps} is behind it")
+    if cfg.lr_schedule == "cosine" and cfg.steps != stored_cfg.steps:
+        raise ConfigMismatchError(
+            f"{path} (the cosine schedule spans the run's steps: they cannot change on resume)",
+            f"steps={cfg.steps}", f"steps={stored_cfg.steps}",
+        )
 
 
-def _write_run_info(out_dir: Path, datadir, cfg: TrainConfig, unet_config, manifest_hash: str, env, dev, data_mode: str) -> None:
+def _write_run_info(out_dir: Path, datadir, cfg: TrainConfig, unet_config, manifest_hash: str, env, dev, data_mode: str,
+                    init: dict | None = None) -> None:
     from stemforge import __version__
 
     info = {
@@ -955,6 +1246,7 @@ def _write_run_info(out_dir: Path, datadir, cfg: TrainConfig, unet_config, manif
         "device": str(dev),
         "world_size": env.world_size,
         "data_mode": data_mode,
+        "init": init,
     }
     tmp = out_dir / f".{RUN_INFO_NAME}.tmp"
     tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

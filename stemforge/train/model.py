@@ -3,7 +3,7 @@ and Spleeter's.
 
 The network maps magnitudes to a soft mask of the same shape::
 
-    input  x     [batch, channels, n_bins, n_frames]   (bins 1..n_bins; the DC bin is dropped)
+    input  x     [batch, channels, n_bins, n_frames]   (stored bins first_bin..first_bin+n_bins-1)
     output mask  [batch, channels, n_bins, n_frames]   values in (0, 1)
 
 ``channels`` is 1 (mono) or 2 (stereo: one mask per channel). Frequency is axis 2 and time axis
@@ -99,6 +99,10 @@ class UNetConfig(_Config):
         bn_momentum: BatchNorm running-average momentum in PyTorch's sense (Chainer decay 0.9).
         n_bins: frequency bins the network sees (512 = bins 1..512 of a 1024-point STFT; Spleeter:
             1024 of a 4096-point STFT); a multiple of 64.
+        first_bin: the first stored STFT bin the network sees: it sees bins ``first_bin ..
+            first_bin + n_bins - 1``. 1 for the seed (the DC bin is dropped and gets mask 0);
+            0 for Spleeter (its nets were trained on bins 0..1023). Training cuts its crops and
+            the Separator feeds the model at these bins.
         target: what the mask extracts, ``"vocals"`` or ``"accompaniment"``.
         channels: input channels = mask channels, 1 (mono) or 2 (stereo): the spectrogram
             configuration's ``channels``.
@@ -107,11 +111,12 @@ class UNetConfig(_Config):
             (about 11.9 s at 44.1 kHz, hop 1024); a multiple of 64. The network itself accepts
             any multiple of 64.
 
-    ``variant``, ``channels`` and ``patch_frames`` enter the hash only when they differ from
-    their defaults, so configurations recorded before they existed keep their hashes.
+    ``variant``, ``channels``, ``patch_frames`` and ``first_bin`` enter the hash only when they
+    differ from their defaults, so configurations recorded before they existed keep their hashes
+    (a checkpoint without ``first_bin`` is read as 1, what every model before it saw).
     """
 
-    _HASH_IF_SET: ClassVar[tuple[str, ...]] = ("variant", "channels", "patch_frames")
+    _HASH_IF_SET: ClassVar[tuple[str, ...]] = ("variant", "channels", "patch_frames", "first_bin")
 
     kernel_size: int = 4
     width: float = 1.0
@@ -123,6 +128,7 @@ class UNetConfig(_Config):
     variant: str = "chainer"
     channels: int = 1
     patch_frames: int = 128
+    first_bin: int = 1
 
     def __post_init__(self) -> None:
         # Normalize numeric types so that the hash does not depend on 1 vs 1.0.
@@ -131,7 +137,7 @@ class UNetConfig(_Config):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise StemforgeError(f"UNetConfig: {name} must be a number, got {value!r}")
             object.__setattr__(self, name, float(value))
-        for name in ("kernel_size", "n_bins", "channels", "patch_frames"):
+        for name in ("kernel_size", "n_bins", "channels", "patch_frames", "first_bin"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise StemforgeError(f"UNetConfig: {name} must be an integer, got {value!r}")
@@ -153,6 +159,8 @@ class UNetConfig(_Config):
             raise StemforgeError(f"UNetConfig: variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.channels not in (1, 2):
             raise StemforgeError(f"UNetConfig: channels must be 1 or 2, got {self.channels}")
+        if self.first_bin not in (0, 1):
+            raise StemforgeError(f"UNetConfig: first_bin must be 0 or 1, got {self.first_bin}")
         if self.patch_frames <= 0 or self.patch_frames % FRAME_MULTIPLE:
             raise StemforgeError(
                 f"UNetConfig: patch_frames must be a positive multiple of {FRAME_MULTIPLE}, got {self.patch_frames}"
@@ -204,6 +212,15 @@ class UNetConfig(_Config):
         total = self.kernel_size - 2
         return total // 2, total - total // 2
 
+    @property
+    def architecture(self) -> dict[str, Any]:
+        """The fields that decide the weights' shapes and meaning (what ``--init`` must match):
+        every field but ``target`` and ``patch_frames`` (the net is fully convolutional: it
+        can be trained on patches of another length)."""
+        data = self.to_dict()
+        del data["target"], data["patch_frames"]
+        return data
+
     def _scale(self, channels: int) -> int:
         return max(1, int(round(channels * self.width)))
 
@@ -220,6 +237,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_bins": 1024,
         "channels": 2,
         "patch_frames": 512,
+        "first_bin": 0,
     },
 }
 

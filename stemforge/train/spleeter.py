@@ -33,8 +33,10 @@ there) and dropped. Running BatchNorm counts, which neither source has, start at
 Both nets get :func:`spleeter_unet_config` and the checkpoint records
 :data:`SPLEETER_SPECTROGRAM`: 44.1 kHz stereo, n_fft 4096, hop 1024, and ``normalization="none"``:
 Spleeter's nets see plain ``|STFT|`` magnitudes of the waveform, not magnitudes divided by the
-track's maximum. The nets see bins 1..1024 in stemforge's convention (Spleeter feeds bins
-0..1023; the two differ by one bin, about 11 Hz, at the bottom of the band).
+track's maximum. The nets see bins 0..1023, as Spleeter feeds them: the preset records
+``first_bin=0`` (:attr:`~stemforge.train.model.UNetConfig.first_bin`), which training
+(``train --init``) and the Separator read. Checkpoints imported before that field existed
+record no ``first_bin`` and are read as 1 (bins 1..1024, one bin, about 11 Hz, off).
 """
 
 from __future__ import annotations
