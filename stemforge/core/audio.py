@@ -9,6 +9,12 @@ needed. Resampling is soxr (:func:`resample` whole, :class:`StreamResampler` blo
 :func:`write` writes a whole array and :class:`AudioWriter` streams blocks into a file; both
 write under a temporary name renamed when complete. Every failure is an
 :class:`~stemforge.core.errors.AudioError` naming the path and the reason.
+
+Every decode is bounded (:class:`DecodeLimits`, default :data:`DEFAULT_LIMITS`): the header's
+rate, channels and length are checked before anything is allocated, and the decoded samples are
+counted block by block, so a header that lies or does not know the length (a FLAC whose
+STREAMINFO says ``total_samples = 0``: decoded as a stream through PyAV) stops with a
+:class:`~stemforge.core.errors.DecodeLimitError` the moment a bound is passed.
 """
 
 from __future__ import annotations
@@ -23,17 +29,121 @@ from typing import Iterator
 import numpy as np
 
 from stemforge.core import files
-from stemforge.core.errors import AudioError, DiskFullError
+from stemforge.core.errors import AudioError, DecodeLimitError, DiskFullError, StemforgeError
 
 SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".wave"}
 PYAV_EXTENSIONS = {".mp3", ".m4a", ".mp4", ".aac", ".opus", ".webm", ".mka", ".wma"}
 #: Samples per channel of a block of :func:`decode_blocks` (6 s at 44.1 kHz).
 BLOCK_SAMPLES = 1 << 18
+#: libsndfile reports at least this many frames when a header does not know the length
+#: (a FLAC with ``total_samples = 0`` reads as 2**63 - 1 frames).
+_UNKNOWN_FRAMES = 1 << 62
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds on what one decode may produce, whatever the file's header says.
+
+    Checked from the header before anything is allocated (:meth:`check`) and again while
+    decoding (:meth:`meter`: the samples are counted block by block and the decode stops with a
+    :class:`~stemforge.core.errors.DecodeLimitError` as soon as a bound is passed), since a
+    header can lie or not know the length.
+
+    Attributes:
+        max_seconds: longest stream, in seconds at its own rate. This is what bounds the output
+            of a resampler: at most ``max_seconds x target_rate`` samples per channel come out,
+            whatever the source rate (a day of audio at 1 Hz is refused here, not resampled).
+        max_channels: most channels of a stream.
+        min_rate, max_rate: the sample rates accepted, in Hz (inclusive).
+        max_values: most samples x channels at the file's own rate a decode may return (4 bytes
+            each as float32): what a whole-file decode allocates. None: no bound beyond
+            ``max_seconds x rate x channels`` (for callers that keep nothing at the file's rate,
+            e.g. one that resamples block by block).
+
+    The default (:data:`DEFAULT_LIMITS`): 2 hours, 8 channels, 1 kHz to 384 kHz, and at most
+    691,200,000 values (2 hours of 48 kHz stereo; 2.6 GiB as float32).
+    """
+
+    max_seconds: float = 7200.0
+    max_channels: int = 8
+    min_rate: int = 1000
+    max_rate: int = 384_000
+    max_values: int | None = 7200 * 48_000 * 2
+
+    def __post_init__(self) -> None:
+        if not self.max_seconds > 0:
+            raise StemforgeError(f"DecodeLimits: max_seconds must be positive, got {self.max_seconds}")
+        if self.max_channels < 1:
+            raise StemforgeError(f"DecodeLimits: max_channels must be >= 1, got {self.max_channels}")
+        if not 0 < self.min_rate <= self.max_rate:
+            raise StemforgeError(f"DecodeLimits: need 0 < min_rate <= max_rate, got {self.min_rate}, {self.max_rate}")
+        if self.max_values is not None and self.max_values < 1:
+            raise StemforgeError(f"DecodeLimits: max_values must be >= 1, got {self.max_values}")
+
+    def max_samples(self, sample_rate: int, channels: int) -> int:
+        """Most samples per channel a stream of ``sample_rate`` Hz and ``channels`` may decode to."""
+        n = int(self.max_seconds * sample_rate)
+        if self.max_values is not None:
+            n = min(n, self.max_values // max(1, channels))
+        return n
+
+    def check(self, path: str | os.PathLike, sample_rate: int, channels: int, n_samples: int = 0) -> None:
+        """Refuse, from the header alone, a stream over a bound: DecodeLimitError naming
+        ``path`` and the bound. ``n_samples`` 0 means the header does not know the length."""
+        if channels < 1 or channels > self.max_channels:
+            raise DecodeLimitError(path, f"has {channels} channels; at most {self.max_channels} are accepted", "channels")
+        if not self.min_rate <= sample_rate <= self.max_rate:
+            raise DecodeLimitError(
+                path, f"sample rate {sample_rate} Hz is outside the {self.min_rate}..{self.max_rate} Hz accepted", "rate"
+            )
+        if n_samples > int(self.max_seconds * sample_rate):
+            raise DecodeLimitError(
+                path,
+                f"lasts {n_samples / sample_rate:.1f} s by its header; at most {self.max_seconds:g} s is accepted",
+                "seconds",
+            )
+        if n_samples > self.max_samples(sample_rate, channels):
+            raise DecodeLimitError(path, self._values_reason(n_samples * channels), "samples")
+
+    def meter(self, path: str | os.PathLike, sample_rate: int, channels: int) -> "_Meter":
+        """A counter of decoded samples per channel that raises the moment a bound is passed."""
+        return _Meter(self, Path(path), sample_rate, channels)
+
+    def _values_reason(self, values: int | None = None) -> str:
+        said = f"holds {values:,} samples x channels; " if values is not None else "decodes to more samples x channels than "
+        return f"{said}at most {self.max_values:,} are accepted ({self.max_values * 4 / 2**30:.1f} GiB as float32)"
+
+
+class _Meter:
+    """Counts decoded samples per channel of one stream against :meth:`DecodeLimits.max_samples`."""
+
+    def __init__(self, limits: DecodeLimits, path: Path, sample_rate: int, channels: int):
+        self.limits, self.path, self.sample_rate, self.channels = limits, path, sample_rate, channels
+        self.n = 0
+        self.limit = limits.max_samples(sample_rate, channels)
+
+    def add(self, n: int) -> None:
+        """Count ``n`` more samples per channel; DecodeLimitError when past the bound."""
+        self.n += int(n)
+        if self.n > self.limit:
+            lim = self.limits
+            if self.n > int(lim.max_seconds * self.sample_rate):
+                raise DecodeLimitError(
+                    self.path, f"decodes to more than {lim.max_seconds:g} s of audio, the most accepted", "seconds"
+                )
+            raise DecodeLimitError(self.path, lim._values_reason(), "samples")
+
+
+#: The bounds every decode takes unless given others (see :class:`DecodeLimits`).
+DEFAULT_LIMITS = DecodeLimits()
 
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What a file holds without decoding it: rate (Hz), channels, samples per channel, streams."""
+    """What a file holds without decoding it: rate (Hz), channels, samples per channel, streams.
+
+    ``n_samples`` is what the header says, 0 when it does not know (a FLAC with
+    ``total_samples = 0``, a stream without a duration); ``duration_s`` is then 0 too."""
 
     sample_rate: int
     channels: int
@@ -50,6 +160,29 @@ def _backend(path: Path) -> str:
     if suffix in PYAV_EXTENSIONS:
         return "pyav"
     return "soundfile"
+
+
+def _soundfile_header(p: Path) -> tuple[AudioInfo, bool]:
+    """libsndfile's header facts and whether the length is unknown (``n_samples`` is 0 then)."""
+    import soundfile as sf
+
+    try:
+        i = sf.info(str(p))
+    except Exception as exc:  # libsndfile gives one exception type for everything
+        raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
+    unknown = int(i.frames) >= _UNKNOWN_FRAMES
+    return AudioInfo(int(i.samplerate), int(i.channels), 0 if unknown else int(i.frames)), unknown
+
+
+def _route(p: Path) -> tuple[str, AudioInfo | None]:
+    """The decoder for ``p`` and, for soundfile's formats, the header facts.
+
+    A soundfile format whose header does not know its length goes to PyAV, which decodes it as
+    a stream (libsndfile would allocate for 2**63 frames, or fail to seek)."""
+    if _backend(p) == "pyav":
+        return "pyav", None
+    inf, unknown = _soundfile_header(p)
+    return ("pyav" if unknown else "soundfile"), inf
 
 
 def check_exists(path: str | os.PathLike) -> Path:
@@ -94,13 +227,7 @@ def info(path: str | os.PathLike) -> AudioInfo:
     p = Path(path)
     check_exists(p)
     if _backend(p) == "soundfile":
-        import soundfile as sf
-
-        try:
-            i = sf.info(str(p))
-        except Exception as exc:  # libsndfile gives one exception type for everything
-            raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
-        return AudioInfo(int(i.samplerate), int(i.channels), int(i.frames))
+        return _soundfile_header(p)[0]
     streams = _pyav_streams(p)
     first = streams[0]
     return AudioInfo(first.sample_rate, first.channels, first.n_samples, len(streams))
@@ -111,34 +238,40 @@ def _short(exc: Exception) -> str:
     return text[:160]
 
 
-def load(path: str | os.PathLike, stream: int = 0) -> tuple[np.ndarray, int]:
+def load(path: str | os.PathLike, stream: int = 0, limits: DecodeLimits = DEFAULT_LIMITS) -> tuple[np.ndarray, int]:
     """Decode ``path`` to ``(audio [channels, samples] float32, sample_rate Hz)`` at its native rate.
 
     ``stream`` picks an audio stream of a multi-stream container (``.stem.mp4``: 0 mixture,
     1 drums, 2 bass, 3 other, 4 vocals); files with one stream accept only 0.
-    Raises AudioError for a missing, empty, truncated, undecodable or zero-length file.
+    Raises AudioError for a missing, empty, truncated, undecodable or zero-length file, and
+    DecodeLimitError for one over ``limits`` (from the header, or while decoding).
     """
     p = Path(path)
     check_exists(p)
-    if _backend(p) == "soundfile":
+    backend, inf = _route(p)
+    if backend == "soundfile":
         if stream != 0:
             raise AudioError(p, f"has one audio stream; stream {stream} requested")
-        return _load_soundfile(p)
-    return _load_pyav(p, stream)
+        return _load_soundfile(p, inf, limits)
+    return _load_pyav(p, stream, limits)
 
 
-def load_mono(path: str | os.PathLike, stream: int = 0, channel: int | None = None) -> tuple[np.ndarray, int, int]:
+def load_mono(
+    path: str | os.PathLike, stream: int = 0, channel: int | None = None, limits: DecodeLimits = DEFAULT_LIMITS
+) -> tuple[np.ndarray, int, int]:
     """Decode straight to one channel: ``(y [samples] float32, sample_rate, n_channels of the file)``.
 
     ``channel=None`` downmixes (channel mean), ``0``/``1``... select one channel. Cheaper than
-    :func:`load` + :func:`to_mono` for interleaved formats (no transposed copy).
+    :func:`load` + :func:`to_mono` for interleaved formats (no transposed copy). Bounded by
+    ``limits`` as :func:`load`.
     """
     p = Path(path)
     check_exists(p)
-    if _backend(p) == "soundfile":
+    backend, inf = _route(p)
+    if backend == "soundfile":
         if stream != 0:
             raise AudioError(p, f"has one audio stream; stream {stream} requested")
-        frames, sr = _read_soundfile(p)  # [samples, channels]
+        frames, sr = _read_soundfile(p, inf, limits)  # [samples, channels]
         n_channels = frames.shape[1]
         if channel is not None:
             if channel >= n_channels:
@@ -151,7 +284,7 @@ def load_mono(path: str | os.PathLike, stream: int = 0, channel: int | None = No
             y += frames[:, c]
         y *= np.float32(1.0 / n_channels)
         return y, sr, n_channels
-    data, sr = _load_pyav(p, stream)
+    data, sr = _load_pyav(p, stream, limits)
     if channel is not None:
         if channel >= data.shape[0]:
             raise AudioError(p, f"has {data.shape[0]} channel(s); channel {channel} requested")
@@ -165,13 +298,17 @@ def _check_wav_complete(p: Path) -> None:
         raise AudioError(p, f"truncated: the header announces {shortfall} more bytes of samples than the file holds")
 
 
-def _read_soundfile(p: Path) -> tuple[np.ndarray, int]:
-    """Interleaved ``[samples, channels]`` float32 and the rate; AudioError on any problem."""
+def _read_soundfile(p: Path, inf: AudioInfo, limits: DecodeLimits) -> tuple[np.ndarray, int]:
+    """Interleaved ``[samples, channels]`` float32 and the rate; AudioError on any problem.
+
+    ``inf`` is the header (its length known): checked against ``limits`` before the array is
+    allocated (libsndfile never reads past the frame count it reports)."""
     import soundfile as sf
 
+    limits.check(p, inf.sample_rate, inf.channels, inf.n_samples)
     _check_wav_complete(p)
     try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True, frames=inf.n_samples)
     except Exception as exc:
         raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
     if data.shape[0] == 0:
@@ -179,8 +316,8 @@ def _read_soundfile(p: Path) -> tuple[np.ndarray, int]:
     return data, int(sr)
 
 
-def _load_soundfile(p: Path) -> tuple[np.ndarray, int]:
-    data, sr = _read_soundfile(p)
+def _load_soundfile(p: Path, inf: AudioInfo, limits: DecodeLimits) -> tuple[np.ndarray, int]:
+    data, sr = _read_soundfile(p, inf, limits)
     return np.ascontiguousarray(data.T), sr
 
 
@@ -205,12 +342,7 @@ def _pyav_streams(p: Path) -> list[_StreamInfo]:
     with _open_container(p) as container:
         out = []
         for s in container.streams.audio:
-            n = 0
-            if s.duration is not None and s.time_base is not None:
-                n = int(round(float(s.duration * s.time_base) * s.rate))
-            elif container.duration:
-                n = int(round(container.duration / 1_000_000 * s.rate))
-            out.append(_StreamInfo(s.index, int(s.rate), int(s.channels), n))
+            out.append(_StreamInfo(s.index, int(s.rate), int(s.channels), _stream_samples(s, container)))
     if not out:
         raise AudioError(p, "container holds no audio stream")
     return out
@@ -226,9 +358,21 @@ def n_streams(path: str | os.PathLike) -> int:
     return len(_pyav_streams(p))
 
 
-def _pyav_chunks(p: Path, stream: int, facts: dict | None = None) -> Iterator[np.ndarray]:
+def _stream_samples(s, container) -> int:
+    """Samples per channel a PyAV stream's header announces (0 when it does not say)."""
+    if s.duration is not None and s.time_base is not None:
+        return max(0, int(round(float(s.duration * s.time_base) * s.rate)))
+    if container.duration:
+        return max(0, int(round(container.duration / 1_000_000 * s.rate)))
+    return 0
+
+
+def _pyav_chunks(
+    p: Path, stream: int, facts: dict | None = None, limits: DecodeLimits = DEFAULT_LIMITS
+) -> Iterator[np.ndarray]:
     """Decode audio stream ``stream`` of ``p`` frame by frame: float32 ``[channels, n]`` chunks.
-    ``facts`` (when given) gets the stream's ``"sample_rate"`` once the container is open."""
+    ``facts`` (when given) gets the stream's ``"sample_rate"`` once the container is open. The
+    header is checked against ``limits`` first and every chunk is counted before it is yielded."""
     import av
 
     with _open_container(p) as container:
@@ -240,6 +384,8 @@ def _pyav_chunks(p: Path, stream: int, facts: dict | None = None) -> Iterator[np
         s = audio_streams[stream]
         s.thread_type = "AUTO"
         channels = int(s.channels)
+        limits.check(p, int(s.rate), channels, _stream_samples(s, container))
+        meter = limits.meter(p, int(s.rate), channels)
         if facts is not None:
             facts["sample_rate"] = int(s.rate)
         # Resample nothing, only convert sample format to planar float.
@@ -251,42 +397,53 @@ def _pyav_chunks(p: Path, stream: int, facts: dict | None = None) -> Iterator[np
                 a = np.repeat(a, channels, axis=0)
             return a
 
+        def counted(out) -> np.ndarray:
+            a = fix(out.to_ndarray())
+            meter.add(a.shape[1])
+            return a
+
         try:
             for frame in container.decode(s):
                 for out in resampler.resample(frame):
-                    yield fix(out.to_ndarray())
+                    yield counted(out)
             for out in resampler.resample(None):
-                yield fix(out.to_ndarray())
+                yield counted(out)
         except AudioError:
             raise
         except Exception as exc:
             raise AudioError(p, f"decoding failed ({_short(exc)})") from None
 
 
-def _load_pyav(p: Path, stream: int) -> tuple[np.ndarray, int]:
+def _load_pyav(p: Path, stream: int, limits: DecodeLimits = DEFAULT_LIMITS) -> tuple[np.ndarray, int]:
     facts: dict = {}
-    chunks = list(_pyav_chunks(p, stream, facts))
+    chunks = list(_pyav_chunks(p, stream, facts, limits))
     if not chunks or sum(c.shape[1] for c in chunks) == 0:
         raise AudioError(p, "holds no samples")
     return np.ascontiguousarray(np.concatenate(chunks, axis=1)), facts["sample_rate"]
 
 
-def decode_blocks(path: str | os.PathLike, block_samples: int = BLOCK_SAMPLES, stream: int = 0) -> Iterator[np.ndarray]:
+def decode_blocks(
+    path: str | os.PathLike, block_samples: int = BLOCK_SAMPLES, stream: int = 0, limits: DecodeLimits = DEFAULT_LIMITS
+) -> Iterator[np.ndarray]:
     """Decode ``path`` block by block: float32 ``[channels, n]`` arrays at the native rate.
 
     Every block but the last holds at least ``block_samples`` samples per channel (exactly that
     many for soundfile's formats; whole codec frames for PyAV's), so memory does not grow with
     the song. The concatenated blocks equal :func:`load`'s array. The rate is
     :func:`info`'s. Raises AudioError (naming the file) for what :func:`load` refuses; a file
-    that decodes to no samples yields nothing.
+    that decodes to no samples yields nothing. ``limits`` is checked from the header before the
+    first block and the blocks are counted: DecodeLimitError the moment a bound is passed (the
+    blocks before it were yielded). A header that does not know its length (``info`` gives
+    ``n_samples`` 0) is decoded as a stream through PyAV.
     """
     p = check_exists(path)
     if block_samples <= 0:
         raise AudioError(p, f"block_samples must be positive, got {block_samples}")
-    if _backend(p) == "pyav":
+    backend, inf = _route(p)
+    if backend == "pyav":
         pending: list[np.ndarray] = []
         n_pending = 0
-        for chunk in _pyav_chunks(p, stream):
+        for chunk in _pyav_chunks(p, stream, None, limits):
             pending.append(chunk)
             n_pending += chunk.shape[1]
             if n_pending >= block_samples:
@@ -299,11 +456,14 @@ def decode_blocks(path: str | os.PathLike, block_samples: int = BLOCK_SAMPLES, s
 
     if stream != 0:
         raise AudioError(p, f"has one audio stream; stream {stream} requested")
+    assert inf is not None
+    limits.check(p, inf.sample_rate, inf.channels, inf.n_samples)
     _check_wav_complete(p)
     try:
         f = sf.SoundFile(str(p))
     except Exception as exc:
         raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
+    meter = limits.meter(p, inf.sample_rate, inf.channels)
     with f:
         while True:
             try:
@@ -312,17 +472,22 @@ def decode_blocks(path: str | os.PathLike, block_samples: int = BLOCK_SAMPLES, s
                 raise AudioError(p, f"decoding failed ({_short(exc)})") from None
             if data.shape[0] == 0:
                 return
+            meter.add(data.shape[0])
             yield _deinterleave(data)
 
 
-def load_streams_mono(path: str | os.PathLike, streams: set[int]) -> tuple[dict[int, np.ndarray], int, int]:
+def load_streams_mono(
+    path: str | os.PathLike, streams: set[int], limits: DecodeLimits = DEFAULT_LIMITS
+) -> tuple[dict[int, np.ndarray], int, int]:
     """Decode audio streams ``streams`` of a container in one pass, each downmixed to mono.
 
     Returns ``({stream: float32 [samples]}, sample_rate Hz, channels of the first stream)``.
     Equal to :func:`load` + :func:`to_mono` per stream, but the file is demuxed once and no
     ``[channels, samples]`` array is built (the frames' planes are added into a preallocated
     mono buffer): the fast way through the five streams of a ``.stem.mp4``. AudioError for a
-    missing stream, streams of different rates, or a decoding error.
+    missing stream, streams of different rates, or a decoding error; DecodeLimitError for a
+    stream over ``limits`` (each stream's header is checked before its buffer is allocated, and
+    its samples are counted while decoding).
     """
     import av
 
@@ -339,9 +504,12 @@ def load_streams_mono(path: str | os.PathLike, streams: set[int]) -> tuple[dict[
         rate = rates.pop()
         bufs: dict[int, np.ndarray] = {}
         pos = {k: 0 for k in streams}
+        meters: dict[int, _Meter] = {}
         for k in streams:
             s = all_streams[k]
             n = int(float(s.duration * s.time_base) * rate) if s.duration is not None and s.time_base else 0
+            limits.check(p, rate, int(s.channels), max(n, 0))
+            meters[k] = limits.meter(p, rate, int(s.channels))
             bufs[k] = np.zeros(max(n, rate) + 8192, np.float32)
         fallback: dict[int, object] = {}
         try:
@@ -357,9 +525,11 @@ def load_streams_mono(path: str | os.PathLike, streams: set[int]) -> tuple[dict[
                     else:
                         frames = [frame]
                     for f in frames:
+                        meters[k].add(f.samples)
                         _add_mono(bufs, pos, k, f)
             for k, r in fallback.items():
                 for f in r.resample(None):
+                    meters[k].add(f.samples)
                     _add_mono(bufs, pos, k, f)
         except AudioError:
             raise

@@ -23,6 +23,19 @@ class AudioError(StemforgeError):
         return (type(self), (self.path, self.reason))
 
 
+class DecodeLimitError(AudioError):
+    """A file is over a decode bound (:class:`stemforge.core.audio.DecodeLimits`): too long, too
+    many channels, a sample rate out of range, too many samples; ``bound`` names which
+    (``"seconds"``, ``"channels"``, ``"rate"``, ``"samples"``)."""
+
+    def __init__(self, path: object, reason: str, bound: str = ""):
+        self.bound = bound
+        super().__init__(path, reason)
+
+    def __reduce__(self):  # picklable across process pools
+        return (type(self), (self.path, self.reason, self.bound))
+
+
 class DatasetLayoutError(StemforgeError):
     """A corpus root does not have the layout its recipe expects."""
 

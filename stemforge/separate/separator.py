@@ -550,6 +550,7 @@ class Separator:
         subtype: str | None = None,
         progress: ProgressFn | None = None,
         block_samples: int = BLOCK_SAMPLES,
+        limits: audio_io.DecodeLimits = audio_io.DEFAULT_LIMITS,
     ) -> FileSeparation:
         """Separate an audio file into files, streaming: memory does not grow with the full band.
 
@@ -563,11 +564,16 @@ class Separator:
             mono: downmix the stems to one channel.
             subtype: soundfile subtype (e.g. ``"PCM_16"``), default per format.
             progress: called with the fraction done (0..1) now and then.
+            limits: bounds on the decode (:class:`stemforge.core.audio.DecodeLimits`), checked
+                from the header before any output is opened and counted while decoding: the
+                mask-rate copy holds at most ``limits.max_seconds x`` the model's rate samples,
+                each stem file at most ``limits.max_samples(rate, channels)`` per channel.
 
         Raises:
             AudioError: the input cannot be decoded or is empty, has more than two channels for
                 a stereo model, or its separation gave non-finite values (nothing is written);
-                an output cannot be written.
+                an output cannot be written. DecodeLimitError (an AudioError): the input is over
+                ``limits`` (no output is left behind).
         """
         t_start = time.perf_counter()
         src = Path(path)
@@ -575,6 +581,7 @@ class Separator:
         if unknown or not outputs:
             raise StemforgeError(f"separate_file: outputs must map some of {STEMS} to paths, got {sorted(outputs)}")
         inf = audio_io.info(src)
+        limits.check(src, inf.sample_rate, inf.channels, inf.n_samples)
         in_rate, in_ch = inf.sample_rate, inf.channels
         out_rate = output_sample_rate or in_rate
         _check_rate(out_rate)
@@ -592,7 +599,7 @@ class Separator:
         rs = audio_io.StreamResampler(self.channels, in_rate, cfg.sample_rate, cfg.resample_quality)
         parts: list[np.ndarray] = []
         n_in = 0
-        for block in audio_io.decode_blocks(src, block_samples):
+        for block in audio_io.decode_blocks(src, block_samples, limits=limits):
             if block.shape[0] != in_ch:
                 raise AudioError(src, f"decoded {block.shape[0]} channels where the header says {in_ch}")
             n_in += block.shape[1]
@@ -637,7 +644,7 @@ class Separator:
                     writers["accompaniment"].write(x - v)
                 n_out += x.shape[1]
 
-            for block in audio_io.decode_blocks(src, block_samples):
+            for block in audio_io.decode_blocks(src, block_samples, limits=limits):
                 n_done += block.shape[1]
                 work = audio_io.to_mono(block)[None, :] if mono else block
                 write(*masker.push(rs2.push(work)))

@@ -14,7 +14,9 @@ Bad input is refused early and cheaply: a request whose Content-Length is over t
 before a byte of its body is read; otherwise the body is read in chunks and written to the job's
 folder, and reading stops with 413 as soon as the limit is passed (nothing is buffered whole in
 memory). The stored file is probed (header plus the first decoded samples): 415 when it does not
-decode, 422 when the song is longer than allowed. An upload that stalls or trickles gets 408 (see
+decode, 422 when the song is longer than allowed or its header is over the decode bounds
+(channels, rate; the job's decode keeps those bounds whatever the header said: see
+:func:`stemforge.serve.jobs.decode_limited`). An upload that stalls or trickles gets 408 (see
 :class:`ServeSettings`). Requests naming a host the server is not known by get 400, and job
 creation or deletion from another page's origin 403 (:mod:`stemforge.serve.hosts`). Every
 refusal, FastAPI's own validation errors included, is JSON ``{"detail": "one line"}``.
@@ -79,6 +81,11 @@ class ServeSettings:
     Attributes:
         max_upload_mb: largest upload accepted, in MiB (the file itself).
         max_seconds: longest song accepted, in seconds.
+        max_rate: the highest rate a job works at (Hz); a song above it is resampled to it
+            block by block while it is decoded. With ``max_seconds`` and ``max_channels`` it
+            bounds what a job holds: at most ``max_seconds x max_rate x max_channels`` samples
+            per array (see docs/serve.md, "Limits in samples").
+        max_channels: most channels of a song (more: 422).
         jobs: separations running at once (worker threads).
         expire_minutes: how long finished jobs and their files are kept.
         max_queue: jobs that may wait for a worker; beyond, POST answers 503.
@@ -99,6 +106,8 @@ class ServeSettings:
 
     max_upload_mb: float = 100.0
     max_seconds: float = 900.0
+    max_rate: int = 48_000
+    max_channels: int = 2
     jobs: int = 1
     expire_minutes: float = 60.0
     max_queue: int = 100
@@ -114,6 +123,10 @@ class ServeSettings:
             raise StemforgeError(f"max_upload_mb must be positive, got {self.max_upload_mb}")
         if not self.max_seconds > 0:
             raise StemforgeError(f"max_seconds must be positive, got {self.max_seconds}")
+        if not 8000 <= self.max_rate <= 384_000:
+            raise StemforgeError(f"max_rate must be between 8000 and 384000 Hz, got {self.max_rate}")
+        if self.max_channels < 1:
+            raise StemforgeError(f"max_channels must be >= 1, got {self.max_channels}")
         if self.jobs < 1:
             raise StemforgeError(f"jobs must be >= 1, got {self.jobs}")
         if not self.expire_minutes > 0:
@@ -136,6 +149,11 @@ class ServeSettings:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_samples(self) -> int:
+        """Most samples (per array, all channels) a job holds: ``max_seconds x max_rate x max_channels``."""
+        return int(self.max_seconds * self.max_rate) * self.max_channels
 
 
 # --------------------------------------------------------------------------- API models
@@ -186,6 +204,9 @@ class ServerInfo(BaseModel):
     version: str
     max_upload_bytes: int
     max_seconds: float
+    max_rate: int = Field(description="highest rate a job works at (Hz); songs above are resampled to it")
+    max_channels: int
+    max_samples: int = Field(description="most samples a job holds per array: max_seconds x max_rate x max_channels")
     jobs: int
     max_queue: int
     expire_minutes: float
@@ -267,6 +288,8 @@ def create_app(
             separator,
             workers=settings.jobs,
             max_seconds=settings.max_seconds,
+            max_rate=settings.max_rate,
+            max_channels=settings.max_channels,
             expire_seconds=settings.expire_minutes * 60.0,
             max_queue=settings.max_queue,
             render_png=renderer,
@@ -310,6 +333,9 @@ def create_app(
             version=__version__,
             max_upload_bytes=settings.max_upload_bytes,
             max_seconds=settings.max_seconds,
+            max_rate=settings.max_rate,
+            max_channels=settings.max_channels,
+            max_samples=settings.max_samples,
             jobs=settings.jobs,
             max_queue=settings.max_queue,
             expire_minutes=settings.expire_minutes,
@@ -345,7 +371,7 @@ def create_app(
             upload = await _receive_upload(
                 request, boundary, folder, limit, settings.upload_timeout_s, settings.upload_min_rate_kib * 1024.0
             )
-            probe = await run_in_threadpool(_probe, upload.path)
+            probe = await run_in_threadpool(_probe, upload.path, settings)
             if probe.duration_s > settings.max_seconds:
                 raise HTTPException(
                     422, f"the song lasts {probe.duration_s:.1f} s; this server accepts at most {settings.max_seconds:g} s"
@@ -749,14 +775,25 @@ class _Probe:
     channels: int
 
 
-def _probe(path: Path) -> _Probe:
+def _probe(path: Path, settings: ServeSettings | None = None) -> _Probe:
     """Header facts of a stored upload, after decoding its first samples; 415 when it does not
-    decode. ``duration_s`` is 0 when the container does not say (the worker checks then)."""
+    decode, 422 when its header is over the server's bounds (channels, a rate outside the
+    library's range; the length is the caller's 422). ``duration_s`` is 0 when the container
+    does not say (the worker checks then)."""
     from stemforge.core import audio
+    from stemforge.core.errors import DecodeLimitError
+    from stemforge.serve.jobs import job_limits
 
+    settings = settings or ServeSettings()
+    limits = job_limits(settings.max_seconds, settings.max_channels)
     try:
         info = audio.info(path)
-        _decode_head(path)
+        limits.check(path, info.sample_rate, info.channels)
+        if info.n_samples > 0 and info.duration_s > settings.max_seconds:
+            return _Probe(info.duration_s, info.sample_rate, info.channels)  # the caller's 422
+        _decode_head(path, limits=limits)
+    except DecodeLimitError as exc:
+        raise HTTPException(422, f"not accepted: {one_line(exc, hide=path.parent)}") from None
     except AudioError as exc:
         raise HTTPException(415, f"not a decodable audio file: {one_line(exc, hide=path.parent)}") from None
     except Exception as exc:  # a decoder's own error type
@@ -766,11 +803,12 @@ def _probe(path: Path) -> _Probe:
     return _Probe(info.duration_s if info.n_samples > 0 else 0.0, info.sample_rate, info.channels)
 
 
-def _decode_head(path: Path, n_samples: int = 4096) -> None:
-    """Decode the first samples of ``path``; raise AudioError when none come out."""
+def _decode_head(path: Path, n_samples: int = 4096, limits=None) -> None:
+    """Decode the first samples of ``path`` (within ``limits``, a DecodeLimits; default the
+    library's); raise AudioError when none come out."""
     from stemforge.core import audio
 
-    blocks = audio.decode_blocks(path, n_samples)
+    blocks = audio.decode_blocks(path, n_samples, limits=limits or audio.DEFAULT_LIMITS)
     try:
         for block in blocks:
             if block.shape[1] > 0:

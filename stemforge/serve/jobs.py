@@ -39,11 +39,14 @@ import time
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
-from stemforge.core.errors import AudioError, StemforgeError
+from stemforge.core.errors import AudioError, DecodeLimitError, StemforgeError
+
+if TYPE_CHECKING:
+    from stemforge.core.audio import DecodeLimits
 
 log = logging.getLogger("stemforge.serve")
 
@@ -154,8 +157,11 @@ class JobStore:
         root: folder that holds one sub-folder per job (created; the store owns what is in it).
         separator: see :class:`SeparatorLike`; shared by the worker threads.
         workers: jobs separated at the same time (>= 1).
-        max_seconds: longest song accepted (seconds); checked again after decoding, since a
+        max_seconds: longest song accepted (seconds); checked again while decoding, since a
             header may lie.
+        max_rate: the rate a job works at, at most (Hz): a song above it is resampled to it
+            block by block while it is decoded (see :func:`decode_limited`).
+        max_channels: most channels of a song.
         expire_seconds: how long a finished job and its files are kept.
         max_queue: most jobs waiting (not running) at once; :meth:`submit` raises
             :class:`QueueFullError` beyond.
@@ -174,6 +180,8 @@ class JobStore:
         workers: int = 1,
         max_seconds: float = 900.0,
         expire_seconds: float = 3600.0,
+        max_rate: int = 48_000,
+        max_channels: int = 2,
         max_queue: int = 100,
         render_png: PngRenderer | None = None,
         cleanup_interval: float | None = None,
@@ -192,6 +200,8 @@ class JobStore:
         self.separator = separator
         self.workers = int(workers)
         self.max_seconds = float(max_seconds)
+        self.max_rate = int(max_rate)
+        self.max_channels = int(max_channels)
         self.expire_seconds = float(expire_seconds)
         self.max_queue = int(max_queue)
         self.render_png = render_png
@@ -468,7 +478,7 @@ class JobStore:
         from stemforge.core import audio as audio_io
 
         self._step(job, "decoding", 0.02)
-        mixture, sample_rate = decode_limited(job.input_path, self.max_seconds)
+        mixture, sample_rate = decode_limited(job.input_path, self.max_seconds, self.max_rate, self.max_channels)
         duration = mixture.shape[1] / sample_rate
         self._update(job, duration_s=duration, sample_rate=int(sample_rate), channels=int(mixture.shape[0]))
         job.input_path.unlink(missing_ok=True)
@@ -538,37 +548,65 @@ def remove_folder(path: Path) -> bool:
     return False
 
 
-def decode_limited(path: str | os.PathLike, max_seconds: float) -> tuple[np.ndarray, int]:
-    """Decode ``path`` like :func:`stemforge.core.audio.load` (``[channels, samples]`` float32, rate),
-    but never more than ``max_seconds``: StemforgeError as soon as the song proves longer.
+def job_limits(max_seconds: float, max_channels: int = 2) -> "DecodeLimits":
+    """The :class:`~stemforge.core.audio.DecodeLimits` of a server's decode: ``max_seconds``,
+    ``max_channels``, the library's rate range, and no bound on samples at the file's own rate
+    (:func:`decode_limited` keeps only what it resampled to at most ``max_rate``)."""
+    from stemforge.core.audio import DEFAULT_LIMITS, DecodeLimits
 
-    Why: a compressed file can expand a thousandfold, and its header's length can be missing or
-    wrong (an mp3's duration is often estimated from its first frames). libsndfile never reads
-    past the frame count it reports, so for its formats the count is checked first; FFmpeg
-    formats are decoded block by block (:func:`stemforge.core.audio.decode_blocks`) and stopped
-    at the limit.
+    return DecodeLimits(
+        max_seconds=max_seconds,
+        max_channels=max_channels,
+        min_rate=DEFAULT_LIMITS.min_rate,
+        max_rate=DEFAULT_LIMITS.max_rate,
+        max_values=None,
+    )
+
+
+def decode_limited(
+    path: str | os.PathLike, max_seconds: float, max_rate: int = 48_000, max_channels: int = 2
+) -> tuple[np.ndarray, int]:
+    """Decode ``path`` to ``([channels, samples] float32, rate Hz)`` within the server's bounds.
+
+    At most ``max_seconds`` (StemforgeError as soon as the song proves longer) and
+    ``max_channels``; a song above ``max_rate`` Hz is resampled to it (soxr HQ) block by block
+    while it is decoded, so what is kept is at most ``max_seconds x max_rate x max_channels``
+    samples whatever the file says (the job's memory and its result files follow from that);
+    rates outside the library's range (:data:`stemforge.core.audio.DEFAULT_LIMITS`) are refused.
+
+    Why: a compressed file can expand a thousandfold, its header's length can be missing or
+    wrong (an mp3's duration is often estimated from its first frames; a FLAC may say
+    ``total_samples = 0``), and its rate can be anything a codec allows (655 kHz for FLAC). Every
+    format is decoded block by block (:func:`stemforge.core.audio.decode_blocks`, which checks
+    the header first and counts the samples) and stopped at the limit.
     """
     from stemforge.core import audio as audio_io
 
     p = Path(path)
-    info = audio_io.info(p)
+    inf = audio_io.info(p)
+    limits = job_limits(max_seconds, max_channels)
     too_long = f"the song lasts more than {max_seconds:g} s, the most this server accepts"
-    if p.suffix.lower() not in audio_io.PYAV_EXTENSIONS:
-        if info.n_samples > max_seconds * info.sample_rate:
-            raise StemforgeError(too_long)
-        return audio_io.load(p)
-    limit = int(max_seconds * info.sample_rate) + 1
+    in_rate = inf.sample_rate
+    out_rate = min(in_rate, int(max_rate))
+    rs = audio_io.StreamResampler(inf.channels, in_rate, out_rate) if out_rate != in_rate else None
     blocks: list[np.ndarray] = []
-    n = 0
-    for block in audio_io.decode_blocks(p, 1 << 16):
-        blocks.append(block)
-        n += block.shape[1]
-        if n > limit:
-            raise StemforgeError(too_long)
-    if n == 0:
+    n_in = 0
+    try:
+        for block in audio_io.decode_blocks(p, 1 << 16, limits=limits):
+            if block.shape[0] != inf.channels:
+                raise AudioError(p, f"decoded {block.shape[0]} channels where the header says {inf.channels}")
+            n_in += block.shape[1]
+            blocks.append(rs.push(block) if rs is not None else block)
+    except DecodeLimitError as exc:
+        if exc.bound == "seconds":
+            raise StemforgeError(too_long) from None
+        raise
+    if n_in == 0:
         raise AudioError(p, "holds no samples")
+    if rs is not None:
+        blocks.append(rs.flush())
     audio = np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
-    return np.ascontiguousarray(audio), info.sample_rate
+    return np.ascontiguousarray(audio), out_rate
 
 
 def write_pcm16(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, block: int = 1 << 16) -> Path:
