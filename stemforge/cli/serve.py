@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from stemforge.cli.common import cli_errors, err
+from stemforge.cli.common import check_device, cli_errors, err
 
 
 def register(app: typer.Typer) -> None:
@@ -51,6 +51,7 @@ def serve(
 
     Example: stemforge serve model.pt --port 8000 --jobs 2 --max-upload-mb 50
     """
+    check_device(device)
     with cli_errors():
         import torch
         import uvicorn
