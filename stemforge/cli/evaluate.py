@@ -165,19 +165,17 @@ def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, thre
         )
         report.meta["title"] = f"{model.name} on {split} ({report.meta['tracks']} tracks)"
         paths = report.write(output)
-    cols = ["method", "stem", "tracks", "gnsdr", "gsir", "gsar", "sdr_frames", "sir_frames", "sar_frames"]
-    out("")
-    out(report.meta["label"])
-    out(format_table([{c: r[c] for c in cols} for r in report.summary.to_dict(orient="records")], cols))
-    out("gnsdr/gsir/gsar: duration-weighted means of whole-track NSDR/SIR/SAR (dB); *_frames: median over tracks of")
-    out("the median over 1 s frames (BSS Eval v4, as museval). mixture = the input as estimate; oracle = ideal ratio mask.")
-    for kind, p in paths.items():
-        out(f"wrote {kind}: {p}")
-    if report.failed:
-        err(f"failed ({len(report.failed)} tracks, one line each):")
-        for uid, why in report.failed:
-            err(f"  {uid}: {why}")
-    raise typer.Exit(EXIT_PARTIAL if report.failed else EXIT_OK)
+    _print_report(
+        report,
+        ["method", "stem", "tracks", "gnsdr", "gsir", "gsar", "sdr_frames", "sir_frames", "sar_frames"],
+        [
+            "gnsdr/gsir/gsar: duration-weighted means of whole-track NSDR/SIR/SAR (dB); *_frames: median over tracks of",
+            "the median over 1 s frames (BSS Eval v4, as museval). mixture = the input as estimate; oracle = ideal ratio mask.",
+        ],
+        paths,
+        [f"{uid}: {why}" for uid, why in report.failed],
+        "tracks",
+    )
 
 
 def _evaluate_musdb18(models, estimates, root, subset, tracks, output, device, hard_mask, threads) -> None:
@@ -225,16 +223,31 @@ def _evaluate_musdb18(models, estimates, root, subset, tracks, output, device, h
                 b.close()
             bar.close()
         written = report.write(output)
+    _print_report(
+        report,
+        ["method", "stem", "tracks", "sdr", "sir", "sar", "isr"],
+        [
+            "medians over tracks of each track's median over 1 s frames (dB); mixture = the input as both stems (floor);",
+            "oracle = ideal ratio mask |V|/(|V|+|A|) on the 4096/1024 Hann STFT at 44.1 kHz, per channel (ceiling).",
+        ],
+        written,
+        [f"{method} / {track}: {why}" for method, track, why in report.failed],
+    )
+
+
+def _print_report(report, columns: list[str], legend: list[str], written: dict, failures: list[str], unit: str = "") -> None:
+    """The protocol's label, the summary table, its legend, the files written, one line per
+    failure; then exit 1 when anything failed, else 0."""
     out("")
     out(report.meta["label"])
-    cols = ["method", "stem", "tracks", "sdr", "sir", "sar", "isr"]
-    out(format_table([{c: r[c] for c in cols} for r in report.summary.to_dict(orient="records")], cols))
-    out("medians over tracks of each track's median over 1 s frames (dB); mixture = the input as both stems (floor);")
-    out("oracle = ideal ratio mask |V|/(|V|+|A|) on the 4096/1024 Hann STFT at 44.1 kHz, per channel (ceiling).")
+    out(format_table([{c: r[c] for c in columns} for r in report.summary.to_dict(orient="records")], columns))
+    for line in legend:
+        out(line)
     for kind, p in written.items():
         out(f"wrote {kind}: {p}")
-    if report.failed:
-        err(f"failed ({len(report.failed)}, one line each):")
-        for method, track, why in report.failed:
-            err(f"  {method} / {track}: {why}")
-    raise typer.Exit(EXIT_PARTIAL if report.failed else EXIT_OK)
+    if failures:
+        count = f"{len(failures)} {unit}" if unit else f"{len(failures)}"
+        err(f"failed ({count}, one line each):")
+        for line in failures:
+            err(f"  {line}")
+    raise typer.Exit(EXIT_PARTIAL if failures else EXIT_OK)

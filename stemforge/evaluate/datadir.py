@@ -203,14 +203,14 @@ class EvaluationReport:
         csv_path = Path(csv_path)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         paths = {"csv": csv_path, "json": csv_path.with_suffix(".json")}
-        _atomic_text(csv_path, self.table.to_csv(index=False, float_format="%.4f"))
+        write_report_text(csv_path, self.table.to_csv(index=False, float_format="%.4f"))
         doc = {
             "meta": self.meta,
             "summary": _records(self.summary),
             "tracks": _records(self.table),
             "failed": [{"uid": u, "reason": r} for u, r in self.failed],
         }
-        _atomic_text(paths["json"], json.dumps(doc, indent=2, allow_nan=True) + "\n")
+        write_report_text(paths["json"], json.dumps(doc, indent=2, allow_nan=True) + "\n")
         if chart and len(self.summary):
             paths["png"] = plots.metrics_chart(self.summary, csv_path.with_suffix(".png"), title=self.meta.get("title"))
         return paths
@@ -221,7 +221,8 @@ def _records(df: Any) -> list[dict]:
     return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in recs]
 
 
-def _atomic_text(path: Path, text: str) -> None:
+def write_report_text(path: Path, text: str) -> None:
+    """Write a report file atomically; a failure is a StemforgeError naming the file."""
     from stemforge.core import files
 
     try:

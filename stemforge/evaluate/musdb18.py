@@ -38,6 +38,8 @@ from stemforge.core import audio
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import AudioError, DatasetLayoutError, StemforgeError
 from stemforge.evaluate.bss import FILTER_LENGTH, BssEvalV4, frame_medians
+from stemforge.evaluate.datadir import TABLE_COLUMNS as DATADIR_COLUMNS
+from stemforge.evaluate.datadir import write_report_text
 
 PROTOCOL = "musdb18"
 #: What every report of this protocol says it is.
@@ -57,25 +59,7 @@ ORACLE_HOP = 1024
 #: Columns of the per-track table (the DataDir protocol's, with the MUSDB18 subset; the
 #: whole-track BSS Eval v3 columns ``sdr``/``sir``/``sar``/``nsdr`` are left empty: the
 #: MUSDB18 protocol defines only the frame-wise v4 medians).
-TABLE_COLUMNS = [
-    "uid",
-    "dataset",
-    "title",
-    "subset",
-    "split",
-    "duration_s",
-    "method",
-    "stem",
-    "sdr",
-    "sir",
-    "sar",
-    "nsdr",
-    "sdr_frames",
-    "isr_frames",
-    "sir_frames",
-    "sar_frames",
-    "n_frames_defined",
-]
+TABLE_COLUMNS = [*DATADIR_COLUMNS[:3], "subset", *DATADIR_COLUMNS[3:]]
 SUMMARY_COLUMNS = ["method", "stem", "tracks", "sdr", "sir", "sar", "isr"]
 
 #: ``estimate(mixture [channels, samples], sample_rate, progress) -> {"vocals", "accompaniment"}``
@@ -340,26 +324,25 @@ class MusdbReport:
         """Write the per-track CSV at ``csv_path``; beside it the summary JSON (``.json``), the
         chart (``.png``) and museval-style per-track JSON under ``<stem>-museval/<method>/
         <subset>/<track>.json``. Returns kind -> path."""
-        from stemforge.core.files import write_text as atomic_write_text
         from stemforge.evaluate import plots
 
         csv_path = Path(csv_path)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {"csv": csv_path, "json": csv_path.with_suffix(".json")}
-        atomic_write_text(csv_path, self.table.to_csv(index=False, float_format="%.4f"))
+        write_report_text(csv_path, self.table.to_csv(index=False, float_format="%.4f"))
         doc = {
             "meta": self.meta,
             "summary": _records(self.summary),
             "tracks": _records(self.table),
             "failed": [{"method": m, "track": t, "reason": r} for m, t, r in self.failed],
         }
-        atomic_write_text(paths["json"], json.dumps(doc, indent=2, allow_nan=False) + "\n")
+        write_report_text(paths["json"], json.dumps(doc, indent=2, allow_nan=False) + "\n")
         base = csv_path.with_name(csv_path.stem + "-museval")
         for method, tracks in self.frames.items():
             for key, body in tracks.items():
                 p = base / _safe(method) / body["subset"] / f"{key}.json"
                 p.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(p, json.dumps(body, allow_nan=False) + "\n")
+                write_report_text(p, json.dumps(body, allow_nan=False) + "\n")
         if self.frames:
             paths["museval"] = base
         if chart and len(self.summary):
