@@ -59,24 +59,8 @@ def metrics_chart(summary: Any, path: str | os.PathLike, title: str | None = Non
     if not methods or not stems:
         raise StemforgeError("metrics_chart: the summary has no rows to plot")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8))
-    width = 0.8 / len(methods)
-    x = np.arange(len(stems))
     for ax, (col, label) in zip(np.atleast_1d(axes), panels):
-        for k, m in enumerate(methods):
-            vals = []
-            for s in stems:
-                row = summary[(summary["method"] == m) & (summary["stem"] == s)]
-                vals.append(float(row[col].iloc[0]) if len(row) else np.nan)
-            vals_arr = np.array(vals, dtype=float)
-            shown = np.where(np.isfinite(vals_arr), vals_arr, 0.0)
-            bars = ax.bar(x + (k - (len(methods) - 1) / 2) * width, shown, width, label=m, color=_COLORS.get(m))
-            for b, v in zip(bars, vals_arr):
-                text = f"{v:.1f}" if np.isfinite(v) else "n/a"
-                y = b.get_height()
-                ax.annotate(text, (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom" if y >= 0 else "top", fontsize=8)
-        ax.axhline(0.0, color="black", linewidth=0.6)
-        ax.set_xticks(x)
-        ax.set_xticklabels(stems)
+        _bar_panel(ax, summary, col, methods, stems, {m: _COLORS.get(m) for m in methods}, fontsize=8)
         ax.set_title(label, fontsize=9)
         ax.set_ylabel("dB")
     np.atleast_1d(axes)[0].legend(fontsize=8)
@@ -161,26 +145,32 @@ def protocol_chart(summary: Any, path: str | os.PathLike, title: str | None = No
     cmap = plt.get_cmap("tab10")
     colors = {m: _COLORS.get(m) or cmap(i % 10) for i, m in enumerate(methods)}
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics) + 1.0, 3.8), sharey=False)
-    width = 0.8 / len(methods)
-    x = np.arange(len(stems))
     for ax, metric in zip(np.atleast_1d(axes), metrics):
-        for k, m in enumerate(methods):
-            vals = []
-            for s in stems:
-                row = summary[(summary["method"] == m) & (summary["stem"] == s)]
-                vals.append(float(row[metric].iloc[0]) if len(row) else np.nan)
-            vals_arr = np.array(vals, dtype=float)
-            shown = np.where(np.isfinite(vals_arr), vals_arr, 0.0)
-            bars = ax.bar(x + (k - (len(methods) - 1) / 2) * width, shown, width, label=m, color=colors[m])
-            for b, v in zip(bars, vals_arr):
-                y = b.get_height()
-                ax.annotate(f"{v:.1f}" if np.isfinite(v) else "n/a", (b.get_x() + b.get_width() / 2, y),
-                            ha="center", va="bottom" if y >= 0 else "top", fontsize=7)
-        ax.axhline(0.0, color="black", linewidth=0.6)
-        ax.set_xticks(x)
-        ax.set_xticklabels(stems)
+        _bar_panel(ax, summary, metric, methods, stems, colors, fontsize=7)
         ax.set_title(f"{metric.upper()} (dB), median over tracks", fontsize=9)
     np.atleast_1d(axes)[0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def _bar_panel(ax: Any, summary: Any, column: str, methods: list, stems: list, colors: dict, fontsize: int) -> None:
+    """One panel of grouped bars: per stem one bar per method of ``summary[column]`` (dB),
+    each labelled with its value ("n/a" for a missing or non-finite one, drawn at 0)."""
+    width = 0.8 / len(methods)
+    x = np.arange(len(stems))
+    for k, m in enumerate(methods):
+        vals = []
+        for s in stems:
+            row = summary[(summary["method"] == m) & (summary["stem"] == s)]
+            vals.append(float(row[column].iloc[0]) if len(row) else np.nan)
+        vals_arr = np.array(vals, dtype=float)
+        shown = np.where(np.isfinite(vals_arr), vals_arr, 0.0)
+        bars = ax.bar(x + (k - (len(methods) - 1) / 2) * width, shown, width, label=m, color=colors[m])
+        for b, v in zip(bars, vals_arr):
+            y = b.get_height()
+            ax.annotate(f"{v:.1f}" if np.isfinite(v) else "n/a", (b.get_x() + b.get_width() / 2, y),
+                        ha="center", va="bottom" if y >= 0 else "top", fontsize=fontsize)
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.set_xticks(x)
+    ax.set_xticklabels(stems)
