@@ -160,12 +160,8 @@ def test_the_report_files_name_the_protocol(tmp_path):
         musdb18.evaluate_musdb18([], corpus, "test", floor_and_ceiling=False)
 
 
-REAL = os.environ.get("STEMFORGE_REAL_DATA")
-
-
 @pytest.mark.realdata
-@pytest.mark.skipif(not REAL, reason="STEMFORGE_REAL_DATA not set")
-def test_real_musdb18_medians_equal_museval(tmp_path):
+def test_real_musdb18_medians_equal_museval(tmp_path, real_data):
     """The .stem.mp4 sample and the three excerpts (as MUSDB18-HQ-like folders): stemforge's
     per-track medians equal museval's for the same estimates (the oracle's) within 0.01 dB.
 
@@ -177,7 +173,7 @@ def test_real_musdb18_medians_equal_museval(tmp_path):
     museval = import_museval()
     from stemforge.core import audio
 
-    real = Path(REAL)
+    real = real_data
     root = tmp_path / "musdb"
     (root / "train").mkdir(parents=True)
     sample = real / "musdb18-sample" / "train" / "Music Delta - 80s Rock.stem.mp4"
