@@ -72,6 +72,8 @@ USAGE_ERRORS = [
     ["separate", "model.pt", "song.wav", "--threads", "-1"],
     ["serve", "model.pt", "--device", "gpu"],
     ["serve", "model.pt", "--port", "70000"],
+    ["serve", "model.pt", "--max-rate", "4000"],
+    ["serve", "model.pt", "--max-channels", "3"],
     ["synth", "out", "--layout", "nope"],
     ["synth", "out", "--layout", "dsd100", "--track-id", "X"],
     ["synth", "out", "--layout", "medleydb", "--track-id", "X"],
@@ -262,3 +264,24 @@ def test_evaluate_on_a_missing_split_names_the_splits_and_the_option(tmp_path, m
     assert "no track in split 'test'" in r.output and "train 3" in r.output and "--split train" in r.output
     with pytest.raises(Exception, match=r"splits held: train \(3 tracks\)"):
         evaluate_datadir(None, DataDir.open(data), split="test")
+
+
+def test_serve_limits_reach_the_server_settings(cwd, monkeypatch):
+    """--max-rate and --max-channels are the ServeSettings the app is built with."""
+    import stemforge.serve
+    from stemforge.core.errors import StemforgeError
+    from stemforge.separate.separator import Separator
+
+    seen = {}
+    monkeypatch.setattr(Separator, "from_checkpoint", classmethod(lambda cls, *a, **k: object()))
+
+    def create_app(separator, settings, model_info=None):
+        seen["settings"] = settings
+        raise StemforgeError("stopped before listening")
+
+    monkeypatch.setattr(stemforge.serve, "create_app", create_app)
+    r = CliRunner().invoke(app, ["serve", "model.pt", "--max-rate", "44100", "--max-channels", "1"])
+    assert "stopped before listening" in r.output and r.exit_code not in (0, 2), r.output
+    settings = seen["settings"]
+    assert (settings.max_rate, settings.max_channels) == (44100, 1)
+    assert settings.max_samples == int(settings.max_seconds * 44100) * 1

@@ -21,6 +21,10 @@ def serve(
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port (0: any free port)."),
     max_upload_mb: float = typer.Option(100.0, "--max-upload-mb", min=0.001, help="Largest upload, in MiB."),
     max_seconds: float = typer.Option(900.0, "--max-seconds", min=0.1, help="Longest song, in seconds."),
+    max_rate: int = typer.Option(
+        48_000, "--max-rate", min=8000, max=384_000, metavar="HZ", help="Highest sample rate a job works at; a song above it is resampled to it while decoded."
+    ),
+    max_channels: int = typer.Option(2, "--max-channels", min=1, max=2, help="Most channels of a song: 2 (stereo) or 1 (mono only); more are refused with 422."),
     jobs: int = typer.Option(1, "--jobs", min=1, max=64, help="Separations running at once (worker threads)."),
     expire_minutes: float = typer.Option(60.0, "--expire-minutes", min=0.01, help="Keep finished jobs and their files this long."),
     max_queue: int = typer.Option(100, "--max-queue", min=0, help="Jobs that may wait for a worker; beyond, uploads get 503."),
@@ -64,6 +68,8 @@ def serve(
         settings = ServeSettings(
             max_upload_mb=max_upload_mb,
             max_seconds=max_seconds,
+            max_rate=max_rate,
+            max_channels=max_channels,
             jobs=jobs,
             expire_minutes=expire_minutes,
             max_queue=max_queue,
