@@ -347,3 +347,24 @@ def test_every_recipe_ingests_at_the_stereo_geometry(tmp_path, layout):
         assert reader.read_wave(row.shard, row.key, "accompaniment").shape[0] == 2
     reader.close()
     assert validate(dd).ok
+
+
+def test_normalization_none_stores_the_plain_magnitudes(corpus, tmp_path):
+    """A config with normalization "none" stores |STFT| as it is, with norm 1.0: stored x norm
+    is the same plain magnitude as a max_mixture DataDir's stored x norm."""
+    small = dict(sample_rate=8000, n_fft=256, hop_length=128)
+    out = {}
+    for normalization in ("max_mixture", "none"):
+        dd = DataDir.create(tmp_path / normalization, SpectrogramConfig(normalization=normalization, **small))
+        assert ingest(dd, dsd100.discover(corpus), workers=1).ok
+        out[normalization] = dd.reload().sort_values("uid")
+    scaled, plain = out["max_mixture"], out["none"]
+    assert (plain["norm"] == 1.0).all() and (scaled["norm"] > 1.0).all()
+    for a, b in zip(scaled.itertuples(), plain.itertuples()):
+        with h5py.File(tmp_path / "max_mixture" / a.shard, "r") as fa, h5py.File(tmp_path / "none" / b.shard, "r") as fb:
+            for name in MAG_FIELDS:
+                x = fa["tracks"][a.key][name][()].astype(np.float32) * np.float32(a.norm)
+                y = fb["tracks"][b.key][name][()].astype(np.float32)
+                assert float(fa["tracks"][a.key]["mixture"][()].max()) == 1.0
+                np.testing.assert_allclose(y, x, rtol=2e-3, atol=1e-6 * a.norm)
+            assert float(fb["tracks"][b.key].attrs["norm"]) == 1.0

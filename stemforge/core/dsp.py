@@ -261,8 +261,9 @@ def magnitude(y: np.ndarray, config: SpectrogramConfig) -> np.ndarray:
 class Magnitudes:
     """Normalized magnitudes of one track, each ``[n_frames, n_bins]`` float32, and the factor.
 
-    ``norm`` is the maximum of the raw mixture magnitude; the stored arrays are the raw ones
-    divided by it, so ``mixture.max() == 1`` and ratios between the three are kept.
+    ``norm`` is what the raw magnitudes were divided by: for ``normalization="max_mixture"``
+    the maximum of the raw mixture magnitude (so ``mixture.max() == 1``), for ``"none"`` 1.0.
+    Ratios between the three are kept either way.
     """
 
     mixture: np.ndarray
@@ -274,17 +275,25 @@ class Magnitudes:
 def normalized_magnitudes(
     mixture: np.ndarray, vocals: np.ndarray, accompaniment: np.ndarray, config: SpectrogramConfig
 ) -> Magnitudes:
-    """STFT magnitudes of three equal-length waveforms ``[samples]``, divided by max |mixture|.
+    """STFT magnitudes of three equal-length waveforms ``[samples]``, scaled by ``config.normalization``.
 
-    Raises StemforgeError when the mixture is silent (the factor would be 0).
+    ``"max_mixture"``: all three divided by max |mixture| (``norm`` is that maximum);
+    ``"none"``: the plain ``|STFT|`` (``norm`` is 1.0, so ``stored x norm`` is the plain
+    magnitude either way).
+
+    Raises StemforgeError when the mixture is silent (its maximum magnitude is 0), whatever the
+    normalization.
     """
     mix = magnitude(mixture, config)
-    norm = float(mix.max())
-    if not np.isfinite(norm) or norm <= 0.0:
+    peak = float(mix.max())
+    if not np.isfinite(peak) or peak <= 0.0:
         raise StemforgeError("mixture is silent (maximum magnitude is 0)")
-    inv = np.float32(1.0 / norm)
     voc = magnitude(vocals, config)
     acc = magnitude(accompaniment, config)
+    if config.normalization == "none":
+        return Magnitudes(mix, voc, acc, 1.0)
+    norm = peak
+    inv = np.float32(1.0 / norm)
     mix *= inv
     voc *= inv
     acc *= inv

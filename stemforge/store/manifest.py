@@ -32,7 +32,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "n_frames": ("Int64", "STFT frames stored"),
     "shard": ("string", "shard file, relative to the DataDir"),
     "key": ("string", "HDF5 group of the track inside its shard"),
-    "norm": ("float64", "max mixture magnitude the three magnitudes were divided by"),
+    "norm": ("float64", "what the three magnitudes were divided by: the max mixture magnitude (max_mixture) or 1.0 (none)"),
     "vocal_activity": ("float64", "fraction of frames with voice (see dsp.vocal_activity)"),
     "mix_residual_db": ("float64", "energy of mixture - (vocals + accompaniment) re. the mixture (dB); empty when the mixture is derived"),
     "duplicate_of": ("string", "uid of the stored row of the same song when this row is a duplicate; empty otherwise"),
