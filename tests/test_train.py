@@ -8,7 +8,6 @@ import io
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -207,39 +206,42 @@ def test_cli_train_resume_and_refusals(datadir, tmp_path):
         assert r.exit_code == 2 and option in r.output and "DataDir" not in r.output, (bad, r.output)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _run_bounded(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run ``argv`` in its own process group; on timeout the whole group (torchrun and its
+    workers) is killed, so a hung worker fails the test instead of outliving it."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"{' '.join(argv[:4])} ... did not finish in {timeout:.0f} s:\n{out[-3000:]}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out)
 
 
-def _ddp_worker(rank: int, world: int, port: int, data: str, out: str, results) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    result = train(DataDir.open(data), out, _config(steps=2, batch_size=2, val_crops=4, log_every=1),
-                   UNetConfig(width=0.0625), device="cpu")
-    results.put((rank, result.step, result.world_size, result.final_val_loss))
+def test_ddp_two_processes_on_cpu_through_torchrun(datadir, tmp_path):
+    """`torchrun --nproc-per-node 2 -m stemforge train` on the CPU (Gloo), as docs/training.md
+    says: two fresh processes (no fork of this one), one writer, and a validation loss that is
+    the whole split's (each rank scores half the crops; the sums are all-reduced), so it equals
+    a single process's at the untrained step 0."""
+    common = [str(datadir.path), "--steps", "2", "--batch-size", "2", "--log-every", "1", "--val-every", "2",
+              "--width", "0.0625", "--device", "cpu", "--no-tensorboard", "--in-memory", "--seed", "11"]
+    ddp = _run_bounded([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "stemforge", "train", *common, "--out", str(tmp_path / "ddp")], timeout=240)
+    assert ddp.returncode == 0, ddp.stdout[-3000:]
+    single = _run_bounded([sys.executable, "-m", "stemforge", "train", *common, "--out", str(tmp_path / "one")], timeout=240)
+    assert single.returncode == 0, single.stdout[-3000:]
 
-
-def test_ddp_two_processes_on_cpu(datadir, tmp_path):
-    import torch.multiprocessing as mp
-
-    ctx = mp.get_context("fork")
-    results = ctx.SimpleQueue()
-    port = _free_port()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, str(datadir.path), str(tmp_path / "ddp"), results)) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    assert [p.exitcode for p in procs] == [0, 0]
-    got = sorted(results.get() for _ in range(2))
-    assert [g[:3] for g in got] == [(0, 2, 2), (1, 2, 2)]
-    assert got[0][3] == pytest.approx(got[1][3])  # validation split across ranks, all-reduced
     ckpt = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert ckpt.step == 2 and ckpt.extra["world_size"] == 2
+    assert load_checkpoint(tmp_path / "one" / "last.pt").extra["world_size"] == 1
     rows = list(csv.DictReader(open(tmp_path / "ddp" / "metrics.csv")))
     assert [r["step"] for r in rows] == ["0", "1", "2"]  # one writer: rank 0
+    one = list(csv.DictReader(open(tmp_path / "one" / "metrics.csv")))
+    assert float(rows[0]["val_loss"]) == pytest.approx(float(one[0]["val_loss"]), rel=1e-6)
+    assert rows[2]["val_loss"] and float(rows[2]["val_loss"]) > 0
+    assert ddp.stdout.count("train: step 2/2  validation loss") == 1  # rank 0 speaks, rank 1 does not
 
 
 # --------------------------------------------------------------------------------------------
