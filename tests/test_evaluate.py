@@ -195,3 +195,18 @@ def test_bss_eval_survives_a_thread_count_change():
     finally:
         torch.set_num_threads(before)
     assert np.all(np.abs(sdr - 20.0) < 0.5)
+
+
+def test_report_rows_have_no_non_finite_numbers():
+    """JSON has no NaN or infinity: both protocols' reports write them as null."""
+    import json
+
+    import pandas as pd
+
+    from stemforge.evaluate.datadir import json_records
+    from stemforge.evaluate.musdb18 import _num
+
+    rows = json_records(pd.DataFrame({"track": ["a", "b", "c"], "sdr": [1.5, float("inf"), float("nan")]}))
+    assert rows == [{"track": "a", "sdr": 1.5}, {"track": "b", "sdr": None}, {"track": "c", "sdr": None}]
+    json.dumps(rows, allow_nan=False)
+    assert [_num(v) for v in (2.0, float("inf"), float("-inf"), float("nan"))] == [2.0, None, None, None]

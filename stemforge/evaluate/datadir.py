@@ -206,8 +206,8 @@ class EvaluationReport:
         write_report_text(csv_path, self.table.to_csv(index=False, float_format="%.4f"))
         doc = {
             "meta": self.meta,
-            "summary": _records(self.summary),
-            "tracks": _records(self.table),
+            "summary": json_records(self.summary),
+            "tracks": json_records(self.table),
             "failed": [{"uid": u, "reason": r} for u, r in self.failed],
         }
         write_report_text(paths["json"], json.dumps(doc, indent=2, allow_nan=True) + "\n")
@@ -216,9 +216,11 @@ class EvaluationReport:
         return paths
 
 
-def _records(df: Any) -> list[dict]:
+def json_records(df: Any) -> list[dict]:
+    """A table's rows as JSON-ready dicts: a non-finite float (NaN, +-inf) becomes None, since
+    JSON has no such numbers."""
     recs = df.to_dict(orient="records")
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in recs]
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in recs]
 
 
 def write_report_text(path: Path, text: str) -> None:

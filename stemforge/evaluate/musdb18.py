@@ -39,7 +39,7 @@ from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import AudioError, DatasetLayoutError, StemforgeError
 from stemforge.evaluate.bss import FILTER_LENGTH, BssEvalV4, frame_medians
 from stemforge.evaluate.datadir import TABLE_COLUMNS as DATADIR_COLUMNS
-from stemforge.evaluate.datadir import write_report_text
+from stemforge.evaluate.datadir import json_records, write_report_text
 
 PROTOCOL = "musdb18"
 #: What every report of this protocol says it is.
@@ -303,8 +303,9 @@ def museval_json(track: MusdbTrack, frames: dict[str, np.ndarray], frame_seconds
 
 
 def _num(v: float) -> float | None:
+    """A frame's value for JSON: None for NaN (a silent frame) and +-inf (an exact estimate)."""
     v = float(v)
-    return None if math.isnan(v) else v
+    return v if math.isfinite(v) else None
 
 
 @dataclass
@@ -332,8 +333,8 @@ class MusdbReport:
         write_report_text(csv_path, self.table.to_csv(index=False, float_format="%.4f"))
         doc = {
             "meta": self.meta,
-            "summary": _records(self.summary),
-            "tracks": _records(self.table),
+            "summary": json_records(self.summary),
+            "tracks": json_records(self.table),
             "failed": [{"method": m, "track": t, "reason": r} for m, t, r in self.failed],
         }
         write_report_text(paths["json"], json.dumps(doc, indent=2, allow_nan=False) + "\n")
@@ -353,11 +354,6 @@ class MusdbReport:
 def _safe(name: str) -> str:
     keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
     return keep or "method"
-
-
-def _records(df: Any) -> list[dict]:
-    recs = df.to_dict(orient="records")
-    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()} for r in recs]
 
 
 def summarize(table: Any, methods: Iterable[str]) -> Any:
