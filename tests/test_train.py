@@ -224,12 +224,32 @@ def test_ddp_two_processes_on_cpu_through_torchrun(datadir, tmp_path):
     """`torchrun --nproc-per-node 2 -m stemforge train` on the CPU (Gloo), as docs/training.md
     says: two fresh processes (no fork of this one), one writer, and a validation loss that is
     the whole split's (each rank scores half the crops; the sums are all-reduced), so it equals
-    a single process's at the untrained step 0."""
+    a single process's at the untrained step 0. Each worker runs the CLI under a spy that counts
+    the DistributedDataParallel wrappers alive when the process group is destroyed: none may be
+    (a wrapper freed after it would drop the group's last reference while holding the GIL, the
+    Gloo deadlock seen once under load)."""
+    spy = tmp_path / "spy.py"
+    spy.write_text(
+        "import gc, os, sys\n"
+        "import torch.distributed as dist\n"
+        "from torch.nn.parallel import DistributedDataParallel\n"
+        "seen, destroy = [], dist.destroy_process_group\n"
+        "def counting(*a, **k):\n"
+        "    seen.append(sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects()))\n"
+        "    return destroy(*a, **k)\n"
+        "dist.destroy_process_group = counting\n"
+        "from stemforge.cli.main import app\n"
+        "try:\n"
+        "    app(sys.argv[1:], prog_name='stemforge')\n"
+        "finally:\n"
+        "    print(f\"rank {os.environ['RANK']} DDP wrappers alive at destroy: {seen}\", flush=True)\n"
+    )
     common = [str(datadir.path), "--steps", "2", "--batch-size", "2", "--log-every", "1", "--val-every", "2",
               "--width", "0.0625", "--device", "cpu", "--no-tensorboard", "--in-memory", "--seed", "11"]
     ddp = _run_bounded([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        "-m", "stemforge", "train", *common, "--out", str(tmp_path / "ddp")], timeout=240)
+                        str(spy), "train", *common, "--out", str(tmp_path / "ddp")], timeout=240)
     assert ddp.returncode == 0, ddp.stdout[-3000:]
+    assert "rank 0 DDP wrappers alive at destroy: [0]" in ddp.stdout and "rank 1 DDP wrappers alive at destroy: [0]" in ddp.stdout, ddp.stdout[-3000:]
     single = _run_bounded([sys.executable, "-m", "stemforge", "train", *common, "--out", str(tmp_path / "one")], timeout=240)
     assert single.returncode == 0, single.stdout[-3000:]
 

@@ -39,6 +39,7 @@ draws a bar on a terminal, plain lines in a log file).
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import math
 import os
@@ -919,6 +920,14 @@ class TrainingRun:
             if initialized_here:
                 import torch.distributed as dist
 
+                # Free the DistributedDataParallel wrapper while the process group is still
+                # registered, so that the group's last reference is the registry's: freeing
+                # the wrapper's C++ Reducer holds the GIL, and if it dropped the group's last
+                # reference, Gloo's destructor would join a worker thread that may still need
+                # the GIL to free a finished all-reduce's tensors (a deadlock, seen once in six
+                # loaded test runs); destroy_process_group releases the GIL while it waits.
+                self.stepper = None
+                gc.collect()
                 dist.destroy_process_group()
 
     def loop(self) -> TrainResult:
