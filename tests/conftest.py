@@ -8,6 +8,19 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture
+def one_thread():
+    """One torch intra-op thread for the test (restored after): on a small shared machine two
+    threads are several times slower for the tiny models of the training tests. Modules that
+    train take it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """``$STEMFORGE_REAL_DATA`` (real excerpts with their licences); skips the test when unset."""

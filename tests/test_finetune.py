@@ -21,12 +21,7 @@ from stemforge.train.loop import TrainConfig, geometry_unet_config, train
 from stemforge.train.model import UNetConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
