@@ -292,12 +292,11 @@ def normalized_magnitudes(
     acc = magnitude(accompaniment, config)
     if config.normalization == "none":
         return Magnitudes(mix, voc, acc, 1.0)
-    norm = peak
-    inv = np.float32(1.0 / norm)
+    inv = np.float32(1.0 / peak)
     mix *= inv
     voc *= inv
     acc *= inv
-    return Magnitudes(mix, voc, acc, norm)
+    return Magnitudes(mix, voc, acc, peak)
 
 
 def frame_energy(mag: np.ndarray) -> np.ndarray:
