@@ -84,12 +84,19 @@ def plain_usage(app: typer.Typer) -> None:
             plain_usage(group.typer_instance)
 
 
-def _device(device: str) -> str:
-    return check_device(device)
+def check_device(device: str) -> str:
+    """Usage error (exit 2) unless ``device`` is auto, cpu, cuda, cuda:N or mps."""
+    index = device[len("cuda:"):] if device.startswith("cuda:") else None
+    if device not in ("auto", "cpu", "cuda", "mps") and not (index is not None and index.isdigit()):
+        raise typer.BadParameter(f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}", param_hint="--device")
+    return device
 
 
-def _threads(threads: int) -> int:
-    return check_threads(threads)
+def check_threads(threads: int) -> int:
+    """``threads`` for torch.set_num_threads: 0 (PyTorch's default) or more, else a usage error."""
+    if threads < 0:
+        raise typer.BadParameter(f"must be 0 (PyTorch's default) or more, got {threads}", param_hint="--threads")
+    return threads
 
 
 def _max_offset(seconds: float) -> float:
@@ -105,8 +112,8 @@ DataArgument = Annotated[Optional[Path], typer.Argument(help=DATA_HELP, show_def
 DataOption = Annotated[Optional[Path], typer.Option("--out", "--data", "-o", help=DATA_HELP, show_default=False)]
 Workers = Annotated[int, typer.Option("--workers", "-j", min=0, help="Worker processes (0: one per core).")]
 #: ``--device`` of separate and evaluate (checked when parsed: auto, cpu, cuda, cuda:N, mps).
-Device = Annotated[str, typer.Option("--device", help="auto (cuda when available), cpu, cuda or cuda:N.", callback=_device)]
-Threads = Annotated[int, typer.Option("--threads", help="CPU threads for PyTorch (0: its default).", callback=_threads)]
+Device = Annotated[str, typer.Option("--device", help="auto (cuda when available), cpu, cuda or cuda:N.", callback=check_device)]
+Threads = Annotated[int, typer.Option("--threads", help="CPU threads for PyTorch (0: its default).", callback=check_threads)]
 #: ``--force`` of the commands that write files named on the command line.
 Overwrite = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
 #: ``--force`` of the commands that write one checkpoint, OUTPUT.
@@ -128,21 +135,6 @@ def usage_errors(ctx: typer.Context) -> Iterator[None]:
         flags = {p.name: next((o for o in p.opts if o.startswith("--")), p.opts[0]) for p in params if p.param_type_name == "option"}
         reason = re.sub(r"\b[a-z0-9]+(?:_[a-z0-9]+)+\b", lambda m: flags.get(m[0], m[0]), exc.reason)
         raise typer.BadParameter(reason, param_hint=flags.get(exc.option, exc.option)) from None
-
-
-def check_device(device: str, hint: str = "--device") -> str:
-    """Usage error (exit 2) unless ``device`` is auto, cpu, cuda, cuda:N or mps."""
-    index = device[len("cuda:"):] if device.startswith("cuda:") else None
-    if device not in ("auto", "cpu", "cuda", "mps") and not (index is not None and index.isdigit()):
-        raise typer.BadParameter(f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}", param_hint=hint)
-    return device
-
-
-def check_threads(threads: int, hint: str = "--threads") -> int:
-    """``threads`` for torch.set_num_threads: 0 (PyTorch's default) or more, else a usage error."""
-    if threads < 0:
-        raise typer.BadParameter(f"must be 0 (PyTorch's default) or more, got {threads}", param_hint=hint)
-    return threads
 
 
 def err(message: str) -> None:

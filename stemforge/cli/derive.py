@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from stemforge.cli.common import MIN_SCORE, cli_errors, err, out
+from stemforge.cli.common import MIN_SCORE, MaxOffset, MinScore, Overwrite, cli_errors, err, out
 
 
 def register(app: typer.Typer) -> None:
@@ -26,11 +26,9 @@ def derive_vocals(
     report: Optional[Path] = typer.Option(
         None, "--report", help="Write offset, gain, score and verdict as JSON here.", show_default=False
     ),
-    min_score: float = typer.Option(
-        MIN_SCORE, "--min-score", min=0.0, max=1.0, help="Refuse pairs whose fit score (0-1) is below this."
-    ),
-    max_offset: float = typer.Option(30.0, "--max-offset", help="Search offsets up to this many seconds either way."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+    min_score: MinScore = MIN_SCORE,
+    max_offset: MaxOffset = 30.0,
+    force: Overwrite = False,
 ) -> None:
     """Align a karaoke version to its original and derive the vocals by magnitude subtraction.
 
@@ -47,8 +45,6 @@ def derive_vocals(
     from stemforge.core.config import SpectrogramConfig
     from stemforge.core.errors import StemforgeError
 
-    if not max_offset > 0:
-        raise typer.BadParameter(f"must be > 0 seconds, got {max_offset}", param_hint="--max-offset")
     threshold = float(min_score)
     vocals_path = output if output is not None else Path(f"{original.stem}.vocals.wav")
     with cli_errors():

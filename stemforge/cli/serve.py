@@ -28,7 +28,7 @@ def serve(
     jobs: int = typer.Option(1, "--jobs", min=1, max=64, help="Separations running at once (worker threads)."),
     expire_minutes: float = typer.Option(60.0, "--expire-minutes", min=0.01, help="Keep finished jobs and their files this long."),
     max_queue: int = typer.Option(100, "--max-queue", min=0, help="Jobs that may wait for a worker; beyond, uploads get 503."),
-    device: str = typer.Option("cpu", "--device", help="Torch device of the model (cpu, cuda, cuda:1, ...)."),
+    device: str = typer.Option("cpu", "--device", help="Torch device of the model (cpu, cuda, cuda:1, ...).", callback=check_device),
     work_dir: Path = typer.Option(None, "--work-dir", help="Folder for the jobs' files (default: a temporary folder, removed at exit)."),
     allow_host: list[str] = typer.Option(
         [], "--allow-host", metavar="NAME", help="Another host name clients may use (repeatable; '*': any). Always allowed: --host, localhost, 127.0.0.1, ::1."
@@ -55,7 +55,6 @@ def serve(
 
     Example: stemforge serve model.pt --port 8000 --jobs 2 --max-upload-mb 50
     """
-    check_device(device)
     with cli_errors():
         import torch
         import uvicorn
