@@ -73,3 +73,19 @@ def test_figure_and_stem_mp4_writers_leave_no_temporary_file(tmp_path):
     mp4 = _write_stem_mp4(tmp_path / "s.stem.mp4", [np.zeros((2, 4096), np.float32)] * 2, 44100)
     assert mp4.stat().st_size > 0
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.png", "fig", "s.stem.mp4"]
+
+
+def test_check_outputs_refuses_inputs_twice_given_and_existing_files(tmp_path):
+    from stemforge.core.errors import OutputPathError
+
+    song, old = tmp_path / "song.wav", tmp_path / "old.wav"
+    song.write_bytes(b"")
+    old.write_bytes(b"")
+    files.check_outputs([tmp_path / "new.wav", tmp_path / "report.json"], [song])
+    with pytest.raises(OutputPathError, match=r"song\.wav: refusing to overwrite an input file"):
+        files.check_outputs([tmp_path / "x" / ".." / "song.wav"], [song], force=True)
+    with pytest.raises(OutputPathError, match=r"a\.wav: given for two outputs"):
+        files.check_outputs([tmp_path / "a.wav", tmp_path / "a.wav"], [song])
+    with pytest.raises(OutputPathError, match=r"old\.wav: exists \(use --force to overwrite\)"):
+        files.check_outputs([old], [song])
+    files.check_outputs([old], [song], force=True)

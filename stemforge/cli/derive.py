@@ -48,9 +48,9 @@ def derive_vocals(
     threshold = float(min_score)
     vocals_path = output if output is not None else Path(f"{original.stem}.vocals.wav")
     with cli_errors():
-        targets = [p for p in (vocals_path, accompaniment_out, report) if p is not None]
-        _check_targets(targets, [original, karaoke], force)
         from stemforge.core import audio, files
+
+        files.check_outputs([p for p in (vocals_path, accompaniment_out, report) if p is not None], [original, karaoke], force)
         from stemforge.karaoke.align import derive_files
 
         derived = derive_files(original, karaoke, SpectrogramConfig(), min_score=threshold, max_offset_s=max_offset)
@@ -88,19 +88,3 @@ def derive_vocals(
     if report is not None:
         err(f"wrote report: {report}")
 
-
-def _check_targets(targets: list[Path], inputs: list[Path], force: bool) -> None:
-    """Refuse to overwrite an input (ever) or an existing output (without --force)."""
-    from stemforge.core.errors import StemforgeError
-
-    resolved_inputs = {p.resolve() for p in inputs}
-    seen: set[Path] = set()
-    for t in targets:
-        r = t.resolve()
-        if r in resolved_inputs:
-            raise StemforgeError(f"{t}: refusing to overwrite an input file")
-        if r in seen:
-            raise StemforgeError(f"{t}: given for two outputs")
-        seen.add(r)
-        if r.exists() and not force:
-            raise StemforgeError(f"{t}: exists (use --force to overwrite)")

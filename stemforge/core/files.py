@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Iterator
 
-from stemforge.core.errors import DiskFullError
+from stemforge.core.errors import DiskFullError, OutputPathError
 
 #: errno values that mean "no room": the disk is full or the user's quota is spent.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -193,6 +193,22 @@ def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> P
     with atomic_open(path, "w", encoding=encoding, newline="") as f:
         f.write(text)
     return Path(path)
+
+
+def check_outputs(outputs: list[str | os.PathLike], inputs: list[str | os.PathLike], force: bool = False) -> None:
+    """OutputPathError naming the first of ``outputs`` that is one of ``inputs`` (never
+    overwritten), is given twice, or exists while ``force`` is False."""
+    resolved_inputs = {Path(p).resolve() for p in inputs}
+    seen: set[Path] = set()
+    for path in outputs:
+        resolved = Path(path).resolve()
+        if resolved in resolved_inputs:
+            raise OutputPathError(f"{path}: refusing to overwrite an input file")
+        if resolved in seen:
+            raise OutputPathError(f"{path}: given for two outputs")
+        seen.add(resolved)
+        if resolved.exists() and not force:
+            raise OutputPathError(f"{path}: exists (use --force to overwrite)")
 
 
 def free_bytes(path: str | os.PathLike) -> int:
