@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
@@ -191,7 +190,3 @@ def _numeric(s: str) -> bool:
         return True
     except ValueError:
         return False
-
-
-def isatty() -> bool:
-    return sys.stderr.isatty()
