@@ -92,21 +92,26 @@ def corpus_command(corpus: str):
 
     def register(declared):
         root, *own = inspect.signature(declared, eval_str=True).parameters.values()
-        extra = {} if corpus in OFFICIAL_SPLITS else FRACTIONS
-        added = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=a, default=d) for n, (a, d) in {**SHARED, **extra}.items()]
-        context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
-        keyword = [context, root.replace(kind=inspect.Parameter.KEYWORD_ONLY)] + added[: len(SHARED)] + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added[len(SHARED):]
+        last = {} if corpus in OFFICIAL_SPLITS else FRACTIONS
+        params = [_keyword("ctx", typer.Context), _keyword(root.name, root.annotation)]
+        params += [_keyword(name, annotation, default) for name, (annotation, default) in SHARED.items()]
+        params += [_keyword(p.name, p.annotation, p.default) for p in own]
+        params += [_keyword(name, annotation, default) for name, (annotation, default) in last.items()]
 
         def command(**given) -> None:
             geometry = {name: given.pop(name) for name in GEOMETRY}
             run_ingest(given.pop("ctx"), corpus, given.pop(root.name), given.pop("data"), given.pop("workers"), given.pop("force"), geometry, **given)
 
-        command.__signature__ = inspect.Signature(keyword)
+        command.__signature__ = inspect.Signature(params)
         command.__doc__, command.__name__ = declared.__doc__, declared.__name__
         ingest_app.command(corpus)(command)
         return declared
 
     return register
+
+
+def _keyword(name: str, annotation: object, default: object = inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
 
 
 def _geometry(preset: Optional[str], sample_rate: Optional[int], n_fft: Optional[int], hop_length: Optional[int], channels: Optional[int]):
