@@ -49,10 +49,9 @@ def derive_vocals(
     vocals_path = output if output is not None else Path(f"{original.stem}.vocals.wav")
     with cli_errors():
         from stemforge.core import audio, files
-
-        files.check_outputs([p for p in (vocals_path, accompaniment_out, report) if p is not None], [original, karaoke], force)
         from stemforge.karaoke.align import derive_files
 
+        files.check_outputs([p for p in (vocals_path, accompaniment_out, report) if p is not None], [original, karaoke], force)
         derived = derive_files(original, karaoke, SpectrogramConfig(), min_score=threshold, max_offset_s=max_offset)
         a = derived.alignment
         audio.write(vocals_path, derived.vocals, derived.sample_rate)
