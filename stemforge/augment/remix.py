@@ -47,7 +47,7 @@ import pandas as pd
 from stemforge import __version__
 from stemforge.core import dsp
 from stemforge.core.config import SpectrogramConfig, patch_frames
-from stemforge.core.errors import StemforgeError
+from stemforge.core.errors import OptionError, StemforgeError
 from stemforge.store.datadir import DataDir
 from stemforge.store.lineage import DATASET, VOCALS_KIND, is_remix, remix_sources, stale_remixes
 from stemforge.core.parallel import map_ordered
@@ -92,6 +92,7 @@ class AugmentOptions:
     ``pitch_semitones``: N > 0 shifts the vocals by a pitch drawn uniformly in [-N, N]
     semitones (``librosa.effects.pitch_shift``, length kept); 0 leaves them as they are.
     ``min_vocal_activity``: fraction of voiced frames the chosen vocal segment must have, in (0, 1].
+    A value out of range raises OptionError naming its field.
     """
 
     segment_seconds: float = 10.0
@@ -102,13 +103,13 @@ class AugmentOptions:
     def __post_init__(self) -> None:
         lo, hi = self.vocal_gain_db
         if not (math.isfinite(self.segment_seconds) and self.segment_seconds > 0):
-            raise StemforgeError(f"segment length must be positive, got {self.segment_seconds} s")
+            raise OptionError("segment_seconds", f"segment length must be positive, got {self.segment_seconds} s")
         if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-            raise StemforgeError(f"vocal gain range must be LOW,HIGH with LOW <= HIGH (dB), got {lo},{hi}")
+            raise OptionError("vocal_gain_db", f"vocal gain range must be LOW,HIGH with LOW <= HIGH (dB), got {lo},{hi}")
         if not (math.isfinite(self.pitch_semitones) and 0 <= self.pitch_semitones <= 12):
-            raise StemforgeError(f"pitch range must be between 0 (off) and 12 semitones, got {self.pitch_semitones}")
+            raise OptionError("pitch_semitones", f"pitch range must be between 0 (off) and 12 semitones, got {self.pitch_semitones}")
         if not (0 < self.min_vocal_activity <= 1):
-            raise StemforgeError(f"minimum vocal activity must be in (0, 1], got {self.min_vocal_activity}")
+            raise OptionError("min_vocal_activity", f"minimum vocal activity must be in (0, 1], got {self.min_vocal_activity}")
 
     def segment_samples(self, config: SpectrogramConfig) -> int:
         """Samples per remix at the config's rate."""

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
 from typing import Optional
 
 import typer
 
 from stemforge.cli.common import (
-    DATA_HELP,
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_USAGE,
+    DataArgument,
+    DataOption,
+    Workers,
     announce_data_dir,
     cli_errors,
     err,
     format_table,
     out,
+    usage_errors,
 )
 
 
@@ -37,8 +39,9 @@ def _gain_range(text: str) -> tuple[float, float]:
 
 
 def augment(
-    data: Optional[Path] = typer.Argument(None, help=DATA_HELP, show_default=False),
-    data_option: Optional[Path] = typer.Option(None, "--data", "--out", "-o", help=DATA_HELP, show_default=False),
+    ctx: typer.Context,
+    data: DataArgument = None,
+    data_option: DataOption = None,
     hours: float = typer.Option(
         ..., "--hours", help="Target size of the TRAIN split after the run, in hours (ingested + remixes), not hours to add."
     ),
@@ -56,7 +59,7 @@ def augment(
     min_vocal_activity: float = typer.Option(
         0.5, "--min-vocal-activity", help="Fraction of voiced frames the chosen vocal segment must have (0-1]."
     ),
-    workers: int = typer.Option(0, "--workers", "-j", help="Worker processes (0: one per core)."),
+    workers: Workers = 0,
 ) -> None:
     """Add cross-song remixes (the vocals of one train song over the accompaniment of another)
     until the train split totals --hours hours.
@@ -74,11 +77,9 @@ def augment(
     """
     from tqdm import tqdm
 
-    from stemforge.augment.remix import AugmentOptions, augment as run
+    from stemforge.augment.remix import AugmentOptions, augment as run, default_segment_seconds
     from stemforge.ingest.engine import default_workers
     from stemforge.store import DataDir
-
-    from stemforge.core.errors import StemforgeError
 
     if data is not None and data_option is not None and data != data_option:
         err(f"error: two DataDirs given ({data} and --data {data_option}); give one")
@@ -88,30 +89,14 @@ def augment(
         raise typer.BadParameter(f"must be a non-negative number of hours, got {hours}", param_hint="--hours")
     if seed < 0:
         raise typer.BadParameter(f"must be >= 0, got {seed}", param_hint="--seed")
-    if workers < 0:
-        raise typer.BadParameter(f"must be 0 (one per core) or more, got {workers}", param_hint="--workers")
-    values = {
-        "segment_seconds": segment_seconds,
-        "vocal_gain_db": _gain_range(vocal_gain_db),
-        "pitch_semitones": pitch_semitones,
-        "min_vocal_activity": min_vocal_activity,
-    }
-    for name, value in values.items():  # one at a time, so that the message names the option
-        if value is None:  # --segment-seconds not given: the geometry's default, once the DataDir is open
-            continue
-        try:
-            AugmentOptions(**{name: value})
-        except StemforgeError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--" + name.replace("_", "-")) from None
+    values = {"vocal_gain_db": _gain_range(vocal_gain_db), "pitch_semitones": pitch_semitones, "min_vocal_activity": min_vocal_activity}
+    with usage_errors(ctx):  # --segment-seconds not given: the geometry's default, once the DataDir is open
+        AugmentOptions(**values, **({} if segment_seconds is None else {"segment_seconds": segment_seconds}))
     path = announce_data_dir(data if data is not None else data_option)
     with cli_errors():
         datadir = DataDir.open(path)
-        if values["segment_seconds"] is None:
-            from stemforge.augment.remix import default_segment_seconds
-
-            values["segment_seconds"] = default_segment_seconds(datadir.config)
-        options = AugmentOptions(**values)
-        n_workers = workers or default_workers()
+        seconds = default_segment_seconds(datadir.config) if segment_seconds is None else segment_seconds
+        options = AugmentOptions(**values, segment_seconds=seconds)
         bar = None
 
         def progress(event: str, uid: str, detail: str) -> None:
@@ -129,7 +114,7 @@ def augment(
                 bar.update(1)
 
         try:
-            report = run(datadir, hours, seed=seed, options=options, workers=n_workers, progress=progress)
+            report = run(datadir, hours, seed=seed, options=options, workers=workers or default_workers(), progress=progress)
         finally:
             if bar is not None:
                 bar.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from stemforge.cli.common import cli_errors, err, out
+from stemforge.cli.common import OverwriteOutput, cli_errors, err, out
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +17,7 @@ def import_chainer(
     source: Path = typer.Argument(..., help="Chainer weights written by chainer.serializers.save_npz (e.g. unet.model)."),
     output: Path = typer.Option(..., "--output", "-o", help="Checkpoint to write (e.g. model.pt)."),
     target: str = typer.Option("vocals", "--target", help="What the mask extracts: vocals or accompaniment."),
-    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+    force: OverwriteOutput = False,
 ) -> None:
     """Convert the seed's Chainer U-Net weights into a stemforge checkpoint.
 

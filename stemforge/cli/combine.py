@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from stemforge.cli.common import cli_errors, out
+from stemforge.cli.common import OverwriteOutput, cli_errors, out
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +20,7 @@ def combine(
         ..., help="Checkpoint of an accompaniment net (stemforge train --target accompaniment)."
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Two-net checkpoint to write (e.g. both.pt)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+    force: OverwriteOutput = False,
 ) -> None:
     """Put a vocals net and an accompaniment net into one checkpoint, as Jansson et al. train
     one net per target.

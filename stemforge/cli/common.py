@@ -1,4 +1,6 @@
-"""What every command shares: the DataDir default, messages, exit codes, error mapping.
+"""What every command shares: the DataDir default, the options several commands take (declared
+once, below, as ``Annotated`` aliases: ``device: Device = "auto"``), messages, exit codes, error
+mapping.
 
 Exit codes (documented in docs/cli.md):
   0  everything asked for was done
@@ -12,15 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
+import re
 from pathlib import Path
-from typing import Iterator
+from typing import Annotated, Iterator, Optional
 
 import click
 import typer
 from typer.core import TyperCommand
 
-from stemforge.core.errors import StemforgeError
+from stemforge.core.errors import OptionError, StemforgeError
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -81,19 +83,57 @@ def plain_usage(app: typer.Typer) -> None:
             plain_usage(group.typer_instance)
 
 
-def check_device(device: str, hint: str = "--device") -> str:
+def check_device(device: str) -> str:
     """Usage error (exit 2) unless ``device`` is auto, cpu, cuda, cuda:N or mps."""
     index = device[len("cuda:"):] if device.startswith("cuda:") else None
     if device not in ("auto", "cpu", "cuda", "mps") and not (index is not None and index.isdigit()):
-        raise typer.BadParameter(f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}", param_hint=hint)
+        raise typer.BadParameter(f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}", param_hint="--device")
     return device
 
 
-def check_threads(threads: int, hint: str = "--threads") -> int:
+def check_threads(threads: int) -> int:
     """``threads`` for torch.set_num_threads: 0 (PyTorch's default) or more, else a usage error."""
     if threads < 0:
-        raise typer.BadParameter(f"must be 0 (PyTorch's default) or more, got {threads}", param_hint=hint)
+        raise typer.BadParameter(f"must be 0 (PyTorch's default) or more, got {threads}", param_hint="--threads")
     return threads
+
+
+def _max_offset(seconds: float) -> float:
+    if not seconds > 0:
+        raise typer.BadParameter(f"must be > 0 seconds, got {seconds}", param_hint="--max-offset")
+    return seconds
+
+
+# -- the options several commands share, each declared once ----------------------------------
+#: ``[DATA]``: the DataDir as an argument (info, validate, augment).
+DataArgument = Annotated[Optional[Path], typer.Argument(help=DATA_HELP, show_default=False)]
+#: ``--out/--data/-o``: the DataDir as an option (ingest, augment).
+DataOption = Annotated[Optional[Path], typer.Option("--out", "--data", "-o", help=DATA_HELP, show_default=False)]
+Workers = Annotated[int, typer.Option("--workers", "-j", min=0, help="Worker processes (0: one per core).")]
+#: ``--device`` of separate and evaluate (checked when parsed: auto, cpu, cuda, cuda:N, mps).
+Device = Annotated[str, typer.Option("--device", help="auto (cuda when available), cpu, cuda or cuda:N.", callback=check_device)]
+Threads = Annotated[int, typer.Option("--threads", help="CPU threads for PyTorch (0: its default).", callback=check_threads)]
+#: ``--force`` of the commands that write files named on the command line.
+Overwrite = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+#: ``--force`` of the commands that write one checkpoint, OUTPUT.
+OverwriteOutput = Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")]
+#: The alignment options of derive-vocals and ingest pairs.
+MinScore = Annotated[float, typer.Option("--min-score", min=0.0, max=1.0, help="Refuse pairs whose fit score (0-1) is below this.")]
+MaxOffset = Annotated[float, typer.Option("--max-offset", help="Search offsets up to this many seconds either way.", callback=_max_offset)]
+
+
+@contextlib.contextmanager
+def usage_errors(ctx: typer.Context) -> Iterator[None]:
+    """An :class:`OptionError` raised inside becomes a usage error (exit 2) under the flag of the
+    option of ``ctx``'s command that it names (``valid_fraction`` -> ``--valid-fraction``); the
+    option names in its reason are written as their flags too."""
+    try:
+        yield
+    except OptionError as exc:
+        params = ctx.command.params
+        flags = {p.name: next((o for o in p.opts if o.startswith("--")), p.opts[0]) for p in params if p.param_type_name == "option"}
+        reason = re.sub(r"\b[a-z0-9]+(?:_[a-z0-9]+)+\b", lambda m: flags.get(m[0], m[0]), exc.reason)
+        raise typer.BadParameter(reason, param_hint=flags.get(exc.option, exc.option)) from None
 
 
 def err(message: str) -> None:
@@ -150,7 +190,3 @@ def _numeric(s: str) -> bool:
         return True
     except ValueError:
         return False
-
-
-def isatty() -> bool:
-    return sys.stderr.isatty()

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
 import typer
 
-from stemforge.cli.common import DATA_HELP, EXIT_OK, EXIT_PARTIAL, announce_data_dir, cli_errors, err, format_table, out
+from stemforge.cli.common import EXIT_OK, EXIT_PARTIAL, DataArgument, announce_data_dir, cli_errors, err, format_table, out
 
 
 def info(
-    data: Optional[Path] = typer.Argument(None, help=DATA_HELP, show_default=False),
+    data: DataArgument = None,
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Tracks and hours per dataset x split, ingested vs remix hours, shards, bytes, the geometry
@@ -59,7 +56,7 @@ def info(
 
 
 def validate(
-    data: Optional[Path] = typer.Argument(None, help=DATA_HELP, show_default=False),
+    data: DataArgument = None,
     quick: bool = typer.Option(False, "--quick", help="Skip reading every value (shapes, dtypes and hashes only)."),
 ) -> None:
     """Check every row has its arrays (shapes, dtypes, config hash, finite values) and no shard is

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from stemforge.cli.common import MIN_SCORE, cli_errors, err, out
+from stemforge.cli.common import MIN_SCORE, MaxOffset, MinScore, Overwrite, cli_errors, err, out
 
 
 def register(app: typer.Typer) -> None:
@@ -26,11 +26,9 @@ def derive_vocals(
     report: Optional[Path] = typer.Option(
         None, "--report", help="Write offset, gain, score and verdict as JSON here.", show_default=False
     ),
-    min_score: float = typer.Option(
-        MIN_SCORE, "--min-score", min=0.0, max=1.0, help="Refuse pairs whose fit score (0-1) is below this."
-    ),
-    max_offset: float = typer.Option(30.0, "--max-offset", help="Search offsets up to this many seconds either way."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+    min_score: MinScore = MIN_SCORE,
+    max_offset: MaxOffset = 30.0,
+    force: Overwrite = False,
 ) -> None:
     """Align a karaoke version to its original and derive the vocals by magnitude subtraction.
 
@@ -47,16 +45,13 @@ def derive_vocals(
     from stemforge.core.config import SpectrogramConfig
     from stemforge.core.errors import StemforgeError
 
-    if not max_offset > 0:
-        raise typer.BadParameter(f"must be > 0 seconds, got {max_offset}", param_hint="--max-offset")
     threshold = float(min_score)
     vocals_path = output if output is not None else Path(f"{original.stem}.vocals.wav")
     with cli_errors():
-        targets = [p for p in (vocals_path, accompaniment_out, report) if p is not None]
-        _check_targets(targets, [original, karaoke], force)
         from stemforge.core import audio, files
         from stemforge.karaoke.align import derive_files
 
+        files.check_outputs([p for p in (vocals_path, accompaniment_out, report) if p is not None], [original, karaoke], force)
         derived = derive_files(original, karaoke, SpectrogramConfig(), min_score=threshold, max_offset_s=max_offset)
         a = derived.alignment
         audio.write(vocals_path, derived.vocals, derived.sample_rate)
@@ -92,19 +87,3 @@ def derive_vocals(
     if report is not None:
         err(f"wrote report: {report}")
 
-
-def _check_targets(targets: list[Path], inputs: list[Path], force: bool) -> None:
-    """Refuse to overwrite an input (ever) or an existing output (without --force)."""
-    from stemforge.core.errors import StemforgeError
-
-    resolved_inputs = {p.resolve() for p in inputs}
-    seen: set[Path] = set()
-    for t in targets:
-        r = t.resolve()
-        if r in resolved_inputs:
-            raise StemforgeError(f"{t}: refusing to overwrite an input file")
-        if r in seen:
-            raise StemforgeError(f"{t}: given for two outputs")
-        seen.add(r)
-        if r.exists() and not force:
-            raise StemforgeError(f"{t}: exists (use --force to overwrite)")

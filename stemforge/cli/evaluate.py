@@ -18,9 +18,9 @@ import typer
 from stemforge.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
+    Device,
+    Threads,
     announce_data_dir,
-    check_device,
-    check_threads,
     cli_errors,
     err,
     format_table,
@@ -71,10 +71,10 @@ def evaluate(
     compare: bool = typer.Option(False, "--compare", help="musdb18: several MODELs and/or --estimates in one table and one chart."),
     split: str = typer.Option("test", "--split", help="datadir: the split to evaluate: train, valid, test or all."),
     output: Path = typer.Option(Path("report.csv"), "--output", "-o", help="Per-track CSV; the JSON and the PNG chart go beside it."),
-    device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu, cuda or cuda:N."),
+    device: Device = "auto",
     hard_mask: bool = typer.Option(False, "--hard-mask", help="Evaluate the binary mask (mask > 0.5)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="datadir: evaluate at most this many tracks."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: its default)."),
+    threads: Threads = 0,
 ) -> None:
     """BSS Eval of checkpoints (and of other systems' stems) against the mixture and the oracle mask.
 
@@ -97,8 +97,6 @@ def evaluate(
     estimates = list(estimates or [])
     if protocol not in PROTOCOLS:
         raise typer.BadParameter(f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}", param_hint="--protocol")
-    check_device(device)
-    check_threads(threads)
     if limit is not None and limit < 1:
         raise typer.BadParameter(f"must be at least 1, got {limit}", param_hint="--limit")
     if protocol == "datadir":

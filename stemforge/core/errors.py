@@ -36,6 +36,22 @@ class DecodeLimitError(AudioError):
         return (type(self), (self.path, self.reason, self.bound))
 
 
+class OptionError(StemforgeError):
+    """An option (a keyword argument such as ``valid_fraction``) has a value it cannot take.
+
+    ``option`` names it, ``reason`` says why in one line; the CLI reports it as a usage error
+    (exit 2) under the option's flag (``--valid-fraction``), before anything is opened.
+    """
+
+    def __init__(self, option: str, reason: str):
+        self.option = option
+        self.reason = reason
+        super().__init__(f"{option}: {reason}")
+
+    def __reduce__(self):  # picklable across process pools
+        return (type(self), (self.option, self.reason))
+
+
 class DatasetLayoutError(StemforgeError):
     """A corpus root does not have the layout its recipe expects."""
 

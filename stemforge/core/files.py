@@ -6,6 +6,10 @@ temporary file is created with mode ``0o666``, so the kernel applies the user's 
 for ``open(path, "w")`` (``0o644`` under umask 022, ``0o640`` under 027, default ACLs included);
 ``tempfile.mkstemp`` would give ``0o600`` and lock colleagues out of a shared DataDir.
 
+:func:`atomic_path`, :func:`atomic_open`, :func:`write_bytes` and :func:`write_text` do it for one
+block; :class:`PendingFile` for a writer whose life spans several calls (a shard, filled track by
+track), with an fd kept open for :func:`reserve`, truncation and fsync.
+
 A full disk or quota (``ENOSPC``, ``EDQUOT``) raises :class:`~stemforge.core.errors.DiskFullError`
 naming the file; the temporary file is removed and the previous file, if any, is untouched.
 
@@ -24,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import IO, Iterator
 
-from stemforge.core.errors import DiskFullError
+from stemforge.core.errors import DiskFullError, OutputPathError
 
 #: errno values that mean "no room": the disk is full or the user's quota is spent.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -75,6 +79,66 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+class PendingFile:
+    """A file being written under a temporary name beside its final name ``path``.
+
+    Creating it creates ``tmp_path`` (:func:`temporary_name` unless given: a caller that finds
+    its leftovers by their name, as a DataDir does ``*.h5.tmp`` shards, names its own) with mode
+    ``0o666 & ~umask`` and keeps ``fd`` open on it for writing; the writer may also open
+    ``tmp_path`` by name. :meth:`sync` makes it durable, :meth:`commit` renames it over ``path``,
+    :meth:`abort` removes it. ENOSPC/EDQUOT raise :class:`DiskFullError` naming ``path``.
+    """
+
+    def __init__(self, path: str | os.PathLike, tmp_path: str | os.PathLike | None = None):
+        self.path = Path(path)
+        self.tmp_path = Path(tmp_path) if tmp_path is not None else temporary_name(self.path)
+        self.synced = False
+        try:
+            self.fd = create_new(self.tmp_path)
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise disk_full(self.path, exc) from None
+            raise
+
+    def close(self) -> None:
+        """Close ``fd`` (a writer that opens ``tmp_path`` by name needs no other)."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def sync(self, size: int | None = None) -> None:
+        """Cut the file to ``size`` bytes when it is longer (blocks :func:`reserve` claimed that
+        the writer did not use), fsync it and close ``fd``."""
+        try:
+            if self.fd < 0:
+                _fsync_path(self.tmp_path)
+                return
+            if size is not None and os.fstat(self.fd).st_size > size:
+                os.ftruncate(self.fd, size)
+            os.fsync(self.fd)
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise disk_full(self.path, exc) from None
+            raise
+        finally:
+            self.close()
+        self.synced = True
+
+    def commit(self, fsync: bool = True) -> Path:
+        """:meth:`sync` (unless done, or ``fsync`` is False) and rename over ``path``; returns ``path``."""
+        if fsync and not self.synced:
+            self.sync()
+        self.close()
+        os.replace(self.tmp_path, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Close ``fd`` and remove the temporary file."""
+        self.close()
+        with contextlib.suppress(OSError):
+            self.tmp_path.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` for a writer that takes a file name (soundfile,
@@ -85,24 +149,15 @@ def atomic_path(path: str | os.PathLike, fsync: bool = True) -> Iterator[Path]:
     that opens it for writing truncates it and keeps that mode. ENOSPC/EDQUOT anywhere in the
     block (or wrapped by the writer's own error) raises :class:`DiskFullError` naming ``path``.
     """
-    final = Path(path)
-    tmp = temporary_name(final)
+    pending = PendingFile(path)
+    pending.close()
     try:
-        os.close(create_new(tmp))
-    except OSError as exc:
-        if exc.errno in DISK_FULL_ERRNOS:
-            raise disk_full(final, exc) from None
-        raise
-    try:
-        yield tmp
-        if fsync:
-            _fsync_path(tmp)
-        os.replace(tmp, final)
+        yield pending.tmp_path
+        pending.commit(fsync)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        pending.abort()
         if is_disk_full(exc):
-            raise disk_full(final, exc) from None
+            raise disk_full(pending.path, exc) from None
         raise
 
 
@@ -138,6 +193,22 @@ def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> P
     with atomic_open(path, "w", encoding=encoding, newline="") as f:
         f.write(text)
     return Path(path)
+
+
+def check_outputs(outputs: list[str | os.PathLike], inputs: list[str | os.PathLike], force: bool = False) -> None:
+    """OutputPathError naming the first of ``outputs`` that is one of ``inputs`` (never
+    overwritten), is given twice, or exists while ``force`` is False."""
+    resolved_inputs = {Path(p).resolve() for p in inputs}
+    seen: set[Path] = set()
+    for path in outputs:
+        resolved = Path(path).resolve()
+        if resolved in resolved_inputs:
+            raise OutputPathError(f"{path}: refusing to overwrite an input file")
+        if resolved in seen:
+            raise OutputPathError(f"{path}: given for two outputs")
+        seen.add(resolved)
+        if resolved.exists() and not force:
+            raise OutputPathError(f"{path}: exists (use --force to overwrite)")
 
 
 def free_bytes(path: str | os.PathLike) -> int:

@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stemforge.core import files
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import StemforgeError
 
@@ -33,16 +33,14 @@ def _pyplot():
 
 
 def _save(fig: Any, path: str | os.PathLike) -> Path:
-    """Save atomically as PNG (temporary file + rename) and close the figure."""
+    """Save atomically as PNG (:func:`stemforge.core.files.atomic_path`) and close the figure."""
     plt = _pyplot()
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, p)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with files.atomic_path(p, fsync=False) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    except OSError as exc:  # a full disk is a DiskFullError (a StemforgeError) naming the file
         raise StemforgeError(f"{p}: cannot write figure ({exc})") from None
     finally:
         plt.close(fig)

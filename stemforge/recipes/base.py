@@ -6,7 +6,11 @@ A recipe module has the same surface for every corpus:
 * a module docstring (``LAYOUT``) that shows the expected folder layout;
 * ``discover(root, **options) -> list[TrackSource]`` which only looks at the folder (no
   decoding) and raises :class:`~stemforge.core.errors.DatasetLayoutError` naming the expected
-  layout and what it found when the root is not that corpus.
+  layout and what it found when the root is not that corpus;
+* ``check_options(**options)``: the checks ``discover`` makes on its options, without a root:
+  :class:`~stemforge.core.errors.OptionError` naming the first bad one (the CLI calls it before
+  anything is opened, so that a bad option is a usage error). :func:`check_choice` and
+  :func:`check_name` are the checks several recipes share.
 
 A TrackSource says which files (or streams, or channels) sum into the mixture, the vocals and
 the accompaniment. Everything downstream reads manifests and shards, never a corpus layout.
@@ -15,15 +19,29 @@ the accompaniment. Everything downstream reads manifests and shards, never a cor
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-from stemforge.core.errors import DatasetLayoutError
+from stemforge.core.errors import DatasetLayoutError, OptionError
 
 SPLITS = ("train", "valid", "test")
 VOCALS_KINDS = ("stem", "channel", "derived", "remix")
+
+
+def check_choice(option: str, value: object, allowed: tuple[str, ...]) -> None:
+    """OptionError naming ``option`` unless ``value`` is one of ``allowed`` (None passes: the
+    recipe's default)."""
+    if value is not None and value not in allowed:
+        raise OptionError(option, f"must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def check_name(name: object) -> None:
+    """OptionError unless ``name`` (a dataset name, the uids' prefix) is letters, digits, '_', '-', '.'."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise OptionError("name", f"use letters, digits, '_', '-', '.' only, got {name!r}")
 
 
 @dataclass(frozen=True)

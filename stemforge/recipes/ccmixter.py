@@ -39,6 +39,11 @@ def _is_song(p: Path) -> bool:
     return p.is_dir() and any((p / f).exists() for f in FILES)
 
 
+def check_options(valid_fraction: float = VALID_FRACTION, test_fraction: float = TEST_FRACTION) -> None:
+    """OptionError unless the fractions are each in [0, 1) and sum below 1."""
+    check_fractions(valid_fraction, test_fraction)
+
+
 def discover(root: str | Path, valid_fraction: float = VALID_FRACTION, test_fraction: float = TEST_FRACTION) -> list[TrackSource]:
     """Every song folder holding ``mix.wav``/``source-0N.wav``; an incomplete one gets ``error``."""
     root = Path(root)

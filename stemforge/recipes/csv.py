@@ -36,10 +36,10 @@ import re
 from pathlib import Path
 
 from stemforge.core.config import SpectrogramConfig
-from stemforge.core.errors import DatasetLayoutError, StemforgeError
+from stemforge.core.errors import DatasetLayoutError, OptionError, StemforgeError
 from stemforge.recipes.splits import check_fractions, hash_split
 from stemforge.recipes.identity import song_key
-from stemforge.recipes.base import SPLITS, StemRef, TrackAudio, TrackSource
+from stemforge.recipes.base import SPLITS, StemRef, TrackAudio, TrackSource, check_name
 from stemforge.recipes.loading import load_roles
 
 NAME = "csv"
@@ -70,6 +70,17 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     return header, rows
 
 
+def check_options(
+    name: str = NAME, valid_fraction: float = VALID_FRACTION, test_fraction: float = TEST_FRACTION, length_tolerance: int = 0
+) -> None:
+    """OptionError naming the first option :func:`discover` refuses: a dataset ``name`` that is
+    not letters, digits, '_', '-', '.'; bad fractions; a negative ``length_tolerance``."""
+    check_name(name)
+    check_fractions(valid_fraction, test_fraction)
+    if not int(length_tolerance) >= 0:
+        raise OptionError("length_tolerance", f"must be 0 or more samples, got {length_tolerance}")
+
+
 def discover(
     root: str | Path,
     name: str = NAME,
@@ -79,9 +90,7 @@ def discover(
 ) -> list[TrackSource]:
     """One TrackSource per data row of the CSV file ``root``."""
     path = Path(root)
-    check_fractions(valid_fraction, test_fraction)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
-        raise StemforgeError(f"dataset name {name!r}: use letters, digits, '_', '-', '.' only")
+    check_options(name, valid_fraction, test_fraction, length_tolerance)
     if path.is_dir():
         found = sorted(p.name for p in path.iterdir() if p.suffix.lower() == ".csv")[:8]
         raise DatasetLayoutError(

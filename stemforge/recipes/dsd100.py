@@ -46,6 +46,10 @@ def _expected(root: Path) -> str:
     )
 
 
+def check_options() -> None:
+    """DSD100 takes no option (its split is the official one)."""
+
+
 def discover(root: str | Path) -> list[TrackSource]:
     """Every song folder under ``Mixtures/{Dev,Test}``; broken songs come back with ``error`` set."""
     root = Path(root)

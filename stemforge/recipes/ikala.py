@@ -49,6 +49,11 @@ def song_splits(found: list[str], valid_fraction: float, test_fraction: float) -
     return balanced_split(weights, valid_fraction, test_fraction, salt=_SALT)
 
 
+def check_options(valid_fraction: float = VALID_FRACTION, test_fraction: float = TEST_FRACTION) -> None:
+    """OptionError unless the fractions are each in [0, 1) and sum below 1."""
+    check_fractions(valid_fraction, test_fraction)
+
+
 def discover(root: str | Path, valid_fraction: float = VALID_FRACTION, test_fraction: float = TEST_FRACTION) -> list[TrackSource]:
     """Every ``Wavfile/*.wav`` clip, with its voice on the right channel."""
     root = Path(root)

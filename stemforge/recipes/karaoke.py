@@ -39,13 +39,12 @@ row's ``split`` (train/valid/test) when given; otherwise deterministic per song
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from stemforge.core.errors import AlignmentError, DatasetLayoutError, StemforgeError
+from stemforge.core.errors import AlignmentError, DatasetLayoutError, OptionError, StemforgeError
 from stemforge.recipes.splits import check_fractions, hash_split
 from stemforge.recipes.identity import song_key
-from stemforge.recipes.base import SPLITS, StemRef, TrackSource
+from stemforge.recipes.base import SPLITS, StemRef, TrackSource, check_name
 from stemforge.recipes.csv import read_table
 
 NAME = "pairs"
@@ -85,6 +84,24 @@ def _expected(root: Path) -> str:
     )
 
 
+def check_options(
+    name: str = NAME,
+    min_score: float | None = None,
+    max_offset_s: float = MAX_OFFSET_S,
+    valid_fraction: float = VALID_FRACTION,
+    test_fraction: float = TEST_FRACTION,
+) -> None:
+    """OptionError naming the first option :func:`discover` refuses: a dataset ``name`` that is
+    not letters, digits, '_', '-', '.'; ``min_score`` outside [0, 1]; ``max_offset_s`` not
+    above 0; bad fractions."""
+    check_name(name)
+    if min_score is not None and not 0.0 <= float(min_score) <= 1.0:
+        raise OptionError("min_score", f"must be in [0, 1], got {min_score}")
+    if not float(max_offset_s) > 0.0:
+        raise OptionError("max_offset_s", f"must be > 0 seconds, got {max_offset_s}")
+    check_fractions(valid_fraction, test_fraction)
+
+
 def discover(
     root: str | Path,
     name: str = NAME,
@@ -101,14 +118,8 @@ def discover(
     when ``root`` is neither form; a bad pair comes back with ``error`` set.
     """
     path = Path(root)
-    check_fractions(valid_fraction, test_fraction)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name or ""):
-        raise StemforgeError(f"dataset name {name!r}: use letters, digits, '_', '-', '.' only")
+    check_options(name, min_score, max_offset_s, valid_fraction, test_fraction)
     threshold = _default_min_score() if min_score is None else float(min_score)
-    if not 0.0 <= threshold <= 1.0:
-        raise StemforgeError(f"min_score must be in [0, 1], got {min_score}")
-    if not float(max_offset_s) >= 0.0:
-        raise StemforgeError(f"max_offset_s must be >= 0, got {max_offset_s}")
     options = (("min_score", repr(threshold)), ("max_offset_s", repr(float(max_offset_s))))
     if path.is_file():
         entries = _read_list(path)

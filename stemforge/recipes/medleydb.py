@@ -49,12 +49,13 @@ land in valid or test here: ingesting both moves those MUSDB18 rows (song identi
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from stemforge.core.errors import DatasetLayoutError, StemforgeError
+from stemforge.core.errors import DatasetLayoutError, OptionError
 from stemforge.recipes.splits import balanced_split, check_fractions, hash_split
-from stemforge.recipes.base import StemRef, TrackSource, inside_root
+from stemforge.recipes.base import StemRef, TrackSource, check_choice, inside_root
 
 NAME = "medleydb"
 LAYOUT = __doc__
@@ -290,8 +291,7 @@ def classify_stems(metadata: dict, voices: str = "singing") -> tuple[list[str], 
     a selected voice label next to an instrument label makes the track unusable (reason
     "mixed-label voice stem"). No vocal stem: "instrumental"; no other stem: "a cappella".
     """
-    if voices not in VOICE_MODES:
-        raise StemforgeError(f"voices must be one of {VOICE_MODES}, got {voices!r}")
+    check_choice("voices", voices, VOICE_MODES)
     selected = voice_labels()[voices]
     family = voice_labels()["all"]
     stems = metadata.get("stems") or {}
@@ -332,15 +332,30 @@ def _metadata_path(root: Path, track_dir: Path) -> Path | None:
     return None
 
 
-def _parse_list(value: str | None, allowed: tuple[str, ...], what: str) -> tuple[str, ...] | None:
-    if value is None or value == "" or value == "all":
-        return None
-    items = tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip())
-    norm = {a.lower(): a for a in allowed}
-    bad = [v for v in items if v.lower() not in norm]
+def check_options(
+    versions: str | tuple[str, ...] | None = None,
+    exclude_bleed: bool = False,
+    voices: str = "singing",
+    mixture: str = "derived",
+    valid_fraction: float = VALID_FRACTION,
+    test_fraction: float = TEST_FRACTION,
+) -> None:
+    """OptionError naming the first option :func:`discover` refuses: ``voices`` not in
+    :data:`VOICE_MODES`, ``mixture`` not in :data:`MIXTURE_MODES`, a version (comma-separated,
+    any case; ``"all"``, empty or None: every version) not in :data:`VERSIONS`, bad fractions."""
+    check_choice("voices", voices, VOICE_MODES)
+    check_choice("mixture", mixture, MIXTURE_MODES)
+    known = {v.lower() for v in VERSIONS}
+    bad = [v for v in _version_items(versions) if v.lower() not in known]
     if bad:
-        raise StemforgeError(f"unknown {what} {bad}; known: {', '.join(allowed)}")
-    return tuple(norm[v.lower()] for v in items)
+        raise OptionError("versions", f"unknown version {bad[0]!r}; known: {', '.join(VERSIONS)}")
+    check_fractions(valid_fraction, test_fraction)
+
+
+def _version_items(value: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    if value is None or value == "" or value == "all":
+        return ()
+    return tuple(v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip())
 
 
 def discover(
@@ -361,89 +376,26 @@ def discover(
     root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: corpus root not found (or not a folder)")
-    if voices not in VOICE_MODES:
-        raise StemforgeError(f"--voices must be one of {', '.join(VOICE_MODES)}, got {voices!r}")
-    check_fractions(valid_fraction, test_fraction)
-    if mixture not in MIXTURE_MODES:
-        raise StemforgeError(f"--mixture must be one of {', '.join(MIXTURE_MODES)}, got {mixture!r}")
-    wanted = _parse_list(versions, VERSIONS, "MedleyDB version(s)")
+    check_options(versions, exclude_bleed, voices, mixture, valid_fraction, test_fraction)
+    norm = {v.lower(): v for v in VERSIONS}
+    wanted = tuple(norm[v.lower()] for v in _version_items(versions)) or None
     audio = _audio_dir(root)
     ref = _tracks()
-    coeffs = {**_coefficients(), **_corpus_coefficients(root)}
-    splits = artist_splits(valid_fraction, test_fraction)
-    options = (("voices", voices), ("mixture", mixture))
+    options = _Options(
+        voices, mixture, exclude_bleed, valid_fraction, test_fraction,
+        coefficients={**_coefficients(), **_corpus_coefficients(root)}, splits=artist_splits(valid_fraction, test_fraction),
+    )
     tracks: list[TrackSource] = []
     n_dirs = 0
     for track_dir in sorted(p for p in audio.iterdir() if p.is_dir()):
-        tid = track_dir.name
-        info = ref.get(tid)
+        info = ref.get(track_dir.name)
         version = info["version"] if info else "unknown"
         if wanted is not None and version not in wanted:
             continue
         n_dirs += 1
-        meta_path = _metadata_path(root, track_dir)
-        base = dict(dataset=NAME, track_id=tid, root=str(audio), license=LICENSE, options=options)
-        if meta_path is None:
-            if not (track_dir / f"{tid}_MIX.wav").exists():
-                continue  # not a track folder
-            tracks.append(TrackSource(**base, error=f"{track_dir / (tid + '_METADATA.yaml')}: metadata file missing"))
-            continue
-        try:
-            meta = read_metadata(meta_path)
-        except DatasetLayoutError as exc:
-            tracks.append(TrackSource(**base, error=str(exc)))
-            continue
-        artist, title = str(meta.get("artist") or ""), str(meta.get("title") or tid)
-        split_artist = info["split_artist"] if info else artist
-        group = artist_group(split_artist or tid)
-        split = splits.get(group) or hash_split(group, valid_fraction, test_fraction, _SALT)
-        vocal, other, reason = classify_stems(meta, voices)
-        bleed = str(meta.get("has_bleed", "no")).lower() == "yes"
-        if reason is None and exclude_bleed and bleed:
-            reason = "bleed: the stems have bleed (has_bleed: yes) and --exclude-bleed is set"
-        stem_dir = str(meta.get("stem_dir") or f"{tid}_STEMS")
-        gains = coeffs.get(tid) or {}
-        try:  # every name the metadata gives must stay inside the corpus, used or not
-            paths = {sid: inside_root(audio, tid, stem_dir, meta["stems"][sid]["filename"]) for sid in vocal + other}
-            mix_rel = inside_root(audio, tid, str(meta.get("mix_filename") or f"{tid}_MIX.wav"))
-        except DatasetLayoutError as exc:
-            tracks.append(TrackSource(**base, artist=artist, title=title, split=split, group=group, error=f"{meta_path}: {exc}"))
-            continue
-
-        def ref_of(sid: str) -> StemRef:
-            return StemRef(paths[sid], gain=gains.get(_stem_index(sid), 1.0))
-
-        error = None
-        if reason is None:
-            for sid in vocal + other:
-                p = audio / paths[sid]
-                if not p.exists():
-                    error = f"{p}: missing stem ({sid})"
-                    break
-        use_mix = tid in coeffs and mixture == "file"
-        if reason is None and error is None and use_mix and not (audio / mix_rel).exists():
-            error = f"{audio / mix_rel}: missing mixture"
-        tracks.append(
-            TrackSource(
-                **base,
-                artist=artist,
-                title=title,
-                split=split,
-                mixture=(StemRef(mix_rel),) if use_mix else (),
-                vocals=tuple(ref_of(s) for s in vocal) if reason is None else (),
-                accompaniment=tuple(ref_of(s) for s in other) if reason is None else (),
-                vocals_kind="stem",
-                skip_reason=reason,
-                error=error if reason is None else None,
-                extra=(
-                    ("medleydb_version", version),
-                    ("vocal_stems", ";".join(vocal)),
-                    ("has_bleed", "yes" if bleed else "no"),
-                    ("mix_source", "file" if use_mix else "derived"),
-                ),
-                group=group,
-            )
-        )
+        track = _track(root, audio, track_dir, info, options)
+        if track is not None:
+            tracks.append(track)
     if n_dirs == 0 and not tracks:
         if wanted is not None and any(p.is_dir() for p in audio.iterdir()):
             raise DatasetLayoutError(f"{audio}: no track of version(s) {', '.join(wanted)} found")
@@ -452,3 +404,77 @@ def discover(
             "found no track folder"
         )
     return tracks
+
+
+@dataclass(frozen=True)
+class _Options:
+    """What :func:`discover` was asked for, with the coefficients and artist splits it uses."""
+
+    voices: str
+    mixture: str
+    exclude_bleed: bool
+    valid_fraction: float
+    test_fraction: float
+    coefficients: dict
+    splits: dict
+
+
+def _track(root: Path, audio: Path, track_dir: Path, info: dict | None, opts: _Options) -> TrackSource | None:
+    """The TrackSource of one track folder (``skip_reason`` or ``error`` set when it cannot be
+    ingested), or None when the folder is not a track folder."""
+    tid = track_dir.name
+    version = info["version"] if info else "unknown"
+    meta_path = _metadata_path(root, track_dir)
+    base = dict(dataset=NAME, track_id=tid, root=str(audio), license=LICENSE, options=(("voices", opts.voices), ("mixture", opts.mixture)))
+    if meta_path is None:
+        if not (track_dir / f"{tid}_MIX.wav").exists():
+            return None  # not a track folder
+        return TrackSource(**base, error=f"{track_dir / (tid + '_METADATA.yaml')}: metadata file missing")
+    try:
+        meta = read_metadata(meta_path)
+    except DatasetLayoutError as exc:
+        return TrackSource(**base, error=str(exc))
+    artist, title = str(meta.get("artist") or ""), str(meta.get("title") or tid)
+    split_artist = info["split_artist"] if info else artist
+    group = artist_group(split_artist or tid)
+    split = opts.splits.get(group) or hash_split(group, opts.valid_fraction, opts.test_fraction, _SALT)
+    vocal, other, reason = classify_stems(meta, opts.voices)
+    bleed = str(meta.get("has_bleed", "no")).lower() == "yes"
+    if reason is None and opts.exclude_bleed and bleed:
+        reason = "bleed: the stems have bleed (has_bleed: yes) and --exclude-bleed is set"
+    stem_dir = str(meta.get("stem_dir") or f"{tid}_STEMS")
+    gains = opts.coefficients.get(tid) or {}
+    try:  # every name the metadata gives must stay inside the corpus, used or not
+        paths = {sid: inside_root(audio, tid, stem_dir, meta["stems"][sid]["filename"]) for sid in vocal + other}
+        mix_rel = inside_root(audio, tid, str(meta.get("mix_filename") or f"{tid}_MIX.wav"))
+    except DatasetLayoutError as exc:
+        return TrackSource(**base, artist=artist, title=title, split=split, group=group, error=f"{meta_path}: {exc}")
+
+    def ref_of(sid: str) -> StemRef:
+        return StemRef(paths[sid], gain=gains.get(_stem_index(sid), 1.0))
+
+    error = None
+    if reason is None:
+        error = next((f"{audio / paths[sid]}: missing stem ({sid})" for sid in vocal + other if not (audio / paths[sid]).exists()), None)
+    use_mix = tid in opts.coefficients and opts.mixture == "file"
+    if reason is None and error is None and use_mix and not (audio / mix_rel).exists():
+        error = f"{audio / mix_rel}: missing mixture"
+    return TrackSource(
+        **base,
+        artist=artist,
+        title=title,
+        split=split,
+        mixture=(StemRef(mix_rel),) if use_mix else (),
+        vocals=tuple(ref_of(s) for s in vocal) if reason is None else (),
+        accompaniment=tuple(ref_of(s) for s in other) if reason is None else (),
+        vocals_kind="stem",
+        skip_reason=reason,
+        error=error if reason is None else None,
+        extra=(
+            ("medleydb_version", version),
+            ("vocal_stems", ";".join(vocal)),
+            ("has_bleed", "yes" if bleed else "no"),
+            ("mix_source", "file" if use_mix else "derived"),
+        ),
+        group=group,
+    )

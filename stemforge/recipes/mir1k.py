@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stemforge.core.errors import DatasetLayoutError, StemforgeError
+from stemforge.core.errors import DatasetLayoutError
 from stemforge.recipes.splits import balanced_split, check_fractions
-from stemforge.recipes.base import StemRef, TrackSource
+from stemforge.recipes.base import StemRef, TrackSource, check_choice
 
 NAME = "mir1k"
 LAYOUT = __doc__
@@ -45,6 +45,20 @@ def parse_name(stem: str) -> tuple[str, str]:
     return parts[0], (parts[1] if len(parts) > 1 else "")
 
 
+def check_options(
+    unit: str | None = None,
+    valid_fraction: float = VALID_FRACTION,
+    test_fraction: float = TEST_FRACTION,
+    split_rule: str = "singers",
+) -> None:
+    """OptionError naming the first option :func:`discover` refuses: ``unit`` not in
+    :data:`UNITS` (None: clips when ``Wavfile/`` holds any), ``split_rule`` not in
+    :data:`SPLIT_RULES`, bad fractions."""
+    check_choice("unit", unit, UNITS)
+    check_choice("split_rule", split_rule, SPLIT_RULES)
+    check_fractions(valid_fraction, test_fraction)
+
+
 def discover(
     root: str | Path,
     unit: str | None = None,
@@ -56,13 +70,9 @@ def discover(
     root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: corpus root not found (or not a folder)")
-    check_fractions(valid_fraction, test_fraction)
-    if split_rule not in SPLIT_RULES:
-        raise StemforgeError(f"split_rule must be one of {', '.join(SPLIT_RULES)}, got {split_rule!r}")
+    check_options(unit, valid_fraction, test_fraction, split_rule)
     if unit is None:
         unit = "clips" if any((root / "Wavfile").glob("*.wav")) else "songs"
-    if unit not in UNITS:
-        raise StemforgeError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
     folder = root / _FOLDERS[unit]
     wavs = sorted(folder.glob("*.wav")) if folder.is_dir() else []
     if not wavs:

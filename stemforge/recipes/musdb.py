@@ -30,8 +30,8 @@ from pathlib import Path
 
 from stemforge.core import audio
 from stemforge.core.config import SpectrogramConfig
-from stemforge.core.errors import DatasetLayoutError, StemforgeError
-from stemforge.recipes.base import StemRef, TrackAudio, TrackSource
+from stemforge.core.errors import DatasetLayoutError
+from stemforge.recipes.base import StemRef, TrackAudio, TrackSource, check_choice
 from stemforge.recipes.loading import load_roles, load_stems
 
 NAME = "musdb"
@@ -62,13 +62,17 @@ def _expected(root: Path) -> str:
     )
 
 
+def check_options(fmt: str = "auto") -> None:
+    """OptionError unless ``fmt`` is one of :data:`FORMATS` (the one option :func:`discover` takes)."""
+    check_choice("fmt", fmt, FORMATS)
+
+
 def discover(root: str | Path, fmt: str = "auto") -> list[TrackSource]:
     """Every track of ``train/`` and ``test/``; an HQ folder missing a wav gets ``error``."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: corpus root not found (or not a folder)")
-    if fmt not in FORMATS:
-        raise StemforgeError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    check_options(fmt)
     if not any((root / s).is_dir() for s in SUBSETS):
         raise DatasetLayoutError(_expected(root))
     ref = _reference()

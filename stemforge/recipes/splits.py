@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Mapping
 
-from stemforge.core.errors import StemforgeError
+from stemforge.core.errors import OptionError
 
 SPLIT_RANK = {"train": 0, "valid": 1, "test": 2}
 
@@ -31,12 +31,12 @@ def hash_split(name: str, valid_fraction: float, test_fraction: float, salt: str
 
 
 def check_fractions(valid_fraction: float, test_fraction: float) -> None:
-    """Raise StemforgeError unless both fractions are in [0, 1) and sum below 1."""
+    """Raise OptionError unless both fractions are in [0, 1) and sum below 1."""
     for name, v in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= float(v) < 1.0:
-            raise StemforgeError(f"{name} must be in [0, 1), got {v}")
+            raise OptionError(name, f"must be in [0, 1), got {v}")
     if valid_fraction + test_fraction >= 1.0:
-        raise StemforgeError(f"valid_fraction + test_fraction must stay below 1, got {valid_fraction + test_fraction}")
+        raise OptionError("valid_fraction", f"valid_fraction + test_fraction must stay below 1, got {valid_fraction + test_fraction:g}")
 
 
 def balanced_split(

@@ -10,16 +10,21 @@ and ccMixter's ``<song>/mix.wav`` are named after their song, not all ``mixture`
 Outputs land only under the output folder: a template that is absolute or holds a ``..``
 component, a track name that is ``.`` or ``..`` (an input named ``...wav``), or a path that would
 leave the folder through a symbolic link raises :class:`~stemforge.core.errors.OutputPathError`.
+
+:func:`plan_outputs` plans a batch: every input's paths, and a one-line reason for each input
+that cannot be written (its name, two inputs claiming one file, an existing file, unreadable
+audio) while the others go on.
 """
 
 from __future__ import annotations
 
 import os
 import string
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
-from stemforge.core.errors import OutputPathError
+from stemforge.core.errors import OutputPathError, StemforgeError
 
 #: The fields a template may use: the track name, the stem (vocals/accompaniment), the suffix.
 TEMPLATE_FIELDS = ("track", "stem", "ext")
@@ -98,3 +103,54 @@ def _check_relative(relative: str, what: str) -> None:
         raise OutputPathError(f"{what}: gives {relative!r}, which climbs out of the output folder ('..')")
     if not pure.parts:
         raise OutputPathError(f"{what}: gives an empty path")
+
+
+@dataclass
+class PlannedOutput:
+    """Where one input's stems go: ``paths`` (stem -> path), or ``error`` (one line starting with
+    the input's name, no paths) when they cannot be written; ``info`` is what the plan's
+    ``probe`` returned for it."""
+
+    source: Path
+    paths: dict[str, Path] = field(default_factory=dict)
+    error: str | None = None
+    info: Any = None
+
+
+def plan_outputs(
+    outdir: str | os.PathLike,
+    template: str,
+    sources: Iterable[str | os.PathLike],
+    stems: Iterable[str],
+    ext: str,
+    *,
+    force: bool = False,
+    probe: Callable[[Path], Any] | None = None,
+) -> list[PlannedOutput]:
+    """The outputs of every input, in order (see :func:`output_paths`).
+
+    An input fails (``error`` set) when :func:`output_paths` refuses it, when one of its paths
+    is also an earlier input's, when one exists and ``force`` is False, or when ``probe(source)``
+    (reading the audio's duration, say) raises StemforgeError; a failed input claims no path,
+    so a later input may use its paths. A bad ``template`` raises OutputPathError (for the batch).
+    """
+    check_template(template)
+    stems = tuple(stems)
+    claimed: dict[Path, Path] = {}
+    plans: list[PlannedOutput] = []
+    for source in map(Path, sources):
+        try:
+            paths = output_paths(outdir, template, source, stems, ext)
+            for path in paths.values():
+                if path in claimed:
+                    raise OutputPathError(f"its output {path} is also the output of {claimed[path]} (use --filename)")
+                if path.exists() and not force:
+                    raise OutputPathError(f"{path} exists (use --force to overwrite)")
+            info = probe(source) if probe is not None else None
+        except StemforgeError as exc:
+            text = str(exc)
+            plans.append(PlannedOutput(source, error=text if text.startswith(str(source)) else f"{source}: {text}"))
+            continue
+        claimed.update(dict.fromkeys(paths.values(), source))
+        plans.append(PlannedOutput(source, paths, info=info))
+    return plans

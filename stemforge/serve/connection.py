@@ -8,15 +8,22 @@ uvicorn's ``http=`` setting takes) arms a timer when a connection opens and agai
 response, and closes the connection when no complete request head has arrived by then. What
 happens once the head is in (the body) is the app's business: see the upload deadline in
 ``stemforge.serve.app``.
+
+:func:`listen` binds the socket ``stemforge serve`` hands uvicorn; :func:`is_loopback` says
+whether an address is reachable from this machine only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 from typing import TYPE_CHECKING
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from stemforge.core.errors import StemforgeError
 
 if TYPE_CHECKING:
     import uvicorn
@@ -89,3 +96,30 @@ def server_config(app: object, settings: "ServeSettings", log_level: str = "warn
         log_level=log_level,
         lifespan="on",
     )
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for ``host:port`` (port 0: any free one); StemforgeError when the
+    address is taken or unknown."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise StemforgeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise StemforgeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is ``localhost`` or a loopback address."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -35,7 +35,6 @@ the process when a write fails midway, so a full disk must be found before it wr
 from __future__ import annotations
 
 import json
-import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,26 +155,22 @@ class ShardWriter:
 
     def __init__(self, final_path: Path, config: SpectrogramConfig, version: str):
         self.final_path = Path(final_path)
-        self.tmp_path = self.final_path.with_name(self.final_path.name + TMP_SUFFIX)
         self.config = config
         self.n_tracks = 0
         self.n_bytes = 0
         self._reserved = 0
         self._file: h5py.File | None = None
+        # the temporary name is <shard>.h5.tmp: DataDir.next_shard_path counts it as taken, and
+        # remove_temporary and validate find what a killed writer left by it
+        self._pending = files.PendingFile(self.final_path, self.final_path.with_name(self.final_path.name + TMP_SUFFIX))
+        self.tmp_path = self._pending.tmp_path
         try:
-            self._fd = files.create_new(self.tmp_path)
-        except OSError as exc:
-            if exc.errno in files.DISK_FULL_ERRNOS:
-                raise files.disk_full(self.final_path, exc) from None
-            raise
-        try:
-            self._file = h5py.File(self.tmp_path, "w")  # keeps the mode create_new gave
+            self._file = h5py.File(self.tmp_path, "w")  # keeps the mode the pending file was created with
             self._reserve(_SHARD_OVERHEAD)
         except BaseException as exc:
-            if getattr(self, "_file", None) is not None:
+            if self._file is not None:
                 self._file.close()
-            os.close(self._fd)
-            self.tmp_path.unlink(missing_ok=True)
+            self._pending.abort()
             if files.is_disk_full(exc):
                 raise files.disk_full(self.final_path, exc) from None
             raise
@@ -187,7 +182,7 @@ class ShardWriter:
 
     def _reserve(self, more: int) -> None:
         self._reserved += int(more)
-        files.reserve(self._fd, self._reserved, self.final_path)
+        files.reserve(self._pending.fd, self._reserved, self.final_path)
 
     def add(self, key: str, uid: str, arrays: TrackArrays) -> None:
         """Store one track under ``/tracks/<key>``, each array with its CRC-32.
@@ -246,33 +241,19 @@ class ShardWriter:
         self._file.flush()
         size = int(self._file.id.get_filesize())  # libhdf5's end of file, within the reservation
         self._file.close()
-        try:
-            if os.fstat(self._fd).st_size > size:
-                os.ftruncate(self._fd, size)
-            os.fsync(self._fd)
-        except OSError as exc:
-            if exc.errno in files.DISK_FULL_ERRNOS:
-                raise files.disk_full(self.final_path, exc) from None
-            raise
-        finally:
-            os.close(self._fd)
-            self._fd = -1
+        self._pending.sync(size)
         try:
             h5py.File(self.tmp_path, "r").close()
         except OSError as exc:  # never rename a shard that does not open
             raise CorruptDataError(f"{self.tmp_path}: shard unreadable after writing ({exc})") from None
-        os.replace(self.tmp_path, self.final_path)
-        return self.final_path
+        return self._pending.commit()
 
     def abort(self) -> None:
         """Drop the temporary file."""
         try:
             self._file.close()
         finally:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-            self.tmp_path.unlink(missing_ok=True)
+            self._pending.abort()
 
     def __enter__(self) -> "ShardWriter":
         return self

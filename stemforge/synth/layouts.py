@@ -224,15 +224,14 @@ def write_musdb_hq(out: Path, specs: list[_Spec], seconds: float, seed: int, pro
 
 
 def _write_stem_mp4(path: Path, streams: Sequence[np.ndarray], sample_rate: int, bit_rate: int = 256000) -> Path:
-    """An MP4 with one AAC stream per array ([2, n] float32), written atomically (temp + rename)."""
+    """An MP4 with one AAC stream per array ([2, n] float32), written atomically
+    (:func:`stemforge.core.files.atomic_path`)."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(files.temporary_name(path))
-    os.close(files.create_new(tmp))  # mode 0o666 & ~umask, as open() gives
     frame_size = 1024
     try:
-        with av.open(tmp, "w", format="mp4") as container:
+        with files.atomic_path(path, fsync=False) as tmp, av.open(str(tmp), "w", format="mp4") as container:
             encoders = []
             for _ in streams:
                 stream = container.add_stream("aac", rate=sample_rate, layout="stereo")
@@ -250,12 +249,9 @@ def _write_stem_mp4(path: Path, streams: Sequence[np.ndarray], sample_rate: int,
             for stream in encoders:
                 for packet in stream.encode(None):
                     container.mux(packet)
-        os.replace(tmp, path)
     except StemforgeError:
-        Path(tmp).unlink(missing_ok=True)
         raise
     except Exception as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise StemforgeError(f"{path}: cannot write the stem.mp4 ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
     return path
 

@@ -410,6 +410,45 @@ def _formant_gain(freqs: np.ndarray, formants: Sequence[float], bandwidths: Sequ
     return h
 
 
+@dataclass
+class _Timbre:
+    """One voice's sound, drawn once per voice: formant scale, spectral tilt, vibrato, breath and
+    aspiration levels, and the noise material (about 3 s each) its consonants, breaths and
+    aspiration are sliced from."""
+
+    formant_scale: float
+    tilt: float
+    vib_rate: float
+    vib_cents: float
+    breath_prob: float
+    aspiration: float
+    fric: np.ndarray  # fricatives (s/sh)
+    plos: np.ndarray  # plosive bursts
+    breath: np.ndarray
+    asp: np.ndarray  # aspiration
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, sr: int, singer: str) -> "_Timbre":
+        formant_scale = 1.17 if singer == "female" else 1.0
+        formant_scale *= float(rng.uniform(0.96, 1.04))
+        tilt = float(rng.uniform(1.0, 1.35))
+        vib_rate = float(rng.uniform(5.0, 6.2))
+        vib_cents = float(rng.uniform(25.0, 60.0))
+        breath_prob = float(rng.uniform(0.5, 0.9))
+        aspiration = float(rng.uniform(0.004, 0.012))
+        # Noise material, sliced at random offsets: fricatives (s/sh), plosive bursts, breaths.
+        n = _NOISE_SAMPLES
+        fric = _shaped_noise(rng, n, sr, 3500.0, 0.45 * sr)
+        plos = _shaped_noise(rng, n, sr, 900.0, min(7000.0, 0.45 * sr))
+        breath = _shaped_noise(rng, n, sr, 500.0, min(3500.0, 0.45 * sr))
+        asp = _shaped_noise(rng, n, sr, 1500.0, min(9000.0, 0.45 * sr))
+        return cls(formant_scale, tilt, vib_rate, vib_cents, breath_prob, aspiration, fric, plos, breath, asp)
+
+
+#: Samples of each noise material of a voice: about 3 s at 44.1 kHz, longer than any syllable.
+_NOISE_SAMPLES = 1 << 17
+
+
 def _render_voice(
     plan: _Plan,
     rng: np.random.Generator,
@@ -424,33 +463,18 @@ def _render_voice(
     The voice is float32 ``[channels, n_samples]`` with the (mono) signal in row 0 and zeros
     elsewhere, ready for :func:`_pan_rows`.
 
-    The source of each syllable is one period of a glottal-pulse-like harmonic series
-    (amplitudes k^-tilt, every harmonic below 0.45 * rate) shaped by the vowel's formants
-    (five cascaded resonators: the vowel's F1-F3 plus F4, F5), stored as a wavetable and read
-    at an instantaneous phase with an onset glide and delayed vibrato (closed form, no
-    per-sample recursion). Syllable envelopes, consonant-like noise onsets, breath-noise
-    bursts before phrases and a little pulse-synchronous aspiration noise complete it.
-    ``transpose_degrees`` moves the melody in the scale (a harmony part); ``phrase_keep`` is the
-    probability that a phrase is sung (backing voices sing some phrases only).
+    Each syllable is :func:`_syllable`. Syllable envelopes, consonant-like noise onsets
+    (:func:`_consonant`), breath-noise bursts before phrases (:func:`_breaths`) and a little
+    pulse-synchronous aspiration noise complete it. ``transpose_degrees`` moves the melody in
+    the scale (a harmony part); ``phrase_keep`` is the probability that a phrase is sung
+    (backing voices sing some phrases only).
     """
     sr = plan.sample_rate
     n_total = plan.n_samples
     singer = singer or plan.singer
     buf = np.zeros((channels, n_total), dtype=np.float32)
     out = buf[0]
-    formant_scale = 1.17 if singer == "female" else 1.0
-    formant_scale *= float(rng.uniform(0.96, 1.04))
-    tilt = float(rng.uniform(1.0, 1.35))
-    vib_rate = float(rng.uniform(5.0, 6.2))
-    vib_cents = float(rng.uniform(25.0, 60.0))
-    breath_prob = float(rng.uniform(0.5, 0.9))
-    aspiration = float(rng.uniform(0.004, 0.012))
-    # Noise material, sliced at random offsets: fricatives (s/sh), plosive bursts, breaths.
-    n_noise = 1 << 17  # about 3 s at 44.1 kHz, longer than any syllable
-    fric = _shaped_noise(rng, n_noise, sr, 3500.0, 0.45 * sr)
-    plos = _shaped_noise(rng, n_noise, sr, 900.0, min(7000.0, 0.45 * sr))
-    breath = _shaped_noise(rng, n_noise, sr, 500.0, min(3500.0, 0.45 * sr))
-    asp = _shaped_noise(rng, n_noise, sr, 1500.0, min(9000.0, 0.45 * sr))
+    timbre = _Timbre.draw(rng, sr, singer)
     octave_shift = 0
     if singer != plan.singer:  # a voice of the other kind sings the same line an octave away
         octave_shift = 12 if singer == "female" else -12
@@ -459,21 +483,12 @@ def _render_voice(
         keep[:] = True
     elif not keep.any():
         keep[0] = True
+    _breaths(out, plan, rng, timbre, keep)
     notes_out: list[tuple[float, float, float]] = []
     t_all = np.arange(int(2.5 * sr) + 1, dtype=np.float64) / sr
     t32_all = t_all.astype(np.float32)
     sung = 0
     sung_energy = 0.0
-    for p_index, (p_start, _p_end) in enumerate(plan.phrases):
-        if not keep[p_index]:
-            continue
-        if rng.random() < breath_prob and p_start > 0.25:
-            length = int(sr * rng.uniform(0.15, 0.35))
-            start = int(sr * p_start) - length - int(sr * rng.uniform(0.02, 0.08))
-            length = min(length, n_noise)
-            off = int(rng.integers(0, n_noise - length + 1))
-            hump = np.sin(np.linspace(0.0, math.pi, length, dtype=np.float32)) ** 2
-            _add(out, start, breath[off : off + length] * hump, float(rng.uniform(0.05, 0.12)))
     for note in plan.melody:
         if not keep[note.phrase]:
             continue
@@ -485,67 +500,108 @@ def _render_voice(
         n = min(int(round(note.length_s * sr)), n_total - start, len(t_all))
         if n <= 16:
             continue
-        t = t_all[:n]
-        # Instantaneous phase in cycles: steady f0 + onset glide + delayed, ramped vibrato
-        # (closed-form integrals of the frequency curve; transcendental functions only where
-        # the term is not zero, in float32 where the precision suffices).
-        glide = 2.0 ** (rng.uniform(-80.0, 40.0) / 1200.0) - 1.0
-        tau = float(rng.uniform(0.02, 0.05))
-        vib_depth = vib_cents * float(rng.uniform(0.7, 1.2)) * math.log(2.0) / 1200.0
-        delay = float(rng.uniform(0.1, 0.25))
-        vphase = float(rng.uniform(0.0, 2 * math.pi))
-        cycles = f0 * t
-        n_glide = min(n, int(6 * tau * sr))
-        decay = np.exp(t32_all[:n_glide] * np.float32(-1.0 / tau))
-        decay -= np.float32(1.0)
-        cycles[:n_glide] -= (f0 * glide * tau) * decay
-        n_delay = int(delay * sr)
-        if n_delay < n:
-            tv = t32_all[n_delay:n]
-            ramp = np.minimum((tv - np.float32(delay)) * np.float32(5.0), np.float32(1.0))
-            ramp *= np.cos(np.float32(2 * math.pi * vib_rate) * tv + np.float32(vphase))
-            cycles[n_delay:] -= (f0 * vib_depth / (2 * math.pi * vib_rate)) * ramp
-        np.subtract(cycles, np.floor(cycles), out=cycles)
-        frac = cycles.astype(np.float32)
-        formants, bands = _VOWELS[_VOWEL_NAMES[note.vowel]]
-        jitter = rng.uniform(0.95, 1.05, size=3)
-        fs = [f * formant_scale * j for f, j in zip(formants, jitter)] + [3350.0 * formant_scale, 4300.0 * formant_scale]
-        bws = list(bands) + [220.0, 300.0]
-        amps = _harmonic_amps(f0, sr, tilt)
-        freqs = f0 * np.arange(1, len(amps) + 1)
-        h = _formant_gain(freqs, fs, bws)
-        table = _wavetable(amps * np.abs(h), np.angle(h) - math.pi / 2)
-        voiced = _read_table(table, frac)
-        # Envelope: smooth attack, slight decay, release; per-syllable level.
-        attack = max(2, int(sr * rng.uniform(0.015, 0.04)))
-        release = max(2, min(n // 2, int(sr * rng.uniform(0.03, 0.08))))
-        sustain_end = float(rng.uniform(0.7, 0.95))
-        env = t32_all[:n] * np.float32((sustain_end - 1.0) / max(t[-1], 1e-9))
-        env += np.float32(1.0)
-        env[:attack] *= np.sin(np.linspace(0.0, math.pi / 2, attack, dtype=np.float32)) ** 2
-        env[n - release :] *= np.cos(np.linspace(0.0, math.pi / 2, release, dtype=np.float32)) ** 2
-        level = float(rng.uniform(0.7, 1.0))
-        off = int(rng.integers(0, max(1, n_noise - n + 1)))
-        noise = asp[off : off + n] if n <= n_noise else np.resize(asp, n)
-        # aspiration noise, pulse-synchronous: loudest at the start of each period, fading over it
-        pulse = np.float32(1.0) - frac
-        pulse *= noise
-        pulse *= np.float32(2.0 * aspiration)
-        voiced += pulse
-        voiced *= env
+        voiced, level = _syllable(rng, timbre, sr, f0, note.vowel, t_all[:n], t32_all[:n])
         _add(out, start, voiced, level)
         sung += n
         sung_energy += level * level * float(np.dot(voiced, voiced))
-        # Consonant onset: a fricative or a plosive burst on about half the syllables.
-        if rng.random() < 0.5:
-            kind = fric if rng.random() < 0.5 else plos
-            length = min(int(sr * rng.uniform(0.02, 0.07)), n_noise)
-            off = int(rng.integers(0, n_noise - length + 1))
-            decay = np.exp(-np.arange(length, dtype=np.float32) / (0.3 * length))
-            _add(out, start - length // 3, kind[off : off + length] * decay, level * float(rng.uniform(0.15, 0.3)))
+        _consonant(out, rng, timbre, sr, start, level)
         notes_out.append((start / sr, (start + n) / sr, float(f0)))
     active_rms = math.sqrt(sung_energy / sung) if sung else 0.0
     return buf, notes_out, active_rms
+
+
+def _breaths(out: np.ndarray, plan: _Plan, rng: np.random.Generator, timbre: _Timbre, keep: np.ndarray) -> None:
+    """Add a breath-noise burst before some of the phrases kept (``keep[i]``) to ``out``."""
+    sr = plan.sample_rate
+    n_noise = len(timbre.breath)
+    for p_index, (p_start, _p_end) in enumerate(plan.phrases):
+        if not keep[p_index]:
+            continue
+        if rng.random() < timbre.breath_prob and p_start > 0.25:
+            length = int(sr * rng.uniform(0.15, 0.35))
+            start = int(sr * p_start) - length - int(sr * rng.uniform(0.02, 0.08))
+            length = min(length, n_noise)
+            off = int(rng.integers(0, n_noise - length + 1))
+            hump = np.sin(np.linspace(0.0, math.pi, length, dtype=np.float32)) ** 2
+            _add(out, start, timbre.breath[off : off + length] * hump, float(rng.uniform(0.05, 0.12)))
+
+
+def _syllable(
+    rng: np.random.Generator, timbre: _Timbre, sr: int, f0: float, vowel: int, t: np.ndarray, t32: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """One sung syllable of ``n = len(t)`` samples at ``f0`` Hz: float32 ``[n]`` before its level,
+    and the level.
+
+    The source is one period of a glottal-pulse-like harmonic series (amplitudes k^-tilt, every
+    harmonic below 0.45 * rate) shaped by the vowel's formants (five cascaded resonators: the
+    vowel's F1-F3 plus F4, F5), stored as a wavetable and read at an instantaneous phase with an
+    onset glide and delayed vibrato (closed form, no per-sample recursion); an envelope (smooth
+    attack, slight decay, release) and pulse-synchronous aspiration noise complete it. ``t`` is
+    the time of each sample (s, float64), ``t32`` the same in float32.
+    """
+    n = len(t)
+    # Instantaneous phase in cycles: steady f0 + onset glide + delayed, ramped vibrato
+    # (closed-form integrals of the frequency curve; transcendental functions only where
+    # the term is not zero, in float32 where the precision suffices).
+    glide = 2.0 ** (rng.uniform(-80.0, 40.0) / 1200.0) - 1.0
+    tau = float(rng.uniform(0.02, 0.05))
+    vib_depth = timbre.vib_cents * float(rng.uniform(0.7, 1.2)) * math.log(2.0) / 1200.0
+    delay = float(rng.uniform(0.1, 0.25))
+    vphase = float(rng.uniform(0.0, 2 * math.pi))
+    cycles = f0 * t
+    n_glide = min(n, int(6 * tau * sr))
+    decay = np.exp(t32[:n_glide] * np.float32(-1.0 / tau))
+    decay -= np.float32(1.0)
+    cycles[:n_glide] -= (f0 * glide * tau) * decay
+    n_delay = int(delay * sr)
+    if n_delay < n:
+        tv = t32[n_delay:n]
+        ramp = np.minimum((tv - np.float32(delay)) * np.float32(5.0), np.float32(1.0))
+        ramp *= np.cos(np.float32(2 * math.pi * timbre.vib_rate) * tv + np.float32(vphase))
+        cycles[n_delay:] -= (f0 * vib_depth / (2 * math.pi * timbre.vib_rate)) * ramp
+    np.subtract(cycles, np.floor(cycles), out=cycles)
+    frac = cycles.astype(np.float32)
+    formants, bands = _VOWELS[_VOWEL_NAMES[vowel]]
+    jitter = rng.uniform(0.95, 1.05, size=3)
+    scale = timbre.formant_scale
+    fs = [f * scale * j for f, j in zip(formants, jitter)] + [3350.0 * scale, 4300.0 * scale]
+    bws = list(bands) + [220.0, 300.0]
+    amps = _harmonic_amps(f0, sr, timbre.tilt)
+    freqs = f0 * np.arange(1, len(amps) + 1)
+    h = _formant_gain(freqs, fs, bws)
+    table = _wavetable(amps * np.abs(h), np.angle(h) - math.pi / 2)
+    voiced = _read_table(table, frac)
+    # Envelope: smooth attack, slight decay, release; per-syllable level.
+    attack = max(2, int(sr * rng.uniform(0.015, 0.04)))
+    release = max(2, min(n // 2, int(sr * rng.uniform(0.03, 0.08))))
+    sustain_end = float(rng.uniform(0.7, 0.95))
+    env = t32[:n] * np.float32((sustain_end - 1.0) / max(t[-1], 1e-9))
+    env += np.float32(1.0)
+    env[:attack] *= np.sin(np.linspace(0.0, math.pi / 2, attack, dtype=np.float32)) ** 2
+    env[n - release :] *= np.cos(np.linspace(0.0, math.pi / 2, release, dtype=np.float32)) ** 2
+    level = float(rng.uniform(0.7, 1.0))
+    n_noise = len(timbre.asp)
+    off = int(rng.integers(0, max(1, n_noise - n + 1)))
+    noise = timbre.asp[off : off + n] if n <= n_noise else np.resize(timbre.asp, n)
+    # aspiration noise, pulse-synchronous: loudest at the start of each period, fading over it
+    pulse = np.float32(1.0) - frac
+    pulse *= noise
+    pulse *= np.float32(2.0 * timbre.aspiration)
+    voiced += pulse
+    voiced *= env
+    return voiced, level
+
+
+def _consonant(out: np.ndarray, rng: np.random.Generator, timbre: _Timbre, sr: int, start: int, level: float) -> None:
+    """A consonant onset on about half the syllables: a fricative or a plosive burst just before
+    ``start``, added to ``out``."""
+    if rng.random() < 0.5:
+        kind = timbre.fric if rng.random() < 0.5 else timbre.plos
+        n_noise = len(kind)
+        length = min(int(sr * rng.uniform(0.02, 0.07)), n_noise)
+        off = int(rng.integers(0, n_noise - length + 1))
+        decay = np.exp(-np.arange(length, dtype=np.float32) / (0.3 * length))
+        _add(out, start - length // 3, kind[off : off + length] * decay, level * float(rng.uniform(0.15, 0.3)))
 
 
 # --------------------------------------------------------------------------------------------
