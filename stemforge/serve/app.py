@@ -17,9 +17,10 @@ memory). The stored file is probed (header plus the first decoded samples): 415 
 decode, 422 when the song is longer than allowed or its header is over the decode bounds
 (channels, rate; the job's decode keeps those bounds whatever the header said: see
 :func:`stemforge.serve.decode.decode_limited`). An upload that stalls or trickles gets 408 (see
-:class:`~stemforge.serve.settings.ServeSettings`). Requests naming a host the server is not known by get 400, and job
-creation or deletion from another page's origin 403 (:mod:`stemforge.serve.hosts`). Every
-refusal, FastAPI's own validation errors included, is JSON ``{"detail": "one line"}``.
+:class:`~stemforge.serve.settings.ServeSettings`). Requests naming a host the server is not
+known by get 400, and job creation or deletion from another page's origin 403
+(:mod:`stemforge.serve.hosts`). Every refusal, FastAPI's own validation errors included, is
+JSON ``{"detail": "one line"}``.
 Interactive docs (``/docs``, ``/redoc``) are off: they load scripts from a public CDN.
 
 Where it lives: this module builds the app (:func:`create_app`: state, lifespan, handlers,

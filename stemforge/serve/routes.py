@@ -109,7 +109,9 @@ async def create_job(request: Request, store: Store, settings: Settings) -> JSON
         )
         facts = await run_in_threadpool(probe, upload.path, settings.max_seconds, settings.max_channels)
         try:
-            job = store.submit(job_id, upload.path, upload.filename, facts.duration_s or None, facts.sample_rate, facts.channels)
+            job = store.submit(
+                job_id, upload.path, upload.filename, facts.duration_s or None, facts.sample_rate, facts.channels
+            )
         except QueueFullError as exc:
             raise HTTPException(503, str(exc), headers={"Retry-After": "30"}) from None
     except BaseException:

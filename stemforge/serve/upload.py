@@ -335,7 +335,9 @@ def probe(path: Path, max_seconds: float, max_channels: int) -> Probe:
         limits.check(path, info.sample_rate, info.channels)
         known = info.n_samples > 0
         if known and info.duration_s > max_seconds:
-            raise UploadRefused(422, f"the song lasts {info.duration_s:.1f} s; this server accepts at most {max_seconds:g} s")
+            raise UploadRefused(
+                422, f"the song lasts {info.duration_s:.1f} s; this server accepts at most {max_seconds:g} s"
+            )
         _decode_head(path, limits)
     except UploadRefused:
         raise
