@@ -87,7 +87,7 @@ def peak_rss_growth(code: str, *args: str) -> tuple[float, str]:
         "            return int(line.split()[1]) * 1024\n"
         "import numpy, soundfile, av, soxr\n"
         "from stemforge.core import audio\n"
-        "from stemforge.serve.jobs import decode_limited\n"
+        "from stemforge.serve.decode import decode_limited\n"
         "BASE = hwm()\n"
         f"{code}\n"
         "print('PEAK_GROWTH', hwm() - BASE)\n"

@@ -297,7 +297,7 @@ def test_separator_and_page_pictures_use_the_one_stft(monkeypatch, tmp_path, son
     """Every frame the Separator (mask features, full band) and the page's spectrogram compute
     comes from dsp.stft_frames: no framing of their own."""
     from stemforge.separate import masker, separator
-    from stemforge.serve import jobs
+    from stemforge.serve import jobs, outputs
 
     calls: list[int] = []
     real = dsp.stft_frames
@@ -310,9 +310,9 @@ def test_separator_and_page_pictures_use_the_one_stft(monkeypatch, tmp_path, son
     Separator(tiny_model(), CFG, device="cpu").separate(song44[0][:, :44100 * 2], 44100)
     assert 1024 in calls and 4096 in calls  # the model's STFT and the 44.1 kHz output STFT
     calls.clear()
-    jobs.spectrogram_png(song44[0][0, :44100], 44100, tmp_path / "p.png")
+    outputs.spectrogram_png(song44[0][0, :44100], 44100, tmp_path / "p.png")
     assert calls
-    for module in (separator, masker, jobs):
+    for module in (separator, masker, jobs, outputs):
         assert not {"frame_spectra", "_window", "_rfft", "_irfft", "_decode_blocks", "_Resampler", "_StemWriter"} & set(vars(module))
 
 

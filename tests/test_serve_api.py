@@ -28,7 +28,8 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from stemforge.serve import JOB_OUTPUTS, ServeSettings, create_app
-from stemforge.serve.jobs import PNG_HEIGHT, PNG_WIDTH, spectrogram_png, valid_job_id
+from stemforge.serve.jobs import valid_job_id
+from stemforge.serve.outputs import PNG_HEIGHT, PNG_WIDTH, spectrogram_png
 
 RATE = 8000
 #: A host name the server answers by default (TestClient's own "testserver" is refused: not loopback).
@@ -690,7 +691,8 @@ def test_spectrogram_png_draws_where_the_energy_is(tmp_path):
 @pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "m4a"])
 def test_worker_stops_decoding_at_the_length_limit(tmp_path, fmt):
     """Headers can lie about the length; the worker decodes no more than max_seconds."""
-    from stemforge.serve.jobs import JobStore, decode_limited
+    from stemforge.serve.decode import decode_limited
+    from stemforge.serve.jobs import JobStore
     from stemforge.core.errors import StemforgeError
 
     path = tmp_path / f"long.{fmt}"

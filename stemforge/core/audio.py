@@ -19,12 +19,12 @@ STREAMINFO says ``total_samples = 0``: decoded as a stream through PyAV) stops w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -627,6 +627,92 @@ class StreamResampler:
         return self.push(np.zeros((self.channels, 0), np.float32), last=True)
 
 
+@dataclass(frozen=True)
+class DecodedAudio:
+    """What :func:`decode_resampled` gives.
+
+    Attributes:
+        audio: float32 ``[channels, n_samples]`` at ``sample_rate``, C-contiguous.
+        sample_rate: the rate of ``audio`` (Hz).
+        source: the file's header (its own rate and channels; ``n_samples`` 0 when unknown).
+        n_source_samples: samples per channel decoded at the file's own rate.
+    """
+
+    audio: np.ndarray
+    sample_rate: int
+    source: AudioInfo
+    n_source_samples: int
+
+
+def decode_resampled(
+    path: str | os.PathLike,
+    sample_rate: int | None = None,
+    *,
+    max_rate: int | None = None,
+    channels: int | None = None,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    quality: str = "HQ",
+    block_samples: int = BLOCK_SAMPLES,
+    progress: Callable[[float], None] | None = None,
+) -> DecodedAudio:
+    """Decode ``path`` block by block into float32 ``[channels, n_samples]`` at one rate, within
+    ``limits``: nothing at the file's own rate is kept beyond one block.
+
+    Args:
+        sample_rate: the rate of the result (Hz); None: the file's own.
+        max_rate: the result's rate at most (Hz): a file above it is resampled down to it.
+        channels: the result's channels; None: the file's. 1 downmixes (channel mean, as
+            :func:`to_mono`); a mono file is repeated to ``channels``; any other count that
+            differs from the file's is refused.
+        limits: checked from the header before anything is decoded and counted while decoding
+            (:func:`decode_blocks`), so a header that lies or does not know the length stops
+            with :class:`~stemforge.core.errors.DecodeLimitError` the moment a bound is passed.
+        quality: soxr's quality of the block-by-block resampling (:class:`StreamResampler`).
+        block_samples: samples per channel of a decoded block.
+        progress: called after every block with the fraction of the header's length decoded
+            (``min(1, decoded / max(header samples, 1))``).
+
+    Raises:
+        AudioError: the file cannot be read or decoded, holds no samples, decodes to another
+            channel count than its header says, or cannot give ``channels``.
+        DecodeLimitError: the file is over ``limits`` (from the header or while decoding).
+    """
+    p = Path(path)
+    inf = info(p)
+    limits.check(p, inf.sample_rate, inf.channels, inf.n_samples)
+    if channels is not None and channels not in (1, inf.channels) and inf.channels != 1:
+        raise AudioError(p, f"has {inf.channels} channels; {channels} cannot be made of them")
+    out_rate = int(sample_rate) if sample_rate is not None else inf.sample_rate
+    if max_rate is not None:
+        out_rate = min(out_rate, int(max_rate))
+    out_channels = inf.channels if channels is None else int(channels)
+    rs = StreamResampler(out_channels, inf.sample_rate, out_rate, quality)
+    expected = max(inf.n_samples, 1)
+    parts: list[np.ndarray] = []
+    n_in = 0
+    for block in decode_blocks(p, block_samples, limits=limits):
+        if block.shape[0] != inf.channels:
+            raise AudioError(p, f"decoded {block.shape[0]} channels where the header says {inf.channels}")
+        n_in += block.shape[1]
+        parts.append(rs.push(_with_channels(block, out_channels)))
+        if progress is not None:
+            progress(min(1.0, n_in / expected))
+    if n_in == 0:
+        raise AudioError(p, "holds no samples")
+    parts.append(rs.flush())
+    audio = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    return DecodedAudio(np.ascontiguousarray(audio), out_rate, inf, n_in)
+
+
+def _with_channels(block: np.ndarray, channels: int) -> np.ndarray:
+    """``block [c, n]`` with ``channels`` channels: as is, the channel mean, or a mono block repeated."""
+    if block.shape[0] == channels:
+        return block
+    if channels == 1:
+        return to_mono(block)[None, :]
+    return np.repeat(block, channels, axis=0)
+
+
 def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str | None = None) -> Path:
     """Write ``[samples]`` or ``[channels, samples]`` float audio atomically (``core.files``: temp
     file + fsync + rename, mode as ``open()`` gives under the umask; DiskFullError when full).
@@ -654,12 +740,15 @@ def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype:
 
 class AudioWriter:
     """Streamed, atomic audio writing: blocks ``[channels, n]`` go to a temporary file in the
-    target folder, renamed to ``path`` by :meth:`close` (:meth:`abort` removes it).
+    target folder (:func:`stemforge.core.files.atomic_path`), renamed to ``path`` by
+    :meth:`close` (:meth:`abort` removes it).
 
     wav (32-bit float unless ``subtype`` says otherwise, e.g. ``"PCM_16"``) or flac (24-bit by
     default); integer subtypes clip the values to [-1, 1]. A context manager: closes on success,
     aborts on an exception. AudioError naming ``path`` for a format it cannot write, a folder
-    it cannot create, or a failed write.
+    it cannot create, or a failed write; DiskFullError when the temporary file cannot be created
+    or renamed for want of room. The file is not fsynced before the rename (stems are written
+    in bulk and can be made again).
     """
 
     def __init__(self, path: str | os.PathLike, sample_rate: int, channels: int, subtype: str | None = None):
@@ -676,12 +765,19 @@ class AudioWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise AudioError(path, f"cannot create its folder ({_short(exc)})") from None
-        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        self._target: contextlib.AbstractContextManager | None = files.atomic_path(path, fsync=False)
+        try:
+            self.tmp = self._target.__enter__()
+        except DiskFullError:
+            raise
+        except OSError as exc:
+            raise AudioError(path, f"cannot write ({_short(exc)})") from None
         try:
             self._file = sf.SoundFile(
                 str(self.tmp), "w", samplerate=int(sample_rate), channels=int(channels), subtype=subtype, format=fmt.upper()
             )
         except Exception as exc:
+            self._drop()
             raise AudioError(path, f"cannot write ({_short(exc)})") from None
 
     def write(self, block: np.ndarray) -> None:
@@ -696,9 +792,16 @@ class AudioWriter:
         """Finish the file and rename it to ``path``; returns ``path``."""
         try:
             self._file.close()
-            os.replace(self.tmp, self.path)
         except Exception as exc:
             self.abort()
+            raise AudioError(self.path, f"cannot write ({_short(exc)})") from None
+        target, self._target = self._target, None
+        try:
+            if target is not None:
+                target.__exit__(None, None, None)  # the rename (the temporary file is removed if it fails)
+        except DiskFullError:
+            raise
+        except Exception as exc:
             raise AudioError(self.path, f"cannot write ({_short(exc)})") from None
         return self.path
 
@@ -709,7 +812,13 @@ class AudioWriter:
                 self._file.close()
         except Exception:  # noqa: BLE001  abort runs after a failure; the temporary file is removed below either way
             pass
-        Path(self.tmp).unlink(missing_ok=True)
+        self._drop()
+
+    def _drop(self) -> None:
+        """Leave the temporary file's context with a failure: atomic_path removes the file."""
+        target, self._target = self._target, None
+        if target is not None:
+            target.__exit__(_Aborted, _Aborted(), None)
 
     def __enter__(self) -> "AudioWriter":
         return self
@@ -719,3 +828,7 @@ class AudioWriter:
             self.close()
         else:
             self.abort()
+
+
+class _Aborted(Exception):
+    """Thrown into an :func:`~stemforge.core.files.atomic_path` block to make it remove its file."""

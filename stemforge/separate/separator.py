@@ -588,7 +588,6 @@ class Separator:
         out_ch = 1 if mono else in_ch
         cfg = self.config
         note = progress or (lambda _f: None)
-        expected = max(inf.n_samples, 1)
         timings: dict[str, float] = {}
 
         if self.channels == 2 and in_ch > 2:
@@ -596,20 +595,17 @@ class Separator:
 
         # Pass 1: the copy at the model's rate and channels (16 kHz mono for the seed).
         t0 = time.perf_counter()
-        rs = audio_io.StreamResampler(self.channels, in_rate, cfg.sample_rate, cfg.resample_quality)
-        parts: list[np.ndarray] = []
-        n_in = 0
-        for block in audio_io.decode_blocks(src, block_samples, limits=limits):
-            if block.shape[0] != in_ch:
-                raise AudioError(src, f"decoded {block.shape[0]} channels where the header says {in_ch}")
-            n_in += block.shape[1]
-            parts.append(rs.push(self._model_channels(block)))
-            note(0.1 * min(1.0, n_in / expected))
-        if n_in == 0:
-            raise AudioError(src, "holds no samples")
-        parts.append(rs.flush())
-        mix = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-        del parts
+        decoded = audio_io.decode_resampled(
+            src,
+            cfg.sample_rate,
+            channels=self.channels,
+            limits=limits,
+            quality=cfg.resample_quality,
+            block_samples=block_samples,
+            progress=lambda f: note(0.1 * f),
+        )
+        mix, n_in = decoded.audio, decoded.n_source_samples
+        del decoded
         timings["decode_model"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -627,30 +623,10 @@ class Separator:
         t0 = time.perf_counter()
         writers = {stem: audio_io.AudioWriter(p, out_rate, out_ch, subtype) for stem, p in outputs.items()}
         try:
-            masker = self._masker(mm, out_rate, out_ch)
-            rs2 = audio_io.StreamResampler(out_ch, in_rate, out_rate, cfg.resample_quality)
-            n_done = 0
-            n_out = 0
-
-            def write(x: np.ndarray, v: np.ndarray) -> None:
-                nonlocal n_out
-                if x.shape[1] == 0:
-                    return
-                if not np.isfinite(v).all():
-                    raise AudioError(src, "the separation gave non-finite samples (NaN or inf); nothing written")
-                if "vocals" in writers:
-                    writers["vocals"].write(v)
-                if "accompaniment" in writers:
-                    writers["accompaniment"].write(x - v)
-                n_out += x.shape[1]
-
-            for block in audio_io.decode_blocks(src, block_samples, limits=limits):
-                n_done += block.shape[1]
-                work = audio_io.to_mono(block)[None, :] if mono else block
-                write(*masker.push(rs2.push(work)))
-                note(0.6 + 0.4 * min(1.0, n_done / n_in))
-            write(*masker.push(rs2.flush()))
-            write(*masker.finish())
+            n_out = self._write_full_band(
+                src, mm, writers, in_rate, out_rate, out_ch, mono=mono, block_samples=block_samples, limits=limits,
+                decoded=lambda n: note(0.6 + 0.4 * min(1.0, n / n_in)),
+            )
             paths = {stem: w.close() for stem, w in writers.items()}
         except BaseException:
             for w in writers.values():
@@ -669,6 +645,51 @@ class Separator:
             seconds=time.perf_counter() - t_start,
             timings=timings,
         )
+
+    def _write_full_band(
+        self,
+        src: Path,
+        mm: ModelMask,
+        writers: Mapping[str, audio_io.AudioWriter],
+        in_rate: int,
+        out_rate: int,
+        out_ch: int,
+        *,
+        mono: bool,
+        block_samples: int,
+        limits: audio_io.DecodeLimits,
+        decoded: Callable[[int], None],
+    ) -> int:
+        """Pass 2 of :meth:`separate_file`: decode ``src`` again, resample each block from
+        ``in_rate`` to ``out_rate`` (``out_ch`` channels: downmixed when ``mono``), mask it and
+        write the stems to ``writers`` (which the caller closes or aborts).
+        ``decoded(samples so far at in_rate)`` is called after every block. Returns the samples
+        per channel written."""
+        masker = self._masker(mm, out_rate, out_ch)
+        rs = audio_io.StreamResampler(out_ch, in_rate, out_rate, self.config.resample_quality)
+        n_done = 0
+        n_out = 0
+
+        def write(x: np.ndarray, v: np.ndarray) -> None:
+            nonlocal n_out
+            if x.shape[1] == 0:
+                return
+            if not np.isfinite(v).all():
+                raise AudioError(src, "the separation gave non-finite samples (NaN or inf); nothing written")
+            if "vocals" in writers:
+                writers["vocals"].write(v)
+            if "accompaniment" in writers:
+                writers["accompaniment"].write(x - v)
+            n_out += x.shape[1]
+
+        for block in audio_io.decode_blocks(src, block_samples, limits=limits):
+            n_done += block.shape[1]
+            work = audio_io.to_mono(block)[None, :] if mono else block
+            write(*masker.push(rs.push(work)))
+            decoded(n_done)
+        write(*masker.push(rs.flush()))
+        write(*masker.finish())
+        return n_out
 
 
 def _check_rate(rate: Any) -> None:

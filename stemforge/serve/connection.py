@@ -7,7 +7,7 @@ thousand sockets. Uvicorn has no option for it, so this subclass of its h11 prot
 uvicorn's ``http=`` setting takes) arms a timer when a connection opens and again after every
 response, and closes the connection when no complete request head has arrived by then. What
 happens once the head is in (the body) is the app's business: see the upload deadline in
-``stemforge.serve.app``.
+``stemforge.serve.upload``.
 
 :func:`listen` binds the socket ``stemforge serve`` hands uvicorn; :func:`is_loopback` says
 whether an address is reachable from this machine only.
@@ -28,7 +28,7 @@ from stemforge.core.errors import StemforgeError
 if TYPE_CHECKING:
     import uvicorn
 
-    from stemforge.serve.app import ServeSettings
+    from stemforge.serve.settings import ServeSettings
 
 #: Seconds an idle keep-alive connection stays open after a response (uvicorn's own timer).
 KEEP_ALIVE_S = 5

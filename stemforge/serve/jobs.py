@@ -24,6 +24,10 @@ A job leaves the table only once its folder is gone (expiry, :meth:`JobStore.del
 gets a 404 for a job can count on its files being removed. A folder that cannot be removed is
 logged (warning, with the reason) and its job stays listed, its files no longer served, until a
 later cleanup pass succeeds.
+
+What a worker does with a job's files lives beside this store: the decode within the server's
+bounds in :mod:`stemforge.serve.decode`, the WAVs and pictures it writes in
+:mod:`stemforge.serve.outputs`.
 """
 
 from __future__ import annotations
@@ -39,14 +43,14 @@ import time
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from stemforge.core.errors import AudioError, DecodeLimitError, StemforgeError
-
-if TYPE_CHECKING:
-    from stemforge.core.audio import DecodeLimits
+from stemforge.core import audio as audio_io
+from stemforge.core.errors import AudioError, StemforgeError
+from stemforge.serve.decode import decode_limited
+from stemforge.serve.outputs import PngRenderer, write_pcm16
 
 log = logging.getLogger("stemforge.serve")
 
@@ -81,17 +85,6 @@ class SeparatorLike(Protocol):
     """
 
     def separate(self, audio: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]: ...
-
-
-#: ``render_png(audio [samples] mono float32, sample_rate, path, reference)`` writes a spectrogram
-#: PNG and returns the reference power it used (0 dB); the pool passes the mixture's for the stems,
-#: so that the three pictures share one scale.
-PngRenderer = Callable[[np.ndarray, int, Path, "float | None"], float]
-
-#: Size of the spectrogram pictures (pixels) and what they show.
-PNG_WIDTH, PNG_HEIGHT = 900, 160
-PNG_MAX_HZ = 8000.0
-PNG_RANGE_DB = 80.0
 
 
 @dataclass
@@ -160,12 +153,13 @@ class JobStore:
         max_seconds: longest song accepted (seconds); checked again while decoding, since a
             header may lie.
         max_rate: the rate a job works at, at most (Hz): a song above it is resampled to it
-            block by block while it is decoded (see :func:`decode_limited`).
+            block by block while it is decoded (see :func:`stemforge.serve.decode.decode_limited`).
         max_channels: most channels of a song.
         expire_seconds: how long a finished job and its files are kept.
         max_queue: most jobs waiting (not running) at once; :meth:`submit` raises
             :class:`QueueFullError` beyond.
-        render_png: writes a spectrogram PNG (see :data:`PngRenderer`); None writes none.
+        render_png: writes a spectrogram PNG (see :data:`stemforge.serve.outputs.PngRenderer`);
+            None writes none.
         cleanup_interval: seconds between two cleanup passes (default: a quarter of
             ``expire_seconds``, between 1 and 60).
         clock: the time source (Unix seconds), replaceable in tests.
@@ -475,8 +469,6 @@ class JobStore:
             raise _Cancelled
 
     def _separate(self, job: Job) -> None:
-        from stemforge.core import audio as audio_io
-
         self._step(job, "decoding", 0.02)
         mixture, sample_rate = decode_limited(job.input_path, self.max_seconds, self.max_rate, self.max_channels)
         duration = mixture.shape[1] / sample_rate
@@ -546,142 +538,6 @@ def remove_folder(path: Path) -> bool:
             return True
     log.warning("could not remove the job folder %s: %s", path, error.strerror if error and error.strerror else error)
     return False
-
-
-def job_limits(max_seconds: float, max_channels: int = 2) -> "DecodeLimits":
-    """The :class:`~stemforge.core.audio.DecodeLimits` of a server's decode: ``max_seconds``,
-    ``max_channels``, the library's rate range, and no bound on samples at the file's own rate
-    (:func:`decode_limited` keeps only what it resampled to at most ``max_rate``)."""
-    from stemforge.core.audio import DEFAULT_LIMITS, DecodeLimits
-
-    return DecodeLimits(
-        max_seconds=max_seconds,
-        max_channels=max_channels,
-        min_rate=DEFAULT_LIMITS.min_rate,
-        max_rate=DEFAULT_LIMITS.max_rate,
-        max_values=None,
-    )
-
-
-def decode_limited(
-    path: str | os.PathLike, max_seconds: float, max_rate: int = 48_000, max_channels: int = 2
-) -> tuple[np.ndarray, int]:
-    """Decode ``path`` to ``([channels, samples] float32, rate Hz)`` within the server's bounds.
-
-    At most ``max_seconds`` (StemforgeError as soon as the song proves longer) and
-    ``max_channels``; a song above ``max_rate`` Hz is resampled to it (soxr HQ) block by block
-    while it is decoded, so what is kept is at most ``max_seconds x max_rate x max_channels``
-    samples whatever the file says (the job's memory and its result files follow from that);
-    rates outside the library's range (:data:`stemforge.core.audio.DEFAULT_LIMITS`) are refused.
-
-    Why: a compressed file can expand a thousandfold, its header's length can be missing or
-    wrong (an mp3's duration is often estimated from its first frames; a FLAC may say
-    ``total_samples = 0``), and its rate can be anything a codec allows (655 kHz for FLAC). Every
-    format is decoded block by block (:func:`stemforge.core.audio.decode_blocks`, which checks
-    the header first and counts the samples) and stopped at the limit.
-    """
-    from stemforge.core import audio as audio_io
-
-    p = Path(path)
-    inf = audio_io.info(p)
-    limits = job_limits(max_seconds, max_channels)
-    too_long = f"the song lasts more than {max_seconds:g} s, the most this server accepts"
-    in_rate = inf.sample_rate
-    out_rate = min(in_rate, int(max_rate))
-    rs = audio_io.StreamResampler(inf.channels, in_rate, out_rate) if out_rate != in_rate else None
-    blocks: list[np.ndarray] = []
-    n_in = 0
-    try:
-        for block in audio_io.decode_blocks(p, 1 << 16, limits=limits):
-            if block.shape[0] != inf.channels:
-                raise AudioError(p, f"decoded {block.shape[0]} channels where the header says {inf.channels}")
-            n_in += block.shape[1]
-            blocks.append(rs.push(block) if rs is not None else block)
-    except DecodeLimitError as exc:
-        if exc.bound == "seconds":
-            raise StemforgeError(too_long) from None
-        raise
-    if n_in == 0:
-        raise AudioError(p, "holds no samples")
-    if rs is not None:
-        blocks.append(rs.flush())
-    audio = np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
-    return np.ascontiguousarray(audio), out_rate
-
-
-def write_pcm16(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, block: int = 1 << 16) -> Path:
-    """Write ``audio [channels, samples]`` as 16-bit PCM WAV, clipped to [-1, 1], in blocks (no
-    full-size copy), under a temporary name renamed when complete
-    (:class:`stemforge.core.audio.AudioWriter`). Returns the path."""
-    from stemforge.core.audio import AudioWriter
-
-    with AudioWriter(path, int(sample_rate), int(audio.shape[0]), "PCM_16") as writer:
-        for b0 in range(0, audio.shape[1], block):
-            writer.write(audio[:, b0 : b0 + block])
-    return Path(path)
-
-
-def spectrogram_png(
-    audio: np.ndarray,
-    sample_rate: int,
-    path: str | os.PathLike,
-    reference: float | None = None,
-    width: int = PNG_WIDTH,
-    height: int = PNG_HEIGHT,
-    max_hz: float = PNG_MAX_HZ,
-    range_db: float = PNG_RANGE_DB,
-) -> float:
-    """Write the spectrogram of ``audio [samples]`` (mono, ``sample_rate`` Hz) as a PNG picture.
-
-    A picture for the page, not a figure: ``width`` x ``height`` pixels, time left to right, 0 Hz
-    at the bottom up to ``min(max_hz, Nyquist)`` (linear), the power of a Hann STFT of about
-    46 ms (hop a quarter of it) averaged into the pixels, in dB re. ``reference`` (default: this
-    signal's largest pixel) over ``range_db``, in 64 levels of the magma colour map (a palette
-    PNG: small files).
-
-    Memory does not grow with the song: the STFT is computed in blocks and pooled at once.
-    Thread-safe (no pyplot): matplotlib only gives the colours, Pillow writes the file, under a
-    temporary name renamed when complete. Returns the reference power used.
-    """
-    import matplotlib
-    from PIL import Image
-
-    from stemforge.core import dsp
-
-    x = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
-    n_fft = 1 << int(round(np.log2(max(64.0, 0.046 * sample_rate))))
-    hop = n_fft // 4
-    n_frames = 1 + max(0, len(x) - 1) // hop
-    n_cols = max(1, min(width, n_frames))
-    top_bin = max(2, min(n_fft // 2 + 1, int(round(min(max_hz, sample_rate / 2) * n_fft / sample_rate)) + 1))
-    n_rows = min(height, top_bin)
-    window = dsp.get_window("hann", n_fft)
-    col_of_frame = (np.arange(n_frames) * n_cols) // n_frames  # sorted: pooling by reduceat
-    row_starts = np.searchsorted((np.arange(top_bin) * n_rows) // top_bin, np.arange(n_rows))
-    power = np.zeros((n_cols, top_bin), dtype=np.float64)
-    for f0 in range(0, n_frames, 256):  # blocks of 256 frames: a few MB whatever the song
-        f1 = min(n_frames, f0 + 256)
-        spec = dsp.stft_frames(x, f0, f1, n_fft, hop, window)[:, :top_bin]  # frame i centred on i * hop
-        frame_power = spec.real**2 + spec.imag**2
-        cols, starts = np.unique(col_of_frame[f0:f1], return_index=True)
-        power[cols] += np.add.reduceat(frame_power, starts, axis=0)
-    power /= np.bincount(col_of_frame, minlength=n_cols)[:, None]
-    pooled = np.add.reduceat(power, row_starts, axis=1) / np.diff(np.append(row_starts, top_bin))[None, :]
-    ref = float(reference) if reference is not None and reference > 0 else float(pooled.max())
-    ref = ref if ref > 0 else 1.0
-    db = 10.0 * np.log10(np.maximum(pooled, ref * 10.0 ** (-range_db / 10.0)) / ref)
-    levels = 64
-    index = np.clip(np.rint((1.0 + db.T[::-1] / range_db) * (levels - 1)), 0, levels - 1).astype(np.uint8)
-    palette = (matplotlib.colormaps["magma"](np.linspace(0.0, 1.0, levels))[:, :3] * 255).astype(np.uint8)
-    image = Image.fromarray(index, mode="P")
-    image.putpalette(palette.reshape(-1).tolist())
-    if image.size != (width, height):
-        image = image.resize((width, height), Image.Resampling.NEAREST)
-    out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp")
-    image.save(tmp, format="PNG", optimize=True)
-    os.replace(tmp, out)
-    return ref
 
 
 #: The separation stage spans progress 0.1 .. 0.8 (decoding before, writing and drawing after).
