@@ -64,7 +64,7 @@ def bare_rate(unet_config, batch, device, precision: str, steps: int, warmup: in
     import torch
 
     from stemforge.train.loop import TrainConfig, TrainStep
-    from stemforge.train.model import UNet
+    from stemforge.model import UNet
 
     x, y = batch
     batch_size = x.shape[0]
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from stemforge.store import DataDir
     from stemforge.core.device import resolve_device
-    from stemforge.train.model import UNet, UNetConfig, count_parameters
+    from stemforge.model import UNet, UNetConfig, count_parameters
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

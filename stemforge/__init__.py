@@ -7,7 +7,7 @@ cheap (no torch, no h5py until a name is used)::
 
 Packages, in the order the data flows (each imports only those before it; see
 ``tests/test_layers.py``): ``core`` (errors, config, audio, dsp), ``store`` and ``recipes`` (and
-``karaoke``, ``synth``), ``ingest``, ``augment``, ``train``, ``separate``, ``evaluate``, ``serve``,
+``karaoke``, ``synth``), ``ingest``, ``augment``, ``model``, ``train``, ``separate``, ``evaluate``, ``serve``,
 ``demo``, and the thin ``cli`` on top.
 """
 
@@ -23,8 +23,8 @@ _EXPORTS = {
     "DataDir": "stemforge.store",
     "TrackSource": "stemforge.recipes.base",
     "Separator": "stemforge.separate.separator",
-    "UNet": "stemforge.train.model",
-    "UNetConfig": "stemforge.train.model",
+    "UNet": "stemforge.model.unet",
+    "UNetConfig": "stemforge.model.config",
     "TrainConfig": "stemforge.train.loop",
 }
 

@@ -88,7 +88,7 @@ def _calibrate_steps(unet_config, batch_size: int, seconds: float, seed: int) ->
     """How many training steps fit in ``seconds``: times a few steps of the bare model."""
     import torch
 
-    from stemforge.train.model import UNet, loss_fn
+    from stemforge.model import UNet, loss_fn
 
     g = torch.Generator().manual_seed(seed)
     model = UNet(unet_config, generator=g).train()
@@ -134,7 +134,7 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, stage: StageFn |
     from stemforge.store import DataDir
     from stemforge.synth.layouts import write_corpus
     from stemforge.train.loop import TrainConfig, train
-    from stemforge.train.model import UNetConfig
+    from stemforge.model import UNetConfig
 
     cfg = config or DemoConfig()
     note = stage or (lambda *_: None)

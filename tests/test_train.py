@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 from stemforge.core.errors import CheckpointError, ConfigMismatchError, StemforgeError
 from stemforge.store import DataDir
-from stemforge.train.checkpoint import load_checkpoint
+from stemforge.model.checkpoint import load_checkpoint
 from stemforge.train.loop import TrainConfig, distributed_env, resume_configs, steps_for_epochs, train
-from stemforge.train.model import UNetConfig
+from stemforge.model import UNetConfig
 
 TINY = UNetConfig(width=0.125)
 

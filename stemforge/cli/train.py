@@ -144,7 +144,7 @@ def train(
     if init is not None and resume:
         raise typer.BadParameter("--init starts a new run; --resume continues the run's last.pt: give one", param_hint="--init")
     if variant is not None:
-        from stemforge.train.model import PRESETS
+        from stemforge.model import PRESETS
 
         if variant not in PRESETS:
             raise typer.BadParameter(f"choose one of {', '.join(PRESETS)}, not {variant!r}", param_hint="--variant")
@@ -200,7 +200,7 @@ def _check_options(given: dict, unet_given: dict, epochs: float | None, device: 
     except StemforgeError as exc:
         raise typer.BadParameter(str(exc), param_hint="--device") from None
     if unet_given:
-        from stemforge.train.model import UNetConfig
+        from stemforge.model import UNetConfig
 
         for name, value in unet_given.items():
             try:
@@ -218,7 +218,7 @@ def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet
     from stemforge.store import DataDir
     from stemforge.train.loop import geometry_unet_config, init_unet_config, resume_configs, steps_for_epochs
     from stemforge.train.loop import train as train_run
-    from stemforge.train.model import UNet, count_parameters
+    from stemforge.model import UNet, count_parameters
 
     datadir = DataDir.open(data_path)
     if resume:

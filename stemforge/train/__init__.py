@@ -9,17 +9,9 @@ Exports are lazy (as the package root's), so that importing a torch-free module 
 import importlib
 
 _EXPORTS = {
-    "Checkpoint": "stemforge.train.checkpoint",
-    "load_checkpoint": "stemforge.train.checkpoint",
-    "save_checkpoint": "stemforge.train.checkpoint",
     "TrainConfig": "stemforge.train.loop",
     "TrainResult": "stemforge.train.loop",
     "train": "stemforge.train.loop",
-    "UNet": "stemforge.train.model",
-    "UNetConfig": "stemforge.train.model",
-    "count_parameters": "stemforge.train.model",
-    "loss_fn": "stemforge.train.model",
-    "pad_frames": "stemforge.train.model",
 }
 
 __all__ = sorted(_EXPORTS)

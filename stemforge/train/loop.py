@@ -75,7 +75,7 @@ RESUME_FIXED = ("batch_size", "lr", "seed", "patch_frames", "min_vocal_db", "bet
 
 @dataclass(frozen=True)
 class TrainConfig(_Config):
-    """How to train (the model itself is described by :class:`~stemforge.train.model.UNetConfig`).
+    """How to train (the model itself is described by :class:`~stemforge.model.config.UNetConfig`).
 
     Attributes:
         steps: optimizer steps in total (a resumed run continues up to this).
@@ -367,7 +367,7 @@ class TrainStep:
         import torch
 
         from stemforge.train.data import step_torch_seed
-        from stemforge.train.model import loss_fn
+        from stemforge.model import loss_fn
 
         self.generator.manual_seed(step_torch_seed(self.config.seed, self.rank, step))
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
@@ -391,7 +391,7 @@ def validation_loss(model, valset, device, batch_size: int, precision: str = "fp
     ``world_size``-th crop and the sums are all-reduced. Returns a float."""
     import torch
 
-    from stemforge.train.model import loss_fn
+    from stemforge.model import loss_fn
 
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     was_training = model.training
@@ -434,7 +434,7 @@ def resume_configs(out_dir: str | os.PathLike):
     Raises:
         CheckpointError: no last.pt there, or it holds no TrainConfig.
     """
-    from stemforge.train.checkpoint import load_checkpoint
+    from stemforge.model.checkpoint import load_checkpoint
 
     path = run_checkpoint(out_dir)
     if not path.exists():
@@ -558,7 +558,7 @@ class TrainingRun:
         import dataclasses
 
         from stemforge.core.device import resolve_device
-        from stemforge.train.checkpoint import load_checkpoint
+        from stemforge.model.checkpoint import load_checkpoint
 
         cfg = self.cfg = train_config
         self.datadir = datadir
@@ -653,7 +653,7 @@ class TrainingRun:
 
         from stemforge.train.batches import open_batches
         from stemforge.train.data import PatchSampler, validation_set
-        from stemforge.train.model import UNet
+        from stemforge.model import UNet
 
         cfg, env, dev = self.cfg, self.env, self.dev
         if env.is_main:
@@ -815,7 +815,7 @@ class TrainingRun:
 
     def save_best(self, step: int, val: float | None) -> None:
         """best.pt (weights only) and model.pt linked to it (rank 0)."""
-        from stemforge.train.checkpoint import save_checkpoint
+        from stemforge.model.checkpoint import save_checkpoint
 
         if not self.env.is_main:
             return
@@ -829,7 +829,7 @@ class TrainingRun:
     def save_last(self, step: int) -> Path:
         """last.pt, the state to resume from (rank 0); without validation also model.pt, the
         last weights."""
-        from stemforge.train.checkpoint import save_checkpoint
+        from stemforge.model.checkpoint import save_checkpoint
 
         if not self.env.is_main:
             return self.last_path
@@ -1032,7 +1032,7 @@ def train(
         datadir: the DataDir (its ``train`` rows are trained on, ``valid`` rows validate).
         out_dir: the run folder (created); see the module docstring for what it holds.
         train_config: :class:`TrainConfig`.
-        unet_config: :class:`~stemforge.train.model.UNetConfig` (its ``target`` is the target;
+        unet_config: :class:`~stemforge.model.config.UNetConfig` (its ``target`` is the target;
             its ``patch_frames`` is set to ``train_config.patch_frames``). Its ``channels`` must
             be the DataDir's and its bins (``first_bin`` .. ``first_bin + n_bins - 1``) among
             the stored ones (:func:`check_model_fits`). None with ``init``: the checkpoint's.
@@ -1070,7 +1070,7 @@ def default_model_bins(config) -> int:
     (512 of 513 at seed and paper, 1024 of 2049 at fullband, Spleeter's) for a preset's frame
     grid, else ``n_fft / 2`` rounded down to a multiple of 64 (bins 1..n_fft/2)."""
     from stemforge.core.config import PRESETS
-    from stemforge.train.model import FRAME_MULTIPLE
+    from stemforge.model.config import FRAME_MULTIPLE
 
     for p in PRESETS.values():
         g = p.spectrogram
@@ -1087,7 +1087,7 @@ def geometry_unet_config(config, variant: str = "seed", **overrides: Any):
     ``first_bin`` is the variant's (1; 0 for ``spleeter``). ``overrides`` (``n_bins``, ``width``,
     ``target``, ...) win."""
     from stemforge.core.config import patch_frames
-    from stemforge.train.model import UNetConfig
+    from stemforge.model import UNetConfig
 
     sized = {"channels": config.channels, "n_bins": default_model_bins(config), "patch_frames": patch_frames(config)}
     return UNetConfig.preset(variant, **{**sized, **overrides})
@@ -1121,7 +1121,7 @@ def check_model_fits(unet_config, config) -> None:
 def init_unet_config(path: str | os.PathLike, target: str | None = None):
     """The UNetConfig of the net ``init_from_checkpoint(path, ..., target=target)`` would start
     from (what ``stemforge train --init`` shows and overrides)."""
-    from stemforge.train.checkpoint import load_checkpoint
+    from stemforge.model.checkpoint import load_checkpoint
 
     return _init_net(load_checkpoint(path), target)[0]
 
@@ -1161,7 +1161,7 @@ def init_from_checkpoint(path: str | os.PathLike, config, unet_config=None, targ
     """
     import dataclasses
 
-    from stemforge.train.checkpoint import load_checkpoint
+    from stemforge.model.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     stored, net = _init_net(ckpt, target if target is not None else (unet_config.target if unet_config else None))
