@@ -25,7 +25,7 @@ _EXPORTS = {
     "Separator": "stemforge.separate.separator",
     "UNet": "stemforge.model.unet",
     "UNetConfig": "stemforge.model.config",
-    "TrainConfig": "stemforge.train.loop",
+    "TrainConfig": "stemforge.train.config",
 }
 
 __all__ = ["__version__", *_EXPORTS]

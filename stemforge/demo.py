@@ -26,7 +26,7 @@ VALID_NAMES = (("Leaf", "Summerghost"), ("Skelpolu", "Human Mistakes"))
 HELD_OUT_NAME = ("Stemforge Demo", "Held Out Song")
 
 StageFn = Callable[[str, str], None]
-#: Receives the training run's :class:`~stemforge.train.loop.TrainEvent` values.
+#: Receives the training run's :class:`~stemforge.train.config.TrainEvent` values.
 TrainProgressFn = Callable[[object], None]
 
 
@@ -133,7 +133,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, stage: StageFn |
     from stemforge.separate.separator import Separator
     from stemforge.store import DataDir
     from stemforge.synth.layouts import write_corpus
-    from stemforge.train.loop import TrainConfig, train
+    from stemforge.train.config import TrainConfig
+    from stemforge.train.loop import train
     from stemforge.model import UNetConfig
 
     cfg = config or DemoConfig()

@@ -19,7 +19,7 @@ from stemforge.cli.common import (
     out,
     resolve_data_dir,
 )
-from stemforge.train.loop import TrainConfig  # torch-free: its defaults show in --help
+from stemforge.train.config import TrainConfig  # torch-free: its defaults show in --help
 
 RUNS_DIR = "runs"
 
@@ -144,7 +144,7 @@ def train(
     if init is not None and resume:
         raise typer.BadParameter("--init starts a new run; --resume continues the run's last.pt: give one", param_hint="--init")
     if variant is not None:
-        from stemforge.model import PRESETS
+        from stemforge.model.config import PRESETS
 
         if variant not in PRESETS:
             raise typer.BadParameter(f"choose one of {', '.join(PRESETS)}, not {variant!r}", param_hint="--variant")
@@ -157,7 +157,7 @@ def train(
 
     with cli_errors():
         from stemforge.core.errors import StemforgeError
-        from stemforge.train.loop import distributed_env
+        from stemforge.train.distributed import distributed_env
 
         env = distributed_env()
         option = data_arg if data_arg is not None else data
@@ -178,7 +178,7 @@ def _check_options(given: dict, unet_given: dict, epochs: float | None, device: 
     values before anything is opened, so that a bad value is a usage error (exit 2) naming
     its option."""
     from stemforge.core.errors import StemforgeError
-    from stemforge.train.loop import check_epochs
+    from stemforge.train.config import check_epochs
 
     def option(name: str) -> str:
         return _OPTION_NAMES.get(name, "--" + name.replace("_", "-"))
@@ -200,7 +200,7 @@ def _check_options(given: dict, unet_given: dict, epochs: float | None, device: 
     except StemforgeError as exc:
         raise typer.BadParameter(str(exc), param_hint="--device") from None
     if unet_given:
-        from stemforge.model import UNetConfig
+        from stemforge.model.config import UNetConfig
 
         for name, value in unet_given.items():
             try:
@@ -211,34 +211,21 @@ def _check_options(given: dict, unet_given: dict, epochs: float | None, device: 
 
 def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet_given: dict, epochs, device,
          variant: str | None = None, init: Path | None = None) -> None:
-    import dataclasses
-
     from stemforge.cli.progress import TrainProgress
-    from stemforge.core.config import patch_frames as geometry_patch_frames
+    from stemforge.model.unet import UNet, count_parameters
     from stemforge.store import DataDir
-    from stemforge.train.loop import geometry_unet_config, init_unet_config, resume_configs, steps_for_epochs
-    from stemforge.train.loop import train as train_run
-    from stemforge.model import UNet, count_parameters
+    from stemforge.train.loop import run
+    from stemforge.train.setup import resolve_run
 
     datadir = DataDir.open(data_path)
-    if resume:
-        base_cfg, base_unet, at_step = resume_configs(out_dir)
-    elif init is not None:  # the architecture is the checkpoint's; the patches the geometry's
-        base_unet = init_unet_config(init, unet_given.get("target"))
-        base_cfg, at_step = TrainConfig(patch_frames=geometry_patch_frames(datadir.config), freeze_bn=True), 0
-    else:  # a new model sized to the DataDir's geometry (the seed's UNetConfig() at the seed geometry)
-        base_unet = geometry_unet_config(datadir.config, variant or "seed")
-        base_cfg, at_step = TrainConfig(patch_frames=base_unet.patch_frames), 0
-    cfg = dataclasses.replace(base_cfg, **given)
-    unet = dataclasses.replace(base_unet, **unet_given, patch_frames=cfg.patch_frames)
-    if epochs is not None:
-        total = steps_for_epochs(datadir, epochs, cfg.batch_size, cfg.patch_frames, env.world_size, cfg.min_vocal_db)
-        cfg = dataclasses.replace(cfg, steps=total)
-
+    new_variant = None if (resume or init is not None) else (variant or "seed")
+    spec = resolve_run(datadir, out_dir, resume=resume, init=init, variant=new_variant, overrides=given,
+                       unet_overrides=unet_given, epochs=epochs, device=device)
+    cfg, unet = spec.train_config, spec.unet_config
     main = env.is_main
     if main:
         n_params = count_parameters(UNet(unet))
-        what = f"resuming at step {at_step}" if resume else "new run"
+        what = f"resuming at step {spec.start_step}" if resume else "new run"
         err(f"run: {out_dir.resolve()} ({what})")
         if init is not None:
             err(f"init: the {unet.target} net of {init}")
@@ -250,8 +237,7 @@ def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet
         )
     progress = TrainProgress()
     try:
-        result = train_run(datadir, out_dir, cfg, unet, progress=progress if main else None, device=device, resume=resume,
-                           init=init, target=unet.target if init is not None else None)
+        result = run(spec, progress=progress if main else None)
     finally:
         progress.close()
     if not main:
