@@ -203,6 +203,40 @@ def test_cli_train_resume_and_refusals(datadir, tmp_path):
         assert r.exit_code == 2 and option in r.output and "DataDir" not in r.output, (bad, r.output)
 
 
+def test_cli_train_options_are_derived_from_train_config(monkeypatch):
+    """Each TrainConfig field with a flag is one `stemforge train` option: its names, its help
+    and its default (shown as TrainConfig has it) come from the field; a given option reaches
+    the run as the field's value (a switch as one of its two values)."""
+    from typer.main import get_command
+
+    import stemforge.cli.train as cli_train
+    from stemforge.cli.main import app
+    from stemforge.train.config import flags
+
+    options = {p.name: p for p in get_command(app).commands["train"].params}
+    derived = list(flags())
+    assert {f.name for f, _ in derived} == {"steps", "batch_size", "lr", "seed", "precision", "data_mode", "workers",
+                                             "compile", "patch_frames", "min_vocal_db", "val_every", "checkpoint_every",
+                                             "log_every", "tensorboard", "deterministic", "lr_schedule", "patience",
+                                             "early_stop", "freeze_bn"}
+    for f, flag in derived:
+        option = options[f.name]
+        assert option.help == flag.help_text(f) and option.default is None, f.name
+        assert set(flag.option_names(f)[0].split("/")) <= set(option.opts + option.secondary_opts), f.name
+    assert options["steps"].help.endswith("[default: 10000]") and options["lr"].help.endswith("[default: 0.001]")
+    assert options["compile"].help.endswith("[default: no]") and options["tensorboard"].help.endswith("[default: yes]")
+    assert options["batch_size"].opts == ["--batch-size", "-b"] and options["workers"].opts == ["--workers", "-j"]
+    assert options["data_mode"].opts == ["--in-memory"] and options["data_mode"].secondary_opts == ["--streaming"]
+    seen = {}
+    monkeypatch.setattr(cli_train, "_train", lambda **kw: seen.update(kw))
+    r = CliRunner().invoke(app, ["train", "x", "--streaming", "--no-compile", "-b", "3", "--lr", "0.01", "--early-stop", "2"])
+    assert r.exit_code == 0, r.output
+    assert seen["given"] == {"data_mode": "streaming", "compile": False, "batch_size": 3, "lr": 0.01, "early_stop": 2}
+    assert seen["data_arg"] == Path("x") and seen["device"] == "auto" and seen["resume"] is False
+    CliRunner().invoke(app, ["train", "--in-memory"])
+    assert seen["given"] == {"data_mode": "memory"}
+
+
 def _run_bounded(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
     """Run ``argv`` in its own process group; on timeout the whole group (torchrun and its
     workers) is killed, so a hung worker fails the test instead of outliving it."""
