@@ -184,7 +184,7 @@ def _switches(cfg: TrainConfig, dev: torch.device) -> Iterator[None]:
 class Session:
     """One session of a run: everything the loop shares, opened here in order (every attribute
     is set in ``__init__``). ``closing`` receives what must be closed when the session ends,
-    whatever happens: the batches, the metrics file, and (last) the reference to the DDP wrapper.
+    whatever happens: the batches, the metrics file and the step (with it the DDP wrapper).
 
     Attributes:
         spec, cfg, env, dev, rundir: the run.

@@ -61,6 +61,6 @@ def plot_loss(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, title:
         ax.text(0.5, 0.5, "no loss recorded yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_png) as tmp:
+    with atomic_path(out_png, fsync=False) as tmp:  # a picture: not fsynced, as before
         fig.savefig(tmp, format="png")
     return out_png

@@ -89,7 +89,8 @@ class RunDir:
         """best.pt (the weights, no optimizer state) and model.pt, the same file."""
         self._save(self.best, spec, model, step, extra={"val_loss": val, "train_config": spec.train_config.to_dict(),
                                                         "init": spec.init_info})
-        with atomic_path(self.model) as tmp:  # a hard link to best.pt where the file system allows one
+        # a hard link to best.pt where the file system allows one (best.pt is fsynced already)
+        with atomic_path(self.model, fsync=False) as tmp:
             tmp.unlink()
             try:
                 os.link(self.best, tmp)
