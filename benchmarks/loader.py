@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from stemforge.store import DataDir
-    from stemforge.train.data import PatchSampler, ResidentBatches, StreamingBatches, streaming_loader
+    from stemforge.train.resident import ResidentBatches
+    from stemforge.train.sampling import PatchSampler
+    from stemforge.train.streaming import StreamingBatches, streaming_loader
 
     tmp = None
     try:
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             dd = DataDir.open(args.data)
         warm_page_cache(dd)
-        from stemforge.train.loop import geometry_unet_config
+        from stemforge.model.config import geometry_unet_config
 
         unet = geometry_unet_config(dd.config, **({"patch_frames": args.patch_frames} if args.patch_frames else {}))
         bins = {"first_bin": unet.first_bin, "n_bins": unet.n_bins}

@@ -67,7 +67,7 @@ def make_separator(args):
 
     from stemforge.core.config import SpectrogramConfig
     from stemforge.separate.separator import Separator
-    from stemforge.train.model import UNet, UNetConfig
+    from stemforge.model import UNet, UNetConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -150,8 +150,8 @@ def write_checkpoint(path: Path, width: float) -> Path:
     import torch
 
     from stemforge.core.config import SpectrogramConfig
-    from stemforge.train.checkpoint import save_checkpoint
-    from stemforge.train.model import UNet, UNetConfig
+    from stemforge.model.checkpoint import save_checkpoint
+    from stemforge.model import UNet, UNetConfig
 
     model = UNet(UNetConfig(width=width), generator=torch.Generator().manual_seed(0))
     return save_checkpoint(path, model, model.config, SpectrogramConfig(), "vocals", 0)

@@ -88,8 +88,8 @@ def make_inputs(work: Path, n_songs: int, seconds: float, width: float) -> tuple
 
     from stemforge.core.config import SpectrogramConfig
     from stemforge.synth.songs import synthesize_song
-    from stemforge.train.checkpoint import save_checkpoint
-    from stemforge.train.model import UNet, UNetConfig
+    from stemforge.model.checkpoint import save_checkpoint
+    from stemforge.model import UNet, UNetConfig
 
     config = UNetConfig(width=width)
     ckpt = save_checkpoint(

@@ -52,7 +52,8 @@ def build_synthetic_datadir(path: Path, songs: int, seconds: float, seed: int = 
 
 def first_batch(datadir, unet_config, batch_size: int, device):
     """The trainer's batch of step 0 (seed 0), on ``device``: the bare step runs on it."""
-    from stemforge.train.data import PatchSampler, ResidentBatches
+    from stemforge.train.resident import ResidentBatches
+    from stemforge.train.sampling import PatchSampler
 
     sampler = PatchSampler.from_datadir(datadir, patch_frames=unet_config.patch_frames)
     return ResidentBatches(sampler, datadir.reader(), unet_config.target, batch_size, seed=0, device=device,
@@ -63,8 +64,9 @@ def bare_rate(unet_config, batch, device, precision: str, steps: int, warmup: in
     """Patches/s of TrainStep on one fixed batch ``(mixture, target)`` resident on ``device``."""
     import torch
 
-    from stemforge.train.loop import TrainConfig, TrainStep
-    from stemforge.train.model import UNet
+    from stemforge.train.config import TrainConfig
+    from stemforge.train.loop import TrainStep
+    from stemforge.model import UNet
 
     x, y = batch
     batch_size = x.shape[0]
@@ -90,7 +92,8 @@ def bare_rate(unet_config, batch, device, precision: str, steps: int, warmup: in
 def trainer_rate(datadir, unet_config, batch_size: int, device: str, precision: str, steps: int, mode: str,
                  workers: int | None, compile_: bool, workdir: Path) -> tuple[float, str]:
     """Patches/s of train() end to end (validation off) and how its batches were made."""
-    from stemforge.train.loop import TrainConfig, train
+    from stemforge.train.config import TrainConfig
+    from stemforge.train.loop import train
 
     out = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
     try:
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from stemforge.store import DataDir
     from stemforge.core.device import resolve_device
-    from stemforge.train.model import UNet, UNetConfig, count_parameters
+    from stemforge.model import UNet, UNetConfig, count_parameters
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"built a synthetic DataDir ({args.songs} songs x {args.seconds:g} s) in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         else:
             datadir = DataDir.open(args.data)
-        from stemforge.train.loop import geometry_unet_config
+        from stemforge.model.config import geometry_unet_config
 
         sizes = {k: v for k, v in (("patch_frames", args.patch_frames), ("n_bins", args.model_bins)) if v is not None}
         unet = geometry_unet_config(datadir.config, "seed", width=args.width, kernel_size=args.kernel_size, **sizes)

@@ -5,9 +5,9 @@ cheap (no torch, no h5py until a name is used)::
 
     from stemforge import DataDir, Separator, SpectrogramConfig
 
-Packages, in the order the data flows (each imports only those before it; see
-``tests/test_layers.py``): ``core`` (errors, config, audio, dsp), ``store`` and ``recipes`` (and
-``karaoke``, ``synth``), ``ingest``, ``augment``, ``train``, ``separate``, ``evaluate``, ``serve``,
+Packages, in the order the data flows (each imports only some of those before it: the edges
+of ``tests/test_layers.py``): ``core`` (errors, config, audio, dsp), ``store`` and ``recipes`` (and
+``karaoke``, ``synth``), ``ingest``, ``augment``, ``model``, ``train``, ``separate``, ``evaluate``, ``serve``,
 ``demo``, and the thin ``cli`` on top.
 """
 
@@ -23,9 +23,9 @@ _EXPORTS = {
     "DataDir": "stemforge.store",
     "TrackSource": "stemforge.recipes.base",
     "Separator": "stemforge.separate.separator",
-    "UNet": "stemforge.train.model",
-    "UNetConfig": "stemforge.train.model",
-    "TrainConfig": "stemforge.train.loop",
+    "UNet": "stemforge.model.unet",
+    "UNetConfig": "stemforge.model.config",
+    "TrainConfig": "stemforge.train.config",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -5,17 +5,38 @@ split with remixes -> train the narrow U-Net on the CPU for a bounded time -> se
 held-out song (full band) -> evaluate on the test split against the mixture and the oracle mask.
 
 Real corpora are licensed and cannot ship; the procedural corpus writes every real layout, so
-the same code paths run on it as on MedleyDB or MUSDB18.
+the same code paths run on it as on MedleyDB or MUSDB18. The training run is resolved and
+checked by :func:`stemforge.train.setup.resolve_run`, as every run is (a new run, then resumed
+legs), and trained by :func:`stemforge.train.loop.run`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+import torch
+
+from stemforge.augment.remix import augment, train_hours
+from stemforge.core import audio
 from stemforge.core.errors import StemforgeError
+from stemforge.evaluate.datadir import evaluate_datadir
+from stemforge.evaluate.plots import separation_figure
+from stemforge.ingest.engine import ingest
+from stemforge.model.config import UNetConfig
+from stemforge.model.unet import UNet, loss_fn
+from stemforge.recipes import dsd100
+from stemforge.recipes import karaoke as pairs_recipe
+from stemforge.separate.separator import Separator
+from stemforge.store import DataDir
+from stemforge.synth.layouts import write_corpus
+from stemforge.train.config import TrainConfig, TrainResult
+from stemforge.train.loop import run
+from stemforge.train.setup import resolve_run
 
 #: Two synthetic Dev songs carry names from DSD100's validation list, so the valid split (used
 #: for validation loss and the best checkpoint) is not empty; the rule that puts them there is
@@ -26,7 +47,7 @@ VALID_NAMES = (("Leaf", "Summerghost"), ("Skelpolu", "Human Mistakes"))
 HELD_OUT_NAME = ("Stemforge Demo", "Held Out Song")
 
 StageFn = Callable[[str, str], None]
-#: Receives the training run's :class:`~stemforge.train.loop.TrainEvent` values.
+#: Receives the training run's :class:`~stemforge.train.config.TrainEvent` values.
 TrainProgressFn = Callable[[object], None]
 
 
@@ -86,10 +107,6 @@ def figure_title(artist: str, title: str) -> str:
 
 def _calibrate_steps(unet_config, batch_size: int, seconds: float, seed: int) -> int:
     """How many training steps fit in ``seconds``: times a few steps of the bare model."""
-    import torch
-
-    from stemforge.train.model import UNet, loss_fn
-
     g = torch.Generator().manual_seed(seed)
     model = UNet(unet_config, generator=g).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -121,127 +138,35 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, stage: StageFn |
     the training run's events (as ``train``'s ``progress``; the run is trained in a few resumed
     sessions, each starting with a ``start`` event). Library code: no printing.
     """
-    import shutil
-
-    from stemforge.core import audio
-    from stemforge.augment.remix import augment, train_hours
-    from stemforge.evaluate.datadir import evaluate_datadir
-    from stemforge.ingest.engine import ingest
-    from stemforge.evaluate.plots import separation_figure
-    from stemforge.recipes import dsd100
-    from stemforge.recipes import karaoke as pairs_recipe
-    from stemforge.separate.separator import Separator
-    from stemforge.store import DataDir
-    from stemforge.synth.layouts import write_corpus
-    from stemforge.train.loop import TrainConfig, train
-    from stemforge.train.model import UNetConfig
-
     cfg = config or DemoConfig()
-    note = stage or (lambda *_: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     corpus, pairs_dir, data = out / "corpus-dsd100", out / "corpus-pairs", out / "data"
-    timings: dict[str, float] = {}
-    notes: list[str] = []
-    refused: list[tuple[str, str]] = []
-
-    def timed(name: str, message: str):
-        class _T:
-            def __enter__(self):
-                note(name, message)
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timings[name] = time.perf_counter() - self.t0
-                if exc[0] is None:
-                    note(name, f"done in {timings[name]:.1f} s")
-
-        return _T()
-
-    with timed("synth", f"{cfg.songs} DSD100-layout songs of {cfg.seconds:.0f} s and {cfg.pairs} karaoke pairs"):
+    stages = _Stages(stage)
+    with stages.timed("synth", f"{cfg.songs} DSD100-layout songs of {cfg.seconds:.0f} s and {cfg.pairs} karaoke pairs"):
         if not (corpus / "Mixtures").is_dir():
             # songs 0 and 2 go to Dev (DSD100's rule in synth: even index -> Dev), song 1 to Test
             names = [VALID_NAMES[0], HELD_OUT_NAME, VALID_NAMES[1]][: cfg.songs]
             write_corpus(corpus, "dsd100", songs=cfg.songs, seconds=cfg.seconds, seed=cfg.seed, names=names)
         if cfg.pairs and not (pairs_dir / "pairs.csv").exists():
             write_corpus(pairs_dir, "pairs", songs=cfg.pairs, seconds=cfg.seconds, seed=cfg.seed + 1)
-
-    with timed("ingest", f"into {data}"):
-        dd = DataDir.create(data)
-        rep = ingest(dd, dsd100.discover(corpus), workers=cfg.workers)
-        if rep.failed:
-            raise StemforgeError(f"demo corpus failed to ingest: {rep.failed}")
-        if cfg.pairs:
-            prep = ingest(dd, pairs_recipe.discover(pairs_dir), workers=cfg.workers)
-            for uid, why in prep.failed:
-                refused.append((uid, why))
-                notes.append("as expected, the one deliberately wrong karaoke pair was refused")
-    with timed("augment", f"train split x{cfg.augment_factor:g} with cross-song remixes"):
+    with stages.timed("ingest", f"into {data}"):
+        refused = _ingest(corpus, pairs_dir, data, cfg)
+    notes = ["as expected, the one deliberately wrong karaoke pair was refused" for _ in refused]
+    with stages.timed("augment", f"train split x{cfg.augment_factor:g} with cross-song remixes"):
         dd = DataDir.open(data)
-        base = train_hours(dd.manifest)
-        target = cfg.augment_factor * base.ingested_h
-        augment(dd, hours=target, seed=cfg.seed, workers=cfg.workers)
-
-    unet_config = UNetConfig(width=cfg.width, target="vocals")
-    run = out / "run"
-    with timed("train", f"narrow U-Net (width {cfg.width:g}) for about {cfg.minutes:g} min on the CPU"):
-        budget = cfg.minutes * 60.0
-        t_start = time.perf_counter()
-        if run.exists():
-            shutil.rmtree(run)
-        # A first leg sized by timing the bare model, then resumed legs (bit-exact resume) sized
-        # by the measured pace until the budget is spent.
-        steps = cfg.steps or _calibrate_steps(unet_config, cfg.batch_size, 0.5 * budget, cfg.seed)
-        resume = False
-        for _leg in range(1 if cfg.steps else 4):
-            tcfg = TrainConfig(
-                steps=steps,
-                batch_size=cfg.batch_size,
-                lr=1e-3,
-                seed=cfg.seed,
-                data_mode="memory",
-                val_every=max(10, steps // 6),
-                checkpoint_every=max(10, steps // 3),
-                log_every=max(1, steps // 60),
-                val_crops=64,
-                tensorboard=False,
-            )
-            result = train(DataDir.open(data), run, tcfg, unet_config, progress=train_progress, device="cpu", resume=resume)
-            elapsed = time.perf_counter() - t_start
-            per_step = elapsed / max(1, result.step)
-            more = int(0.9 * (budget - elapsed) / per_step)
-            if result.interrupted or more < 10:
-                break
-            steps, resume = result.step + more, True
-
-    with timed("separate", "a held-out song, full band"):
-        dd = DataDir.open(data)
-        test = dd.select(split="test", dataset="dsd100")
-        held = test[test["title"] == HELD_OUT_NAME[1]]
-        row = (held if len(held) else test).iloc[0]
-        source = corpus / row["source_path"]
-        sep = Separator.from_checkpoint(result.model_path, device="cpu")
-        mix, sr = audio.load(source)
-        stems = sep.separate(mix, sr)
-        sep_dir = out / "separated" / row["track_id"]
-        separated = {"mixture": audio.write(sep_dir / "mixture.wav", mix, sr)}
-        for name, y in stems.items():
-            separated[name] = audio.write(sep_dir / f"{name}.wav", y, sr)
-        mono16 = audio.resample(audio.to_mono(mix), sr, sep.config.sample_rate)
-        mask = sep.estimate_mask(mono16)
-        figure = separation_figure(
-            out / "spectrograms.png", mix, stems["vocals"], stems["accompaniment"], sr, mask=mask,
-            title=figure_title(row["artist"], row["title"]), max_hz=8000.0,
-        )
-
-    with timed("evaluate", "test split: model vs mixture vs oracle mask"):
+        augment(dd, hours=cfg.augment_factor * train_hours(dd.manifest).ingested_h, seed=cfg.seed, workers=cfg.workers)
+    with stages.timed("train", f"narrow U-Net (width {cfg.width:g}) for about {cfg.minutes:g} min on the CPU"):
+        result = _train(data, out / "run", cfg, train_progress)
+    with stages.timed("separate", "a held-out song, full band"):
+        sep, separated, figure = _separate(out, corpus, data, result.model_path)
+    with stages.timed("evaluate", "test split: model vs mixture vs oracle mask"):
         report = evaluate_datadir(sep, DataDir.open(data), split="test")
         paths = report.write(out / "evaluation.csv")
-
     return DemoResult(
         out=out,
         data=data,
-        run=run,
+        run=out / "run",
         model=result.model_path,
         separated=separated,
         figure=figure,
@@ -249,8 +174,98 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, stage: StageFn |
         report=paths,
         summary=report.summary,
         steps=result.step,
-        train_seconds=timings.get("train", 0.0),
-        timings=timings,
+        train_seconds=stages.timings.get("train", 0.0),
+        timings=stages.timings,
         notes=notes,
         refused=refused,
     )
+
+
+class _Stages:
+    """Tells ``stage`` when each stage starts and ends, and times it."""
+
+    def __init__(self, stage: StageFn | None):
+        self.note = stage or (lambda *_: None)
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(self, name: str, message: str) -> Iterator[None]:
+        self.note(name, message)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = time.perf_counter() - t0
+        self.note(name, f"done in {self.timings[name]:.1f} s")
+
+
+def _ingest(corpus: Path, pairs_dir: Path, data: Path, cfg: DemoConfig) -> list[tuple[str, str]]:
+    """Ingest the DSD100-layout corpus (every song must go in) and the karaoke pairs; returns
+    the refused pairs ``(uid, reason)``."""
+    dd = DataDir.create(data)
+    rep = ingest(dd, dsd100.discover(corpus), workers=cfg.workers)
+    if rep.failed:
+        raise StemforgeError(f"demo corpus failed to ingest: {rep.failed}")
+    if not cfg.pairs:
+        return []
+    return [(uid, why) for uid, why in ingest(dd, pairs_recipe.discover(pairs_dir), workers=cfg.workers).failed]
+
+
+def _leg_config(steps: int, cfg: DemoConfig) -> TrainConfig:
+    """The TrainConfig of a demo run of ``steps`` steps (six validations, three checkpoints)."""
+    return TrainConfig(
+        steps=steps,
+        batch_size=cfg.batch_size,
+        lr=1e-3,
+        seed=cfg.seed,
+        data_mode="memory",
+        val_every=max(10, steps // 6),
+        checkpoint_every=max(10, steps // 3),
+        log_every=max(1, steps // 60),
+        val_crops=64,
+        tensorboard=False,
+    )
+
+
+def _train(data: Path, run_dir: Path, cfg: DemoConfig, progress: TrainProgressFn | None) -> TrainResult:
+    """Train the narrow model into ``run_dir`` (replaced): a first leg sized by timing the bare
+    model, then resumed legs (bit-exact resume) sized by the measured pace until the budget of
+    ``cfg.minutes`` is spent; exactly ``cfg.steps`` steps in one leg when given."""
+    budget = cfg.minutes * 60.0
+    t_start = time.perf_counter()
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    unet_config = UNetConfig(width=cfg.width, target="vocals")
+    steps = cfg.steps or _calibrate_steps(unet_config, cfg.batch_size, 0.5 * budget, cfg.seed)
+    resume = False
+    for _leg in range(1 if cfg.steps else 4):
+        spec = resolve_run(DataDir.open(data), run_dir, _leg_config(steps, cfg), unet_config, resume=resume, device="cpu")
+        result = run(spec, progress)
+        elapsed = time.perf_counter() - t_start
+        per_step = elapsed / max(1, result.step)
+        more = int(0.9 * (budget - elapsed) / per_step)
+        if result.interrupted or more < 10:
+            break
+        steps, resume = result.step + more, True
+    return result
+
+
+def _separate(out: Path, corpus: Path, data: Path, model: Path) -> tuple[Separator, dict[str, Path], Path]:
+    """Separate the held-out test song with ``model``: the Separator, the files written
+    (mixture and stems) and the spectrogram figure."""
+    test = DataDir.open(data).select(split="test", dataset="dsd100")
+    held = test[test["title"] == HELD_OUT_NAME[1]]
+    row = (held if len(held) else test).iloc[0]
+    sep = Separator.from_checkpoint(model, device="cpu")
+    mix, sr = audio.load(corpus / row["source_path"])
+    stems = sep.separate(mix, sr)
+    sep_dir = out / "separated" / row["track_id"]
+    separated = {"mixture": audio.write(sep_dir / "mixture.wav", mix, sr)}
+    for name, y in stems.items():
+        separated[name] = audio.write(sep_dir / f"{name}.wav", y, sr)
+    mask = sep.estimate_mask(audio.resample(audio.to_mono(mix), sr, sep.config.sample_rate))
+    figure = separation_figure(
+        out / "spectrograms.png", mix, stems["vocals"], stems["accompaniment"], sr, mask=mask,
+        title=figure_title(row["artist"], row["title"]), max_hz=8000.0,
+    )
+    return sep, separated, figure

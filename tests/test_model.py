@@ -12,7 +12,7 @@ import torch
 
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import CheckpointError, ConfigMismatchError, StemforgeError
-from stemforge.train.checkpoint import (
+from stemforge.model.checkpoint import (
     FORMAT_VERSION,
     READ_VERSIONS,
     Checkpoint,
@@ -21,7 +21,7 @@ from stemforge.train.checkpoint import (
     save_checkpoint,
     save_nets_checkpoint,
 )
-from stemforge.train.model import UNet, UNetConfig, count_parameters, loss_fn, pad_frames
+from stemforge.model import UNet, UNetConfig, count_parameters, loss_fn, pad_frames
 
 SMALL = UNetConfig(width=0.125)
 
@@ -457,7 +457,7 @@ def test_spleeter_variant_trains_and_is_reproducible() -> None:
 
 
 def test_inference_net_keeps_the_spleeter_variant_exact() -> None:
-    from stemforge.separate.inference import inference_net
+    from stemforge.model.unet import inference_net
 
     model = UNet(SMALL_SPLEETER).eval()
     with torch.no_grad():

@@ -69,7 +69,7 @@ def test_oracle_fullband_costs_less_than_1db_and_stems_sum_to_input(real_data):
 def test_separate_file_decodes_mp3_in_blocks(real_data, tmp_path):
     import torch
 
-    from stemforge.train.model import UNet, UNetConfig
+    from stemforge.model import UNet, UNetConfig
 
     folder = excerpts(real_data)[0]
     model = UNet(UNetConfig(width=0.125), generator=torch.Generator().manual_seed(0))
@@ -98,7 +98,7 @@ def test_spleeter_weights_give_at_least_8_5_db_vocals_sdr_on_each_excerpt(real_d
     from typer.testing import CliRunner
 
     from stemforge.cli.main import app
-    from stemforge.train.spleeter import convert_spleeter
+    from stemforge.model.spleeter import convert_spleeter
 
     ckpt = convert_spleeter(None, tmp_path / "spleeter.pt")
     cfg = SpectrogramConfig(sample_rate=44100, n_fft=4096, hop_length=1024, channels=2)

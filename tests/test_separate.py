@@ -16,7 +16,7 @@ from stemforge.separate.masker import StreamingMasker
 from stemforge.separate.separator import Separator
 from stemforge.separate.windows import plan_windows, window_weights
 from stemforge.synth.songs import synthesize_song
-from stemforge.train.model import UNet, UNetConfig, pad_frames
+from stemforge.model import UNet, UNetConfig, pad_frames
 
 CFG = SpectrogramConfig()
 
@@ -238,7 +238,7 @@ def test_separate_file_streams_like_in_memory(tmp_path, song44):
 
 
 def _checkpoint(path, target="vocals"):
-    from stemforge.train.checkpoint import save_checkpoint
+    from stemforge.model.checkpoint import save_checkpoint
 
     model = tiny_model(target)
     return save_checkpoint(path, model, model.config, CFG, target, 0)

@@ -19,8 +19,8 @@ from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import AudioError, CheckpointError, StemforgeError
 from stemforge.separate.separator import RATIO_EPS, Separator
 from stemforge.synth.songs import synthesize_song
-from stemforge.train.checkpoint import save_checkpoint, save_nets_checkpoint
-from stemforge.train.model import UNet, UNetConfig, pad_frames
+from stemforge.model.checkpoint import save_checkpoint, save_nets_checkpoint
+from stemforge.model import UNet, UNetConfig, pad_frames
 
 FULLBAND = SpectrogramConfig.preset("fullband")  # 44.1 kHz stereo, 4096 / 1024, max_mixture
 PLAIN = dataclasses.replace(FULLBAND, normalization="none")  # Spleeter's magnitudes

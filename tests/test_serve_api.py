@@ -648,7 +648,7 @@ def test_real_separator_with_a_tiny_model(tmp_path):
     torch = pytest.importorskip("torch")
     separate = pytest.importorskip("stemforge.separate.separator")
     from stemforge.core.config import SpectrogramConfig
-    from stemforge.train.model import UNet, UNetConfig
+    from stemforge.model import UNet, UNetConfig
 
     model = UNet(UNetConfig(width=0.125), generator=torch.Generator().manual_seed(3))
     separator = separate.Separator(model, SpectrogramConfig(), "vocals", "cpu")

@@ -49,8 +49,8 @@ def server(tmp_path_factory):
     from stemforge.separate.separator import Separator
     from stemforge.serve import ServeSettings, create_app
     from stemforge.serve.connection import server_config
-    from stemforge.train.checkpoint import save_checkpoint
-    from stemforge.train.model import UNet, UNetConfig
+    from stemforge.model.checkpoint import save_checkpoint
+    from stemforge.model import UNet, UNetConfig
 
     tmp = tmp_path_factory.mktemp("serve")
     config = UNetConfig(width=0.125)

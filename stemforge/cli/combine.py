@@ -32,7 +32,7 @@ def combine(
     """
     with cli_errors():
         from stemforge.core.errors import CheckpointError
-        from stemforge.train.checkpoint import combine_checkpoints, load_checkpoint
+        from stemforge.model.checkpoint import combine_checkpoints, load_checkpoint
 
         if output.exists() and not force:
             raise CheckpointError(f"{output}: exists; pass --force to overwrite it")

@@ -1,6 +1,6 @@
 """Training progress on stderr: a live bar on a terminal, plain log lines otherwise.
 
-The library reports a run through :class:`~stemforge.train.loop.TrainEvent` values and never
+The library reports a run through :class:`~stemforge.train.config.TrainEvent` values and never
 prints; :class:`TrainProgress` is the ``progress`` callback that ``stemforge train`` and
 ``stemforge demo`` hand it. On a terminal it draws a tqdm bar (step, train loss, validation
 loss, patches/s, time left); where stderr is a file or a pipe (``nohup``, a job scheduler,

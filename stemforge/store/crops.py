@@ -7,7 +7,7 @@ stored layout, see docs/data-format.md): the HDF5 chunk index of each (track, fi
 which a crop is at most two ``os.preadv`` calls (chunks span whole rows and are stored
 uncompressed, so the rows of a chunk are contiguous in the file). Other layouts are read
 through ``ShardReader.read_frames_into`` (h5py ``read_direct``). The training loader
-(``stemforge.train.data``) and validation cut their crops with it.
+(``stemforge.train.streaming``) and validation cut their crops with it.
 """
 
 from __future__ import annotations

@@ -1,25 +1,24 @@
-"""Training: the U-Net (:mod:`.model`), the checkpoint format (:mod:`.checkpoint`) and the import
-of the seed's Chainer weights (:mod:`.chainer`). The training data and loop live in ``data``,
-``batches`` and ``loop``.
+"""Training: how a run is asked for (:mod:`.config`, torch-free: what the CLI imports), what it
+is (:mod:`.setup`: new, resumed or fine-tuned, checked), where it writes (:mod:`.rundir`), its
+batches (:mod:`.sampling` decides the crops, :mod:`.resident` and :mod:`.streaming` cut them,
+:mod:`.batches` opens one), how it is scored (:mod:`.validation`), its learning rate
+(:mod:`.schedule`), several processes (:mod:`.distributed`) and the step loop (:mod:`.loop`). The
+model itself is :mod:`stemforge.model`.
 
 Exports are lazy (as the package root's), so that importing a torch-free module of ``train``
-(``loop``'s TrainConfig, for the CLI's help) does not import torch.
+(:mod:`.config`, for the CLI's help) does not import torch.
 """
 
 import importlib
 
 _EXPORTS = {
-    "Checkpoint": "stemforge.train.checkpoint",
-    "load_checkpoint": "stemforge.train.checkpoint",
-    "save_checkpoint": "stemforge.train.checkpoint",
-    "TrainConfig": "stemforge.train.loop",
-    "TrainResult": "stemforge.train.loop",
+    "TrainConfig": "stemforge.train.config",
+    "TrainEvent": "stemforge.train.config",
+    "TrainResult": "stemforge.train.config",
+    "RunSpec": "stemforge.train.setup",
+    "resolve_run": "stemforge.train.setup",
+    "run": "stemforge.train.loop",
     "train": "stemforge.train.loop",
-    "UNet": "stemforge.train.model",
-    "UNetConfig": "stemforge.train.model",
-    "count_parameters": "stemforge.train.model",
-    "loss_fn": "stemforge.train.model",
-    "pad_frames": "stemforge.train.model",
 }
 
 __all__ = sorted(_EXPORTS)

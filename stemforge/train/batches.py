@@ -1,13 +1,17 @@
-"""The batches of a training run, step after step, from whichever loader fits the device.
+"""The batches of a training run, step after step, from whichever source fits the device.
 
-:func:`open_batches` decides between the resident loader (the train magnitudes held in GPU
-memory or RAM, :class:`~stemforge.train.data.ResidentBatches`) and the streaming one (crops
-read from the shards by worker processes, :class:`~stemforge.train.data.StreamingLoader`) and
-returns a :class:`BatchSource`: an iterator of ``(mixture, target)`` float32 device tensors
-``[batch, channels, n_bins, patch_frames]`` (the model's bins; ``[batch, 1, 512, 128]`` at the
-seed geometry) for the steps asked for, in step order, with the mode
-used and a sentence saying why. Both loaders give the same batch for the same step, so the
-choice never changes a run.
+:func:`open_batches` is the one door: it picks a source and returns a :class:`BatchSource`, an
+iterator of ``(mixture, target)`` float32 device tensors ``[batch, channels, n_bins,
+patch_frames]`` (the model's bins; ``[batch, 1, 512, 128]`` at the seed geometry) for the steps
+asked for, in step order, with the mode used and a sentence saying why. The sources:
+
+* resident (:mod:`.resident`): the train magnitudes held in GPU memory or RAM, batches cut there;
+* streaming (:mod:`.streaming`): crops read from the shards by worker processes.
+
+Both give the same batch for the same step (the crops of :class:`~stemforge.train.sampling.PatchSampler`
+for ``(seed, rank, step)``), so the choice never changes a run. A new kind of batch (remixed on
+the fly, say) is one more ``_..._source`` function below returning a :class:`BatchSource`, and
+one more branch of :func:`open_batches`; the loop only ever iterates and closes it.
 """
 
 from __future__ import annotations
@@ -17,16 +21,21 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
+import numpy as np
+import torch
+
+from stemforge.core.errors import StemforgeError
+from stemforge.train.config import DATA_MODES
+from stemforge.train.layout import model_bins, to_device, track_norms
+from stemforge.train.resident import ResidentBatches, resident_fits, resident_nbytes
+from stemforge.train.sampling import PatchSampler
+from stemforge.train.streaming import StreamingBatches, StreamingLoader, streaming_loader
+
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
-
     from stemforge.store import DataDir
-    from stemforge.train.data import PatchSampler, ResidentBatches, StreamingLoader
-
-DATA_MODES = ("auto", "memory", "streaming")
 
 
-def loader_workers(device: "torch.device | str") -> int:
+def loader_workers(device: torch.device | str) -> int:
     """Loader processes when none are configured: 1 for CPU training (the model is the
     bottleneck and needs the cores), else half the cores, at most 8."""
     if getattr(device, "type", str(device)) == "cpu":
@@ -39,7 +48,7 @@ class ResidentIter:
     on a helper thread while the model computes (the tensor copies release the GIL), so cutting
     batches does not add to the step time; on a GPU cutting is asynchronous already."""
 
-    def __init__(self, batches: "ResidentBatches", steps: range):
+    def __init__(self, batches: ResidentBatches, steps: range):
         self.batches = batches
         self.steps = iter(steps)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -55,7 +64,7 @@ class ResidentIter:
     def __iter__(self) -> "ResidentIter":
         return self
 
-    def __next__(self) -> tuple["torch.Tensor", "torch.Tensor"]:
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._pool is None:
             return self.batches.batch(next(self.steps))
         if self._next is None:
@@ -73,16 +82,14 @@ class ResidentIter:
 class StreamingIter:
     """The batches of a :class:`StreamingLoader`, moved to ``device`` as float32."""
 
-    def __init__(self, loader: "StreamingLoader", device: "torch.device"):
+    def __init__(self, loader: StreamingLoader, device: torch.device):
         self.loader = loader
         self.device = device
 
     def __iter__(self) -> "StreamingIter":
         return self
 
-    def __next__(self) -> tuple["torch.Tensor", "torch.Tensor"]:
-        from stemforge.train.data import to_device
-
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         return to_device(next(self.loader), self.device)
 
     def close(self) -> None:
@@ -95,7 +102,7 @@ class BatchSource:
 
     Attributes:
         batches: an iterator of ``(mixture, target)`` float32 ``[batch, channels, n_bins, P]`` on the
-            device, one per step asked for, in order.
+            device, one per step asked for, in order; it has a ``close()``.
         mode: ``"memory"`` or ``"streaming"``.
         message: how the batches are made, and why (for the user).
     """
@@ -111,11 +118,28 @@ class BatchSource:
         self.batches.close()
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What every source is asked for (the arguments of :func:`open_batches`)."""
+
+    datadir: "DataDir"
+    sampler: PatchSampler
+    target: str
+    device: torch.device
+    steps: range
+    batch_size: int
+    seed: int
+    rank: int
+    first_bin: int
+    n_bins: int | None
+    scale: np.ndarray | None
+
+
 def open_batches(
     datadir: "DataDir",
-    sampler: "PatchSampler",
+    sampler: PatchSampler,
     target: str,
-    device: "torch.device",
+    device: torch.device,
     steps: range,
     *,
     batch_size: int,
@@ -138,29 +162,38 @@ def open_batches(
     every channel, mixture and target, float16. ``plain``: every track's magnitudes times its
     stored ``norm`` (plain ``|STFT|``, for a model trained on normalization "none").
     """
-    from stemforge.core.errors import StemforgeError
-    from stemforge.train.data import (
-        ResidentBatches, StreamingBatches, model_bins, resident_fits, resident_nbytes, streaming_loader, track_norms,
-    )
-
     scale = track_norms(datadir, "train") if plain else None
-
     if data_mode not in DATA_MODES:
         raise StemforgeError(f"data_mode must be one of {DATA_MODES}, got {data_mode!r}")
-    where = "GPU memory" if device.type == "cuda" else "RAM"
+    request = _Request(datadir, sampler, target, device, steps, batch_size, seed, rank, first_bin, n_bins, scale)
     if data_mode in ("auto", "memory"):
-        first_bin, n_bins = model_bins(datadir.config.n_bins, first_bin, n_bins)
-        nbytes = resident_nbytes(sampler.tracks, sampler.patch_frames, n_bins, channels=datadir.config.channels)
-        fits, why = resident_fits(nbytes, device)
-        if fits:
-            resident = ResidentBatches(sampler, datadir.reader(), target, batch_size, seed, rank, device,
-                                       first_bin=first_bin, n_bins=n_bins, scale=scale)
-            return BatchSource(ResidentIter(resident, steps), "memory", f"resident in {where}: {why}")
+        source, why = _resident_source(request)
+        if source is not None:
+            return source
         fallback = f"{why}; streaming from the shards instead"
     else:
         fallback = "streaming from the shards (asked for)"
-    n_workers = workers if workers is not None else loader_workers(device)
-    streaming = StreamingBatches(sampler, datadir.reader(), target, batch_size, seed, rank, first_bin, n_bins, scale)
-    loader = streaming_loader(streaming, steps, workers=n_workers, prefetch=prefetch)
+    return _streaming_source(request, workers, prefetch, fallback)
+
+
+def _resident_source(r: _Request) -> tuple[BatchSource | None, str]:
+    """The resident source when the data fit on the device (None otherwise), and why."""
+    where = "GPU memory" if r.device.type == "cuda" else "RAM"
+    first_bin, n_bins = model_bins(r.datadir.config.n_bins, r.first_bin, r.n_bins)
+    nbytes = resident_nbytes(r.sampler.tracks, r.sampler.patch_frames, n_bins, channels=r.datadir.config.channels)
+    fits, why = resident_fits(nbytes, r.device)
+    if not fits:
+        return None, why
+    resident = ResidentBatches(r.sampler, r.datadir.reader(), r.target, r.batch_size, r.seed, r.rank, r.device,
+                               first_bin=first_bin, n_bins=n_bins, scale=r.scale)
+    return BatchSource(ResidentIter(resident, r.steps), "memory", f"resident in {where}: {why}"), why
+
+
+def _streaming_source(r: _Request, workers: int | None, prefetch: int, why: str) -> BatchSource:
+    """The streaming source: ``workers`` loader processes (None: :func:`loader_workers`)."""
+    n_workers = workers if workers is not None else loader_workers(r.device)
+    streaming = StreamingBatches(r.sampler, r.datadir.reader(), r.target, r.batch_size, r.seed, r.rank, r.first_bin,
+                                 r.n_bins, r.scale)
+    loader = streaming_loader(streaming, r.steps, workers=n_workers, prefetch=prefetch)
     plural = "es" if n_workers != 1 else ""
-    return BatchSource(StreamingIter(loader, device), "streaming", f"{fallback}, {n_workers} loader process{plural}")
+    return BatchSource(StreamingIter(loader, r.device), "streaming", f"{why}, {n_workers} loader process{plural}")

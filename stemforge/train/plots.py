@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from stemforge.core.errors import StemforgeError
+from stemforge.core.files import atomic_path
 
 
 def read_losses(metrics_csv: str | os.PathLike) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
@@ -59,8 +60,7 @@ def plot_loss(metrics_csv: str | os.PathLike, out_png: str | os.PathLike, title:
     else:
         ax.text(0.5, 0.5, "no loss recorded yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.name}.{os.getpid()}.tmp.png")
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, out_png)
+    with atomic_path(out_png, fsync=False) as tmp:  # a picture: not fsynced, as before
+        fig.savefig(tmp, format="png")
     return out_png

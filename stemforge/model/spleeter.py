@@ -34,7 +34,7 @@ Both nets get :func:`spleeter_unet_config` and the checkpoint records
 :data:`SPLEETER_SPECTROGRAM`: 44.1 kHz stereo, n_fft 4096, hop 1024, and ``normalization="none"``:
 Spleeter's nets see plain ``|STFT|`` magnitudes of the waveform, not magnitudes divided by the
 track's maximum. The nets see bins 0..1023, as Spleeter feeds them: the preset records
-``first_bin=0`` (:attr:`~stemforge.train.model.UNetConfig.first_bin`), which training
+``first_bin=0`` (:attr:`~stemforge.model.config.UNetConfig.first_bin`), which training
 (``train --init``) and the Separator read. Checkpoints imported before that field existed
 record no ``first_bin`` and are read as 1 (bins 1..1024, one bin, about 11 Hz, off).
 """
@@ -51,8 +51,9 @@ import torch
 
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import CheckpointError
-from stemforge.train.checkpoint import check_finite, read_torch_file, save_nets_checkpoint
-from stemforge.train.model import TARGETS, UNet, UNetConfig
+from stemforge.model.checkpoint import check_finite, read_torch_file, save_nets_checkpoint
+from stemforge.model.config import TARGETS, UNetConfig
+from stemforge.model.unet import UNet
 
 #: The magnitudes Spleeter's 2-stem nets were trained on.
 SPLEETER_SPECTROGRAM = SpectrogramConfig(

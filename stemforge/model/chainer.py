@@ -1,5 +1,5 @@
 """Import the seed article's Chainer U-Net weights (``unet.model``, written by
-``chainer.serializers.save_npz``) into a stemforge :class:`~stemforge.train.model.UNet`.
+``chainer.serializers.save_npz``) into a stemforge :class:`~stemforge.model.unet.UNet`.
 
 The npz holds one array per parameter and persistent value, named by the Chainer link path::
 
@@ -35,8 +35,9 @@ import torch
 
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import CheckpointError, StemforgeError
-from stemforge.train.checkpoint import load_model_state, save_checkpoint
-from stemforge.train.model import BASE_ENCODER_CHANNELS, UNet, UNetConfig
+from stemforge.model.checkpoint import load_model_state, save_checkpoint
+from stemforge.model.config import BASE_ENCODER_CHANNELS, UNetConfig
+from stemforge.model.unet import UNet
 
 _CONV_PARAMS = ("W", "b")
 _BN_PARAMS = ("gamma", "beta", "avg_mean", "avg_var")

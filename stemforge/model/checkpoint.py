@@ -46,7 +46,6 @@ disk and renamed over ``path``; a killed process never leaves a partial checkpoi
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -61,7 +60,9 @@ from torch import nn
 from stemforge import __version__
 from stemforge.core.config import SpectrogramConfig, check_config
 from stemforge.core.errors import CheckpointError, StemforgeError
-from stemforge.train.model import TARGETS, UNet, UNetConfig, count_parameters, non_finite_parameters
+from stemforge.core.files import atomic_open
+from stemforge.model.config import TARGETS, UNetConfig
+from stemforge.model.unet import UNet, count_parameters, non_finite_parameters
 
 FORMAT_NAME = "stemforge-checkpoint"
 #: The version of one-net checkpoints.
@@ -97,10 +98,10 @@ class Checkpoint:
         target: ``"vocals"`` or ``"accompaniment"``: what ``model``'s mask extracts.
         step: optimizer steps taken (by ``model``).
         raw: the whole stored dict (see the module docstring), for resuming.
-        nets: every net by target, in :data:`~stemforge.train.model.TARGETS` order: one entry
+        nets: every net by target, in :data:`~stemforge.model.config.TARGETS` order: one entry
             (``{target: model}``) or two (``{"vocals": UNet, "accompaniment": UNet}``). Each
             maps magnitudes ``[batch, channels, n_bins, n_frames]`` to its target's mask of the
-            same shape (see :class:`~stemforge.train.model.UNet`); with ``v = mask_v * x`` and
+            same shape (see :class:`~stemforge.model.unet.UNet`); with ``v = mask_v * x`` and
             ``a = mask_a * x`` a separator combines two nets as Spleeter does: vocals mask
             ``(v**2 + eps/2) / (v**2 + a**2 + eps)``, accompaniment its complement.
         steps: optimizer steps of each net, by target.
@@ -518,23 +519,17 @@ def _plain(value: Any, path: Path, where: str) -> Any:
 
 
 def _atomic_torch_save(payload: dict, path: Path) -> None:
+    """``torch.save`` through :func:`stemforge.core.files.atomic_open` (a full disk raises its
+    :class:`~stemforge.core.errors.DiskFullError`; any other OSError a CheckpointError)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot create its folder: {exc}") from exc
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot write checkpoint: {exc}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read_torch_file(path: Path, kind: str, map_location: Any = "cpu", safe_globals: list | None = None) -> Any:

@@ -1,0 +1,172 @@
+"""The run folder: what a training run writes, and where (rank 0 only).
+
+::
+
+    last.pt          the state to resume from: weights, optimizer (Adam) and GradScaler state,
+                     step, TrainConfig, RNG state, data manifest hash, the schedule's state
+                     (every checkpoint_every steps, at the end, and on Ctrl-C)
+    best.pt          the weights with the lowest validation loss so far (no optimizer state);
+                     not written without validation (no ``valid`` rows, or ``val_crops`` 0)
+    model.pt         the file ``stemforge separate`` takes: a hard link to best.pt (a copy
+                     where links are refused); without validation, the last weights
+                     (``TrainResult.model_weights`` says which)
+    metrics.csv      step, epoch, train_loss, val_loss, patches_per_s, lr, elapsed_s
+    loss.png         train and validation loss against step
+    tensorboard/     the same scalars for TensorBoard
+    train.json       the configurations and the data it was trained on, human readable
+
+Every file appears whole or not at all (:mod:`stemforge.core.files`); metrics.csv grows by
+appended rows, and a resumed run first rewrites it without the rows past its step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from stemforge import __version__
+from stemforge.core.files import atomic_open, atomic_path, write_text
+from stemforge.model.checkpoint import save_checkpoint
+from stemforge.train.plots import plot_loss
+
+if TYPE_CHECKING:  # pragma: no cover
+    from stemforge.train.setup import RunSpec
+
+LAST_NAME = "last.pt"
+BEST_NAME = "best.pt"
+MODEL_NAME = "model.pt"
+METRICS_NAME = "metrics.csv"
+PLOT_NAME = "loss.png"
+TENSORBOARD_DIR = "tensorboard"
+RUN_INFO_NAME = "train.json"
+METRICS_COLUMNS = ("step", "epoch", "train_loss", "val_loss", "patches_per_s", "lr", "elapsed_s")
+
+
+class RunDir:
+    """The paths of a run folder and the writing of its files.
+
+    Attributes:
+        path: the folder; last, best, model, metrics, plot, tensorboard, info: its files.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.last = self.path / LAST_NAME
+        self.best = self.path / BEST_NAME
+        self.model = self.path / MODEL_NAME
+        self.metrics = self.path / METRICS_NAME
+        self.plot = self.path / PLOT_NAME
+        self.tensorboard = self.path / TENSORBOARD_DIR
+        self.info = self.path / RUN_INFO_NAME
+
+    def holds_run(self) -> bool:
+        """Whether a run was started here (it has a last.pt)."""
+        return self.last.exists()
+
+    def write_info(self, spec: "RunSpec", data_mode: str) -> None:
+        """train.json: the configurations, the data and where the run trains."""
+        info = {
+            "stemforge_version": __version__,
+            "data": str(Path(spec.datadir.path).resolve()),
+            "manifest_hash": spec.manifest_hash,
+            "spectrogram_config": spec.datadir.config.to_dict(),
+            "train_config": spec.train_config.to_dict(),
+            "unet_config": spec.unet_config.to_dict(),
+            "device": str(spec.device),
+            "world_size": spec.env.world_size,
+            "data_mode": data_mode,
+            "init": spec.init_info,
+        }
+        write_text(self.info, json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+    def save_best(self, spec: "RunSpec", model: nn.Module, step: int, val: float | None) -> None:
+        """best.pt (the weights, no optimizer state) and model.pt, the same file."""
+        self._save(self.best, spec, model, step, extra={"val_loss": val, "train_config": spec.train_config.to_dict(),
+                                                        "init": spec.init_info})
+        # a hard link to best.pt where the file system allows one (best.pt is fsynced already)
+        with atomic_path(self.model, fsync=False) as tmp:
+            tmp.unlink()
+            try:
+                os.link(self.best, tmp)
+            except OSError:
+                shutil.copyfile(self.best, tmp)
+
+    def save_last(self, spec: "RunSpec", model: nn.Module, step: int, optimizer_state: dict, scaler_state: dict | None,
+                  rng_state: dict, extra: dict[str, Any]) -> Path:
+        """last.pt, the state to resume from; returns its path."""
+        self._save(self.last, spec, model, step, optimizer_state=optimizer_state, scaler_state=scaler_state,
+                   rng_state=rng_state, extra=extra)
+        return self.last
+
+    def save_model_last(self, spec: "RunSpec", model: nn.Module, step: int) -> None:
+        """model.pt as the last weights (a run without validation has no best to choose)."""
+        self._save(self.model, spec, model, step, extra={
+            "val_loss": None, "weights": "last (no validation)", "train_config": spec.train_config.to_dict(),
+            "init": spec.init_info,
+        })
+
+    def _save(self, path: Path, spec: "RunSpec", model: nn.Module, step: int, **kwargs: Any) -> None:
+        save_checkpoint(path, model, spec.unet_config, spec.input_config, spec.unet_config.target, step,
+                        manifest_hash=spec.manifest_hash, **kwargs)
+
+    def draw_loss(self, title: str) -> None:
+        """loss.png from metrics.csv."""
+        plot_loss(self.metrics, self.plot, title=title)
+
+
+class Metrics:
+    """metrics.csv (append; a resumed run's rows past its step dropped) and TensorBoard scalars.
+
+    Args:
+        rundir: the run folder.
+        start_step: the step the session starts at (0: a new run, the file starts empty).
+        tensorboard: also write TensorBoard event files (under ``rundir.tensorboard``).
+    """
+
+    def __init__(self, rundir: RunDir, start_step: int, tensorboard: bool):
+        self.path = rundir.metrics
+        rows = []
+        if start_step > 0 and self.path.exists():
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= start_step]
+        with atomic_open(self.path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=METRICS_COLUMNS)
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: r.get(k, "") for k in METRICS_COLUMNS})
+        self._file = open(self.path, "a", newline="")
+        self._csv = csv.DictWriter(self._file, fieldnames=METRICS_COLUMNS)
+        self._tb = None
+        if tensorboard:
+            # imported only when asked for: TensorBoard's writer pulls in its protobuf stack
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(rundir.tensorboard), purge_step=start_step if start_step > 0 else None)
+
+    def write(self, row: dict[str, Any]) -> None:
+        """One row (missing columns empty; floats with 6 significant digits)."""
+        self._csv.writerow({k: ("" if row.get(k) is None else _fmt(row[k])) for k in METRICS_COLUMNS})
+        self._file.flush()
+        if self._tb is not None:
+            step = int(row["step"])
+            for key, tag in (("train_loss", "loss/train"), ("val_loss", "loss/valid"), ("patches_per_s", "throughput/patches_per_s")):
+                if row.get(key) is not None:
+                    self._tb.add_scalar(tag, float(row[key]), step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb.close()
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
