@@ -59,4 +59,9 @@ plain_usage(app)
 
 
 def main() -> None:
+    # SIGTERM unwinds a command like Ctrl-C (its pools cancelled and their workers reaped, what
+    # was committed kept) and exits with 143 instead of killing it on the spot.
+    from stemforge.core.lifeline import interrupt_on_sigterm
+
+    interrupt_on_sigterm()
     app()
