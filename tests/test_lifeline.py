@@ -224,3 +224,71 @@ def test_the_forkserver_preload_binds_only_inside_a_fork_server():
     module = importlib.import_module(lifeline.FORKSERVER_PRELOAD)
     assert not module._in_forkserver()
     assert lifeline._bound is None or lifeline._bound[0] != os.getpid()
+
+
+LOST = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from stemforge.core import lifeline
+
+    if sys.argv[1] == "redeliver":
+        lifeline.redeliver_lost_interrupts()
+    lifeline.interrupt_on_sigterm()
+
+
+    class Finalized:
+        def __del__(self):  # the signal's handler runs here, as in an h5py or weakref finalizer
+            os.kill(os.getpid(), getattr(signal, sys.argv[2]))
+            for _ in range(100000):
+                pass
+
+
+    try:
+        Finalized()
+        time.sleep(2)  # the command's work after the finalizer
+        print("went on")
+    except lifeline.Terminated:
+        sys.exit(8)
+    except KeyboardInterrupt:
+        sys.exit(7)
+    """
+)
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 7), ("SIGTERM", 8)])
+def test_an_interrupt_that_lands_in_a_finalizer_is_not_lost(sig, code):
+    """Without the hook the KeyboardInterrupt raised in ``__del__`` is printed as "Exception
+    ignored" and the program goes on; with it, the signal is delivered again in the main code."""
+    lost = subprocess.run([sys.executable, "-c", LOST, "plain", sig], capture_output=True, text=True, timeout=60)
+    assert lost.returncode == 0 and "went on" in lost.stdout, (lost.returncode, lost.stderr)
+    kept = subprocess.run([sys.executable, "-c", LOST, "redeliver", sig], capture_output=True, text=True, timeout=60)
+    assert kept.returncode == code and "went on" not in kept.stdout, (kept.returncode, kept.stderr)
+    assert "Exception ignored" not in kept.stderr
+
+
+def test_a_caught_ctrl_c_exits_130_even_when_it_passed_through_exec(tmp_path):
+    """CPython 3.11, run as ``python -m``, ends the process by SIGINT whatever its exit code once
+    a KeyboardInterrupt has left an ``exec``/``eval`` of a string (as ``exec("from numpy import
+    *")`` in an import under way does), even when it was caught; the CLI clears that so that
+    ``python -m stemforge`` gives 130 on Ctrl-C, as the ``stemforge`` script does."""
+    (tmp_path / "ctrl_c_in_exec.py").write_text(textwrap.dedent(
+        """
+        import sys
+        import typer
+        from stemforge.cli.common import cli_errors
+
+
+        def boom():
+            raise KeyboardInterrupt
+
+
+        try:
+            with cli_errors():
+                exec("boom()", {"boom": boom})
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+        """
+    ))
+    r = subprocess.run([sys.executable, "-m", "ctrl_c_in_exec"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 130, (r.returncode, r.stderr)
+    assert r.stderr.strip() == "interrupted"

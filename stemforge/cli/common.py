@@ -170,7 +170,16 @@ def cli_errors() -> Iterator[None]:
             err("terminated")
             raise typer.Exit(EXIT_TERMINATED) from None
         err("interrupted")
+        _forget_unhandled_interrupt()
         raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _forget_unhandled_interrupt() -> None:
+    """Let the exit code stand after a caught Ctrl-C. CPython (3.11) marks a KeyboardInterrupt that
+    left an ``exec``/``eval`` of a string (``exec("from numpy import *")`` in an import under way)
+    as unhandled even when it was caught, and ``python -m stemforge`` then ends by SIGINT instead
+    of with exit code 130; running any code string clears that mark."""
+    exec("pass")
 
 
 def format_table(rows: list[dict], columns: list[str] | None = None) -> str:

@@ -25,8 +25,9 @@ would die with the thread. The watchdog has no such catch.
 
 :func:`interrupt_on_sigterm` makes SIGTERM raise :class:`Terminated` (a ``KeyboardInterrupt``) in
 the main thread, so that a terminated command unwinds like an interrupted one: ``finally``
-blocks run, pools are cancelled and their workers reaped, committed work stays. The CLI installs
-it (exit code 143); library code never does.
+blocks run, pools are cancelled and their workers reaped, committed work stays; and
+:func:`redeliver_lost_interrupts` keeps a Ctrl-C or SIGTERM that lands in a finalizer from being
+lost. The CLI installs both (exit codes 130 and 143); library code never does.
 """
 
 from __future__ import annotations
@@ -68,6 +69,43 @@ def interrupt_on_sigterm() -> bool:
         return False
     signal.signal(signal.SIGTERM, _raise_terminated)
     return True
+
+
+def redeliver_lost_interrupts() -> None:
+    """Make a Ctrl-C or SIGTERM that lands in a finalizer count.
+
+    A signal handler runs at the next bytecode of the main thread, which may be inside a
+    ``__del__`` or a weakref callback (h5py and the garbage collector run them anywhere); the
+    ``KeyboardInterrupt`` it raises there is printed as "Exception ignored" and lost, and the
+    command goes on as if nothing happened. This hook (``sys.unraisablehook``) has a helper thread
+    deliver such a signal again (``_thread.interrupt_main``) a moment later, when the finalizer
+    has returned, so that its handler runs once more in the main code (should it land in a
+    finalizer again, the same happens again); other unraisable exceptions go to the previous
+    hook. Idempotent."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_stemforge_redeliver", False):
+        return
+
+    def hook(unraisable) -> None:
+        exc_type = unraisable.exc_type
+        if exc_type is None or not issubclass(exc_type, KeyboardInterrupt):
+            previous(unraisable)
+            return
+        signum = signal.SIGTERM if issubclass(exc_type, Terminated) else signal.SIGINT
+        try:
+            threading.Thread(target=_redeliver, args=(signum,), name="stemforge-redeliver", daemon=True).start()
+        except RuntimeError:  # the interpreter is shutting down: the command is ending anyway
+            pass
+
+    hook._stemforge_redeliver = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def _redeliver(signum: int) -> None:
+    import _thread
+
+    time.sleep(0.01)  # let the main thread leave the finalizer first
+    _thread.interrupt_main(signum)
 
 
 def bind(owner: int | None = None) -> None:
