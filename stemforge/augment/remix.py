@@ -34,6 +34,7 @@ sources or options starts a new sequence and counts the older remixes as part of
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -577,15 +578,16 @@ def _render_all(datadir: DataDir, todo: list[RemixPlan], workers: int, report: A
             results = map_ordered(
                 _render_in_worker, todo, (datadir.config,), workers, initializer=_init_worker, initargs=(datadir.reader(),)
             )
-            for plan, result, exc in results:
-                if exc is not None:
-                    msg = str(exc) if isinstance(exc, StemforgeError) else f"{plan.uid}: {type(exc).__name__}: {exc}"
-                    report.failed.append((plan.uid, msg))
-                    note("failed", plan.uid, msg)
-                    continue
-                row, arrays = result
-                sink.add(plan.track_id, plan.uid, row, arrays)
-                note("done", plan.uid, "")
+            with contextlib.closing(results):  # a failure in this loop stops the workers at once
+                for plan, result, exc in results:
+                    if exc is not None:
+                        msg = str(exc) if isinstance(exc, StemforgeError) else f"{plan.uid}: {type(exc).__name__}: {exc}"
+                        report.failed.append((plan.uid, msg))
+                        note("failed", plan.uid, msg)
+                        continue
+                    row, arrays = result
+                    sink.add(plan.track_id, plan.uid, row, arrays)
+                    note("done", plan.uid, "")
         report.added.extend(sink.committed)
     except BrokenProcessPool:
         report.added.extend(sink.committed)

@@ -7,7 +7,8 @@ Exit codes (documented in docs/cli.md):
   1  the command ran but some items failed (tracks skipped for bad input, validation problems)
   2  usage error (bad option or argument; Typer's own code)
   3  nothing could be done: a fatal StemforgeError (wrong layout, config mismatch, lock held, disk full, ...)
-  130 interrupted (Ctrl-C)
+  130 interrupted (Ctrl-C, SIGINT)
+  143 terminated (SIGTERM: 128 + 15, what a shell reports for a process SIGTERM killed)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ EXIT_PARTIAL = 1
 EXIT_USAGE = 2
 EXIT_FATAL = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 DEFAULT_DATA_DIR = "stemforge-data"
 DATA_ENV = "STEMFORGE_DATA"
@@ -147,7 +149,8 @@ def out(message: str = "") -> None:
 
 @contextlib.contextmanager
 def cli_errors() -> Iterator[None]:
-    """Turn StemforgeError into a one-line message and exit code 3; Ctrl-C into 130."""
+    """Turn StemforgeError into a one-line message and exit code 3; Ctrl-C into 130, SIGTERM
+    (:class:`~stemforge.core.lifeline.Terminated`, see :func:`stemforge.cli.main.main`) into 143."""
     try:
         yield
     except StemforgeError as exc:  # DiskFullError included: it names the DataDir and what was kept
@@ -160,9 +163,23 @@ def cli_errors() -> Iterator[None]:
             raise
         err(f"error: {exc.filename or 'a file'}: disk full ({exc.strerror or exc})")
         raise typer.Exit(EXIT_FATAL) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from stemforge.core.lifeline import Terminated
+
+        if isinstance(exc, Terminated):
+            err("terminated")
+            raise typer.Exit(EXIT_TERMINATED) from None
         err("interrupted")
+        _forget_unhandled_interrupt()
         raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _forget_unhandled_interrupt() -> None:
+    """Let the exit code stand after a caught Ctrl-C. CPython (3.11) marks a KeyboardInterrupt that
+    left an ``exec``/``eval`` of a string (``exec("from numpy import *")`` in an import under way)
+    as unhandled even when it was caught, and ``python -m stemforge`` then ends by SIGINT instead
+    of with exit code 130; running any code string clears that mark."""
+    exec("pass")
 
 
 def format_table(rows: list[dict], columns: list[str] | None = None) -> str:

@@ -59,4 +59,11 @@ plain_usage(app)
 
 
 def main() -> None:
+    # SIGTERM unwinds a command like Ctrl-C (its pools cancelled and their workers reaped, what
+    # was committed kept) and exits with 143 instead of killing it on the spot; neither is lost
+    # when it lands in a finalizer.
+    from stemforge.core.lifeline import interrupt_on_sigterm, redeliver_lost_interrupts
+
+    interrupt_on_sigterm()
+    redeliver_lost_interrupts()
     app()

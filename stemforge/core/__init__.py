@@ -7,5 +7,7 @@ Nothing here imports anything above it (``tests/test_layers.py`` holds that):
 * :mod:`.audio`: decoding (whole, blockwise, every stream of a container), resampling, writing;
 * :mod:`.dsp`: the framed STFT/iSTFT and the features computed from it;
 * :mod:`.parallel`: an ordered, bounded map over worker processes;
+* :mod:`.lifeline`: worker processes that die with their command (SIGKILL included), and
+  SIGTERM as an interruption (:mod:`.forkserver_lifeline` is what the fork server preloads);
 * :mod:`.device`: the torch device a process uses (torch imported only when called).
 """

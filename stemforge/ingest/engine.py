@@ -9,6 +9,7 @@ shard completes, so a killed run loses at most the shard being written.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -271,19 +272,21 @@ def _run(datadir, todo, workers, report, note, tracks_per_shard, post_commit) ->
     """Process ``todo`` in ``workers`` processes (results in input order) and store them shard
     by shard; a killed run keeps every committed shard."""
     with ShardSink(datadir, "", tracks_per_shard, after_commit=post_commit) as sink:
-        for (src, fp), result, exc in map_ordered(_process, todo, (datadir.config,), workers):
-            if exc is not None:
-                msg = str(exc) if isinstance(exc, StemforgeError) else f"{Path(src.root) / src.source_path}: {type(exc).__name__}: {exc}"
-                report.failed.append((src.uid, msg))
-                note("failed", src.uid, msg)
-                continue
-            row, arrays = result
-            if sink.prefix != src.dataset:  # one shard prefix per dataset
-                sink.flush()
-                sink.prefix = src.dataset
-            row["source_fingerprint"] = fp
-            sink.add(_shard_key(src.track_id, sink.pending_keys), src.uid, row, arrays)
-            note("done", src.uid, "")
+        results = map_ordered(_process, todo, (datadir.config,), workers)
+        with contextlib.closing(results):  # a failure in this loop stops the workers at once
+            for (src, fp), result, exc in results:
+                if exc is not None:
+                    msg = str(exc) if isinstance(exc, StemforgeError) else f"{Path(src.root) / src.source_path}: {type(exc).__name__}: {exc}"
+                    report.failed.append((src.uid, msg))
+                    note("failed", src.uid, msg)
+                    continue
+                row, arrays = result
+                if sink.prefix != src.dataset:  # one shard prefix per dataset
+                    sink.flush()
+                    sink.prefix = src.dataset
+                row["source_fingerprint"] = fp
+                sink.add(_shard_key(src.track_id, sink.pending_keys), src.uid, row, arrays)
+                note("done", src.uid, "")
     report.ingested.extend(sink.committed)
 
 
