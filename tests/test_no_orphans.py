@@ -346,13 +346,10 @@ def spec(command: str, request: pytest.FixtureRequest, tmp: Path) -> Spec:
 
 
 SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
-#: Each case runs its signals' commands at the same time; train's SIGKILL apart, pending the
-#: loader workers' lifeline.bind() (stemforge/train is being rewritten elsewhere).
+#: Each case runs its signals' commands at the same time.
 CASES = [
     *[pytest.param(command, SIGNALS, id=command) for command in ("ingest", "augment", "synth", "evaluate", "serve")],
-    pytest.param("train", (signal.SIGTERM, signal.SIGINT), id="train-SIGTERM-SIGINT"),
-    pytest.param("train", (signal.SIGKILL,), id="train-SIGKILL",
-                 marks=pytest.mark.xfail(strict=True, reason="train loader hook pending merge")),
+    pytest.param("train", SIGNALS, id="train"),
 ]
 
 

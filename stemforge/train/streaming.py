@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 import torch
 
+from stemforge.core import lifeline
 from stemforge.core.errors import StemforgeError
 from stemforge.model.config import TARGETS
 from stemforge.store.crops import CropReader
@@ -140,6 +141,7 @@ def _portable_error(exc: BaseException) -> BaseException:
 
 def _loader_worker(batches: StreamingBatches, mix_slots, tgt_slots, tasks, results) -> None:
     """Worker process: cut the batch of each ``(step, slot)`` task into the shared slot."""
+    lifeline.bind()  # die with the training process, however it ends (SIGKILL included)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
     torch.set_num_threads(1)
     try:
