@@ -75,6 +75,8 @@ def evaluate(
     hard_mask: bool = typer.Option(False, "--hard-mask", help="Evaluate the binary mask (mask > 0.5)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="datadir: evaluate at most this many tracks."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for PyTorch (0: its default)."),
+    frames: bool = typer.Option(False, "--frames", help="datadir: also the frame-wise BSS Eval v4 medians (1 s frames, as museval); slower."),
+    workers: int = typer.Option(0, "--workers", "-j", help="datadir: processes scoring tracks at once (0: one per core on the CPU, 1 on a GPU)."),
 ) -> None:
     """BSS Eval of checkpoints (and of other systems' stems) against the mixture and the oracle mask.
 
@@ -101,6 +103,8 @@ def evaluate(
     check_threads(threads)
     if limit is not None and limit < 1:
         raise typer.BadParameter(f"must be at least 1, got {limit}", param_hint="--limit")
+    if workers < 0:
+        raise typer.BadParameter(f"must be 0 (one per core) or more, got {workers}", param_hint="--workers")
     if protocol == "datadir":
         if root is not None or estimates or compare or tracks is not None or subset != "test":
             raise typer.BadParameter(
@@ -110,7 +114,7 @@ def evaluate(
             raise typer.BadParameter("the datadir protocol takes MODEL [DATA]", param_hint="MODEL [DATA]")
         if split not in ("train", "valid", "test", "all"):
             raise typer.BadParameter("must be train, valid, test or all", param_hint="--split")
-        _evaluate_datadir(paths[0], paths[1] if len(paths) > 1 else None, split, output, device, hard_mask, limit, threads)
+        _evaluate_datadir(paths[0], paths[1] if len(paths) > 1 else None, split, output, device, hard_mask, limit, threads, frames, workers)
         return
     if root is None:
         raise typer.BadParameter("the musdb18 protocol needs the MUSDB18 folder", param_hint="--root")
@@ -118,8 +122,10 @@ def evaluate(
         raise typer.BadParameter(f"must be test or train, got {subset!r}", param_hint="--subset")
     if tracks is not None and tracks < 1:
         raise typer.BadParameter(f"must be at least 1, got {tracks}", param_hint="--tracks")
-    if split != "test" or limit is not None:
-        raise typer.BadParameter("--split and --limit belong to the datadir protocol (use --subset, --tracks)", param_hint="--protocol")
+    if split != "test" or limit is not None or frames or workers:
+        raise typer.BadParameter(
+            "--split, --limit, --frames and --workers belong to the datadir protocol (use --subset, --tracks)", param_hint="--protocol"
+        )
     n_methods = len(paths) + len(estimates)
     if n_methods == 0:
         raise typer.BadParameter("give a MODEL or --estimates DIR", param_hint="MODEL")
@@ -128,7 +134,7 @@ def evaluate(
     _evaluate_musdb18(paths, estimates, root, subset, tracks, output, device, hard_mask, threads)
 
 
-def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, threads) -> None:
+def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, threads, frames=False, workers=0) -> None:
     from tqdm import tqdm
 
     path = announce_data_dir(data)
@@ -147,6 +153,10 @@ def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, thre
         if n == 0:
             raise StemforgeError(_empty_split_message(datadir, split))
         sep = Separator.from_checkpoint(model, device=device, hard_mask=hard_mask)
+        if not workers:
+            from stemforge.ingest.engine import default_workers
+
+            workers = 1 if str(sep.device).startswith("cuda") else default_workers()
         bar = tqdm(total=min(n, limit) if limit else n, desc=f"evaluate {split}", unit="track", dynamic_ncols=True)
 
         def progress(event: str, done: int, total: int) -> None:
@@ -155,7 +165,7 @@ def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, thre
             bar.update(1)
 
         try:
-            report = evaluate_datadir(sep, datadir, split=split, limit=limit, progress=progress)
+            report = evaluate_datadir(sep, datadir, split=split, limit=limit, frames=frames, workers=workers, progress=progress)
         finally:
             bar.close()
         report.meta["protocol"] = "datadir"
@@ -165,13 +175,20 @@ def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, thre
         )
         report.meta["title"] = f"{model.name} on {split} ({report.meta['tracks']} tracks)"
         paths = report.write(output)
+    columns = ["method", "stem", "tracks", "gnsdr", "gsir", "gsar", "gnsdr_v2", "gsir_v2", "gsar_v2"]
+    legend = [
+        "gnsdr/gsir/gsar: duration-weighted means over tracks of whole-track NSDR/SIR/SAR (dB), NSDR = SDR(estimate) -",
+        "SDR(mixture); BSS Eval v3: mir_eval's bss_eval_sources (512-tap distortion filters, whole track, vocals and",
+        "accompaniment together). *_v2: BSS Eval v2 gain-only (Huang et al.'s MIR-1K code).",
+    ]
+    if frames:
+        columns += ["sdr_frames", "sir_frames", "sar_frames"]
+        legend.append("*_frames: median over tracks of the median over 1 s frames (BSS Eval v4, as museval).")
+    legend.append("mixture = the input as both estimates; oracle = ideal ratio mask at the DataDir's STFT.")
     _print_report(
         report,
-        ["method", "stem", "tracks", "gnsdr", "gsir", "gsar", "sdr_frames", "sir_frames", "sar_frames"],
-        [
-            "gnsdr/gsir/gsar: duration-weighted means of whole-track NSDR/SIR/SAR (dB); *_frames: median over tracks of",
-            "the median over 1 s frames (BSS Eval v4, as museval). mixture = the input as estimate; oracle = ideal ratio mask.",
-        ],
+        columns,
+        legend,
         paths,
         [f"{uid}: {why}" for uid, why in report.failed],
         "tracks",
