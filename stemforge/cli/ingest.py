@@ -411,7 +411,7 @@ def ingest_mir1k(
     hop_length: Optional[int] = HOP_LENGTH_OPTION,
     channels: Optional[int] = CHANNELS_OPTION,
     unit: Optional[str] = typer.Option(None, "--unit", help="clips (Wavfile/, default when present) or songs (UndividedWavfile/)."),
-    split_rule: str = typer.Option("singers", "--split-rule", help="singers (balanced by singer) or huang2014 (abjones+amy train, rest test)."),
+    split_rule: str = typer.Option("singers", "--split-rule", help="singers (balanced by singer) or huang2014 (abjones+amy train, their songs abjones_5+amy_9 valid, rest test)."),
     valid_fraction: float = VALID_OPTION,
     test_fraction: float = TEST_OPTION,
 ) -> None:

@@ -12,7 +12,7 @@ v4 (museval's method), any number of channels, from one factorization per set of
 
   Jansson et al. report NSDR/GNSDR from it. With ``filter_length=1`` the same formulas give
   BSS Eval v2's gain-only decomposition (``bss_decomp_gain`` + ``bss_crit`` of the BSS_EVAL 2.0
-  toolbox: the allowed distortion is one gain), which Huang et al.'s MIR-1K code uses.
+  toolbox: the allowed distortion is one gain), one of the two Huang et al.'s MIR-1K code uses.
 * :class:`BssEvalV4` / :func:`bss_eval_v4`: museval's ``bss_eval`` as SiSEC 2018 and every
   published MUSDB18 table use it (``museval.evaluate(references, estimates, win, hop)``): image
   mode (``bsseval_sources_version=False``), distortion filters computed once over the whole

@@ -21,7 +21,7 @@ Metrics, because the literature reports these (``meta.bss_eval`` of the report n
 * **Whole-clip BSS Eval v2, gain only** (``sdr_v2``, ``sir_v2``, ``sar_v2``, ``nsdr_v2``;
   summary ``gnsdr_v2``, ``gsir_v2``, ``gsar_v2``): the same formulas with a single gain as the
   allowed distortion (``bss_decomp_gain`` of the BSS_EVAL 2.0 toolbox, which Huang et al.'s
-  MIR-1K code calls). Cheap (a 2 x 2 system per clip).
+  MIR-1K code computes beside BSS Eval 3.0). Cheap (a 2 x 2 system per clip).
 * **Frame-wise BSS Eval v4** (``sdr_frames``, ``isr_frames``, ``sir_frames``,
   ``sar_frames``; only with ``frames=True``, ``stemforge evaluate --frames``): museval's
   ``bss_eval`` as SiSEC 2018 / MUSDB18 results use it: image mode, distortion filters computed
@@ -64,7 +64,7 @@ BSS_EVAL_V3 = (
     "BSS Eval v3 bss_eval_sources as mir_eval.separation.bss_eval_sources: 512-tap distortion filters "
     "over the whole clip, vocals and accompaniment evaluated together, no permutation"
 )
-BSS_EVAL_V2 = "BSS Eval v2 gain-only decomposition (bss_decomp_gain + bss_crit, as Huang et al.'s MIR-1K code)"
+BSS_EVAL_V2 = "BSS Eval v2 gain-only decomposition (bss_decomp_gain + bss_crit of BSS_EVAL 2.0, as in Huang et al.'s MIR-1K code)"
 BSS_EVAL_FRAMES = "BSS Eval v4 as museval (image mode, 1 s frames): per-clip median over frames, median over clips"
 
 #: Columns of the per-track table, in order.
@@ -243,7 +243,8 @@ class EvaluationReport:
     Attributes:
         table: one row per track, method and stem (:data:`TABLE_COLUMNS`).
         summary: one row per method and stem (:data:`SUMMARY_COLUMNS`).
-        meta: what was evaluated (model, DataDir, split, configs, timing).
+        meta: what was evaluated (model, DataDir, split, configs, timing: ``seconds`` wall,
+            ``clip_cpu_seconds`` the CPU time the clips took in the processes that scored them).
         failed: ``(uid, reason)`` of tracks that could not be evaluated.
     """
 
@@ -396,6 +397,7 @@ def evaluate_datadir(
     note = progress or (lambda *_: None)
     rows: list[dict] = []
     failed: list[tuple[str, str]] = []
+    clip_cpu = 0.0
     records = [
         {k: rec.get(k, "") for k in ("uid", "shard", "key", "dataset", "artist", "title", "split")}
         for rec in df.to_dict(orient="records")
@@ -405,7 +407,7 @@ def evaluate_datadir(
     setup = (separator, str(datadir.path), cfg, frame_seconds, frames, workers > 1)
     try:
         results = map_ordered(_score_record, records, workers=workers, initializer=_init_scorer, initargs=setup)
-        for i, (rec, track_rows, exc) in enumerate(results):
+        for i, (rec, result, exc) in enumerate(results):
             uid = rec["uid"]
             if exc is not None:
                 if not isinstance(exc, StemforgeError):
@@ -413,7 +415,9 @@ def evaluate_datadir(
                 failed.append((uid, str(exc)))
                 note(f"failed:{uid}:{exc}", i + 1, total)
                 continue
+            track_rows, cpu = result
             rows += track_rows
+            clip_cpu += cpu
             note("track", i + 1, total)
     finally:
         _close_scorer()
@@ -438,6 +442,7 @@ def evaluate_datadir(
         "hard_mask": bool(getattr(separator, "hard_mask", False)),
         "workers": workers,
         "seconds": time.perf_counter() - t0,
+        "clip_cpu_seconds": clip_cpu,
     }
     ckpt = getattr(separator, "checkpoint", None)
     if ckpt is not None:
@@ -485,8 +490,10 @@ def _close_scorer() -> None:
         blas.restore_original_limits()
 
 
-def _score_record(rec: dict) -> list[dict]:
-    """The table rows of one manifest record (StemforgeError when it cannot be scored)."""
+def _score_record(rec: dict) -> tuple[list[dict], float]:
+    """The table rows of one manifest record and the CPU seconds they took in this process
+    (StemforgeError when it cannot be scored)."""
+    cpu0 = time.process_time()
     reader, cfg = _SCORER["reader"], _SCORER["config"]
     v = reader.read_wave(rec["shard"], rec["key"], "vocals")
     a = reader.read_wave(rec["shard"], rec["key"], "accompaniment")
@@ -503,4 +510,4 @@ def _score_record(rec: dict) -> list[dict]:
         "split": rec["split"],
         "duration_s": n / cfg.sample_rate,
     }
-    return [{**base, **r} for r in track_rows]
+    return [{**base, **r} for r in track_rows], time.process_time() - cpu0
