@@ -282,3 +282,33 @@ def test_clip_scores_agree_with_mir_eval_on_real_mir1k(real_data):
         oracle_v = next(r for r in rows if r["method"] == "oracle" and r["stem"] == "vocals")
         assert 0 < model_v["nsdr"] < oracle_v["nsdr"]  # a real spread of values was compared
     print(f"largest difference from mir_eval over {len(clips)} clips: {worst:.2e} dB")
+
+
+def test_scoring_runs_on_one_blas_thread_in_every_openblas(datadir_and_model, tmp_path):
+    """numpy and scipy each load their own OpenBLAS, scipy's only when scipy.linalg is first
+    imported: while tracks are scored every BLAS library present runs one thread (several
+    threads contend and spin on a loaded machine), and the limits are restored afterwards. In a
+    fresh interpreter, where nothing imported scipy.linalg before."""
+    import subprocess
+    import sys
+
+    root, dd, ck = datadir_and_model
+    script = f"""
+import torch
+from threadpoolctl import threadpool_info
+from stemforge.evaluate.datadir import evaluate_datadir
+from stemforge.separate.separator import Separator
+from stemforge.store import DataDir
+
+blas = lambda: sorted(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+seen = []
+evaluate_datadir(Separator.from_checkpoint({str(ck)!r}, device="cpu"), DataDir.open({str(root / "data")!r}), "all",
+                 limit=1, progress=lambda *a: seen.append(blas()))
+print(seen[-1], len(seen[-1]), blas())
+"""
+    env = {**__import__("os").environ, "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip()
+    assert line.startswith("[1, 1] 2 "), line  # both OpenBLAS libraries at one thread while scoring
+    assert line.endswith("[2, 2]"), line  # restored

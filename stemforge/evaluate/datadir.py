@@ -461,6 +461,9 @@ _SCORER: dict[str, Any] = {}
 
 
 def _init_scorer(separator: Any, path: str, config: SpectrogramConfig, frame_seconds: float, frames: bool, in_worker: bool) -> None:
+    # numpy and scipy each bring their own OpenBLAS; threadpool_limits limits only the libraries
+    # loaded when it is called, so scipy.linalg is imported first
+    import scipy.linalg  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     from stemforge.store import DataDir
