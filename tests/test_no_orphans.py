@@ -230,12 +230,7 @@ def model(data, tmp_path_factory) -> Path:
 
     from stemforge.store import DataDir
 
-    try:  # where the checkpoint format lives once train/ and model/ are split
-        from stemforge.model.checkpoint import save_checkpoint
-        from stemforge.model.unet import UNet, UNetConfig
-    except ImportError:
-        from stemforge.train.checkpoint import save_checkpoint
-        from stemforge.train.model import UNet, UNetConfig
+    from stemforge.model import UNet, UNetConfig, save_checkpoint
 
     cfg = UNetConfig(width=0.125)
     net = UNet(cfg, generator=torch.Generator().manual_seed(1))

@@ -27,7 +27,7 @@ from stemforge.cli.common import (
     out,
 )
 
-PROTOCOLS = ("datadir", "musdb18")
+PROTOCOLS = ("datadir", "musdb18", "references")
 
 
 def register(app: typer.Typer) -> None:
@@ -57,76 +57,125 @@ def method_names(models: list[Path]) -> list[str]:
 def evaluate(
     paths: List[Path] = typer.Argument(
         None,
-        help="datadir protocol: MODEL [DATA]. musdb18 protocol: zero or more MODELs (several with --compare).",
+        help="datadir protocol: MODEL [DATA]. musdb18 and references: zero or more MODELs (several methods with --compare).",
         metavar="MODEL",
         show_default=False,
     ),
-    protocol: str = typer.Option("datadir", "--protocol", help="datadir (the DataDir's references) or musdb18 (the original MUSDB18 tracks)."),
-    root: Optional[Path] = typer.Option(None, "--root", help="musdb18: the MUSDB18 (.stem.mp4) or MUSDB18-HQ folder holding train/ and test/."),
-    subset: str = typer.Option("test", "--subset", help="musdb18: MUSDB18's subset, test or train."),
-    tracks: Optional[int] = typer.Option(None, "--tracks", help="musdb18: only the first N tracks of the subset (by name)."),
-    estimates: Optional[List[Path]] = typer.Option(
-        None, "--estimates", help="musdb18: another system's stems, DIR/test/<track>/{vocals,accompaniment}.wav (repeatable)."
+    protocol: Optional[str] = typer.Option(
+        None,
+        "--protocol",
+        help="datadir (the DataDir's references), musdb18 (the original MUSDB18 tracks) or references (your reference "
+        "folder); default: references with --reference-dir, musdb18 with --root, else datadir.",
+        show_default=False,
     ),
-    compare: bool = typer.Option(False, "--compare", help="musdb18: several MODELs and/or --estimates in one table and one chart."),
+    root: Optional[Path] = typer.Option(None, "--root", help="musdb18: the MUSDB18 (.stem.mp4) or MUSDB18-HQ folder holding train/ and test/."),
+    reference_dir: Optional[Path] = typer.Option(
+        None, "--reference-dir", help="references: REFS/<song>/{vocals,accompaniment}.wav [+ mixture.wav] (or REFS/vocals.wav: one song)."
+    ),
+    subset: str = typer.Option("test", "--subset", help="musdb18: MUSDB18's subset, test or train."),
+    tracks: Optional[int] = typer.Option(None, "--tracks", help="musdb18, references: only the first N tracks (by name)."),
+    estimates: Optional[List[Path]] = typer.Option(
+        None,
+        "--estimates",
+        help="musdb18, references: stems on disk, the folders `stemforge separate -o DIR` writes (DIR/<track>/vocals.wav, "
+        "accompaniment.wav) or museval's DIR/test/<track>/ (repeatable).",
+    ),
+    filename: Optional[str] = typer.Option(
+        None, "--filename", help="--estimates: the --filename template they were written with by `stemforge separate` (default {track}/{stem}.{ext}).",
+        show_default=False,
+    ),
+    compare: bool = typer.Option(False, "--compare", help="musdb18, references: several MODELs and/or --estimates in one table and one chart."),
     split: str = typer.Option("test", "--split", help="datadir: the split to evaluate: train, valid, test or all."),
     output: Path = typer.Option(Path("report.csv"), "--output", "-o", help="Per-track CSV; the JSON and the PNG chart go beside it."),
     device: Device = "auto",
     hard_mask: bool = typer.Option(False, "--hard-mask", help="Evaluate the binary mask (mask > 0.5)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="datadir: evaluate at most this many tracks."),
     threads: Threads = 0,
+    frames: bool = typer.Option(False, "--frames", help="datadir: also the frame-wise BSS Eval v4 medians (1 s frames, as museval); slower."),
+    workers: int = typer.Option(0, "--workers", "-j", help="datadir: processes scoring tracks at once (0: one per core on the CPU, 1 on a GPU)."),
 ) -> None:
     """BSS Eval of checkpoints (and of other systems' stems) against the mixture and the oracle mask.
 
     datadir protocol (default; "16 kHz mono, DataDir references" at the seed geometry): per
     track of the split, the stored vocals and accompaniment are the references and their sum
-    the input; whole-track SDR/SIR/SAR, NSDR/GNSDR (Jansson et al.) and museval-style frame
-    medians. musdb18 protocol: each original MUSDB18 track is separated at 44.1 kHz stereo and
-    scored with BSS Eval v4 exactly as museval (1 s frames, median over frames, then over
-    tracks): comparable with published MUSDB18 tables. Both add the mixture (the floor) and the
-    ideal ratio mask (the ceiling) as rows. Writes the per-track CSV, a JSON with the summary
-    and a chart PNG (musdb18: also museval-style per-track JSON).
+    the input; GNSDR/GSIR/GSAR of whole-track BSS Eval v3 (mir_eval's bss_eval_sources) and v2
+    gain-only, frame medians with --frames. musdb18 protocol: each original MUSDB18 track is
+    separated at 44.1 kHz stereo (or its stems read from --estimates) and scored with BSS Eval
+    v4 exactly as museval (1 s frames, median over frames, then over tracks): comparable with
+    published MUSDB18 tables. references: the same scoring for your own songs' reference
+    stems (--reference-dir) against --estimates and/or MODELs. All add the mixture (the floor)
+    and the ideal ratio mask (the ceiling) as rows. Writes the per-track CSV, a JSON with the
+    summary and a chart PNG (musdb18, references: also museval-style per-track JSON).
 
     Example: stemforge evaluate model.pt ./stemforge-data --split test -o eval/report.csv
 
-    Example: stemforge evaluate spleeter.pt --protocol musdb18 --root ~/musdb18 --tracks 5
+    Example: stemforge evaluate spleeter.pt --root ~/musdb18 --tracks 5
 
-    Example: stemforge evaluate a.pt b.pt --estimates demucs-out --compare --protocol musdb18 --root ~/musdb18
+    Example: stemforge separate model.pt ~/musdb18/test/*.stem.mp4 -o sep && stemforge evaluate --root ~/musdb18 --estimates sep
+
+    Example: stemforge evaluate --reference-dir refs --estimates sep -o eval/mine.csv
+
+    Example: stemforge evaluate a.pt b.pt --estimates demucs-out --compare --root ~/musdb18
     """
     paths = list(paths or [])
     estimates = list(estimates or [])
+    if protocol is None:
+        protocol = "references" if reference_dir is not None else "musdb18" if root is not None else "datadir"
     if protocol not in PROTOCOLS:
         raise typer.BadParameter(f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}", param_hint="--protocol")
     if limit is not None and limit < 1:
         raise typer.BadParameter(f"must be at least 1, got {limit}", param_hint="--limit")
+    if workers < 0:
+        raise typer.BadParameter(f"must be 0 (one per core) or more, got {workers}", param_hint="--workers")
+    if filename is not None:
+        from stemforge.core.errors import OutputPathError
+        from stemforge.separate.naming import check_template
+
+        if not estimates:
+            raise typer.BadParameter("names where --estimates are: give --estimates DIR", param_hint="--filename")
+        try:
+            check_template(filename)
+        except OutputPathError as exc:
+            raise typer.BadParameter(str(exc).removeprefix(f"--filename {filename!r}: "), param_hint="--filename") from None
     if protocol == "datadir":
-        if root is not None or estimates or compare or tracks is not None or subset != "test":
+        if root is not None or reference_dir is not None or estimates or compare or tracks is not None or subset != "test":
             raise typer.BadParameter(
-                "--root, --subset, --tracks, --estimates and --compare belong to --protocol musdb18", param_hint="--protocol"
+                "--root, --reference-dir, --subset, --tracks, --estimates and --compare belong to --protocol musdb18 or references",
+                param_hint="--protocol",
             )
         if not 1 <= len(paths) <= 2:
             raise typer.BadParameter("the datadir protocol takes MODEL [DATA]", param_hint="MODEL [DATA]")
         if split not in ("train", "valid", "test", "all"):
             raise typer.BadParameter("must be train, valid, test or all", param_hint="--split")
-        _evaluate_datadir(paths[0], paths[1] if len(paths) > 1 else None, split, output, device, hard_mask, limit, threads)
+        _evaluate_datadir(paths[0], paths[1] if len(paths) > 1 else None, split, output, device, hard_mask, limit, threads, frames, workers)
         return
-    if root is None:
-        raise typer.BadParameter("the musdb18 protocol needs the MUSDB18 folder", param_hint="--root")
-    if subset not in ("test", "train"):
-        raise typer.BadParameter(f"must be test or train, got {subset!r}", param_hint="--subset")
+    if protocol == "musdb18":
+        if root is None:
+            raise typer.BadParameter("the musdb18 protocol needs the MUSDB18 folder", param_hint="--root")
+        if reference_dir is not None:
+            raise typer.BadParameter("--reference-dir is the references protocol's; MUSDB18 is read from --root", param_hint="--reference-dir")
+        if subset not in ("test", "train"):
+            raise typer.BadParameter(f"must be test or train, got {subset!r}", param_hint="--subset")
+    else:
+        if reference_dir is None:
+            raise typer.BadParameter("the references protocol needs the folder of reference stems", param_hint="--reference-dir")
+        if root is not None or subset != "test":
+            raise typer.BadParameter("--root and --subset are the musdb18 protocol's", param_hint="--reference-dir")
     if tracks is not None and tracks < 1:
         raise typer.BadParameter(f"must be at least 1, got {tracks}", param_hint="--tracks")
-    if split != "test" or limit is not None:
-        raise typer.BadParameter("--split and --limit belong to the datadir protocol (use --subset, --tracks)", param_hint="--protocol")
+    if split != "test" or limit is not None or frames or workers:
+        raise typer.BadParameter(
+            "--split, --limit, --frames and --workers belong to the datadir protocol (use --tracks)", param_hint="--protocol"
+        )
     n_methods = len(paths) + len(estimates)
     if n_methods == 0:
         raise typer.BadParameter("give a MODEL or --estimates DIR", param_hint="MODEL")
     if n_methods > 1 and not compare:
         raise typer.BadParameter(f"{n_methods} methods given: add --compare to score them in one table", param_hint="--compare")
-    _evaluate_musdb18(paths, estimates, root, subset, tracks, output, device, hard_mask, threads)
+    _evaluate_tracks(protocol, paths, estimates, root if protocol == "musdb18" else reference_dir, subset, tracks, filename, output, device, hard_mask, threads)
 
 
-def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, threads) -> None:
+def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, threads, frames=False, workers=0) -> None:
     from tqdm import tqdm
 
     path = announce_data_dir(data)
@@ -145,6 +194,10 @@ def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, thre
         if n == 0:
             raise StemforgeError(_empty_split_message(datadir, split))
         sep = Separator.from_checkpoint(model, device=device, hard_mask=hard_mask)
+        if not workers:
+            from stemforge.ingest.engine import default_workers
+
+            workers = 1 if str(sep.device).startswith("cuda") else default_workers()
         bar = tqdm(total=min(n, limit) if limit else n, desc=f"evaluate {split}", unit="track", dynamic_ncols=True)
 
         def progress(event: str, done: int, total: int) -> None:
@@ -153,7 +206,7 @@ def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, thre
             bar.update(1)
 
         try:
-            report = evaluate_datadir(sep, datadir, split=split, limit=limit, progress=progress)
+            report = evaluate_datadir(sep, datadir, split=split, limit=limit, frames=frames, workers=workers, progress=progress)
         finally:
             bar.close()
         report.meta["protocol"] = "datadir"
@@ -163,26 +216,35 @@ def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, thre
         )
         report.meta["title"] = f"{model.name} on {split} ({report.meta['tracks']} tracks)"
         paths = report.write(output)
+    columns = ["method", "stem", "tracks", "gnsdr", "gsir", "gsar", "gnsdr_v2", "gsir_v2", "gsar_v2"]
+    legend = [
+        "gnsdr/gsir/gsar: duration-weighted means over tracks of whole-track NSDR/SIR/SAR (dB), NSDR = SDR(estimate) -",
+        "SDR(mixture); BSS Eval v3: mir_eval's bss_eval_sources (512-tap distortion filters, whole track, vocals and",
+        "accompaniment together). *_v2: BSS Eval v2 gain-only (bss_decomp_gain, also in Huang et al.'s MIR-1K code).",
+    ]
+    if frames:
+        columns += ["sdr_frames", "sir_frames", "sar_frames"]
+        legend.append("*_frames: median over tracks of the median over 1 s frames (BSS Eval v4, as museval).")
+    legend.append("mixture = the input as both estimates; oracle = ideal ratio mask at the DataDir's STFT.")
     _print_report(
         report,
-        ["method", "stem", "tracks", "gnsdr", "gsir", "gsar", "sdr_frames", "sir_frames", "sar_frames"],
-        [
-            "gnsdr/gsir/gsar: duration-weighted means of whole-track NSDR/SIR/SAR (dB); *_frames: median over tracks of",
-            "the median over 1 s frames (BSS Eval v4, as museval). mixture = the input as estimate; oracle = ideal ratio mask.",
-        ],
+        columns,
+        legend,
         paths,
         [f"{uid}: {why}" for uid, why in report.failed],
         "tracks",
     )
 
 
-def _evaluate_musdb18(models, estimates, root, subset, tracks, output, device, hard_mask, threads) -> None:
+def _evaluate_tracks(protocol, models, estimates, root, subset, tracks, filename, output, device, hard_mask, threads) -> None:
+    """The musdb18 protocol on MUSDB18's tracks under ``root``, or the references protocol on
+    the songs of the reference folder ``root``: BSS Eval v4 as museval."""
     from tqdm import tqdm
 
     with cli_errors():
         import torch
 
-        from stemforge.evaluate import musdb18
+        from stemforge.evaluate import musdb18, references
         from stemforge.separate.separator import Separator
 
         if threads:
@@ -191,9 +253,15 @@ def _evaluate_musdb18(models, estimates, root, subset, tracks, output, device, h
         for name, path in zip(method_names(models), models):
             methods.append(musdb18.model_method(Separator.from_checkpoint(path, device=device, hard_mask=hard_mask), name=name))
         for folder in estimates:
-            methods.append(musdb18.EstimatesDir(folder).method())
-        n = len(musdb18.find_tracks(root, subset, tracks))
-        bar = tqdm(total=n, desc=f"musdb18 {subset}", unit="track", dynamic_ncols=True)
+            if protocol == "musdb18":
+                methods.append(musdb18.EstimatesDir(folder, template=filename).method())
+            else:
+                methods.append(references.estimates_dir(folder, root, template=filename).method())
+        if protocol == "musdb18":
+            n, desc = len(musdb18.find_tracks(root, subset, tracks)), f"musdb18 {subset}"
+        else:
+            n, desc = len(references.find_songs(root, tracks)), "references"
+        bar = tqdm(total=n, desc=desc, unit="track", dynamic_ncols=True)
         inner: dict = {}
 
         def progress(event: str, done: int, total: int, fraction: float) -> None:
@@ -215,7 +283,10 @@ def _evaluate_musdb18(models, estimates, root, subset, tracks, output, device, h
                 bar.update(1)
 
         try:
-            report = musdb18.evaluate_musdb18(methods, root, subset, limit=tracks, progress=progress)
+            if protocol == "musdb18":
+                report = musdb18.evaluate_musdb18(methods, root, subset, limit=tracks, progress=progress)
+            else:
+                report = references.evaluate_references(methods, root, limit=tracks, progress=progress)
         finally:
             for b in inner.values():
                 b.close()

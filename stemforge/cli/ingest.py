@@ -332,7 +332,7 @@ def ingest_ikala(root: Annotated[Path, typer.Argument(help="iKala root (holds Wa
 def ingest_mir1k(
     root: Annotated[Path, typer.Argument(help="MIR-1K root (holds Wavfile/ and/or UndividedWavfile/).")],
     unit: Annotated[Optional[str], typer.Option("--unit", help="clips (Wavfile/, default when present) or songs (UndividedWavfile/).")] = None,
-    split_rule: Annotated[str, typer.Option("--split-rule", help="singers (balanced by singer) or huang2014 (abjones+amy train, rest test).")] = "singers",
+    split_rule: Annotated[str, typer.Option("--split-rule", help="singers (balanced by singer) or huang2014 (abjones+amy train, their songs abjones_5+amy_9 valid, rest test).")] = "singers",
 ) -> None:
     """Ingest MIR-1K (16 kHz stereo: left accompaniment, right voice).
 

@@ -1,9 +1,18 @@
-"""BSS Eval: whole-signal v3 (``bss_eval_sources``) and frame-wise v4 (museval's method), any
-number of channels.
+"""BSS Eval: whole-signal ``bss_eval_sources`` (v3, and v2's gain-only variant) and frame-wise
+v4 (museval's method), any number of channels, from one factorization per set of references.
 
-* :func:`bss_eval_sources`: BSS Eval v3 over the whole signal (512-tap distortion filters),
-  single-channel sources, computed by ``fast_bss_eval`` (torch backend, float64). Jansson et al.
-  report NSDR/GNSDR from it.
+* :func:`bss_eval_sources`: BSS Eval v3 as ``mir_eval.separation.bss_eval_sources`` computes it
+  (``compute_permutation=False``): single-channel sources, 512-tap distortion filters fitted
+  over the whole signal, all sources evaluated together. For estimate ``e`` of source ``j``,
+  ``P_own`` is the least-squares projection of ``e`` on the 512 delayed copies of reference
+  ``j`` and ``P_all`` on those of every reference::
+
+      SDR = 10 log10(|P_own|^2 / |e - P_own|^2)     SIR = 10 log10(|P_own|^2 / |P_all - P_own|^2)
+      SAR = 10 log10(|P_all|^2 / |e - P_all|^2)
+
+  Jansson et al. report NSDR/GNSDR from it. With ``filter_length=1`` the same formulas give
+  BSS Eval v2's gain-only decomposition (``bss_decomp_gain`` + ``bss_crit`` of the BSS_EVAL 2.0
+  toolbox: the allowed distortion is one gain), one of the two Huang et al.'s MIR-1K code uses.
 * :class:`BssEvalV4` / :func:`bss_eval_v4`: museval's ``bss_eval`` as SiSEC 2018 and every
   published MUSDB18 table use it (``museval.evaluate(references, estimates, win, hop)``): image
   mode (``bsseval_sources_version=False``), distortion filters computed once over the whole
@@ -12,15 +21,23 @@ number of channels.
   are images: the filters map every channel of every reference onto every channel of the
   estimate, and energies are summed over channels.
   museval needs ffmpeg binaries at import (through musdb/stempeg), so the computation is
-  written here in numpy/scipy; ``tests/test_bss.py`` checks it against museval when museval is
-  importable (CI installs it).
+  written here in numpy/scipy; the tests check v4 against museval and v3/v2 against mir_eval
+  when they are importable (CI installs them).
 
-Why it is fast: museval correlates whole tracks with FFTs of the whole track's length (2^23
-points for 3 minutes at 44.1 kHz) for every pair of signals. Only ``filter_length`` lags are
-needed, so the correlations are summed over blocks (``sum_b conj(X_b) Y_b`` with FFTs of 2^15
-points, the same linear correlation to float rounding), the reference correlations are
-factorized once (Cholesky) for all estimates, and each window's projections are one FFT per
-signal.
+Both use the same least-squares filters (for single-channel sources, v4's filters are v3's), so
+:meth:`BssEvalV4.project` solves them once per estimate and :class:`Projection` gives both the
+whole-signal and the frame-wise figures.
+
+Why it is fast: museval and mir_eval correlate whole tracks with FFTs of the whole track's
+length (2^23 points for 3 minutes at 44.1 kHz) for every pair of signals, and solve the
+reference system again for every estimate. Only ``filter_length`` lags are needed, so the
+correlations are summed over blocks (``sum_b conj(X_b) Y_b`` with FFTs of 2^15 points, the same
+linear correlation to float rounding); the reference correlations are factorized once
+(Cholesky) for all estimates (model, mixture, oracle: one factorization per track); the
+whole-signal energies come from the correlations (``|P|^2 = c^T D`` for filters ``c`` solving
+``G c = D``, so ``|e - P|^2 = |e|^2 - |P|^2``: projections are orthogonal) without forming a
+signal; and each window's projections are one FFT per signal. Everything runs on one BLAS
+thread (callers that score tracks in parallel run one process per core).
 """
 
 from __future__ import annotations
@@ -31,40 +48,27 @@ import numpy as np
 
 from stemforge.core.errors import StemforgeError
 
-#: Distortion filter length (taps) of BSS Eval.
+#: Distortion filter length (taps) of BSS Eval v3 and v4.
 FILTER_LENGTH = 512
+#: Filter length of BSS Eval v2's gain-only decomposition (one gain, no delays).
+GAIN_ONLY = 1
 #: FFT size of the blockwise correlations (a block holds ``_CORR_FFT - filter_length + 1`` samples).
 _CORR_FFT = 1 << 15
 
 
 def bss_eval_sources(references: np.ndarray, estimates: np.ndarray, filter_length: int = FILTER_LENGTH) -> dict[str, np.ndarray]:
-    """Whole-signal BSS Eval v3 ``bss_eval_sources`` (no permutation) with ``fast_bss_eval``.
+    """Whole-signal BSS Eval ``bss_eval_sources`` (no permutation): v3 with 512-tap filters
+    (the default, as mir_eval), v2's gain-only decomposition with ``filter_length=1``.
 
     Args:
         references: ``[n_sources, samples]`` true sources.
         estimates: ``[n_sources, samples]`` estimates, in the same order.
 
     Returns:
-        ``{"sdr", "sir", "sar"}`` -> float64 ``[n_sources]`` (dB).
+        ``{"sdr", "sir", "sar"}`` -> float64 ``[n_sources]`` (dB; +inf where a residual is 0).
     """
-    import fast_bss_eval
-    import torch
-
     ref, est = _pair(references, estimates)
-    # One intra-op thread while solving: with the MKL LAPACK of torch's CPU wheels, any earlier
-    # torch.set_num_threads(n > 1) in the process makes torch.linalg.solve fail ("Pivots given
-    # to lu_solve must all be greater or equal to 1"); one thread always works, and on these
-    # small systems it is also faster (0.39 s vs 0.84 s for 30 s of two sources here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        sdr, sir, sar = fast_bss_eval.bss_eval_sources(
-            torch.from_numpy(ref), torch.from_numpy(est), filter_length=filter_length, compute_permutation=False
-        )
-    finally:
-        if threads != 1:
-            torch.set_num_threads(threads)
-    return {"sdr": sdr.numpy(), "sir": sir.numpy(), "sar": sar.numpy()}
+    return BssEvalV4(ref, filter_length).project(est).sources()
 
 
 def _pair(references: np.ndarray, estimates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,9 +128,10 @@ class _BlockSpectra:
 
 
 class BssEvalV4:
-    """Frame-wise BSS Eval v4 against fixed references, factorized once so that scoring
-    several estimates of one track (model, mixture, oracle, other systems) costs one
-    factorization.
+    """BSS Eval against fixed references: frame-wise v4 (:meth:`evaluate`) and, for
+    single-channel sources, whole-signal ``bss_eval_sources`` (``project(e).sources()``),
+    factorized once so that scoring several estimates of one track (model, mixture, oracle,
+    other systems) costs one factorization.
 
     For estimate channel ``(j, c)``, least-squares filters of ``filter_length`` taps project it
     on the delayed references: on every channel of every source (``C``) and on the channels of
@@ -158,20 +163,25 @@ class BssEvalV4:
         self.ref = ref
         n_src, n_chan, n = ref.shape
         L = self.L = int(filter_length)
+        if L < 1:
+            raise StemforgeError(f"BssEvalV4: filter_length must be at least 1, got {filter_length}")
         K = n_src * n_chan
         self._flat_ref = np.ascontiguousarray(ref.reshape(K, n))  # signal k = source k // n_chan, channel k % n_chan
-        self.spectra = _BlockSpectra(self._flat_ref, L)
-        r = self.spectra.lags(self.spectra)  # r[i, j, k] = sum_u s_i[u] s_j[u + k]
-        G = np.zeros((K * L, K * L))
+        # gain only (L = 1): the correlations are plain dot products, no spectra needed
+        self.spectra = _BlockSpectra(self._flat_ref, L) if L > 1 else None
+        r = self.spectra.lags(self.spectra) if L > 1 else (self._flat_ref @ self._flat_ref.T)[:, :, None]
+        # r[i, j, k] = sum_u s_i[u] s_j[u + k]
+        G = np.empty((K * L, K * L))
         for i in range(K):
             for j in range(K):
                 # G[(i, t1), (j, t2)] = sum_u s_i[u - t1] s_j[u - t2] = r_ij[t1 - t2], and
                 # r_ij[-k] = r_ji[k]
                 G[i * L : (i + 1) * L, j * L : (j + 1) * L] = toeplitz(r[i, j], r[j, i])
-        G += np.finfo(float).eps * np.eye(K * L)
+        G[np.diag_indices_from(G)] += np.finfo(float).eps
         self._all = _Factor(G)
         m = n_chan * L
-        self._own = [_Factor(G[j * m : (j + 1) * m, j * m : (j + 1) * m]) for j in range(n_src)]
+        # the first source's block leads G: its Cholesky factor is the full one's leading block
+        self._own = [self._all.leading(m) if j == 0 else _Factor(G[j * m : (j + 1) * m, j * m : (j + 1) * m]) for j in range(n_src)]
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -179,30 +189,94 @@ class BssEvalV4:
         n_src, n_chan, n = self.ref.shape
         return n_src, n, n_chan
 
-    def evaluate(self, estimates: np.ndarray, window: int, hop: int, chunk: int = 16) -> dict[str, np.ndarray]:
-        """Metrics of ``estimates`` (the references' shape): ``{"sdr", "isr", "sir", "sar"}``
-        -> float64 ``[n_sources, n_windows]``."""
-        from scipy import fft as sfft
-
-        ref = self.ref
+    def project(self, estimates: np.ndarray) -> "Projection":
+        """The least-squares distortion filters of ``estimates`` (the references' shape:
+        ``[n_sources, samples]`` or ``[n_sources, samples, channels]``), solved once for both
+        the whole-signal (:meth:`Projection.sources`) and the frame-wise
+        (:meth:`Projection.frames`) figures."""
         est = _images(estimates, "estimates")
-        if est.shape != ref.shape:
+        if est.shape != self.ref.shape:
             raise StemforgeError(
-                f"BssEvalV4: estimates {self._shape_text(est)} and references {self._shape_text(ref)} differ in shape"
+                f"BssEvalV4: estimates {self._shape_text(est)} and references {self._shape_text(self.ref)} differ in shape"
             )
-        if window <= 0 or hop <= 0:
-            raise StemforgeError(f"BssEvalV4: window and hop must be positive, got {window}, {hop}")
-        n_src, n_chan, n = ref.shape
+        n_src, n_chan, n = self.ref.shape
         L, K = self.L, n_src * n_chan
         m_own = n_chan * L
         # D[(k, tau), (j, c)] = sum_u s_k[u] e_jc[u + tau]: every estimate channel solved at once.
-        D = self.spectra.lags(_BlockSpectra(est.reshape(K, n), L, self.spectra.n_fft, plain=False))  # [K, K_est, L]
+        flat_est = est.reshape(K, n)
+        if L > 1:
+            D = self.spectra.lags(_BlockSpectra(flat_est, L, self.spectra.n_fft, plain=False))  # [K, K_est, L]
+        else:
+            D = (self._flat_ref @ flat_est.T)[:, :, None]
         D = np.moveaxis(D, 1, 2).reshape(K * L, K)
-        C = self._all.solve(D).T.reshape(n_src, n_chan, K, L)  # estimate (j, c) -> filters on every reference channel
-        Cj = np.stack(
-            [self._own[j].solve(D[j * m_own : (j + 1) * m_own, j * n_chan : (j + 1) * n_chan]).T for j in range(n_src)]
-        ).reshape(n_src, n_chan, n_chan, L)
+        C = self._all.solve(D)  # [K L, K_est]: estimate (j, c) -> filters on every reference channel
+        Cj = [self._own[j].solve(D[j * m_own : (j + 1) * m_own, j * n_chan : (j + 1) * n_chan]) for j in range(n_src)]
+        return Projection(self, est, D, C, Cj)
 
+    def evaluate(self, estimates: np.ndarray, window: int, hop: int, chunk: int = 16) -> dict[str, np.ndarray]:
+        """Frame-wise metrics of ``estimates`` (the references' shape): ``{"sdr", "isr", "sir",
+        "sar"}`` -> float64 ``[n_sources, n_windows]`` (:meth:`Projection.frames`)."""
+        return self.project(estimates).frames(window, hop, chunk)
+
+    @staticmethod
+    def _silent_windows(images: np.ndarray, starts: np.ndarray, w: int) -> np.ndarray:
+        """``[n_windows]`` bool: some source's channel sum is zero over the whole window."""
+        silent = np.zeros(len(starts), dtype=bool)
+        for x in images:  # [n_chan, n]
+            nonzero = (x.sum(axis=0) != 0).astype(np.int64)
+            csum = np.concatenate(([0], np.cumsum(nonzero)))
+            silent |= (csum[starts + w] - csum[starts]) == 0
+        return silent
+
+    @staticmethod
+    def _shape_text(images: np.ndarray) -> str:
+        n_src, n_chan, n = images.shape
+        return f"[{n_src} sources, {n} samples, {n_chan} channels]"
+
+
+class Projection:
+    """One set of estimates projected on a :class:`BssEvalV4`'s references: the correlations
+    ``D`` (``[K L, K]``, ``K`` = sources x channels), the filters on every reference channel
+    ``C`` (``[K L, K]``) and on the own source's channels ``Cj`` (per source ``[n_chan L,
+    n_chan]``), all float64. Made by :meth:`BssEvalV4.project`."""
+
+    def __init__(self, refs: BssEvalV4, est: np.ndarray, D: np.ndarray, C: np.ndarray, Cj: list[np.ndarray]):
+        self.refs, self.est, self.D, self.C, self.Cj = refs, est, D, C, Cj
+
+    def sources(self) -> dict[str, np.ndarray]:
+        """Whole-signal ``bss_eval_sources`` (v3 with the references' 512 taps, v2 gain-only
+        with 1): ``{"sdr", "sir", "sar"}`` -> float64 ``[n_sources]`` (dB; +inf where a residual
+        energy is 0 or below rounding). Single-channel sources only (StemforgeError otherwise).
+
+        The energies come from the correlations: with ``c`` solving ``G c = D``, ``|P|^2 = c^T
+        D`` and, the projections being orthogonal, ``|e - P|^2 = |e|^2 - |P|^2`` and ``|P_all -
+        P_own|^2 = |P_all|^2 - |P_own|^2`` (``P_own`` lies in the span ``P_all`` projects on).
+        """
+        n_src, n_chan, _ = self.est.shape
+        if n_chan != 1:
+            raise StemforgeError(f"bss_eval_sources takes single-channel sources; these have {n_chan} channels (use frames)")
+        L = self.refs.L
+        e2 = np.einsum("jcn,jcn->j", self.est, self.est)
+        p_all = np.einsum("ij,ij->j", self.C, self.D)
+        p_own = np.array([float(self.Cj[j][:, 0] @ self.D[j * L : (j + 1) * L, j]) for j in range(n_src)])
+        return {
+            "sdr": _db(p_own, e2 - p_own),
+            "sir": _db(p_own, p_all - p_own),
+            "sar": _db(p_all, e2 - p_all),
+        }
+
+    def frames(self, window: int, hop: int, chunk: int = 16) -> dict[str, np.ndarray]:
+        """Frame-wise BSS Eval v4 (museval): ``{"sdr", "isr", "sir", "sar"}`` -> float64
+        ``[n_sources, n_windows]`` (see :class:`BssEvalV4`)."""
+        from scipy import fft as sfft
+
+        if window <= 0 or hop <= 0:
+            raise StemforgeError(f"BssEvalV4: window and hop must be positive, got {window}, {hop}")
+        ref, est = self.refs.ref, self.est
+        n_src, n_chan, n = ref.shape
+        L, K = self.refs.L, n_src * n_chan
+        C = self.C.T.reshape(n_src, n_chan, K, L)
+        Cj = np.stack([c.T for c in self.Cj]).reshape(n_src, n_chan, n_chan, L)
         if window >= n:
             starts = np.array([0])
             w = n
@@ -215,10 +289,10 @@ class BssEvalV4:
         n_fft_w = sfft.next_fast_len(m, real=True)
         FC = sfft.rfft(C, n_fft_w, axis=-1)  # [j, c, K, F]
         FCj = sfft.rfft(Cj, n_fft_w, axis=-1)  # [j, c, n_chan, F]
-        flat_ref = self._flat_ref  # [K, n] contiguous
+        flat_ref = self.refs._flat_ref  # [K, n] contiguous
         flat_est = np.ascontiguousarray(est.reshape(K, n))
         # museval's _any_source_silent: a window where a source's channel sum is zero throughout
-        silent = self._silent_windows(self.ref, starts, w) | self._silent_windows(est, starts, w)
+        silent = BssEvalV4._silent_windows(ref, starts, w) | BssEvalV4._silent_windows(est, starts, w)
         ref_windows = np.lib.stride_tricks.sliding_window_view(flat_ref, w, axis=-1)  # views, no copies
         est_windows = np.lib.stride_tricks.sliding_window_view(flat_est, w, axis=-1)
 
@@ -248,21 +322,6 @@ class BssEvalV4:
                     v[silent[c0 : c0 + k]] = np.nan
                     out[key][j, c0 : c0 + k] = v
         return out
-
-    @staticmethod
-    def _silent_windows(images: np.ndarray, starts: np.ndarray, w: int) -> np.ndarray:
-        """``[n_windows]`` bool: some source's channel sum is zero over the whole window."""
-        silent = np.zeros(len(starts), dtype=bool)
-        for x in images:  # [n_chan, n]
-            nonzero = (x.sum(axis=0) != 0).astype(np.int64)
-            csum = np.concatenate(([0], np.cumsum(nonzero)))
-            silent |= (csum[starts + w] - csum[starts]) == 0
-        return silent
-
-    @staticmethod
-    def _shape_text(images: np.ndarray) -> str:
-        n_src, n_chan, n = images.shape
-        return f"[{n_src} sources, {n} samples, {n_chan} channels]"
 
 
 def bss_eval_v4(
@@ -303,6 +362,16 @@ class _Factor:
             self.cho = cho_factor(a, lower=True, check_finite=False)
         except np.linalg.LinAlgError:
             self.cho = None
+
+    def leading(self, m: int) -> "_Factor":
+        """The factor of ``a[:m, :m]``: the leading block of this Cholesky factor (no new
+        factorization), or a new one when this one fell back."""
+        if self.cho is None:
+            return _Factor(self.a[:m, :m])
+        out = _Factor.__new__(_Factor)
+        out.a = self.a[:m, :m]
+        out.cho = (np.ascontiguousarray(self.cho[0][:m, :m]), self.cho[1])
+        return out
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         from scipy.linalg import cho_solve

@@ -8,24 +8,36 @@ vocals, accompaniment) and the input is their sum. Three estimates are scored:
 * ``oracle``: the ideal ratio mask ``|V| / (|V| + |A|)`` at the DataDir's STFT applied to the
   mixture STFT (mixture phase, as the model's mask): the ceiling of any magnitude mask.
 
-Two families of metrics, because the literature reports both:
+Metrics, because the literature reports these (``meta.bss_eval`` of the report names them):
 
-* **Whole-track BSS Eval** (``sdr``, ``sir``, ``sar``): ``bss_eval_sources`` of BSS Eval v3
-  (512-tap distortion filters over the whole track), computed by ``fast_bss_eval`` (torch
-  backend, float64; its numpy backend does not run with numpy 2). ``nsdr`` = SDR(estimate) -
-  SDR(mixture as estimate); the summary's ``gnsdr``, ``gsir``, ``gsar`` are their means weighted
-  by track duration: what Jansson et al. (ISMIR 2017) report.
+* **Whole-clip BSS Eval v3** (``sdr``, ``sir``, ``sar``): ``bss_eval_sources`` as
+  ``mir_eval.separation.bss_eval_sources`` computes it (512-tap distortion filters fitted over
+  the whole clip, vocals and accompaniment evaluated together, no permutation), computed by
+  :mod:`stemforge.evaluate.bss` (one factorization of the references per clip for all three
+  estimates; within 1e-6 dB of mir_eval, ``tests/test_evaluate.py``). ``nsdr`` =
+  SDR(estimate) - SDR(mixture as estimate); the summary's ``gnsdr``, ``gsir``, ``gsar`` are
+  their means weighted by clip duration: what Jansson et al. (ISMIR 2017) and Huang et al.
+  (ICASSP 2014, TASLP 2015) report.
+* **Whole-clip BSS Eval v2, gain only** (``sdr_v2``, ``sir_v2``, ``sar_v2``, ``nsdr_v2``;
+  summary ``gnsdr_v2``, ``gsir_v2``, ``gsar_v2``): the same formulas with a single gain as the
+  allowed distortion (``bss_decomp_gain`` of the BSS_EVAL 2.0 toolbox, which Huang et al.'s
+  MIR-1K code computes beside BSS Eval 3.0). Cheap (a 2 x 2 system per clip).
 * **Frame-wise BSS Eval v4** (``sdr_frames``, ``isr_frames``, ``sir_frames``,
-  ``sar_frames``): museval's ``bss_eval`` as SiSEC 2018 / MUSDB18 results use it: image mode,
-  distortion filters computed once on the whole track, metrics on 1 s windows (hop 1 s, the last
-  partial window dropped), windows where a reference or an estimate is all zero left out, the
-  median over the remaining windows per track; the summary takes the median over tracks.
-  museval needs ffmpeg binaries at import, so :mod:`stemforge.evaluate.bss` implements the same
-  computation (numpy/scipy); tests check it against museval when museval is importable.
+  ``sar_frames``; only with ``frames=True``, ``stemforge evaluate --frames``): museval's
+  ``bss_eval`` as SiSEC 2018 / MUSDB18 results use it: image mode, distortion filters computed
+  once on the whole track, metrics on 1 s windows (hop 1 s, the last partial window dropped),
+  windows where a reference or an estimate is all zero left out, the median over the remaining
+  windows per track; the summary takes the median over tracks. museval needs ffmpeg binaries at
+  import, so :mod:`stemforge.evaluate.bss` implements the same computation (numpy/scipy); tests
+  check it against museval when museval is importable.
+
+Clips are scored one per worker process (``workers``; each with one BLAS and one torch thread),
+results in manifest order whatever the number of workers.
 
 This is the DataDir protocol ("16 kHz mono, DataDir references"): right for the NSDR/GNSDR
-tables of Jansson et al. (iKala, MedleyDB). Numbers comparable with published MUSDB18 tables
-come from the MUSDB18 protocol, :mod:`stemforge.evaluate.musdb18`.
+tables of Jansson et al. (iKala, MedleyDB) and Huang et al. (MIR-1K; ingest it with
+``--split-rule huang2014``). Numbers comparable with published MUSDB18 tables come from the
+MUSDB18 protocol, :mod:`stemforge.evaluate.musdb18`.
 """
 
 from __future__ import annotations
@@ -41,12 +53,19 @@ import numpy as np
 
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import StemforgeError
-from stemforge.evaluate.bss import FILTER_LENGTH, BssEvalV4, bss_eval_sources, frame_medians
+from stemforge.evaluate.bss import FILTER_LENGTH, GAIN_ONLY, BssEvalV4, frame_medians
 
 METHODS = ("model", "mixture", "oracle")
 STEMS = ("vocals", "accompaniment")
 #: Frame length and hop of the frame-wise metrics (seconds), as museval for MUSDB18.
 FRAME_SECONDS = 1.0
+#: What the whole-clip metrics are, as every report names them (``meta.bss_eval``).
+BSS_EVAL_V3 = (
+    "BSS Eval v3 bss_eval_sources as mir_eval.separation.bss_eval_sources: 512-tap distortion filters "
+    "over the whole clip, vocals and accompaniment evaluated together, no permutation"
+)
+BSS_EVAL_V2 = "BSS Eval v2 gain-only decomposition (bss_decomp_gain + bss_crit of BSS_EVAL 2.0, as in Huang et al.'s MIR-1K code)"
+BSS_EVAL_FRAMES = "BSS Eval v4 as museval (image mode, 1 s frames): per-clip median over frames, median over clips"
 
 #: Columns of the per-track table, in order.
 TABLE_COLUMNS = [
@@ -61,6 +80,10 @@ TABLE_COLUMNS = [
     "sir",
     "sar",
     "nsdr",
+    "sdr_v2",
+    "sir_v2",
+    "sar_v2",
+    "nsdr_v2",
     "sdr_frames",
     "isr_frames",
     "sir_frames",
@@ -76,11 +99,15 @@ SUMMARY_COLUMNS = [
     "gnsdr",
     "gsir",
     "gsar",
+    "gnsdr_v2",
+    "gsir_v2",
+    "gsar_v2",
     "sdr_mean",
     "sdr_frames",
     "sir_frames",
     "sar_frames",
 ]
+_FRAME_KEYS = ("sdr_frames", "isr_frames", "sir_frames", "sar_frames", "n_frames_defined")
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -100,38 +127,64 @@ def ideal_ratio_mask(vocals: np.ndarray, accompaniment: np.ndarray, config: Spec
 # ------------------------------------------------------------------------------------------
 
 
+class ClipReferences:
+    """The references of one clip (mono ``vocals``, ``accompaniment`` ``[samples]``) factorized
+    once for every estimate scored against them: BSS Eval v3 (512 taps, also the frame-wise
+    v4 filters) and v2 gain-only."""
+
+    def __init__(self, vocals: np.ndarray, accompaniment: np.ndarray):
+        self.refs = np.stack([vocals, accompaniment]).astype(np.float64)
+        self.v3 = BssEvalV4(self.refs, FILTER_LENGTH)
+        self.v2 = BssEvalV4(self.refs, GAIN_ONLY)
+
+
 def score_estimates(
     vocals: np.ndarray,
     accompaniment: np.ndarray,
     estimates: dict[str, np.ndarray],
     sample_rate: int,
     frame_seconds: float = FRAME_SECONDS,
-    v4: BssEvalV4 | None = None,
+    references: ClipReferences | None = None,
+    *,
+    frames: bool = True,
 ) -> dict[str, dict[str, float]]:
     """All metrics of one estimate pair against the references (all ``[samples]``, mono).
 
-    ``v4``: a :class:`BssEvalV4` of ``[vocals, accompaniment]`` to reuse across estimates.
-    Returns ``{stem: {"sdr", "sir", "sar", "sdr_frames", "isr_frames", "sir_frames",
+    ``references``: a :class:`ClipReferences` of ``vocals``, ``accompaniment`` to reuse across
+    estimates. ``frames``: also the frame-wise v4 medians (else NaN). Returns ``{stem: {"sdr",
+    "sir", "sar", "sdr_v2", "sir_v2", "sar_v2", "sdr_frames", "isr_frames", "sir_frames",
     "sar_frames", "n_frames_defined"}}``.
     """
-    refs = np.stack([vocals, accompaniment]).astype(np.float64)
+    refs = references or ClipReferences(vocals, accompaniment)
     ests = np.stack([estimates["vocals"], estimates["accompaniment"]]).astype(np.float64)
-    whole = bss_eval_sources(refs, ests)
-    win = max(1, int(round(frame_seconds * sample_rate)))
-    frames = (v4 or BssEvalV4(refs)).evaluate(ests, window=win, hop=win)
-    med = frame_medians(frames)
+    projection = refs.v3.project(ests)
+    whole = projection.sources()
+    gain = refs.v2.project(ests).sources()
+    if frames:
+        win = max(1, int(round(frame_seconds * sample_rate)))
+        fr = projection.frames(window=win, hop=win)
+        med = frame_medians(fr)
     out = {}
     for s, stem in enumerate(STEMS):
-        out[stem] = {
+        row = {
             "sdr": float(whole["sdr"][s]),
             "sir": float(whole["sir"][s]),
             "sar": float(whole["sar"][s]),
-            "sdr_frames": float(med["sdr"][s]),
-            "isr_frames": float(med["isr"][s]),
-            "sir_frames": float(med["sir"][s]),
-            "sar_frames": float(med["sar"][s]),
-            "n_frames_defined": int(np.sum(~np.isnan(frames["sdr"][s]))),
+            "sdr_v2": float(gain["sdr"][s]),
+            "sir_v2": float(gain["sir"][s]),
+            "sar_v2": float(gain["sar"][s]),
         }
+        if frames:
+            row.update(
+                sdr_frames=float(med["sdr"][s]),
+                isr_frames=float(med["isr"][s]),
+                sir_frames=float(med["sir"][s]),
+                sar_frames=float(med["sar"][s]),
+                n_frames_defined=int(np.sum(~np.isnan(fr["sdr"][s]))),
+            )
+        else:
+            row.update({k: float("nan") for k in _FRAME_KEYS})
+        out[stem] = row
     return out
 
 
@@ -142,11 +195,14 @@ def evaluate_track(
     sample_rate: int,
     config: SpectrogramConfig | None = None,
     frame_seconds: float = FRAME_SECONDS,
+    *,
+    frames: bool = True,
 ) -> list[dict[str, Any]]:
     """Score model, mixture and oracle on one track (mono ``[samples]`` references).
 
-    ``config`` is the STFT of the oracle mask (default: the separator's). Returns one dict per
-    method and stem with the metric columns of :data:`TABLE_COLUMNS` (``nsdr`` included).
+    ``config`` is the STFT of the oracle mask (default: the separator's). ``frames``: also the
+    frame-wise v4 medians. Returns one dict per method and stem with the metric columns of
+    :data:`TABLE_COLUMNS` (``nsdr``, ``nsdr_v2`` included).
     """
     from stemforge.separate.separator import Separator
 
@@ -156,25 +212,26 @@ def evaluate_track(
         raise StemforgeError(f"evaluate_track: vocals {v.shape} and accompaniment {a.shape} must be equal-length mono signals")
     mix = v + a
     cfg = config or separator.config
+    if sample_rate != cfg.sample_rate:
+        raise StemforgeError(
+            f"evaluate_track: the oracle mask needs the waveforms at {cfg.sample_rate} Hz, got {sample_rate} Hz"
+        )
     estimates: dict[str, dict[str, np.ndarray]] = {}
     est = separator.separate(mix, sample_rate)
     estimates["model"] = {k: est[k][: len(mix)] for k in STEMS}
     estimates["mixture"] = {"vocals": mix, "accompaniment": mix}
-    irm = ideal_ratio_mask(v, a, cfg) if sample_rate == cfg.sample_rate else None
-    if irm is None:
-        raise StemforgeError(
-            f"evaluate_track: the oracle mask needs the waveforms at {cfg.sample_rate} Hz, got {sample_rate} Hz"
-        )
+    irm = ideal_ratio_mask(v, a, cfg)
     oracle = Separator.from_mask_fn(lambda _x: irm, cfg, window_frames=None)
     est = oracle.separate(mix, sample_rate)
     estimates["oracle"] = {k: est[k][: len(mix)] for k in STEMS}
-    v4 = BssEvalV4(np.stack([v, a]))
-    scores = {m: score_estimates(v, a, estimates[m], sample_rate, frame_seconds, v4) for m in METHODS}
+    refs = ClipReferences(v, a)
+    scores = {m: score_estimates(v, a, estimates[m], sample_rate, frame_seconds, refs, frames=frames) for m in METHODS}
     rows = []
     for m in METHODS:
         for stem in STEMS:
             r = {"method": m, "stem": stem, **scores[m][stem]}
             r["nsdr"] = r["sdr"] - scores["mixture"][stem]["sdr"]
+            r["nsdr_v2"] = r["sdr_v2"] - scores["mixture"][stem]["sdr_v2"]
             rows.append(r)
     return rows
 
@@ -186,7 +243,8 @@ class EvaluationReport:
     Attributes:
         table: one row per track, method and stem (:data:`TABLE_COLUMNS`).
         summary: one row per method and stem (:data:`SUMMARY_COLUMNS`).
-        meta: what was evaluated (model, DataDir, split, configs, timing).
+        meta: what was evaluated (model, DataDir, split, configs, timing: ``seconds`` wall,
+            ``clip_cpu_seconds`` the CPU time the clips took in the processes that scored them).
         failed: ``(uid, reason)`` of tracks that could not be evaluated.
     """
 
@@ -236,9 +294,11 @@ def write_report_text(path: Path, text: str) -> None:
 def summarize(table: Any) -> Any:
     """The summary table (:data:`SUMMARY_COLUMNS`) of a per-track table.
 
-    ``gnsdr``/``gsir``/``gsar``: duration-weighted means of the whole-track NSDR/SIR/SAR;
+    ``gnsdr``/``gsir``/``gsar``: duration-weighted means of the whole-track NSDR/SIR/SAR (v3;
+    ``*_v2`` the same of the gain-only v2 figures);
     ``sdr_mean``: plain mean of the whole-track SDR; ``*_frames``: median over tracks of the
-    per-track frame medians (MUSDB18's convention). Non-finite values are left out.
+    per-track frame medians (MUSDB18's convention). Non-finite values are left out; a metric
+    column the table lacks gives NaN.
     """
     import pandas as pd
 
@@ -250,19 +310,24 @@ def summarize(table: Any) -> Any:
             part = table[(table["method"] == method) & (table["stem"] == stem)]
             if not len(part):
                 continue
+            # a column the table lacks (a table made before it existed) summarizes to NaN
+            col = lambda name, part=part: part[name] if name in part else np.full(len(part), np.nan)  # noqa: E731
             rows.append(
                 {
                     "method": method,
                     "stem": stem,
                     "tracks": int(len(part)),
                     "hours": float(part["duration_s"].sum()) / 3600.0,
-                    "gnsdr": _weighted(part["nsdr"], part["duration_s"]),
-                    "gsir": _weighted(part["sir"], part["duration_s"]),
-                    "gsar": _weighted(part["sar"], part["duration_s"]),
-                    "sdr_mean": _weighted(part["sdr"], None),
-                    "sdr_frames": _median(part["sdr_frames"]),
-                    "sir_frames": _median(part["sir_frames"]),
-                    "sar_frames": _median(part["sar_frames"]),
+                    "gnsdr": _weighted(col("nsdr"), part["duration_s"]),
+                    "gsir": _weighted(col("sir"), part["duration_s"]),
+                    "gsar": _weighted(col("sar"), part["duration_s"]),
+                    "gnsdr_v2": _weighted(col("nsdr_v2"), part["duration_s"]),
+                    "gsir_v2": _weighted(col("sir_v2"), part["duration_s"]),
+                    "gsar_v2": _weighted(col("sar_v2"), part["duration_s"]),
+                    "sdr_mean": _weighted(col("sdr"), None),
+                    "sdr_frames": _median(col("sdr_frames")),
+                    "sir_frames": _median(col("sir_frames")),
+                    "sar_frames": _median(col("sar_frames")),
                 }
             )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -291,21 +356,30 @@ def evaluate_datadir(
     limit: int | None = None,
     uids: list[str] | None = None,
     frame_seconds: float = FRAME_SECONDS,
+    frames: bool = False,
+    workers: int = 1,
     progress: ProgressFn | None = None,
 ) -> EvaluationReport:
     """Evaluate ``separator`` on the tracks of ``datadir`` (a :class:`~stemforge.store.DataDir`).
 
     Args:
-        separator: a :class:`~stemforge.separate.separator.Separator`.
+        separator: a :class:`~stemforge.separate.separator.Separator` (picklable when
+            ``workers`` > 1: one from a checkpoint is).
         split: "train", "valid", "test", or None / "all" for every track (duplicates left out).
         limit: evaluate at most this many tracks (in manifest order).
         uids: evaluate only these tracks.
+        frames: also the frame-wise BSS Eval v4 medians (``*_frames`` columns; NaN otherwise).
+        workers: processes scoring tracks at once, each with one torch and one BLAS thread
+            (1: in this process, BLAS limited to one thread while scoring).
         progress: ``progress(event, done, total)`` with event "track" or "failed:<uid>:<reason>".
 
     Tracks whose audio cannot be read or scored are listed in ``failed``; the others are
-    scored. Raises StemforgeError when no track is selected.
+    scored, in manifest order whatever ``workers``. Raises StemforgeError when no track is
+    selected.
     """
     import pandas as pd
+
+    from stemforge.core.parallel import map_ordered
 
     t0 = time.perf_counter()
     cfg = datadir.config
@@ -318,36 +392,35 @@ def evaluate_datadir(
         held = datadir.select()["split"].value_counts()
         have = ", ".join(f"{name} ({held[name]} tracks)" for name in ("train", "valid", "test") if name in held) or "none"
         raise StemforgeError(f"{datadir.path}: no track in split {split!r} to evaluate; splits held: {have}")
-    reader = datadir.reader()
+    if int(workers) < 1:
+        raise StemforgeError(f"workers must be at least 1, got {workers}")
     note = progress or (lambda *_: None)
     rows: list[dict] = []
     failed: list[tuple[str, str]] = []
-    total = len(df)
+    clip_cpu = 0.0
+    records = [
+        {k: rec.get(k, "") for k in ("uid", "shard", "key", "dataset", "artist", "title", "split")}
+        for rec in df.to_dict(orient="records")
+    ]
+    total = len(records)
+    workers = min(int(workers), total)
+    setup = (separator, str(datadir.path), cfg, frame_seconds, frames, workers > 1)
     try:
-        for i, rec in enumerate(df.to_dict(orient="records")):
+        results = map_ordered(_score_record, records, workers=workers, initializer=_init_scorer, initargs=setup)
+        for i, (rec, result, exc) in enumerate(results):
             uid = rec["uid"]
-            try:
-                v = reader.read_wave(rec["shard"], rec["key"], "vocals")
-                a = reader.read_wave(rec["shard"], rec["key"], "accompaniment")
-                n = min(len(v), len(a))
-                if n == 0 or not np.any(v[:n]) or not np.any(a[:n]):
-                    raise StemforgeError("vocals or accompaniment is silent: BSS Eval is undefined")
-                track_rows = evaluate_track(separator, v[:n], a[:n], cfg.sample_rate, cfg, frame_seconds)
-            except StemforgeError as exc:
+            if exc is not None:
+                if not isinstance(exc, StemforgeError):
+                    raise exc
                 failed.append((uid, str(exc)))
                 note(f"failed:{uid}:{exc}", i + 1, total)
                 continue
-            base = {
-                "uid": uid,
-                "dataset": rec.get("dataset", ""),
-                "title": f"{rec.get('artist', '')} - {rec.get('title', '')}".strip(" -"),
-                "split": rec.get("split", ""),
-                "duration_s": n / cfg.sample_rate,
-            }
-            rows += [{**base, **r} for r in track_rows]
+            track_rows, cpu = result
+            rows += track_rows
+            clip_cpu += cpu
             note("track", i + 1, total)
     finally:
-        reader.close()
+        _close_scorer()
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     summary = summarize(table)
     meta = {
@@ -358,11 +431,18 @@ def evaluate_datadir(
         "sample_rate": cfg.sample_rate,
         "datadir_spectrogram_config": cfg.hash,
         "model_spectrogram_config": separator.config.hash,
-        "frame_seconds": frame_seconds,
+        "frame_seconds": frame_seconds if frames else None,
         "filter_length": FILTER_LENGTH,
-        "metrics": "whole-track bss_eval_sources (fast_bss_eval) and frame-wise BSS Eval v4 (museval's method)",
+        "bss_eval": {"v3": BSS_EVAL_V3, "v2": BSS_EVAL_V2, "frames": BSS_EVAL_FRAMES if frames else None},
+        "metrics": (
+            "gnsdr/gsir/gsar: duration-weighted means over clips of whole-clip NSDR/SIR/SAR (BSS Eval v3); "
+            "*_v2: the same with BSS Eval v2 gain-only"
+            + ("; *_frames: median over clips of the median over 1 s frames (BSS Eval v4)" if frames else "")
+        ),
         "hard_mask": bool(getattr(separator, "hard_mask", False)),
+        "workers": workers,
         "seconds": time.perf_counter() - t0,
+        "clip_cpu_seconds": clip_cpu,
     }
     ckpt = getattr(separator, "checkpoint", None)
     if ckpt is not None:
@@ -370,3 +450,67 @@ def evaluate_datadir(
         meta["model_step"] = ckpt.step
         meta["model_target"] = ckpt.target
     return EvaluationReport(table=table, summary=summary, meta=meta, failed=failed)
+
+
+# ------------------------------------------------------------------------------------------
+# One scorer per process (map_ordered's initializer), so that a worker opens the DataDir and
+# receives the separator once, not once per track.
+# ------------------------------------------------------------------------------------------
+
+_SCORER: dict[str, Any] = {}
+
+
+def _init_scorer(separator: Any, path: str, config: SpectrogramConfig, frame_seconds: float, frames: bool, in_worker: bool) -> None:
+    # numpy and scipy each bring their own OpenBLAS; threadpool_limits limits only the libraries
+    # loaded when it is called, so scipy.linalg is imported first
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    from stemforge.store import DataDir
+
+    _close_scorer()
+    if in_worker:  # one process per core: one thread each
+        import torch
+
+        torch.set_num_threads(1)
+    _SCORER.update(
+        separator=separator,
+        reader=DataDir.open(path).reader(),
+        config=config,
+        frame_seconds=frame_seconds,
+        frames=frames,
+        # the reference systems are small: several BLAS threads only contend (and spin under load)
+        blas=threadpool_limits(limits=1, user_api="blas"),
+    )
+
+
+def _close_scorer() -> None:
+    reader, blas = _SCORER.pop("reader", None), _SCORER.pop("blas", None)
+    _SCORER.clear()
+    if reader is not None:
+        reader.close()
+    if blas is not None:
+        blas.restore_original_limits()
+
+
+def _score_record(rec: dict) -> tuple[list[dict], float]:
+    """The table rows of one manifest record and the CPU seconds they took in this process
+    (StemforgeError when it cannot be scored)."""
+    cpu0 = time.process_time()
+    reader, cfg = _SCORER["reader"], _SCORER["config"]
+    v = reader.read_wave(rec["shard"], rec["key"], "vocals")
+    a = reader.read_wave(rec["shard"], rec["key"], "accompaniment")
+    n = min(len(v), len(a))
+    if n == 0 or not np.any(v[:n]) or not np.any(a[:n]):
+        raise StemforgeError("vocals or accompaniment is silent: BSS Eval is undefined")
+    track_rows = evaluate_track(
+        _SCORER["separator"], v[:n], a[:n], cfg.sample_rate, cfg, _SCORER["frame_seconds"], frames=_SCORER["frames"]
+    )
+    base = {
+        "uid": rec["uid"],
+        "dataset": rec["dataset"],
+        "title": f"{rec['artist']} - {rec['title']}".strip(" -"),
+        "split": rec["split"],
+        "duration_s": n / cfg.sample_rate,
+    }
+    return [{**base, **r} for r in track_rows], time.process_time() - cpu0

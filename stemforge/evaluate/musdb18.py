@@ -57,8 +57,8 @@ ORACLE_N_FFT = 4096
 ORACLE_HOP = 1024
 
 #: Columns of the per-track table (the DataDir protocol's, with the MUSDB18 subset; the
-#: whole-track BSS Eval v3 columns ``sdr``/``sir``/``sar``/``nsdr`` are left empty: the
-#: MUSDB18 protocol defines only the frame-wise v4 medians).
+#: whole-track BSS Eval v3/v2 columns ``sdr``/``sir``/``sar``/``nsdr`` and ``*_v2`` are left
+#: empty: the MUSDB18 protocol defines only the frame-wise v4 medians).
 TABLE_COLUMNS = [*DATADIR_COLUMNS[:3], "subset", *DATADIR_COLUMNS[3:]]
 SUMMARY_COLUMNS = ["method", "stem", "tracks", "sdr", "sir", "sar", "isr"]
 
@@ -70,17 +70,19 @@ ProgressFn = Callable[[str, int, int, float], None]
 
 @dataclass(frozen=True)
 class MusdbTrack:
-    """One track of MUSDB18 on disk: its name (``Artist - Title``), subset and split, and where
-    its streams are."""
+    """One track on disk scored with BSS Eval v4: its name (``Artist - Title``), subset and
+    split, and where its streams are (a MUSDB18 track, or a song of a reference folder:
+    ``dataset`` "references", subset "")."""
 
     name: str
     subset: str
     split: str
     source: Any  # a recipes.base.TrackSource
+    dataset: str = "musdb"
 
     @property
     def uid(self) -> str:
-        return f"musdb:{self.name}"
+        return f"{self.dataset}:{self.name}"
 
 
 @dataclass
@@ -118,10 +120,11 @@ def find_tracks(root: str | Path, subset: str = "test", limit: int | None = None
 
 
 def load_track(track: MusdbTrack) -> TrackAudio44:
-    """Decode a track's mixture and stems at their own rate and channels.
+    """Decode a track's mixture and stems at their own rate and channels (the mixture is the
+    stems' sum when the track has no mixture file).
 
     Raises AudioError (file and reason) for a stream that cannot be read, or stems that differ
-    in rate or channels.
+    in rate, channels, or length by more than the track's ``length_tolerance`` samples.
     """
     src = track.source
     if src.error:
@@ -144,13 +147,29 @@ def load_track(track: MusdbTrack) -> TrackAudio44:
                 total = total[:, :n] + x[:, :n]
         return total, rate
 
-    mix, sr_m = role(src.mixture)
     voc, sr_v = role(src.vocals)
     acc, sr_a = role(src.accompaniment)
+    if src.mixture:
+        mix, sr_m = role(src.mixture)
+        first = root / src.mixture[0].path
+    else:  # no mixture file (a reference folder may hold only the stems): their sum
+        n = min(voc.shape[1], acc.shape[1])
+        mix, sr_m, first = voc[:, :n] + acc[:, :n], sr_v, root / src.vocals[0].path
     if len({sr_m, sr_v, sr_a}) != 1:
-        raise AudioError(root / src.mixture[0].path, f"mixture at {sr_m} Hz, vocals at {sr_v} Hz, accompaniment at {sr_a} Hz")
+        raise AudioError(first, f"mixture at {sr_m} Hz, vocals at {sr_v} Hz, accompaniment at {sr_a} Hz")
     if not (mix.shape[0] == voc.shape[0] == acc.shape[0]):
-        raise AudioError(root / src.mixture[0].path, f"channel counts differ: mixture {mix.shape[0]}, vocals {voc.shape[0]}, accompaniment {acc.shape[0]}")
+        raise AudioError(first, f"channel counts differ: mixture {mix.shape[0]}, vocals {voc.shape[0]}, accompaniment {acc.shape[0]}")
+    lengths = {"vocals": (voc.shape[1], src.vocals[0].path), "accompaniment": (acc.shape[1], src.accompaniment[0].path)}
+    if src.mixture:
+        lengths["mixture"] = (mix.shape[1], src.mixture[0].path)
+    ordered = sorted(lengths.items(), key=lambda kv: kv[1][0])
+    (short, (n_short, p_short)), (long_, (n_long, p_long)) = ordered[0], ordered[-1]
+    if n_long - n_short > src.length_tolerance:
+        raise AudioError(
+            root / p_short,
+            f"{n_short} samples ({n_short / sr_m:.3f} s), {Path(p_long).name} has {n_long} ({n_long / sr_m:.3f} s): "
+            f"the {short} and the {long_} must have one length",
+        )
     n = min(mix.shape[1], voc.shape[1], acc.shape[1])
     f32 = lambda x: np.ascontiguousarray(x[:, :n], dtype=np.float32)  # noqa: E731
     return TrackAudio44(mixture=f32(mix), vocals=f32(voc), accompaniment=f32(acc), sample_rate=int(sr_m))
@@ -221,31 +240,62 @@ def oracle_method(n_fft: int = ORACLE_N_FFT, hop_length: int = ORACLE_HOP) -> Me
 
 
 class EstimatesDir:
-    """Another system's stems on disk, in museval's layout: ``DIR/<subset>/<track>/vocals.wav``
-    and ``accompaniment.wav`` (``DIR/<track>/...`` also accepted), any format the audio layer
-    decodes. Each stem must have the reference's sample rate, channels and length (exactly: no
-    padding, no truncation), else the track fails for this method with the reason."""
+    """Another system's stems on disk: the folders ``stemforge separate`` writes
+    (``DIR/<track>/vocals.wav`` and ``accompaniment.wav``, the default ``--filename``
+    ``{track}/{stem}.{ext}``; another ``template`` as ``separate``'s ``--filename``, see
+    :mod:`stemforge.separate.naming`), or museval's layout ``DIR/<subset>/<track>/...``; any
+    format the audio layer decodes (wav, flac, mp3, m4a, ogg). The track name is the one
+    ``separate`` gives the track's mixture file (``Artist - Title.stem.mp4`` and
+    ``Artist - Title/mixture.wav`` both give ``Artist - Title``). With ``single`` the folder
+    itself may hold the stems (``DIR/vocals.wav``: one song). Each stem must have the
+    reference's sample rate, channels and length (exactly: no padding, no truncation), else the
+    track fails for this method with the file and the reason."""
 
-    def __init__(self, root: str | Path, name: str | None = None):
+    def __init__(self, root: str | Path, name: str | None = None, template: str | None = None, single: bool = False):
+        from stemforge.separate import naming
+
         self.root = Path(root)
         if not self.root.is_dir():
-            raise StemforgeError(f"{self.root}: estimates folder not found (expected DIR/test/<track name>/vocals.wav, ...)")
+            raise StemforgeError(f"{self.root}: estimates folder not found (expected DIR/<track name>/vocals.wav, ...)")
+        self.template = template or naming.DEFAULT_TEMPLATE
+        naming.check_template(self.template)
         self.name = name or self.root.name
+        self.single = single
 
-    def folder(self, track: MusdbTrack) -> Path | None:
-        for cand in (self.root / track.subset / track.name, self.root / track.name):
-            if cand.is_dir():
-                return cand
-        return None
+    def stem_paths(self, track: MusdbTrack) -> dict[str, Path]:
+        """``stem -> file`` of ``track``'s estimates. StemforgeError naming the file (or the
+        folder) that is missing."""
+        tried = []
+        for layout in self._layouts(track):
+            found = {stem: next((p for p in layout(stem) if p.is_file()), None) for stem in TARGETS}
+            if all(found.values()):
+                return found  # type: ignore[return-value]
+            if any(found.values()):  # this layout holds the track, but not both stems
+                missing = next(stem for stem in TARGETS if not found[stem])
+                raise StemforgeError(f"{layout(missing)[0]}: missing estimate ({missing}; {found[_other(missing)].name} is there)")
+            tried.append(layout("vocals")[0].parent)
+        raise StemforgeError(f"{tried[-1] if self.single else tried[0]}: no estimates for this track")
+
+    def _layouts(self, track: MusdbTrack) -> list[Callable[[str], list[Path]]]:
+        """Where the stems may be: per layout, ``stem -> candidate files`` (one per suffix of
+        :data:`STEM_SUFFIXES`), most specific layout first."""
+        template, root = self.template, self.root
+
+        def suffixed(base: Path) -> list[Path]:
+            return [base.with_name(base.name + ext) for ext in STEM_SUFFIXES]
+
+        layouts = []
+        if track.subset:
+            layouts.append(lambda stem: suffixed(root / track.subset / track.name / stem))
+        layouts.append(lambda stem: list(dict.fromkeys(root / template.format(track=track.name, stem=stem, ext=ext[1:]) for ext in STEM_SUFFIXES)))
+        if self.single:
+            layouts.append(lambda stem: suffixed(root / stem))
+        return layouts
 
     def method(self) -> Method:
         def estimate(track: MusdbTrack, a: TrackAudio44, progress=None) -> dict[str, np.ndarray]:
-            folder = self.folder(track)
-            if folder is None:
-                raise StemforgeError(f"{self.root / track.subset / track.name}: no estimates for this track")
             out = {}
-            for stem in TARGETS:
-                path = _stem_file(folder, stem)
+            for stem, path in self.stem_paths(track).items():
                 x, sr = audio.load(path)
                 ref = a.vocals
                 if sr != a.sample_rate:
@@ -263,12 +313,12 @@ class EstimatesDir:
         return Method(name=self.name, estimate=estimate, kind="estimates", source=str(self.root))
 
 
-def _stem_file(folder: Path, stem: str) -> Path:
-    for ext in (".wav", ".flac", ".mp3", ".m4a", ".ogg"):
-        p = folder / f"{stem}{ext}"
-        if p.exists():
-            return p
-    raise StemforgeError(f"{folder / (stem + '.wav')}: missing estimate")
+#: Suffixes of stem files on disk, in the order they are looked for.
+STEM_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg")
+
+
+def _other(stem: str) -> str:
+    return TARGETS[1 - TARGETS.index(stem)]
 
 
 # ------------------------------------------------------------------------------------------
@@ -399,16 +449,43 @@ def evaluate_musdb18(
     A track that cannot be read fails every method (reason listed); a method that has nothing
     valid for a track fails that track only. Raises StemforgeError when nothing was scored.
     """
-    import pandas as pd
+    _check_methods(methods, floor_and_ceiling)
+    tracks = find_tracks(root, subset, limit)
+    meta = {
+        "protocol": PROTOCOL,
+        "label": PROTOCOL_LABEL,
+        "root": str(Path(root).resolve()),
+        "subset": subset,
+        "title": f"MUSDB18 {subset}: median over tracks of per-track median (BSS Eval v4)",
+    }
+    return evaluate_tracks(methods, tracks, meta, floor_and_ceiling=floor_and_ceiling, frame_seconds=frame_seconds, progress=progress)
 
-    t0 = time.perf_counter()
+
+def _check_methods(methods: list[Method], floor_and_ceiling: bool) -> None:
     if not methods and not floor_and_ceiling:
         raise StemforgeError("nothing to evaluate: give a model or --estimates")
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise StemforgeError(f"two methods share a name: {names}; name them apart")
+
+
+def evaluate_tracks(
+    methods: list[Method],
+    tracks: list[MusdbTrack],
+    meta: dict[str, Any],
+    *,
+    floor_and_ceiling: bool = True,
+    frame_seconds: float = FRAME_SECONDS,
+    progress: ProgressFn | None = None,
+) -> MusdbReport:
+    """Score every method on ``tracks`` (MUSDB18's, or a reference folder's) with BSS Eval v4
+    as museval; ``meta`` (protocol, label, title, where the tracks are) goes into the report's
+    meta. See :func:`evaluate_musdb18` for the arguments and the failures."""
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    _check_methods(methods, floor_and_ceiling)
     all_methods = list(methods) + ([mixture_method(), oracle_method()] if floor_and_ceiling else [])
-    tracks = find_tracks(root, subset, limit)
     note = progress or (lambda *_: None)
     rows: list[dict] = []
     frames_by: dict[str, dict[str, dict]] = {m.name: {} for m in all_methods}
@@ -439,7 +516,7 @@ def evaluate_musdb18(
                 rows.append(
                     {
                         "uid": track.uid,
-                        "dataset": "musdb",
+                        "dataset": track.dataset,
                         "title": track.name,
                         "subset": track.subset,
                         "split": track.split,
@@ -462,19 +539,15 @@ def evaluate_musdb18(
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     if not len(table):
         reasons = "; ".join(f"{m} / {t}: {r}" for m, t, r in failed[:3])
-        raise StemforgeError(f"{Path(root)}: nothing could be scored ({reasons})")
+        raise StemforgeError(f"{meta.get('root', 'these tracks')}: nothing could be scored ({reasons})")
     summary = summarize(table, [m.name for m in all_methods])
     meta = {
-        "protocol": PROTOCOL,
-        "label": PROTOCOL_LABEL,
-        "root": str(Path(root).resolve()),
-        "subset": subset,
+        **meta,
         "tracks": int(table["uid"].nunique()),
         "methods": [{"name": m.name, "kind": m.kind, "source": m.source} for m in all_methods],
         "frame_seconds": frame_seconds,
         "filter_length": FILTER_LENGTH,
         "metrics": "BSS Eval v4 (museval.evaluate, image mode): per-track median over frames, then median over tracks",
         "seconds": time.perf_counter() - t0,
-        "title": f"MUSDB18 {subset}: median over tracks of per-track median (BSS Eval v4)",
     }
     return MusdbReport(table=table, summary=summary, meta=meta, frames=frames_by, failed=failed)

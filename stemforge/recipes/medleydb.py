@@ -348,7 +348,7 @@ def check_options(
     known = {v.lower() for v in VERSIONS}
     bad = [v for v in _version_items(versions) if v.lower() not in known]
     if bad:
-        raise OptionError("versions", f"unknown version {bad[0]!r}; known: {', '.join(VERSIONS)}")
+        raise OptionError("versions", f"unknown MedleyDB version {bad[0]!r}; known: {', '.join(VERSIONS)}")
     check_fractions(valid_fraction, test_fraction)
 
 

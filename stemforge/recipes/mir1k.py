@@ -8,24 +8,38 @@ Layout::
 
 Every wav is 16 kHz stereo PCM: the LEFT channel is the accompaniment (music), the RIGHT
 channel is the singing voice. vocals = right, accompaniment = left, mixture = left + right
-(derived; ``vocals_kind`` "channel"). ``unit="clips"`` (default when ``Wavfile/`` exists)
+(derived; ``vocals_kind`` "channel"). A clip that is not 16 kHz stereo is not a MIR-1K clip
+(a mono file has no voice channel; another rate is a converted copy): :func:`load_clip` refuses
+it with the file and the reason, and the ingest stores the other clips. ``unit="clips"`` (default when ``Wavfile/`` exists)
 ingests the clips, ``unit="songs"`` the undivided songs; never both (they are the same audio).
 
-Split: MIR-1K has no official split. Singer-level (a singer is never on two sides),
-deterministic: the singers found are assigned whole, heaviest first, to approach
-``valid_fraction`` and ``test_fraction`` of the files
-(:func:`stemforge.recipes.splits.balanced_split`); the full corpus always gets the same split.
-(Huang et al. 2014 train on the 175 clips of abjones and amy and test on the rest; pass
-``split_rule="huang2014"`` for that.)
+Split: MIR-1K has no official split. Two rules:
+
+* ``split_rule="singers"`` (default): singer-level (a singer is never on two sides),
+  deterministic: the singers found are assigned whole, heaviest first, to approach
+  ``valid_fraction`` and ``test_fraction`` of the files
+  (:func:`stemforge.recipes.splits.balanced_split`); the full corpus always gets the same split.
+* ``split_rule="huang2014"``: the standard protocol of Huang et al. (ICASSP 2014; IEEE/ACM
+  TASLP 2015) and the papers that compare with it: the singers abjones and amy train (175
+  clips), every other singer is test (825 clips of the whole corpus). The validation split is
+  taken from the training singers only, by song: the whole songs ``abjones_5`` and ``amy_9``
+  (:data:`HUANG2014_VALID_SONGS`; 9 clips each: 18 clips, 137 s, 10 % of the training singers'
+  1416 s), which hold Huang et al.'s four development clips abjones_5_08, abjones_5_09,
+  amy_9_08 and amy_9_09. Whole songs rather than those four clips, so that no song is on two
+  sides (the leak check holds the song key ``<singer> - song <n>`` to one split) and validation
+  has more than 30 s of audio; train keeps the other 157 clips (1279 s). The test split is
+  untouched. The protocol fixes the split, so ``valid_fraction``/``test_fraction`` other than
+  their defaults are refused with this rule.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from stemforge.core.errors import DatasetLayoutError
+from stemforge.core.config import SpectrogramConfig
+from stemforge.core.errors import AudioError, DatasetLayoutError, OptionError
+from stemforge.recipes.base import StemRef, TrackAudio, TrackSource, check_choice
 from stemforge.recipes.splits import balanced_split, check_fractions
-from stemforge.recipes.base import StemRef, TrackSource, check_choice
 
 NAME = "mir1k"
 LAYOUT = __doc__
@@ -33,8 +47,14 @@ LICENSE = "MIR-1K: research use (MIR Lab, National Tsing Hua University)"
 UNITS = ("clips", "songs")
 SPLIT_RULES = ("singers", "huang2014")
 HUANG2014_TRAIN = ("abjones", "amy")
+#: (singer, song) of the validation songs under ``split_rule="huang2014"``: whole songs of the
+#: training singers holding Huang et al.'s development clips abjones_5_08/09 and amy_9_08/09.
+HUANG2014_VALID_SONGS = (("abjones", "5"), ("amy", "9"))
 VALID_FRACTION = 0.1
 TEST_FRACTION = 0.15
+#: Every MIR-1K wav: 16 kHz, two channels (left accompaniment, right voice).
+SAMPLE_RATE = 16000
+CHANNELS = 2
 _SALT = "mir1k-singer-split-v1"
 _FOLDERS = {"clips": "Wavfile", "songs": "UndividedWavfile"}
 
@@ -53,10 +73,16 @@ def check_options(
 ) -> None:
     """OptionError naming the first option :func:`discover` refuses: ``unit`` not in
     :data:`UNITS` (None: clips when ``Wavfile/`` holds any), ``split_rule`` not in
-    :data:`SPLIT_RULES`, bad fractions."""
+    :data:`SPLIT_RULES`, bad fractions, fractions given with ``huang2014`` (its split is fixed)."""
     check_choice("unit", unit, UNITS)
     check_choice("split_rule", split_rule, SPLIT_RULES)
     check_fractions(valid_fraction, test_fraction)
+    if split_rule == "huang2014" and (valid_fraction, test_fraction) != (VALID_FRACTION, TEST_FRACTION):
+        raise OptionError(
+            "split_rule",
+            "huang2014 fixes the split (train abjones and amy, valid their songs abjones_5 and amy_9, "
+            "test every other singer): the valid/test fractions do not apply to it",
+        )
 
 
 def discover(
@@ -93,6 +119,9 @@ def discover(
     tracks = []
     for p in wavs:
         singer, song = parse_name(p.stem)
+        split = splits[singer]
+        if split_rule == "huang2014" and (singer.lower(), song) in HUANG2014_VALID_SONGS:
+            split = "valid"
         rel = str(p.relative_to(root))
         tracks.append(
             TrackSource(
@@ -101,14 +130,41 @@ def discover(
                 root=str(root),
                 artist=singer,
                 title=f"song {song}" if song else p.stem,
-                split=splits[singer],
+                split=split,
                 vocals=(StemRef(rel, channel=1),),
                 accompaniment=(StemRef(rel, channel=0),),
                 vocals_kind="channel",
                 license=LICENSE,
+                loader=f"{__name__}:load_clip",
                 options=(("unit", unit),),
                 extra=(("singer", singer), ("mir1k_unit", unit)),
                 group=singer,
             )
         )
     return tracks
+
+
+def load_clip(source: TrackSource, config: SpectrogramConfig) -> TrackAudio:
+    """The MIR-1K loader: decode the clip once, check that it is 16 kHz stereo, and give the
+    right channel as the vocals and the left as the accompaniment at ``config``'s rate and
+    channels (a stereo geometry puts each on both channels).
+
+    Raises AudioError naming the file for a file that cannot be decoded, a mono file (no voice
+    channel) or another sample rate than 16 kHz.
+    """
+    from stemforge.core import audio
+    from stemforge.recipes.loading import RoleAudio, fit_channels, track_audio
+
+    path = Path(source.root) / source.vocals[0].path
+    data, rate = audio.load(path)
+    if data.shape[0] != CHANNELS:
+        raise AudioError(
+            path, f"{data.shape[0]} channel(s): a MIR-1K clip is stereo (left accompaniment, right voice), so it has no voice channel"
+        )
+    if rate != SAMPLE_RATE:
+        raise AudioError(path, f"sample rate {rate} Hz: MIR-1K clips are {SAMPLE_RATE} Hz (a resampled or foreign copy)")
+    roles = {}
+    for role, ref in (("vocals", source.vocals[0]), ("accompaniment", source.accompaniment[0])):
+        samples = fit_channels(data[ref.channel : ref.channel + 1], config.channels, path)
+        roles[role] = RoleAudio(samples, rate, CHANNELS, path, (CHANNELS,))
+    return track_audio(roles, config)
