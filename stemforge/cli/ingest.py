@@ -220,6 +220,10 @@ def _no_valid_split(datadir, corpus: str, recipe, root: Path, options: dict) -> 
     if corpus in OFFICIAL_SPLITS:
         lines.append(f"  {corpus} follows its official split: ingest more of its songs (or another corpus with a valid split).")
         return lines
+    fixed = getattr(recipe, "fixed_split", lambda **_: None)(**options)
+    if fixed:  # the fraction options do not apply: never recommend them
+        lines.append(f"  {fixed}: ingest another corpus with a valid split, or choose another split rule.")
+        return lines
     found = suggest_valid_fraction(recipe, root, options)
     lines.append("  ingest more songs, or re-run this ingest with a larger --valid-fraction and --force")
     if found:
