@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from stemforge.cli.common import cli_errors, err, format_table, out
+from stemforge.cli.evaluate import METRICS_NOTE
 
 
 def demo(
@@ -49,6 +50,9 @@ def demo(
     out("")
     out("Test split (dB): the model, the mixture itself, and the oracle ideal ratio mask")
     out(format_table(rows))
+    out("SDR, SIR, SAR: whole track (BSS Eval v3; NSDR = SDR gain over the mixture); SDR frames: median over 1 s frames.")
+    for line in METRICS_NOTE:
+        out(line)
     gain = result.sdr("model") - result.sdr("mixture")
     out(f"\nvocals SDR: model {result.sdr('model'):.2f} dB, mixture {result.sdr('mixture'):.2f} dB "
         f"(model beats the mixture by {gain:.2f} dB), oracle {result.sdr('oracle'):.2f} dB")
