@@ -95,3 +95,27 @@ def test_the_report_writes_the_spread_chart(table, tmp_path):
 
     paths = EvaluationReport(table=table, summary=summarize(table), meta={"title": "t"}).write(tmp_path / "e.csv")
     assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_separation_figure_shows_the_true_vocals_and_the_full_band():
+    """The demo's figure: a true-vocals panel above the estimate, every spectrogram up to the
+    stems' Nyquist (22.05 kHz here), the mask up to the model's (8 kHz)."""
+    import matplotlib.pyplot as plt
+
+    from stemforge.core.config import SpectrogramConfig
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 44100)).astype(np.float32) * 0.1
+    mask = np.full((32, 513), 0.5, dtype=np.float32)
+    fig = plots.separation_spectrograms(x, 0.5 * x, 0.5 * x, 44100, mask=mask, mask_config=SpectrogramConfig(),
+                                        true_vocals=0.4 * x)
+    try:
+        panels = fig.axes[:5]  # the panels; the colour bars come after
+        labels = [ax.get_ylabel().split("\n")[0] for ax in panels]
+        assert labels == ["mixture", "true vocals", "vocals", "accompaniment", "vocals mask"]
+        for ax in panels[:4]:
+            assert ax.get_ylim() == (0.0, 22.05) and ax.get_ylabel().endswith("kHz")
+        assert panels[4].get_ylim() == (0.0, 8.0)
+        assert panels[-1].get_xlabel() == "time (s)"
+    finally:
+        plt.close(fig)

@@ -5,8 +5,8 @@
   method, the summary value marked) of NSDR, SDR and, when computed, the frame-wise SDR; without
   it, grouped bars of the summary.
 * :func:`protocol_chart`: the same for the MUSDB18 protocol's SDR, SIR, SAR and ISR.
-* :func:`separation_figure`: log-magnitude spectrograms of the mixture and the two stems, and
-  the vocals mask, one above the other on a shared time axis.
+* :func:`separation_figure`: log-magnitude spectrograms of the mixture, the true vocals, the two
+  estimated stems (full band), and the vocals mask, one above the other on a shared time axis.
 
 (The training loss curve lives in ``stemforge/train/plots.py``.)
 """
@@ -110,56 +110,77 @@ def separation_figure(
     mask_config: SpectrogramConfig | None = None,
     title: str | None = None,
     max_hz: float | None = None,
+    true_vocals: np.ndarray | None = None,
 ) -> Path:
-    """Spectrograms of mixture / vocals / accompaniment and the vocals mask, as one PNG.
+    """:func:`separation_spectrograms` saved as a PNG at ``path``. Returns ``path``."""
+    return _save(separation_spectrograms(mixture, vocals, accompaniment, sample_rate, mask, mask_config, title, max_hz,
+                                         true_vocals), path)
+
+
+def separation_spectrograms(
+    mixture: np.ndarray,
+    vocals: np.ndarray,
+    accompaniment: np.ndarray,
+    sample_rate: int,
+    mask: np.ndarray | None = None,
+    mask_config: SpectrogramConfig | None = None,
+    title: str | None = None,
+    max_hz: float | None = None,
+    true_vocals: np.ndarray | None = None,
+) -> Any:
+    """The figure of spectrograms of the mixture, the true vocals (when given), the estimated
+    vocals and accompaniment, and the vocals mask, one above the other on a shared time axis.
 
     Args:
         mixture, vocals, accompaniment: ``[samples]`` or ``[channels, samples]`` at
-            ``sample_rate`` (downmixed for display).
+            ``sample_rate`` (downmixed for display); ``vocals``/``accompaniment`` the estimates.
+        true_vocals: the reference vocals, shaped like ``mixture`` (a panel above the estimate).
         mask: optional vocals mask ``[n_frames, n_bins]`` at ``mask_config``'s STFT (default: the
-            seed's 16 kHz STFT), e.g. ``Separator.estimate_mask(mono_16k)``.
-        max_hz: upper frequency shown (default: Nyquist).
+            seed's 16 kHz STFT), e.g. ``Separator.estimate_mask(mono_16k)``; drawn up to that
+            STFT's Nyquist (the bins the model saw; above them the Separator extends the mask).
+        max_hz: upper frequency of the spectrograms (default: ``sample_rate / 2``, the full band).
 
     The spectrograms use a Hann STFT of about 64 ms (hop 16 ms) in dB re. the mixture's peak,
-    80 dB range. Returns ``path``.
+    80 dB range; frequency in kHz, time in seconds.
     """
+    from stemforge.core import dsp
     from stemforge.core.audio import to_mono
 
     plt = _pyplot()
     n_fft = 1 << int(round(np.log2(max(64, 0.064 * sample_rate))))
     hop = n_fft // 4
     cfg = SpectrogramConfig(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop)
-    signals = [("mixture", mixture), ("vocals", vocals), ("accompaniment", accompaniment)]
-    mags = []
-    from stemforge.core import dsp
-
-    for _, sig in signals:
-        x = to_mono(np.asarray(sig, dtype=np.float32))
-        mags.append(dsp.magnitude(x, cfg))
+    signals = [("mixture", mixture)]
+    if true_vocals is not None:
+        signals.append(("true vocals", true_vocals))
+    signals += [("vocals\n(estimate)" if true_vocals is not None else "vocals", vocals), ("accompaniment", accompaniment)]
+    mags = [dsp.magnitude(to_mono(np.asarray(sig, dtype=np.float32)), cfg) for _, sig in signals]
     ref = max(float(mags[0].max()), 1e-12)
     rows = len(signals) + (1 if mask is not None else 0)
     fig, axes = plt.subplots(rows, 1, figsize=(10, 2.1 * rows), sharex=True)
-    top = max_hz or sample_rate / 2
+    nyquist_khz = sample_rate / 2000.0
+    top_khz = min(max_hz / 1000.0, nyquist_khz) if max_hz else nyquist_khz
     duration = to_mono(np.asarray(mixture, dtype=np.float32)).shape[-1] / sample_rate
     for ax, (name, _), mag in zip(axes, signals, mags):
         db = 20 * np.log10(np.maximum(mag, ref * 1e-4) / ref)
-        im = ax.imshow(db.T, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0, extent=[0, duration, 0, sample_rate / 2])
-        ax.set_ylim(0, top)
-        ax.set_ylabel(f"{name}\nHz", fontsize=8)
-    fig.colorbar(im, ax=axes[: len(signals)], label="dB", fraction=0.02)
+        im = ax.imshow(db.T, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0, extent=[0, duration, 0, nyquist_khz])
+        ax.set_ylim(0, top_khz)
+        ax.set_ylabel(f"{name}\nkHz", fontsize=8)
+    fig.colorbar(im, ax=axes[: len(signals)], label="dB re. the mixture's peak", fraction=0.02)
     if mask is not None:
         mc = mask_config or SpectrogramConfig()
         m = np.asarray(mask, dtype=np.float32)
         ax = axes[-1]
         mdur = m.shape[0] * mc.hop_length / mc.sample_rate
-        im2 = ax.imshow(m.T, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1, extent=[0, mdur, 0, mc.sample_rate / 2])
-        ax.set_ylim(0, min(top, mc.sample_rate / 2))
-        ax.set_ylabel("vocals mask\nHz", fontsize=8)
+        mask_top = mc.sample_rate / 2000.0
+        im2 = ax.imshow(m.T, origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1, extent=[0, mdur, 0, mask_top])
+        ax.set_ylim(0, min(top_khz, mask_top))
+        ax.set_ylabel(f"vocals mask\n(model, to {mask_top:g})\nkHz", fontsize=8)
         fig.colorbar(im2, ax=[ax], fraction=0.02)
     axes[-1].set_xlabel("time (s)")
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
 def protocol_chart(summary: Any, path: str | os.PathLike, title: str | None = None, table: Any = None) -> Path:
