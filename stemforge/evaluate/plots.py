@@ -157,7 +157,7 @@ def separation_spectrograms(
     mags = [dsp.magnitude(to_mono(np.asarray(sig, dtype=np.float32)), cfg) for _, sig in signals]
     ref = max(float(mags[0].max()), 1e-12)
     rows = len(signals) + (1 if mask is not None else 0)
-    fig, axes = plt.subplots(rows, 1, figsize=(10, 2.1 * rows), sharex=True)
+    fig, axes = plt.subplots(rows, 1, figsize=(10, 2.1 * rows), sharex=True, layout="constrained")
     nyquist_khz = sample_rate / 2000.0
     top_khz = min(max_hz / 1000.0, nyquist_khz) if max_hz else nyquist_khz
     duration = to_mono(np.asarray(mixture, dtype=np.float32)).shape[-1] / sample_rate
