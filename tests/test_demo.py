@@ -79,3 +79,22 @@ def test_a_budget_filling_demo_trains_in_one_session_validating_at_the_multiples
     assert validated == [k * step_every for k in range(7)] and validated[-1] == result.step, validated
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert list(metrics.dropna(subset=["val_loss"])["step"]) == validated
+
+
+def test_one_demo_duration_from_one_place():
+    """How long the demo takes is written once (stemforge.cli.demo.MEASURED): `demo --help` says it,
+    the README quotes it, and DemoConfig gives no figure of its own."""
+    import re
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from stemforge.cli.demo import MEASURED
+    from stemforge.cli.main import app
+
+    flat = lambda text: " ".join(text.split())  # noqa: E731
+    readme = flat((Path(__file__).resolve().parents[1] / "README.md").read_text())
+    assert MEASURED in flat(CliRunner().invoke(app, ["demo", "--help"]).output)
+    assert MEASURED in readme
+    assert not re.search(r"\d+(\.\d+)?(-\d+)? minutes", DemoConfig.__doc__)
+    assert not re.search(r"demo\W[^.]*(under|about) \d+ minutes", readme.replace(MEASURED, ""))
