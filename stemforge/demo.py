@@ -6,8 +6,10 @@ held-out song (full band) -> evaluate on the test split against the mixture and 
 
 Real corpora are licensed and cannot ship; the procedural corpus writes every real layout, so
 the same code paths run on it as on MedleyDB or MUSDB18. The training run is resolved and
-checked by :func:`stemforge.train.setup.resolve_run`, as every run is (a new run, then resumed
-legs), and trained by :func:`stemforge.train.loop.run`.
+checked by :func:`stemforge.train.setup.resolve_run`, as every run is, and trained by
+:func:`stemforge.train.loop.run` in one session: the number of steps that fills the budget is
+measured first (:func:`_calibrate_steps`) and rounded so that the validations fall on exact
+multiples of ``val_every`` (:func:`train_config`).
 """
 
 from __future__ import annotations
@@ -53,9 +55,11 @@ TrainProgressFn = Callable[[object], None]
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo. The defaults run in about 6-8 minutes on 2 CPU cores.
+    """Sizes of the demo. How long the defaults take, as measured, is said in one place:
+    ``stemforge demo --help`` (:data:`stemforge.cli.demo.MEASURED`, from docs/benchmarks.md).
 
-    ``minutes``: the training budget (wall clock); ``songs``/``seconds``: the DSD100-layout
+    ``minutes``: the training budget (wall clock, met in expectation: the step count is set from
+    a timing of the bare model before training); ``songs``/``seconds``: the DSD100-layout
     corpus; ``pairs``: original/karaoke pairs (one of them deliberately wrong when >= 3);
     ``augment_factor``: the train split is grown to this many times its ingested hours;
     ``width``: U-Net width multiplier; ``batch_size``: crops per step; ``steps``: train exactly
@@ -106,27 +110,30 @@ def figure_title(artist: str, title: str) -> str:
 
 
 def _calibrate_steps(unet_config, batch_size: int, seconds: float, seed: int) -> int:
-    """How many training steps fit in ``seconds``: times a few steps of the bare model."""
+    """How many training steps fit in ``seconds``: the median time of five steps of the bare
+    model (after a warm-up step), with a quarter of ``seconds`` kept for what the steps do not
+    include (batches, validation, checkpoints)."""
     g = torch.Generator().manual_seed(seed)
     model = UNet(unet_config, generator=g).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.rand(batch_size, 1, unet_config.n_bins, 128, generator=g)
     y = x * 0.5
 
-    def step() -> None:
+    def step() -> float:
+        t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(x, generator=g), x, y)
         loss.backward()
         opt.step()
+        return time.perf_counter() - t0
 
     step()  # warm-up
-    t0 = time.perf_counter()
-    n = 3
-    for _ in range(n):
-        step()
-    per_step = (time.perf_counter() - t0) / n
-    # loader, validation and checkpoints take their share: keep 25 % for them
-    return max(20, int(0.75 * seconds / per_step))
+    per_step = sorted(step() for _ in range(5))[2]
+    return max(MIN_STEPS, int(0.75 * seconds / per_step))
+
+
+#: The fewest steps a budget-filling demo trains (a very slow machine still validates six times).
+MIN_STEPS = 60
 
 
 def run_demo(out: str | Path, config: DemoConfig | None = None, stage: StageFn | None = None,
@@ -135,8 +142,8 @@ def run_demo(out: str | Path, config: DemoConfig | None = None, stage: StageFn |
     corpora and DataDir are re-used when present, the training run is redone).
 
     ``stage(name, message)`` is called as each stage starts and ends; ``train_progress`` gets
-    the training run's events (as ``train``'s ``progress``; the run is trained in a few resumed
-    sessions, each starting with a ``start`` event). Library code: no printing.
+    the training run's events (as ``train``'s ``progress``: one session, one ``data`` and one
+    ``start`` event). Library code: no printing.
     """
     cfg = config or DemoConfig()
     out = Path(out)
@@ -211,43 +218,45 @@ def _ingest(corpus: Path, pairs_dir: Path, data: Path, cfg: DemoConfig) -> list[
     return [(uid, why) for uid, why in ingest(dd, pairs_recipe.discover(pairs_dir), workers=cfg.workers).failed]
 
 
-def _leg_config(steps: int, cfg: DemoConfig) -> TrainConfig:
-    """The TrainConfig of a demo run of ``steps`` steps (six validations, three checkpoints)."""
+def train_config(steps: int, cfg: DemoConfig, exact: bool = False) -> TrainConfig:
+    """The TrainConfig of the demo's run of about ``steps`` steps: six validations (and the one
+    of the untrained model), three checkpoints, sixty metrics rows. Unless ``exact``, ``steps``
+    is rounded down to a multiple of 60 (at least 60) so that every validation falls on a
+    multiple of ``val_every`` (10 log intervals) and the last one on the last step; with
+    ``exact`` (``DemoConfig.steps``) the run has ``steps`` steps and validates at the multiples
+    of ``max(1, steps // 6)`` and at its end."""
+    if exact:
+        val_every = max(1, steps // 6)
+        log_every = max(1, val_every // 10)
+    else:
+        log_every = max(1, steps // 60)
+        val_every = 10 * log_every
+        steps = 6 * val_every
     return TrainConfig(
         steps=steps,
         batch_size=cfg.batch_size,
         lr=1e-3,
         seed=cfg.seed,
         data_mode="memory",
-        val_every=max(10, steps // 6),
-        checkpoint_every=max(10, steps // 3),
-        log_every=max(1, steps // 60),
+        val_every=val_every,
+        checkpoint_every=2 * val_every,
+        log_every=log_every,
         val_crops=64,
         tensorboard=False,
     )
 
 
 def _train(data: Path, run_dir: Path, cfg: DemoConfig, progress: TrainProgressFn | None) -> TrainResult:
-    """Train the narrow model into ``run_dir`` (replaced): a first leg sized by timing the bare
-    model, then resumed legs (bit-exact resume) sized by the measured pace until the budget of
-    ``cfg.minutes`` is spent; exactly ``cfg.steps`` steps in one leg when given."""
-    budget = cfg.minutes * 60.0
-    t_start = time.perf_counter()
+    """Train the narrow model into ``run_dir`` (replaced) in one session: exactly ``cfg.steps``
+    steps when given, else the steps that fill ``cfg.minutes`` as timed on the bare model
+    (:func:`_calibrate_steps`), rounded by :func:`train_config`."""
     if run_dir.exists():
         shutil.rmtree(run_dir)
     unet_config = UNetConfig(width=cfg.width, target="vocals")
-    steps = cfg.steps or _calibrate_steps(unet_config, cfg.batch_size, 0.5 * budget, cfg.seed)
-    resume = False
-    for _leg in range(1 if cfg.steps else 4):
-        spec = resolve_run(DataDir.open(data), run_dir, _leg_config(steps, cfg), unet_config, resume=resume, device="cpu")
-        result = run(spec, progress)
-        elapsed = time.perf_counter() - t_start
-        per_step = elapsed / max(1, result.step)
-        more = int(0.9 * (budget - elapsed) / per_step)
-        if result.interrupted or more < 10:
-            break
-        steps, resume = result.step + more, True
-    return result
+    steps = cfg.steps or _calibrate_steps(unet_config, cfg.batch_size, cfg.minutes * 60.0, cfg.seed)
+    spec = resolve_run(DataDir.open(data), run_dir, train_config(steps, cfg, exact=bool(cfg.steps)), unet_config,
+                       device="cpu")
+    return run(spec, progress)
 
 
 def _separate(out: Path, corpus: Path, data: Path, model: Path) -> tuple[Separator, dict[str, Path], Path]:
@@ -264,8 +273,10 @@ def _separate(out: Path, corpus: Path, data: Path, model: Path) -> tuple[Separat
     for name, y in stems.items():
         separated[name] = audio.write(sep_dir / f"{name}.wav", y, sr)
     mask = sep.estimate_mask(audio.resample(audio.to_mono(mix), sr, sep.config.sample_rate))
+    source = next(t for t in dsd100.discover(corpus) if t.track_id == row["track_id"])
+    true_vocals, _ = audio.load(Path(source.root) / source.vocals[0].path)
     figure = separation_figure(
         out / "spectrograms.png", mix, stems["vocals"], stems["accompaniment"], sr, mask=mask,
-        title=figure_title(row["artist"], row["title"]), max_hz=8000.0,
+        mask_config=sep.config, title=figure_title(row["artist"], row["title"]), true_vocals=true_vocals,
     )
     return sep, separated, figure

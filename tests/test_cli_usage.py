@@ -285,3 +285,21 @@ def test_serve_limits_reach_the_server_settings(cwd, monkeypatch):
     settings = seen["settings"]
     assert (settings.max_rate, settings.max_channels) == (44100, 1)
     assert settings.max_samples == int(settings.max_seconds * 44100) * 1
+
+
+def test_no_valid_split_advice_never_names_an_option_the_split_rule_ignores(tmp_path):
+    """MIR-1K's huang2014 rule fixes the split (the fraction options do not apply): the warning
+    says so rather than recommending --valid-fraction. With the singers rule it still does."""
+    from stemforge.synth.layouts import write_corpus
+
+    root = tmp_path / "MIR-1K"
+    write_corpus(root, "mir1k", 2, 2.0, 0, singers=1, clip_seconds=2.0)
+    runner = CliRunner()
+    r = runner.invoke(app, ["ingest", "mir1k", str(root), "--out", str(tmp_path / "a"), "-j", "1", "--split-rule", "huang2014"])
+    assert r.exit_code == 0, r.output
+    if "NO VALID SPLIT" in r.output:  # the rule may hold songs out for validation; if not, the advice must fit it
+        advice = r.output[r.output.index("NO VALID SPLIT"):]
+        assert "--valid-fraction" not in advice and "huang2014" in advice, r.output
+    r = runner.invoke(app, ["ingest", "mir1k", str(root), "--out", str(tmp_path / "b"), "-j", "1"])
+    assert r.exit_code == 0, r.output
+    assert "NO VALID SPLIT" in r.output and "--valid-fraction" in r.output[r.output.index("NO VALID SPLIT"):], r.output

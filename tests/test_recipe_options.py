@@ -18,7 +18,7 @@ from stemforge.recipes import RECIPES, get_recipe
 REFUSED = [
     ("medleydb", {"voices": "robots"}, "voices", "must be one of singing, all"),
     ("medleydb", {"mixture": "mp3"}, "mixture", "must be one of derived, file"),
-    ("medleydb", {"versions": "V1,V9"}, "versions", "unknown version 'V9'"),
+    ("medleydb", {"versions": "V1,V9"}, "versions", "unknown MedleyDB version 'V9'"),
     ("medleydb", {"valid_fraction": 1.5}, "valid_fraction", "must be in [0, 1)"),
     ("mir1k", {"unit": "bars"}, "unit", "must be one of clips, songs"),
     ("mir1k", {"split_rule": "coin"}, "split_rule", "must be one of singers, huang2014"),

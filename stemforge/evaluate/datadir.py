@@ -255,7 +255,8 @@ class EvaluationReport:
 
     def write(self, csv_path: str | Path, chart: bool = True) -> dict[str, Path]:
         """Write the per-track CSV at ``csv_path``, and beside it a JSON (meta, summary, tracks)
-        and a bar chart PNG (same name, ``.json`` / ``.png``). Returns kind -> path."""
+        and a chart PNG of the spread across tracks (same name, ``.json`` / ``.png``;
+        :func:`~stemforge.evaluate.plots.metrics_chart`). Returns kind -> path."""
         from stemforge.evaluate import plots
 
         csv_path = Path(csv_path)
@@ -270,7 +271,7 @@ class EvaluationReport:
         }
         write_report_text(paths["json"], json.dumps(doc, indent=2, allow_nan=True) + "\n")
         if chart and len(self.summary):
-            paths["png"] = plots.metrics_chart(self.summary, csv_path.with_suffix(".png"), title=self.meta.get("title"))
+            paths["png"] = plots.metrics_chart(self.summary, csv_path.with_suffix(".png"), title=self.meta.get("title"), table=self.table)
         return paths
 
 

@@ -397,7 +397,7 @@ class MusdbReport:
         if self.frames:
             paths["museval"] = base
         if chart and len(self.summary):
-            paths["png"] = plots.protocol_chart(self.summary, csv_path.with_suffix(".png"), title=self.meta.get("title"))
+            paths["png"] = plots.protocol_chart(self.summary, csv_path.with_suffix(".png"), title=self.meta.get("title"), table=self.table)
         return paths
 
 

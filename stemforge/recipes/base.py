@@ -10,7 +10,11 @@ A recipe module has the same surface for every corpus:
 * ``check_options(**options)``: the checks ``discover`` makes on its options, without a root:
   :class:`~stemforge.core.errors.OptionError` naming the first bad one (the CLI calls it before
   anything is opened, so that a bad option is a usage error). :func:`check_choice` and
-  :func:`check_name` are the checks several recipes share.
+  :func:`check_name` are the checks several recipes share;
+* optionally ``fixed_split(**options) -> str | None``: for a recipe whose ``valid_fraction`` and
+  ``test_fraction`` do not decide the split under some options (MIR-1K's ``huang2014`` rule),
+  a clause saying so, which the ingest's no-valid-split warning gives instead of recommending
+  a fraction; None (or no such function) when they do.
 
 A TrackSource says which files (or streams, or channels) sum into the mixture, the vocals and
 the accompaniment. Everything downstream reads manifests and shards, never a corpus layout.

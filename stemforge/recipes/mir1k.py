@@ -168,3 +168,12 @@ def load_clip(source: TrackSource, config: SpectrogramConfig) -> TrackAudio:
         samples = fit_channels(data[ref.channel : ref.channel + 1], config.channels, path)
         roles[role] = RoleAudio(samples, rate, CHANNELS, path, (CHANNELS,))
     return track_audio(roles, config)
+
+
+def fixed_split(split_rule: str = "singers", **_options) -> str | None:
+    """Why the fraction options do not decide the split under these :func:`discover` options (a
+    clause the ingest's no-valid-split warning starts with, so that it never recommends them),
+    or None when they do."""
+    if split_rule == "huang2014":
+        return "the huang2014 split rule fixes the split (abjones and amy train, their songs abjones_5 and amy_9 valid, the other singers test; the fraction options do not apply)"
+    return None

@@ -1,4 +1,4 @@
-"""Reference manifests shipped with the package (``manifests/*.csv``): track lists, official
+"""Reference manifests shipped with the package (``stemforge/manifests/*.csv``, the one copy): track lists, official
 splits, identity across corpora. Built from public facts by ``tools/make_manifests.py``."""
 
 from __future__ import annotations

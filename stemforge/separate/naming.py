@@ -6,6 +6,7 @@ The track name (the template's ``{track}``) is the input's file name without its
 give every song (:data:`GENERIC_NAMES`: ``mixture``, ``mix``, ``original``, ``song``, ...), the
 name of the folder holding the file is used instead, so MUSDB18-HQ's ``Artist - Title/mixture.wav``
 and ccMixter's ``<song>/mix.wav`` are named after their song, not all ``mixture`` or ``mix``.
+The rule is :func:`stemforge.core.names.song_name`, which ``stemforge serve`` names its downloads by.
 
 Outputs land only under the output folder: a template that is absolute or holds a ``..``
 component, a track name that is ``.`` or ``..`` (an input named ``...wav``), or a path that would
@@ -25,30 +26,17 @@ from pathlib import Path, PurePath
 from typing import Any, Callable, Iterable
 
 from stemforge.core.errors import OutputPathError, StemforgeError
+from stemforge.core.names import GENERIC_NAMES, song_name  # noqa: F401  (GENERIC_NAMES: the rule's, re-exported)
 
 #: The fields a template may use: the track name, the stem (vocals/accompaniment), the suffix.
 TEMPLATE_FIELDS = ("track", "stem", "ext")
 DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
-#: File stems (lower case) that name a role, not a song: the parent folder names the track.
-GENERIC_NAMES = frozenset(
-    {"mixture", "mix", "mixed", "full_mix", "fullmix", "original", "song", "audio", "track", "input", "master", "stereo"}
-)
-_COMPOUND_SUFFIXES = (".stem.mp4", ".stem.m4a")
 
 
 def track_name(path: str | os.PathLike) -> str:
     """The ``{track}`` of an input file (see the module docstring for the generic-name rule)."""
     path = Path(path)
-    name = path.name
-    for suffix in _COMPOUND_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    stem = path.stem
-    if stem.lower() in GENERIC_NAMES:
-        parent = path.absolute().parent.name
-        if parent not in ("", ".", ".."):
-            return parent
-    return stem
+    return song_name(path.name, path.absolute().parent.name)
 
 
 def check_template(template: str) -> None:

@@ -91,7 +91,8 @@ class SeparatorLike(Protocol):
 class Job:
     """One separation request. Times are Unix seconds; ``progress`` is a fraction in [0, 1].
 
-    ``filename`` is the name the client gave, kept for display and download names only.
+    ``filename`` is the name the client gave, kept for display only; ``track`` the song's name
+    the downloads are named by (as ``stemforge separate`` names a track; "" : from ``filename``).
     """
 
     id: str
@@ -114,6 +115,7 @@ class Job:
     #: Its folder is being removed (expired or deleted): no file is served from it any more.
     removing: bool = field(default=False, repr=False)
     separating_since: float | None = field(default=None, repr=False)
+    track: str = ""
 
 
 def new_job_id() -> str:
@@ -279,8 +281,10 @@ class JobStore:
         duration_s: float | None = None,
         sample_rate: int | None = None,
         channels: int | None = None,
+        track: str = "",
     ) -> Job:
-        """Queue the upload stored at ``input_path`` (inside the folder of reserved ``job_id``).
+        """Queue the upload stored at ``input_path`` (inside the folder of reserved ``job_id``);
+        ``track`` names its downloads (:attr:`Job.track`).
 
         Returns a snapshot of the queued job. Raises :class:`QueueFullError` when ``max_queue``
         jobs are waiting already (the caller then :meth:`discard`s the id).
@@ -290,6 +294,7 @@ class JobStore:
             folder=self.root / job_id,
             input_path=Path(input_path),
             filename=filename,
+            track=track,
             created_at=self.clock(),
             duration_s=duration_s,
             sample_rate=sample_rate,

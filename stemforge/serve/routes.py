@@ -22,7 +22,9 @@ from stemforge.core.errors import StemforgeError
 from stemforge.serve.jobs import JOB_OUTPUTS, Job, JobState, JobStore, QueueFullError, valid_job_id
 from stemforge.serve.schemas import UPLOAD_BODY, JobStatus, ServerInfo, Stem, error_responses, job_status
 from stemforge.serve.settings import ServeSettings
+from stemforge.core.names import GENERIC_NAMES
 from stemforge.serve.upload import (
+    download_track,
     FORMATS,
     multipart_boundary,
     probe,
@@ -78,6 +80,7 @@ async def info(store: Store, settings: Settings, model: ModelInfo) -> ServerInfo
         max_queue=settings.max_queue,
         expire_minutes=settings.expire_minutes,
         formats=list(FORMATS),
+        generic_names=sorted(GENERIC_NAMES),
         stems=[Stem(s) for s in JOB_OUTPUTS],
         queued=counts["queued"],
         running=counts["running"],
@@ -110,7 +113,8 @@ async def create_job(request: Request, store: Store, settings: Settings) -> JSON
         facts = await run_in_threadpool(probe, upload.path, settings.max_seconds, settings.max_channels)
         try:
             job = store.submit(
-                job_id, upload.path, upload.filename, facts.duration_s or None, facts.sample_rate, facts.channels
+                job_id, upload.path, upload.filename, facts.duration_s or None, facts.sample_rate, facts.channels,
+                track=download_track(upload.filename, upload.folder),
             )
         except QueueFullError as exc:
             raise HTTPException(503, str(exc), headers={"Retry-After": "30"}) from None
@@ -184,20 +188,14 @@ def _stem_file(store: JobStore, job_id: str, stem: Stem, kind: str, media_type: 
     return FileResponse(
         path,
         media_type=media_type,
-        filename=f"{download_name(job.filename)}-{stem.value}.{kind}",
+        filename=f"{job.track or download_track(job.filename)}-{stem.value}.{kind}",
         content_disposition_type="attachment" if download else "inline",
     )
 
 
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._ ()+-]+")
-
-
 def download_name(filename: str) -> str:
-    """The stem of a download's file name, from the client's file name: its extension dropped,
-    characters outside ``A-Za-z0-9._ ()+-`` replaced, at most 80 characters ("song" if none left)."""
-    base = filename.rsplit(".", 1)[0] if "." in filename else filename
-    base = _SAFE_NAME.sub("_", base).strip(" ._") or "song"
-    return base[:80]
+    """:func:`download_track` of a file name without a folder."""
+    return download_track(filename)
 
 
-__all__ = ["STATIC_DIR", "download_name", "model_info_of", "router", "settings_of", "store_of"]
+__all__ = ["STATIC_DIR", "download_name", "download_track", "model_info_of", "router", "settings_of", "store_of"]

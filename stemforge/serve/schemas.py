@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from stemforge.serve.jobs import JOB_OUTPUTS, Job, JobState
+from stemforge.serve.upload import download_track
 
 
 class Stem(str, Enum):
@@ -39,6 +40,9 @@ class JobStatus(BaseModel):
     queue_position: int | None = Field(description="1-based place among the jobs waiting for a worker; null unless queued")
     error: str | None = Field(description="one-line reason when the job failed")
     filename: str = Field(description="name of the uploaded file (display only)")
+    track: str = Field(description="the song's name the downloads are named by (<track>-vocals.wav), as `stemforge "
+                       "separate` names the track: the file name without its suffix, or, for a generic name such as "
+                       "mixture.mp3, the folder the client sent with it (multipart filename 'Artist - Title/mixture.mp3')")
     duration_s: float | None = None
     sample_rate: int | None = None
     channels: int | None = None
@@ -68,6 +72,8 @@ class ServerInfo(BaseModel):
     max_queue: int
     expire_minutes: float
     formats: list[str]
+    generic_names: list[str] = Field(description="file stems that name a role, not a song (mixture, mix, ...): such a "
+                                     "file is named after the folder the client sends with it")
     stems: list[Stem]
     queued: int
     running: int
@@ -136,6 +142,7 @@ def job_status(job: Job) -> JobStatus:
         queue_position=job.queue_position,
         error=job.error,
         filename=job.filename,
+        track=job.track or download_track(job.filename),
         duration_s=job.duration_s,
         sample_rate=job.sample_rate,
         channels=job.channels,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Awaitable, Callable
@@ -31,6 +32,7 @@ from starlette.exceptions import HTTPException
 from stemforge.core import audio as audio_io
 from stemforge.core import files
 from stemforge.core.errors import AudioError, DecodeLimitError
+from stemforge.core.names import song_name
 from stemforge.serve.decode import job_limits
 from stemforge.serve.jobs import one_line
 
@@ -55,11 +57,14 @@ class UploadRefused(HTTPException):
 @dataclass(frozen=True)
 class StoredUpload:
     """A complete upload in the job's folder: ``path`` (``input<.ext>``), the client's file name
-    (for display only) and the file's size in bytes."""
+    (for display only), the file's size in bytes, and the name of the folder the client says the
+    file is in (:func:`client_folder`; None when it gives none): with a generic file name it
+    names the song, as ``stemforge separate`` names a file by its folder."""
 
     path: Path
     filename: str
     size: int
+    folder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,27 @@ def display_name(raw: str | None) -> str:
     name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if ch.isprintable()).strip()
     return name[:120] or "upload"
+
+
+def client_folder(raw: str | None) -> str | None:
+    """The folder the client's file name says the file is in (``Artist - Title/mixture.wav`` ->
+    ``Artist - Title``): its last folder component, printable, <= 120 chars; None when the name
+    has no folder (or only ``.``, ``..``). A name only: no server path is made from it."""
+    parts = [p for p in (raw or "").replace("\\", "/").split("/")[:-1]]
+    folder = "".join(ch for ch in (parts[-1] if parts else "") if ch.isprintable()).strip()[:120]
+    return folder if folder not in ("", ".", "..") else None
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._ ()+-]+")
+
+
+def download_track(filename: str, folder: str | None = None) -> str:
+    """The song's name a job's downloads are named by (``<track>-vocals.wav``): the name
+    ``stemforge separate`` gives the track (:func:`stemforge.core.names.song_name`: the file name
+    without its suffix, or the client's ``folder`` for a generic name such as ``mixture.mp3``),
+    characters outside ``A-Za-z0-9._ ()+-`` replaced, at most 80 characters ("song" if none left)."""
+    base = _SAFE_NAME.sub("_", song_name(filename, folder)).strip(" ._") or "song"
+    return base[:80]
 
 
 def sniff_suffix(head: bytes, filename: str) -> str | None:
@@ -149,6 +175,7 @@ class MultipartUpload:
         self.size = 0  # bytes of the file
         self.parts = 0
         self.filename: str | None = None
+        self.client_dir: str | None = None  # the folder the client's file name gives
         self.head = b""
         self.suffix: str | None = None
         self.path: Path | None = None
@@ -195,7 +222,7 @@ class MultipartUpload:
             raise UploadRefused(415, "the file is empty")
         if self.path is None:
             raise UploadRefused(415, f"not a recognized audio file (accepted: {', '.join(FORMATS)})")
-        return StoredUpload(path=self.path, filename=self.filename or "upload", size=self.size)
+        return StoredUpload(path=self.path, filename=self.filename or "upload", size=self.size, folder=self.client_dir)
 
     def close(self) -> None:
         """Drop the file being written, if any (a finished one stays)."""
@@ -227,7 +254,8 @@ class MultipartUpload:
             return  # another field: read past, ignore
         if self.done or self._in_file:
             raise UploadRefused(422, "send one file per request")
-        self.filename = display_name(params[b"filename"].decode("utf-8", "replace"))
+        raw = params[b"filename"].decode("utf-8", "replace")
+        self.filename, self.client_dir = display_name(raw), client_folder(raw)
         self._in_file = True
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
@@ -374,7 +402,9 @@ __all__ = [
     "Probe",
     "StoredUpload",
     "UploadRefused",
+    "client_folder",
     "display_name",
+    "download_track",
     "multipart_boundary",
     "probe",
     "receive_upload",

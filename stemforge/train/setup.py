@@ -2,7 +2,7 @@
 
 A run is new (a model sized to the DataDir's geometry), resumed (``out_dir/last.pt``: its
 configurations, and exactly where it stopped) or a fine-tune (``init``: a checkpoint's net);
-the demo's runs are new runs resumed in legs. Every rule about what may be combined, every check
+the demo's run is a new run. Every rule about what may be combined, every check
 of a configuration against the data or a checkpoint, and every default taken from a checkpoint
 or the geometry lives here, before anything is written: the CLI, :func:`~stemforge.train.loop.train`
 and the demo all call :func:`resolve_run`, and the loop runs the :class:`RunSpec` it returns.

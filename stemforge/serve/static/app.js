@@ -9,6 +9,7 @@
 
   const drop = $("drop");
   const input = $("file");
+  const folderInput = $("folder");
   const progressBox = $("progress");
   const resultBox = $("result");
   const errorBox = $("error");
@@ -65,6 +66,7 @@
     resultBox.hidden = true;
     drop.hidden = false;
     input.value = "";
+    folderInput.value = "";
     for (const stem of STEMS) {
       const box = resultBox.querySelector('[data-stem="' + stem + '"]');
       const audio = box.querySelector("audio");
@@ -80,6 +82,26 @@
   function setBar(bar, text, fraction, label) {
     $(bar).value = fraction;
     $(text).textContent = label !== undefined ? label : Math.round(fraction * 100) + "%";
+  }
+
+  // The file to separate in a chosen song folder, as `stemforge separate` would name it: the
+  // folder's only audio file, else its one file with a generic name (mixture.wav, mix.flac, ...;
+  // the server's list). Returns [file, null] or [null, reason].
+  function songOfFolder(files) {
+    const formats = (info && info.formats) || ["wav", "flac", "mp3", "ogg", "m4a"];
+    const generic = (info && info.generic_names) || ["mixture", "mix"];
+    const top = Array.from(files).filter((f) => {
+      const parts = (f.webkitRelativePath || f.name).split("/");
+      const ext = f.name.includes(".") ? f.name.split(".").pop().toLowerCase() : "";
+      return parts.length === 2 && formats.includes(ext);
+    });
+    if (top.length === 1) return [top[0], null];
+    const named = top.filter((f) => generic.includes(f.name.replace(/\.[^.]*$/, "").toLowerCase()));
+    if (named.length === 1) return [named[0], null];
+    const folder = files.length ? (files[0].webkitRelativePath || "").split("/")[0] : "";
+    return [null, "The folder " + folder + " holds " + top.length + " audio files and " +
+      (named.length ? named.length + " mixtures" : "no mixture (" + generic.slice(0, 3).join(", ") + ", ...)") +
+      ": choose the file itself."];
   }
 
   function start(file) {
@@ -99,7 +121,10 @@
     setState("uploading");
 
     const form = new FormData();
-    form.append("file", file, file.name);
+    // A file of a chosen folder goes with its folder ("Artist - Title/mixture.wav"): the server
+    // names a generic file after it, as `stemforge separate` does (browsers give a page no folder
+    // for a single dropped or chosen file).
+    form.append("file", file, file.webkitRelativePath || file.name);
     xhr = new XMLHttpRequest();
     xhr.open("POST", "/api/jobs");
     xhr.responseType = "json";
@@ -201,8 +226,10 @@
     progressBox.hidden = true;
     resultBox.hidden = false;
     const seconds = job.duration_s ? " \u00b7 " + job.duration_s.toFixed(1) + " s" : "";
-    $("result-name").textContent = job.filename + seconds;
-    const base = job.filename.replace(/\.[^.]*$/, "") || "song";
+    const base = job.track || "song";
+    // the song's name first when the file's own name does not say it (mixture.wav of a folder)
+    const named = base !== job.filename.replace(/\.[^.]*$/, "") ? base + " \u00b7 " : "";
+    $("result-name").textContent = named + job.filename + seconds;
     for (const stem of STEMS) {
       const files = job.stems[stem];
       const box = resultBox.querySelector('[data-stem="' + stem + '"]');
@@ -241,6 +268,16 @@
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); }
   });
   input.addEventListener("change", () => start(input.files[0]));
+  folderInput.addEventListener("change", () => {
+    if (!folderInput.files.length) return;
+    const [file, reason] = songOfFolder(folderInput.files);
+    if (file) {
+      start(file);
+    } else {
+      clearError();
+      showError(reason);
+    }
+  });
 
   $("cancel").addEventListener("click", () => {
     const id = jobId;
