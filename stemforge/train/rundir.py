@@ -85,9 +85,15 @@ class RunDir:
     def lock(self) -> Iterator[None]:
         """Hold the folder's run lock for the block (the folder is created): an exclusive
         ``flock`` on ``.train.lock``, with this process's pid written in it. RunLockedError,
-        naming the folder and the holder's pid, when another process holds it."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        naming the folder and the holder's pid, when another process holds it; StemforgeError
+        when the folder or its lock file cannot be created (a read-only folder, say)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full(self.lock_path, exc) from None
+            raise StemforgeError(f"{self.lock_path}: cannot create the run folder's lock: {exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
