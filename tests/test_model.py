@@ -249,6 +249,10 @@ class _Foreign:
 
 
 def _write(path, payload) -> None:
+    """A hand-made file: without the checksum (as before checksums existed), so that the check
+    each case is about is reached."""
+    if isinstance(payload, dict):
+        payload = {k: v for k, v in payload.items() if k != "checksum"}
     torch.save(payload, path)
 
 

@@ -21,6 +21,8 @@ from typing import IO
 #: Size of the bar's screen where the terminal does not say its own.
 FALLBACK_COLUMNS = 100
 FALLBACK_ROWS = 24
+#: Seconds between two plain lines while the data are loaded (no terminal).
+LOADING_EVERY_S = 10.0
 
 
 def _clock(seconds: float | None) -> str:
@@ -53,6 +55,8 @@ class TrainProgress:
         self.rate: float | None = None
         self._t0: float | None = None  # wall clock at the start of the session
         self._step0 = 0
+        self._loading = None  # the loading bar (terminal)
+        self._loading_t0 = self._loading_said = 0.0  # when loading started, when a line last said so
 
     # -- output ----------------------------------------------------------------------------
 
@@ -86,6 +90,10 @@ class TrainProgress:
         kind = event.kind
         if kind == "warning":
             self.line(f"WARNING: {event.message}")
+        elif kind == "loading":
+            self._load(event)
+        elif kind == "note":
+            self.line(f"note: {event.message}")
         elif kind == "data":
             self.line(f"data: {event.message}")
         elif kind == "start":
@@ -100,8 +108,39 @@ class TrainProgress:
             if not self.tty:
                 self.line(f"{self.label}: step {event.step}/{event.total_steps}  wrote {event.path}")
         elif kind == "interrupted":
-            self.line(f"{self.label}: interrupted at step {event.step}: wrote {event.path}")
+            what = "terminated (SIGTERM)" if event.message == "SIGTERM" else "interrupted"
+            self.line(f"{self.label}: {what} at step {event.step}: wrote {event.path}")
         # "done": the bar stays until close(), so that a resumed session (the demo's) moves it on
+
+    def _load(self, event) -> None:
+        """Reading the data before training: a bar on a terminal; in a log, a line when it
+        starts, one every :data:`LOADING_EVERY_S` seconds and one when it is done."""
+        now = time.monotonic()
+        if event.done == 0:
+            self._loading_t0 = self._loading_said = now
+            self.line(f"{self.label}: loading {event.message}")
+            if self.tty and event.total > 0:
+                from tqdm import tqdm
+
+                sized = _columns(self.stream) > 0
+                self._loading = tqdm(
+                    total=event.total, unit="track", desc="loading", file=self.stream, dynamic_ncols=sized,
+                    ncols=None if sized else FALLBACK_COLUMNS, nrows=None if sized else FALLBACK_ROWS,
+                    mininterval=0.2, leave=False,
+                )
+            return
+        if self._loading is not None:
+            self._loading.update(event.done - self._loading.n)
+        finished = event.done >= event.total
+        if finished:
+            if self._loading is not None:
+                self._loading.close()
+                self._loading = None
+            self.line(f"{self.label}: loaded {event.total:,} tracks in {_clock(now - self._loading_t0)}")
+        elif not self.tty and now - self._loading_said >= LOADING_EVERY_S:
+            self._loading_said = now
+            self.line(f"{self.label}: loading: {event.done:,}/{event.total:,} tracks "
+                      f"({100 * event.done / max(1, event.total):.0f}%)  elapsed {_clock(now - self._loading_t0)}")
 
     def _start(self, event) -> None:
         self._t0, self._step0 = time.monotonic(), event.step
@@ -164,6 +203,9 @@ class TrainProgress:
         self.line(f"{self.label}: step {event.step}/{event.total_steps}  validation loss {event.val_loss:.5f} ({what})")
 
     def close(self) -> None:
+        if self._loading is not None:
+            self._loading.close()
+            self._loading = None
         if self.bar is not None:
             self.bar.close()
             self.bar = None

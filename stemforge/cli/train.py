@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import inspect
+import os
 import typing
 from pathlib import Path
 from typing import Any, Optional
@@ -22,10 +23,10 @@ from stemforge.cli.common import (
     DATA_HELP,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_TERMINATED,
     announce_data_dir,
     cli_errors,
     err,
-    format_table,
     out,
     resolve_data_dir,
 )
@@ -40,23 +41,34 @@ def register(app: typer.Typer) -> None:
 
 
 def _default_out(resume: bool) -> Path:
-    """``runs/<UTC timestamp>`` for a new run; for ``--resume``, the newest run under ``runs/``."""
+    """``runs/<UTC timestamp>-<pid>`` for a new run (:func:`run_name`); for ``--resume``, the
+    newest run under ``runs/``."""
     if resume:
         runs = sorted(Path(RUNS_DIR).glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
         if not runs:
             raise StemforgeError(f"--resume without --out: no run under ./{RUNS_DIR}/ to resume (pass --out)")
         return runs[-1].parent
-    return Path(RUNS_DIR) / _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path(RUNS_DIR) / run_name(_dt.datetime.now(_dt.timezone.utc), os.getpid())
+
+
+def run_name(now: _dt.datetime, pid: int) -> str:
+    """The folder name of a new run without ``--out``: the UTC time to the second, then the
+    process id (``20261206-233000-4242``), so that names sort by time and two runs started in
+    the same second on one machine never share a folder."""
+    return f"{now.astimezone(_dt.timezone.utc):%Y%m%d-%H%M%S}-{pid}"
 
 
 def _run_options(
     data_arg: Optional[Path] = typer.Argument(None, metavar="[DATA]", help=DATA_HELP, show_default=False),
     data: Optional[Path] = typer.Option(None, "--data", help="Same as DATA.", show_default=False),
     out_dir: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Run folder (default: runs/<UTC time>; with --resume: the newest run under runs/).",
+        None, "--out", "-o", help="Run folder (default: runs/<UTC time>-<pid>; with --resume: the newest run under runs/).",
         show_default=False,
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt (exactly where it stopped; unspecified options keep the run's values)."),
+    any_world_size: bool = typer.Option(
+        False, "--any-world-size", help="With --resume: continue a run made by another number of processes (the batches of the remaining steps change).",
+    ),
     init: Optional[Path] = typer.Option(
         None, "--init", help="Fine-tune: start from this checkpoint's weights (one net, or the --target net of a two-net one such as import-spleeter's); its geometry and architecture must fit.",
         show_default=False,
@@ -126,7 +138,8 @@ train.__signature__ = inspect.Signature(
 
 def _train(*, data_arg: Path | None, data: Path | None, out_dir: Path | None, resume: bool, init: Path | None,
            target: str | None, variant: str | None, width: float | None, kernel_size: int | None,
-           model_bins: int | None, epochs: float | None, device: str, given: dict[str, Any]) -> None:
+           model_bins: int | None, epochs: float | None, device: str, given: dict[str, Any],
+           any_world_size: bool = False) -> None:
     if data_arg is not None and data is not None and data_arg != data:
         raise typer.BadParameter("give the DataDir once (DATA or --data)", param_hint="--data")
     unet_given = {k: v for k, v in {"width": width, "kernel_size": kernel_size, "target": target, "n_bins": model_bins}.items()
@@ -149,7 +162,7 @@ def _train(*, data_arg: Path | None, data: Path | None, out_dir: Path | None, re
                 raise StemforgeError("under torchrun pass --out (every process must agree on the run folder)")
             out_dir = _default_out(resume)
         _run(data_path, out_dir, env, resume=resume, given=given, unet_given=unet_given, epochs=epochs, device=device,
-             variant=variant, init=init)
+             variant=variant, init=init, any_world_size=any_world_size)
 
 
 def _check_options(given: dict, unet_given: dict, epochs: float | None, device: str) -> None:
@@ -184,17 +197,18 @@ def _check_options(given: dict, unet_given: dict, epochs: float | None, device: 
 
 
 def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet_given: dict, epochs, device,
-         variant: str | None = None, init: Path | None = None) -> None:
+         variant: str | None = None, init: Path | None = None, any_world_size: bool = False) -> None:
     from stemforge.cli.progress import TrainProgress
     from stemforge.model.unet import UNet, count_parameters
     from stemforge.store import DataDir
+    from stemforge.train.distributed import launch_command
     from stemforge.train.loop import run
     from stemforge.train.setup import resolve_run
 
     datadir = DataDir.open(data_path)
     new_variant = None if (resume or init is not None) else (variant or "seed")
     spec = resolve_run(datadir, out_dir, resume=resume, init=init, variant=new_variant, overrides=given,
-                       unet_overrides=unet_given, epochs=epochs, device=device)
+                       unet_overrides=unet_given, epochs=epochs, device=device, any_world_size=any_world_size)
     cfg, unet = spec.train_config, spec.unet_config
     main = env.is_main
     if main:
@@ -214,38 +228,51 @@ def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet
         result = run(spec, progress=progress if main else None)
     finally:
         progress.close()
+    terminated = result.stopped_by == "SIGTERM"
+    code = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED if result.interrupted else EXIT_OK
     if not main:
-        raise typer.Exit(EXIT_INTERRUPTED if result.interrupted else EXIT_OK)
+        raise typer.Exit(code)
     _summary(result)
     if result.interrupted:
-        err(f"interrupted: continue with  stemforge train {datadir.path} --out {out_dir} --resume")
-        raise typer.Exit(EXIT_INTERRUPTED)
-    raise typer.Exit(EXIT_OK)
+        command = f"{launch_command(env.world_size, env.local_world_size)} {datadir.path} --out {out_dir} --resume"
+        err(f"{'terminated' if terminated else 'interrupted'}: continue with  {command}")
+    raise typer.Exit(code)
 
 
 def _summary(result) -> None:
-    def loss(v):
-        return "-" if v is None else f"{v:.5f}"
+    """What the run did and where its files are: one ``label  value`` line each, the values in
+    one column. Losses are written as metrics.csv writes them (6 significant digits)."""
 
-    rows = [
-        {"what": "steps", "value": f"{result.step} of {result.total_steps}"},
-        {"what": "device", "value": f"{result.device} x {result.world_size}"},
-        {"what": "data", "value": "resident" if result.data_mode == "memory" else "streamed"},
-        {"what": "train loss (last interval)", "value": loss(result.final_train_loss)},
-        {"what": "validation loss: initial", "value": loss(result.initial_val_loss)},
-        {"what": "validation loss: latest", "value": loss(result.final_val_loss)},
-        {"what": "validation loss: best", "value": f"{loss(result.best_val_loss)} (step {result.best_step})" if result.best_val_loss is not None else "- (no validation)"},
-        {"what": "throughput", "value": "-" if result.patches_per_s is None else f"{result.patches_per_s:.1f} patches/s"},
-    ]
+    def loss(v):
+        return "-" if v is None else f"{v:.6g}"
+
+    rows = [("steps", f"{result.step} of {result.total_steps}")]
     if result.stopped_early is not None:
-        rows.insert(1, {"what": "stopped early", "value": f"at step {result.stopped_early} (no new best validation loss)"})
-    out(format_table(rows, ["what", "value"]))
-    if result.model_weights == "best":
-        out(f"model (best):  {result.model_path}")
+        rows.append(("stopped early", f"at step {result.stopped_early} (no new best validation loss)"))
+    if result.interrupted:
+        rows.append(("stopped by", result.stopped_by or "another process"))
+    rows += [
+        ("device", f"{result.device} x {result.world_size}"),
+        ("data", "resident" if result.data_mode == "memory" else "streamed"),
+        ("train loss (last interval)", loss(result.final_train_loss)),
+        ("validation loss (initial)", loss(result.initial_val_loss)),
+        ("validation loss (latest)", loss(result.final_val_loss)),
+        ("validation loss (best)", f"{loss(result.best_val_loss)} (step {result.best_step})"
+         if result.best_val_loss is not None else "- (no validation)"),
+        ("throughput", "-" if result.patches_per_s is None else f"{result.patches_per_s:.1f} patches/s"),
+    ]
+    model = Path(result.model_path)
+    if not model.exists():
+        rows.append(("model", f"none yet: no {model.name} (nor best.pt) in the run folder; {Path(result.last_checkpoint).name} "
+                              f"holds the weights at step {result.step}"))
+    elif result.model_weights == "best":
+        rows.append(("model (best)", str(model)))
     else:
-        out(f"model (last):  {result.model_path}  (no validation: the weights at step {result.step}, not the best)")
-    out(f"resume state:  {result.last_checkpoint}")
-    out(f"metrics:       {result.metrics_path}")
-    out(f"loss curve:    {result.loss_plot}")
+        rows.append(("model (last)", f"{model}  (no validation: the weights at step {result.step}, not the best)"))
+    rows += [("resume state", str(result.last_checkpoint)), ("metrics", str(result.metrics_path)),
+             ("loss curve", str(result.loss_plot))]
     if result.tensorboard_dir is not None:
-        out(f"tensorboard:   tensorboard --logdir {result.tensorboard_dir}")
+        rows.append(("tensorboard", f"tensorboard --logdir {result.tensorboard_dir}"))
+    width = max(len(label) for label, _ in rows) + 2
+    for label, value in rows:
+        out(f"{label + ':':<{width}}{value}")

@@ -110,3 +110,12 @@ class DiskFullError(StemforgeError):
 
 class CorruptDataError(ManifestError):
     """Stored arrays are damaged: unreadable, truncated, or their bytes fail their checksum."""
+
+
+class RunLockedError(StemforgeError):
+    """Another ``stemforge train`` holds the lock of a run folder (it is training into it)."""
+
+
+class PeerLostError(StemforgeError):
+    """A process of a distributed run stopped answering (frozen, hung) or is gone (crashed,
+    killed): the collective it was needed in timed out or its connection closed."""

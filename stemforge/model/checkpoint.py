@@ -39,12 +39,21 @@ Both nets see the same magnitudes (one spectrogram configuration, the same ``n_b
 stay readable by earlier stemforge versions. Loading refuses weights that are not finite numbers
 (NaN or inf): a net with them would write NaN audio.
 
+Every checkpoint written by this version also holds ``checksum`` (both formats): ``"sha256:"``
+and the SHA-256 of everything else it holds, as loaded (:func:`payload_checksum`: every tensor's
+dtype, shape and bytes, every plain value, every key, in order). :func:`load_checkpoint` checks
+it before anything else is read from the file, so bytes damaged on disk or in a copy are refused
+in one line (:class:`~stemforge.core.errors.CheckpointError`) instead of loading altered weights
+(torch's zip reader does not check its own CRC-32s). A checkpoint without the key (written before
+checksums existed, or by hand) loads as before, unchecked.
+
 Writes are atomic: the file is written under a temporary name in the same folder, flushed to
 disk and renamed over ``path``; a killed process never leaves a partial checkpoint at ``path``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 import zipfile
@@ -71,6 +80,9 @@ FORMAT_VERSION = 1
 NETS_FORMAT_VERSION = 2
 #: Versions this stemforge reads.
 READ_VERSIONS = (FORMAT_VERSION, NETS_FORMAT_VERSION)
+#: The key of the checksum in a checkpoint, and the prefix of its value (the algorithm).
+CHECKSUM_KEY = "checksum"
+CHECKSUM_PREFIX = "sha256:"
 
 _REQUIRED_KEYS = (
     "format_version",
@@ -375,6 +387,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
             keys = sorted(map(str, raw))[:8]
             what = f"a dict with keys {keys}"
         raise CheckpointError(f"{path}: not a stemforge checkpoint: it is {what} (no format={FORMAT_NAME!r})")
+    check_checksum(raw, path)
     version = raw.get("format_version")
     if version not in READ_VERSIONS:
         raise CheckpointError(
@@ -519,8 +532,10 @@ def _plain(value: Any, path: Path, where: str) -> Any:
 
 
 def _atomic_torch_save(payload: dict, path: Path) -> None:
-    """``torch.save`` through :func:`stemforge.core.files.atomic_open` (a full disk raises its
+    """``payload`` with its checksum (:data:`CHECKSUM_KEY`), ``torch.save``-d through
+    :func:`stemforge.core.files.atomic_open` (a full disk raises its
     :class:`~stemforge.core.errors.DiskFullError`; any other OSError a CheckpointError)."""
+    payload = {**payload, CHECKSUM_KEY: payload_checksum(payload)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -530,6 +545,50 @@ def _atomic_torch_save(payload: dict, path: Path) -> None:
             torch.save(payload, f)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot write checkpoint: {exc}") from exc
+
+
+def payload_checksum(payload: Mapping[str, Any]) -> str:
+    """``"sha256:<hex>"`` of a checkpoint's payload (every key but :data:`CHECKSUM_KEY`), as
+    loaded: keys and values in order, each tensor by dtype, shape and bytes (wherever it lives),
+    each plain value by type and ``repr``. Two payloads that load as the same values have the
+    same checksum whatever the bytes of the file around them."""
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in payload.items() if k != CHECKSUM_KEY})
+    return CHECKSUM_PREFIX + digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach()
+        t = t.cpu() if t.device.type != "cpu" else t
+        digest.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+        if t.numel():
+            digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, Mapping):
+        digest.update(f"D{len(value)};".encode())
+        for k, v in value.items():
+            _feed(digest, k)
+            _feed(digest, v)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)};".encode())
+        for v in value:
+            _feed(digest, v)
+    else:  # str, int, float, bool, None, torch.dtype, torch.device (what _plain lets through)
+        digest.update(f"{type(value).__name__}:{value!r};".encode("utf-8", "surrogatepass"))
+
+
+def check_checksum(raw: Mapping[str, Any], path: Path) -> bool:
+    """Check the checksum a checkpoint holds against its contents; False when it holds none
+    (written before checksums existed). CheckpointError naming ``path`` when they differ."""
+    if CHECKSUM_KEY not in raw:
+        return False
+    stored = raw[CHECKSUM_KEY]
+    if not (isinstance(stored, str) and stored.startswith(CHECKSUM_PREFIX)) or stored != payload_checksum(raw):
+        raise CheckpointError(
+            f"{path}: damaged: its contents do not match the checksum written with it (changed on disk or in a "
+            "copy since); use another copy, or an earlier checkpoint"
+        )
+    return True
 
 
 def read_torch_file(path: Path, kind: str, map_location: Any = "cpu", safe_globals: list | None = None) -> Any:

@@ -39,6 +39,10 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _bytes_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 def _write_json_atomic(path: Path, data: dict) -> None:
     files.write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -51,6 +55,7 @@ class DataDir:
         self.config = config
         self.meta = meta
         self._manifest: pd.DataFrame | None = None
+        self._manifest_hash = ""
         self._lock_fd: int | None = None
 
     # -- opening -------------------------------------------------------------------------
@@ -118,12 +123,16 @@ class DataDir:
 
     @property
     def manifest(self) -> pd.DataFrame:
-        """The manifest (read once and cached; :meth:`reload` re-reads it)."""
+        """The manifest (read once and cached; :meth:`reload` re-reads it). Its rows and
+        :attr:`manifest_hash` come from the same read of the file."""
         if self._manifest is None:
-            if self.manifest_path.exists():
-                self._manifest = mf.read_manifest(self.manifest_path)
+            try:
+                data = self.manifest_path.read_bytes()
+            except FileNotFoundError:
+                self._manifest, self._manifest_hash = mf.empty_manifest(), ""
             else:
-                self._manifest = mf.empty_manifest()
+                self._manifest = mf.read_manifest(self.manifest_path, data)
+                self._manifest_hash = _bytes_hash(data)
         return self._manifest
 
     def reload(self) -> pd.DataFrame:
@@ -146,10 +155,12 @@ class DataDir:
 
     @property
     def manifest_hash(self) -> str:
-        """SHA-256 (first 16 hex) of the manifest file's bytes: what a checkpoint records."""
-        if not self.manifest_path.exists():
-            return ""
-        return hashlib.sha256(self.manifest_path.read_bytes()).hexdigest()[:16]
+        """SHA-256 (first 16 hex) of the bytes :attr:`manifest` was read from ("" without a
+        manifest file): what a checkpoint records. Taken from the same read as the rows, so a
+        writer committing in between (an augment) cannot make it describe other rows than those
+        trained on."""
+        self.manifest
+        return self._manifest_hash
 
     def reader(self) -> ShardReader:
         """A picklable reader of this DataDir's shards (see :class:`ShardReader`)."""
@@ -224,6 +235,7 @@ class DataDir:
         df = mf.upsert(df, rows)
         mf.write_manifest(df, self.manifest_path)
         self._manifest = df
+        self._manifest_hash = _bytes_hash(self.manifest_path.read_bytes())  # under the lock: the bytes just written
         self.meta["updated"] = _now()
         self.meta["updated_by"] = f"stemforge {__version__}"
         _write_json_atomic(self.path / META_NAME, self.meta)

@@ -7,6 +7,7 @@ columns are kept as they are.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -66,12 +67,14 @@ def coerce(df: pd.DataFrame) -> pd.DataFrame:
     return df[list(COLUMNS) + extra].reset_index(drop=True)
 
 
-def read_manifest(path: Path) -> pd.DataFrame:
-    """Read ``manifest.csv``; ManifestError when missing columns, duplicate uids or unreadable."""
-    if not path.exists():
+def read_manifest(path: Path, data: bytes | None = None) -> pd.DataFrame:
+    """Read ``manifest.csv`` (or ``data``, its bytes read already: ``path`` then only names it
+    in errors); ManifestError when missing columns, duplicate uids or unreadable."""
+    if data is None and not path.exists():
         raise ManifestError(f"{path}: manifest not found")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        source = path if data is None else io.BytesIO(data)
+        df = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""])
     except Exception as exc:
         raise ManifestError(f"{path}: unreadable manifest ({exc})") from None
     missing = [c for c in REQUIRED if c not in df.columns]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -133,6 +133,7 @@ class _Request:
     first_bin: int
     n_bins: int | None
     scale: np.ndarray | None
+    progress: "Callable[[str, int, int], None] | None" = None
 
 
 def open_batches(
@@ -151,6 +152,7 @@ def open_batches(
     first_bin: int = 1,
     n_bins: int | None = None,
     plain: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> BatchSource:
     """The batches of ``steps`` (crops of ``sampler`` for ``(seed, rank, step)``).
 
@@ -161,11 +163,14 @@ def open_batches(
     model's bins (``first_bin``, ``n_bins``; None: every stored bin from ``first_bin`` on) of
     every channel, mixture and target, float16. ``plain``: every track's magnitudes times its
     stored ``norm`` (plain ``|STFT|``, for a model trained on normalization "none").
+    ``progress(message, done, total)``: while the resident source reads the train split (what
+    it reads, as a sentence; tracks read so far, from 0, and in all).
     """
     scale = track_norms(datadir, "train") if plain else None
     if data_mode not in DATA_MODES:
         raise StemforgeError(f"data_mode must be one of {DATA_MODES}, got {data_mode!r}")
-    request = _Request(datadir, sampler, target, device, steps, batch_size, seed, rank, first_bin, n_bins, scale)
+    request = _Request(datadir, sampler, target, device, steps, batch_size, seed, rank, first_bin, n_bins, scale,
+                       progress)
     if data_mode in ("auto", "memory"):
         source, why = _resident_source(request)
         if source is not None:
@@ -184,8 +189,17 @@ def _resident_source(r: _Request) -> tuple[BatchSource | None, str]:
     fits, why = resident_fits(nbytes, r.device)
     if not fits:
         return None, why
+    tracks, config = r.sampler.tracks, r.datadir.config
+    hours = float(np.sum(tracks.n_frames)) * config.hop_length / config.sample_rate / 3600
+    length = f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.1f} min"
+    what = (f"the train split into {where}: {len(tracks):,} track{'s' if len(tracks) != 1 else ''}, {length}, "
+            f"{nbytes / 2**30:.2f} GiB")
+    report = None
+    if r.progress is not None:
+        r.progress(what, 0, len(tracks))
+        report = lambda done, total: r.progress(what, done, total)  # noqa: E731
     resident = ResidentBatches(r.sampler, r.datadir.reader(), r.target, r.batch_size, r.seed, r.rank, r.device,
-                               first_bin=first_bin, n_bins=n_bins, scale=r.scale)
+                               progress=report, first_bin=first_bin, n_bins=n_bins, scale=r.scale)
     return BatchSource(ResidentIter(resident, r.steps), "memory", f"resident in {where}: {why}"), why
 
 

@@ -119,13 +119,18 @@ class TrainConfig(_Config):
         early_stop: stop when this many validations in a row bring no new best validation loss
             (None: never). The run ends as if it had reached ``steps`` (last.pt written; a
             ``--resume`` of it has nothing left to do).
+        dist_timeout: with several processes (torchrun), seconds a process waits for the others
+            in a collective (and at the rendezvous) before it stops with a
+            :class:`~stemforge.core.errors.PeerLostError` naming the lost one: a frozen or dead
+            peer ends the run instead of hanging it. The longest wait of a sound run is a
+            checkpoint written by rank 0, or one process loading its data slower than another.
 
-    ``lr_schedule``, ``patience`` and ``early_stop`` enter the hash only when they differ from
-    their defaults, so the configurations of runs recorded before they existed keep their hashes.
+    ``lr_schedule``, ``patience``, ``early_stop``, ``freeze_bn`` and ``dist_timeout`` enter the
+    hash only when they differ from their defaults, so the configurations of runs recorded before they existed keep their hashes.
     The fields with a ``flag`` in their metadata are ``stemforge train``'s options (:class:`Flag`).
     """
 
-    _HASH_IF_SET: ClassVar[tuple[str, ...]] = ("lr_schedule", "patience", "early_stop", "freeze_bn")
+    _HASH_IF_SET: ClassVar[tuple[str, ...]] = ("lr_schedule", "patience", "early_stop", "freeze_bn", "dist_timeout")
 
     steps: int = field(default=10000, metadata=_flag("Optimizer steps in total."))
     batch_size: int = field(default=64, metadata=_flag("Crops per step (per process).", "--batch-size", "-b"))
@@ -156,6 +161,9 @@ class TrainConfig(_Config):
         "A metrics row, and a progress line when stderr is not a terminal, every N steps."))
     tensorboard: bool = field(default=True, metadata=_flag("Write TensorBoard logs."))
     deterministic: bool = field(default=False, metadata=_flag("Deterministic algorithms (slower on GPU)."))
+    dist_timeout: float = field(default=300.0, metadata=_flag(
+        "Several processes (torchrun): seconds to wait for the others in a collective before stopping with a message "
+        "naming the lost one."))
     lr_schedule: str = field(default="constant", metadata=_flag(
         "constant | plateau (halve the rate after --patience validations without a new best) | cosine (to 0 at "
         "--steps)."))
@@ -182,7 +190,7 @@ class TrainConfig(_Config):
         positive_int("val_crops", 0)
         if self.workers is not None:
             positive_int("workers", 0)
-        for name in ("lr", "eps"):
+        for name in ("lr", "eps", "dist_timeout"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
                 raise StemforgeError(f"TrainConfig: {name} must be a positive number, got {v!r}")
@@ -228,14 +236,17 @@ class TrainEvent:
 
     ``kind``, in the order they come:
         ``"warning"`` (message: something the user should act on, e.g. no validation split),
-        ``"data"`` (message: how batches are made), ``"validation"`` of the untrained model
-        (step 0 of a new run), ``"start"`` (step: the first step of this session,
-        total_steps), then ``"step"`` after each step (train_loss, patches_per_s and
-        elapsed_s are set at log steps: mean loss and patches/s since the previous log step),
+        ``"loading"`` (message: what is being read, e.g. the train split into RAM; done and
+        total: tracks read so far and in all, from 0 to total), ``"data"`` (message: how batches
+        are made), ``"validation"`` of the untrained model (step 0 of a new run), ``"start"``
+        (step: the first step of this session, total_steps), then ``"step"`` after each step
+        (train_loss, patches_per_s and elapsed_s are set at log steps: mean loss and patches/s
+        since the previous log step), ``"note"`` (message: once, after the first steps of a
+        GPU-sized run on a CPU: what it would cost, what a CPU-sized run is),
         ``"validation"`` (val_loss), ``"schedule"`` (message: the learning rate was halved, or
         training stops early), ``"checkpoint"`` (path), ``"interrupted"`` (path: the
-        checkpoint written) and ``"done"`` (train_loss, val_loss: the latest; patches_per_s:
-        the session's).
+        checkpoint written; message: the signal, ``SIGINT`` or ``SIGTERM``) and ``"done"``
+        (train_loss, val_loss: the latest; patches_per_s: the session's).
 
     ``elapsed_s``: seconds of training in the run so far (earlier sessions included).
     """
@@ -249,6 +260,8 @@ class TrainEvent:
     message: str = ""
     path: Path | None = None
     elapsed_s: float | None = None
+    done: int = 0
+    total: int = 0
 
 
 ProgressFn = Callable[[TrainEvent], None]
@@ -262,7 +275,7 @@ class TrainResult:
         out_dir: the run folder.
         step: steps taken in total (the checkpoint's step).
         total_steps: the configured number of steps.
-        interrupted: stopped early by Ctrl-C (SIGINT); last.pt holds the state at ``step``.
+        interrupted: stopped early by Ctrl-C (SIGINT) or SIGTERM; last.pt holds the state at ``step``.
         last_checkpoint, best_checkpoint, model_path: see :mod:`stemforge.train.rundir`
             (best_checkpoint None without validation).
         model_weights: what model.pt holds: ``"best"`` (lowest validation loss) or
@@ -281,6 +294,8 @@ class TrainResult:
             when disabled).
         stopped_early: the step at which early stopping ended the run (None: it did not).
         lr: the learning rate of the last step (after the schedule).
+        stopped_by: the signal that interrupted the run, ``"SIGINT"`` or ``"SIGTERM"`` (None:
+            not interrupted, or stopped because another process was).
     """
 
     out_dir: Path
@@ -306,3 +321,4 @@ class TrainResult:
     loss_plot: Path
     stopped_early: int | None = None
     lr: float | None = None
+    stopped_by: str | None = None

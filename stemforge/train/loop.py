@@ -40,7 +40,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from stemforge.core.errors import CheckpointError
+from stemforge.core.errors import CheckpointError, RunLockedError, StemforgeError
 from stemforge.model.unet import UNet, loss_fn
 from stemforge.store import DataDir
 from stemforge.train.batches import open_batches
@@ -49,12 +49,19 @@ from stemforge.train.distributed import ProcessGroup, StopFlag, any_rank, mean_o
 from stemforge.train.rundir import MODEL_NAME, Metrics, RunDir
 from stemforge.train.sampling import PatchSampler, step_torch_seed
 from stemforge.train.schedule import Schedule
-from stemforge.train.setup import RunSpec, resolve_run
+from stemforge.train.setup import RunSpec, check_unchanged, resolve_run
 from stemforge.train.throughput import Throughput
 from stemforge.train.validation import validation_loss, validation_set
 
 #: The autocast dtype of each precision (None: no autocast).
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: A U-Net this wide or wider is a GPU-sized model: trained on a CPU, the run says so after its
+#: first steps (with what they cost) and what a CPU-sized run is (:data:`CPU_SIZED`).
+GPU_SIZED_WIDTH = 0.5
+#: The options of a CPU-sized run (the model `stemforge demo` trains on the CPU).
+CPU_SIZED = "--width 0.25 --batch-size 16 --steps 2000"
+#: The note is given when the steps left would take at least this long (seconds) on the CPU.
+CPU_NOTE_S = 900.0
 
 
 class TrainStep:
@@ -137,14 +144,16 @@ def train(
             the one-net checkpoint's target, and required for a two-net checkpoint).
 
     Returns:
-        a :class:`~stemforge.train.config.TrainResult`. Ctrl-C (SIGINT) between steps writes
-        last.pt and returns with ``interrupted=True`` (a second Ctrl-C raises
-        KeyboardInterrupt at once).
+        a :class:`~stemforge.train.config.TrainResult`. Ctrl-C (SIGINT) or SIGTERM between
+        steps writes last.pt and returns with ``interrupted=True`` and ``stopped_by`` naming the
+        signal (a second signal raises KeyboardInterrupt at once).
 
     Raises:
         StemforgeError: bad arguments, empty train split, an existing run without ``resume``.
+        RunLockedError: another run is training in ``out_dir``.
         ConfigMismatchError: resuming with another configuration or other data.
-        CheckpointError: last.pt missing or unreadable on resume.
+        CheckpointError: last.pt missing, unreadable or damaged on resume.
+        PeerLostError: several processes, and one stopped answering or is gone.
     """
     spec = resolve_run(datadir, out_dir, train_config, unet_config, resume=resume, init=init, target=target,
                        device=device)
@@ -153,14 +162,45 @@ def train(
 
 def run(spec: RunSpec, progress: ProgressFn | None = None) -> TrainResult:
     """Train the run ``spec`` (:func:`~stemforge.train.setup.resolve_run`) up to its steps, or
-    until Ctrl-C. The global switches (deterministic algorithms, cudnn.benchmark) and the
-    process group are restored on the way out, after the session has closed its batches and
-    files and dropped its DistributedDataParallel wrapper (the rule of
-    :func:`~stemforge.train.distributed.process_group`)."""
-    with _switches(spec.train_config, spec.device), process_group(spec.env, spec.device) as group:
-        with contextlib.ExitStack() as closing:
-            session = Session(spec, progress, group, closing)
-            return _loop(session)
+    until Ctrl-C (or SIGTERM). The run folder's lock is held throughout (rank 0 takes it; every
+    process stops when it cannot). The global switches (deterministic algorithms,
+    cudnn.benchmark) and the process group are restored on the way out, after the session has
+    closed its batches and files and dropped its DistributedDataParallel wrapper (the rule of
+    :func:`~stemforge.train.distributed.process_group`).
+
+    Raises:
+        RunLockedError: another run holds the folder.
+        PeerLostError: with several processes, another one stopped answering within
+            ``dist_timeout`` seconds or is gone.
+    """
+    cfg = spec.train_config
+    with _switches(cfg, spec.device), process_group(spec.env, spec.device, cfg.dist_timeout) as group:
+        session: Session | None = None
+        try:
+            with contextlib.ExitStack() as closing:
+                _hold_folder(spec, closing)
+                session = Session(spec, progress, group, closing)
+                return _loop(session)
+        except Exception as exc:
+            lost = group.peer_lost(exc, session.step if session is not None else spec.start_step)
+            if lost is None:
+                raise
+            raise lost from None
+
+
+def _hold_folder(spec: RunSpec, closing: contextlib.ExitStack) -> None:
+    """Rank 0 takes the run folder's lock for the session (``closing`` releases it) and checks
+    that no other run wrote there since :func:`~stemforge.train.setup.resolve_run` looked; every
+    process learns whether it could (a collective) and all stop together when not."""
+    refused: StemforgeError | None = None
+    if spec.env.is_main:
+        try:
+            closing.enter_context(RunDir(spec.out_dir).lock())
+            check_unchanged(spec)
+        except StemforgeError as exc:
+            refused = exc
+    if any_rank(refused is not None, spec.env, spec.device):
+        raise refused or RunLockedError(f"{spec.out_dir}: rank 0 could not take the run folder (its message says why)")
 
 
 @contextlib.contextmanager
@@ -226,9 +266,13 @@ class Session:
         if self.valset is None:
             self.emit("warning", message=_no_validation_message(spec))
         remaining = range(self.step, self.step if self.schedule.stopped_early is not None else cfg.steps)
+
+        def loading(message: str, done: int, total: int) -> None:
+            self.emit("loading", message=message, done=done, total=total)
+
         source = open_batches(spec.datadir, sampler, unet.target, dev, remaining, batch_size=cfg.batch_size,
                               seed=cfg.seed, rank=env.rank, data_mode=cfg.data_mode, workers=cfg.workers,
-                              prefetch=cfg.prefetch, **bins)
+                              prefetch=cfg.prefetch, progress=loading, **bins)
         closing.callback(source.close)
         self.batches = iter(source)
         self.data_mode, self.data_message = source.mode, source.message
@@ -265,8 +309,7 @@ class Session:
         # the files: metrics (appended to on resume) and train.json
         self.metrics: Metrics | None = None
         if env.is_main:
-            self.metrics = Metrics(self.rundir, self.start_step, cfg.tensorboard)
-            closing.callback(self.metrics.close)
+            self.metrics = closing.enter_context(Metrics(self.rundir, self.start_step, cfg.tensorboard))
             self.rundir.write_info(spec, self.data_mode)
         self._clock0 = time.perf_counter() - float(extra.get("elapsed_s") or 0.0)
 
@@ -315,6 +358,9 @@ def _loop(s: Session) -> TrainResult:
     s.emit("start", s.start_step)
     meter = Throughput(s.start_step, cfg.steps, cfg.batch_size * env.world_size, s.synchronize)
     interrupted = False
+    # a GPU-sized model on a CPU: say what it costs once its second step is timed (the first
+    # warms up), when that is long (CPU_NOTE_S)
+    note_at = s.start_step + 2 if _gpu_sized_on_cpu(s) and cfg.steps - s.start_step > 2 else None
     with StopFlag() as stop:
         while s.step < cfg.steps and s.schedule.stopped_early is None:
             # the schedule: this step's learning rate
@@ -322,6 +368,7 @@ def _loop(s: Session) -> TrainResult:
             if lr is not None:
                 s.stepper.set_lr(lr)
             # forward, loss, backward, update (TrainStep: autocast, GradScaler, Adam)
+            began = time.perf_counter()
             mixture, target = next(s.batches)
             if s.dev.type == "cuda":
                 mixture = mixture.contiguous(memory_format=torch.channels_last)
@@ -329,6 +376,10 @@ def _loop(s: Session) -> TrainResult:
             s.loss_n += 1
             s.step = step = s.step + 1
             meter.stepped(step)
+            if step == note_at:  # on the CPU the step is done when the call returns
+                seconds = time.perf_counter() - began
+                if seconds * (cfg.steps - step) >= CPU_NOTE_S:
+                    s.emit("note", step, message=_cpu_note(s, seconds))
             last = step == cfg.steps
             # log: the mean train loss since the last log step, over all processes
             row: dict[str, Any] = {}
@@ -355,7 +406,31 @@ def _loop(s: Session) -> TrainResult:
                 interrupted = True
                 break
     meter.stop()
-    return _finish(s, interrupted, meter.session_rate(s.step))
+    return _finish(s, interrupted, meter.session_rate(s.step), stop.signal)
+
+
+def _gpu_sized_on_cpu(s: Session) -> bool:
+    return s.dev.type == "cpu" and s.spec.unet_config.width >= GPU_SIZED_WIDTH
+
+
+def _cpu_note(s: Session, seconds_per_step: float) -> str:
+    """What a GPU-sized run costs on this CPU (from the time of one step) and what a CPU-sized
+    run is."""
+    cfg, unet = s.cfg, s.spec.unet_config
+    left = seconds_per_step * (cfg.steps - s.step)
+    return (
+        f"U-Net width {unet.width:g} at batch {cfg.batch_size} is a GPU-sized run: at this CPU's pace so far "
+        f"({seconds_per_step:.1f} s a step) its {cfg.steps - s.step:,} steps left take about {_duration(left)}; "
+        f"a CPU-sized run is {CPU_SIZED} (the model `stemforge demo` trains), or train on a GPU"
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 5400:
+        return f"{seconds / 3600:.0f} h"
+    if seconds >= 90:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
 
 
 def _log(s: Session, step: int, rate: float) -> dict[str, Any]:
@@ -403,6 +478,7 @@ def _save_last(s: Session, step: int) -> Path:
         "initial_val_loss": s.initial_val,
         "elapsed_s": s.elapsed(),
         "world_size": s.env.world_size,
+        "local_world_size": s.env.local_world_size,
         "data_mode": s.data_mode,
         "schedule": schedule.state_dict(),
         "init": s.spec.init_info,
@@ -436,16 +512,18 @@ def _plot(s: Session) -> None:
         s.rundir.draw_loss(f"{s.rundir.path.name}: {s.spec.unet_config.target}, U-Net width {s.spec.unet_config.width:g}")
 
 
-def _finish(s: Session, interrupted: bool, rate: float | None) -> TrainResult:
-    """After the loop: on Ctrl-C, last.pt, the partial metrics row and the plot; the ``done``
-    event; the :class:`TrainResult`."""
+def _finish(s: Session, interrupted: bool, rate: float | None, signal_name: str | None = None) -> TrainResult:
+    """After the loop: on Ctrl-C (or SIGTERM), last.pt, the partial metrics row (its loss is the
+    result's last train loss, as in metrics.csv) and the plot; the ``done`` event; the
+    :class:`TrainResult`."""
     step, cfg, validating = s.step, s.cfg, s.valset is not None
     if interrupted:
         path = _save_last(s, step)
         if s.loss_n:
-            _write_metrics(s, step, {"train_loss": float(s.loss_sum / s.loss_n)})
+            s.final_train = float(s.loss_sum / s.loss_n)
+            _write_metrics(s, step, {"train_loss": s.final_train})
         _plot(s)
-        s.emit("interrupted", step, path=path)
+        s.emit("interrupted", step, path=path, message=signal_name or "")
     elif step == s.start_step:  # nothing to do (already at steps): keep the files consistent
         _save_last(s, step)
         _plot(s)
@@ -474,4 +552,5 @@ def _finish(s: Session, interrupted: bool, rate: float | None) -> TrainResult:
         loss_plot=s.rundir.plot,
         stopped_early=s.schedule.stopped_early,
         lr=s.schedule.lr,
+        stopped_by=signal_name if interrupted else None,
     )

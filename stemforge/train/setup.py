@@ -27,7 +27,7 @@ from stemforge.model.checkpoint import Checkpoint, load_checkpoint
 from stemforge.model.config import PRESETS, UNetConfig, geometry_unet_config
 from stemforge.store import DataDir
 from stemforge.train.config import RESUME_FIXED, TrainConfig, check_epochs
-from stemforge.train.distributed import DistributedEnv, distributed_env
+from stemforge.train.distributed import DistributedEnv, distributed_env, launch_command
 from stemforge.train.rundir import LAST_NAME, RunDir
 from stemforge.train.sampling import PatchSampler
 
@@ -65,6 +65,8 @@ class RunSpec:
         init_state: the weights a fine-tune starts from (CPU tensors), None otherwise.
         init_info: what the checkpoints record under ``init`` (path, target, step, hashes).
         warnings: lines for the user before training starts.
+        last_stamp: ``(inode, size, mtime_ns)`` of the last.pt resumed from, as it was read: the
+            loop checks, once it holds the folder's lock, that no other run replaced it since.
     """
 
     datadir: DataDir
@@ -79,6 +81,7 @@ class RunSpec:
     init_state: dict[str, torch.Tensor] | None = None
     init_info: dict[str, Any] | None = None
     warnings: tuple[str, ...] = ()
+    last_stamp: tuple[int, int, int] | None = None
 
     @property
     def start_step(self) -> int:
@@ -130,6 +133,7 @@ def resolve_run(
     unet_overrides: Mapping[str, Any] | None = None,
     epochs: float | None = None,
     device: str | torch.device | None = None,
+    any_world_size: bool = False,
 ) -> RunSpec:
     """The run of ``datadir`` into ``out_dir``, resolved and checked; nothing is written.
 
@@ -143,13 +147,17 @@ def resolve_run(
 
     Checked: the request (:func:`check_request`); with ``init``, the checkpoint's geometry and
     architecture (:func:`init_from_checkpoint`); that the model fits the DataDir
-    (:func:`check_model_fits`); with ``resume``, that the configuration and the data are the
-    run's (:data:`~stemforge.train.config.RESUME_FIXED`; ``steps`` may grow, not under
-    ``cosine``); without it, that ``out_dir`` holds no run.
+    (:func:`check_model_fits`); that no other run holds ``out_dir``'s lock; with ``resume``,
+    that the configuration and the data are the run's (:data:`~stemforge.train.config.RESUME_FIXED`;
+    ``steps`` may grow, not under ``cosine``) and so is the number of processes (unless
+    ``any_world_size``: the batches of the remaining steps then change); without it, that
+    ``out_dir`` holds no run.
 
     Raises:
         RequestError: options that cannot go together (a StemforgeError).
-        StemforgeError: no UNetConfig for a new run, a model that does not fit, an existing run.
+        RunLockedError: another run is training in ``out_dir``.
+        StemforgeError: no UNetConfig for a new run, a model that does not fit, an existing run,
+            a resume by another number of processes (the message gives the command that resumes it).
         ConfigMismatchError: another geometry or architecture (init), another configuration or
             other data (resume).
         CheckpointError: last.pt or the init checkpoint missing or unreadable.
@@ -157,6 +165,8 @@ def resolve_run(
     overrides, unet_overrides = dict(overrides or {}), dict(unet_overrides or {})
     check_request(resume=resume, init=init, variant=variant, epochs=epochs, steps_given="steps" in overrides)
     rundir, env = RunDir(out_dir), distributed_env()
+    rundir.check_unlocked()
+    last_stamp = _stamp(rundir.last) if resume else None
     resumed = _last_checkpoint(rundir) if resume else None
     source = load_checkpoint(init) if init is not None else None
     init_target = target or unet_overrides.get("target") or (unet_config.target if unet_config is not None else None)
@@ -198,11 +208,54 @@ def resolve_run(
         if plain_input(datadir.config, resumed.spectrogram_config):
             input_config = resumed.spectrogram_config
         _check_resume(resumed, cfg, unet, manifest_hash, input_config)
+        if not any_world_size:
+            check_world_size(resumed, env, datadir.path, rundir.path)
         init_info = (resumed.extra or {}).get("init")
     elif rundir.holds_run():
-        raise StemforgeError(f"{rundir.path} already holds a run ({LAST_NAME}); continue it with --resume or choose another --out")
+        raise existing_run(rundir)
     return RunSpec(datadir, rundir.path, cfg, unet, input_config, env, dev, manifest_hash, resumed, init_state,
-                   init_info, tuple(warnings))
+                   init_info, tuple(warnings), last_stamp)
+
+
+def existing_run(rundir: RunDir) -> StemforgeError:
+    """The error for a new run into a folder that holds one."""
+    return StemforgeError(f"{rundir.path} already holds a run ({LAST_NAME}); continue it with --resume or choose another --out")
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def check_unchanged(spec: RunSpec) -> None:
+    """What :func:`resolve_run` saw of the run folder still holds (checked by the loop once it
+    holds the folder's lock, so that a run started meanwhile is not overwritten): a new run's
+    folder holds no run; a resumed run's last.pt is the one read."""
+    rundir = RunDir(spec.out_dir)
+    if spec.resumed is None:
+        if rundir.holds_run():
+            raise existing_run(rundir)
+    elif _stamp(rundir.last) != spec.last_stamp:
+        raise StemforgeError(f"{rundir.last}: written by another run since it was read; resume again to continue from it")
+
+
+def check_world_size(ckpt: Checkpoint, env: DistributedEnv, data: str | os.PathLike, out_dir: str | os.PathLike) -> None:
+    """StemforgeError unless this job has as many processes as the run of ``ckpt`` (its last.pt)
+    had: another number changes the effective batch, the crops of every remaining step and the
+    epoch count. The message gives the command that resumes the run as it ran."""
+    extra = ckpt.extra or {}
+    stored = int(extra.get("world_size") or 1)
+    if stored == env.world_size:
+        return
+    command = f"{launch_command(stored, extra.get('local_world_size'))} {data} --out {out_dir} --resume"
+    raise StemforgeError(
+        f"{ckpt.path}: this run was trained by {stored} process(es), this is {env.world_size}: resuming so would change "
+        f"the batches of every remaining step. Resume it as it ran: {command} (or pass --any-world-size to go on with "
+        f"{env.world_size})"
+    )
 
 
 def steps_for_epochs(datadir: DataDir, epochs: float, batch_size: int, patch_frames: int = 128, world_size: int = 1,

@@ -32,13 +32,15 @@ class Throughput:
     def __init__(self, start_step: int, total_steps: int, patches_per_step: int,
                  synchronize: Callable[[], None] = lambda: None, clock: Callable[[], float] = time.perf_counter):
         self.patches_per_step = int(patches_per_step)
+        self.start_step = start_step
         self.timed_from = start_step + min(WARMUP_STEPS, max(1, (total_steps - start_step) // 10))
         self._sync = synchronize
         self._clock = clock
         self._start: float | None = None  # after the warm-up steps
         self._end: float | None = None
         self._paused = 0.0  # pauses after the start: left out of the session figure
-        self._interval_t = clock()
+        self._paused_all = 0.0  # every pause of the session (for a session too short for the above)
+        self._interval_t = self._t0 = clock()
         self._interval_steps = 0
 
     def stepped(self, step: int) -> None:
@@ -65,6 +67,7 @@ class Throughput:
         finally:
             pause = self._clock() - t
             self._interval_t += pause
+            self._paused_all += pause
             if self._start is not None:
                 self._paused += pause
 
@@ -74,9 +77,13 @@ class Throughput:
         self._end = self._clock()
 
     def session_rate(self, step: int) -> float | None:
-        """Patches/s from the end of the warm-up to :meth:`stop`, at ``step`` steps; None when
-        the session was too short to time."""
-        if self._start is None or self._end is None or step <= self.timed_from:
+        """Patches/s from the end of the warm-up to :meth:`stop`, at ``step`` steps. A session
+        that stopped within its warm-up (interrupted early) is timed from its start, warm-up
+        included; None before :meth:`stop` or when no step was taken."""
+        if self._end is None:
             return None
-        seconds = self._end - self._start - self._paused
-        return (step - self.timed_from) * self.patches_per_step / seconds if seconds > 0 else None
+        if self._start is not None and step > self.timed_from:
+            seconds, steps = self._end - self._start - self._paused, step - self.timed_from
+        else:
+            seconds, steps = self._end - self._t0 - self._paused_all, step - self.start_step
+        return steps * self.patches_per_step / seconds if steps > 0 and seconds > 0 else None
