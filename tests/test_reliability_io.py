@@ -25,7 +25,7 @@ from stemforge.cli.main import app
 def tone(path: Path, seconds: float = 2.0, rate: int = 16000, freq: float = 440.0, channels: int = 1) -> Path:
     t = np.arange(int(round(seconds * rate))) / rate
     data = np.stack([0.3 * np.sin(2 * np.pi * freq * (1 + c / 4) * t) for c in range(channels)], axis=1).astype(np.float32)
-    sf.write(path, data, rate, subtype="PCM_16")
+    sf.write(os.fsencode(path), data, rate, subtype="PCM_16")  # bytes: a name need not be UTF-8
     return path
 
 
@@ -141,3 +141,59 @@ def _tiny_datadir(tmp_path: Path, data: Path) -> Path:
     result = CliRunner().invoke(app, ["ingest", "csv", str(songs / "list.csv"), "--out", str(data), "--workers", "1"])
     assert result.exit_code == 0, result.output
     return data
+
+
+# --------------------------------------------------------------------------- item 10: the right reasons
+
+
+def test_separate_gives_the_real_reason_for_loops_devices_fifos_and_non_utf8_names(tmp_path, tiny_checkpoint):
+    """Issue 23 item 10: a symbolic link loop said "file not found", /dev/zero "empty file", a file
+    name that is not UTF-8 "not a readable audio file" (soundfile could not encode the name)."""
+    loop = tmp_path / "loop.wav"
+    os.symlink(tmp_path / "loop2.wav", loop)
+    os.symlink(loop, tmp_path / "loop2.wav")
+    fifo = tmp_path / "fifo.wav"
+    os.mkfifo(fifo)
+    raw = os.fsencode(tmp_path) + b"/caf\xe9-\xff.wav"  # Latin-1 bytes: not UTF-8
+    tone(Path(os.fsdecode(raw)))
+    broken = os.fsencode(tmp_path) + b"/broken-\xff.wav"
+    Path(os.fsdecode(broken)).write_bytes(b"RIFF" + b"\x00" * 100)
+    inputs = [str(loop), "/dev/zero", str(fifo), os.fsdecode(raw), os.fsdecode(broken)]
+    out = tmp_path / "sep"
+    result = call_unblocked(lambda: CliRunner().invoke(app, ["separate", str(tiny_checkpoint), *inputs, "-o", str(out)]), [fifo])
+    assert result.exit_code == 1, result.output
+    failed = [line for line in result.output.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == 4, result.output
+    assert any(str(loop) in f and "symbolic link loop" in f for f in failed), failed
+    assert any("/dev/zero: not a regular file (a character device)" in f for f in failed), failed
+    assert any(str(fifo) in f and "not a regular file (a FIFO)" in f for f in failed), failed
+    # the name is shown with its bytes escaped, and the reason is the file's, not its name's
+    shown = [f for f in failed if "broken-\\xff.wav" in f]
+    assert shown and "codec can't encode" not in shown[0] and "surrogates" not in shown[0], failed
+    assert "\udcff" not in result.output
+    # the file whose name is not UTF-8 but whose audio is fine is separated, under its own name
+    assert "caf\\xe9-\\xff" in result.output
+    folder = os.fsencode(out) + b"/caf\xe9-\xff"
+    assert sorted(os.listdir(folder)) == [b"accompaniment.wav", b"vocals.wav"]
+
+
+def test_csv_rows_name_the_real_reason(tmp_path):
+    """A CSV row naming a symbolic link loop, a FIFO or a device fails with that reason (no
+    "file not found", no blocking); the good row is stored."""
+    loop = tmp_path / "loop.wav"
+    os.symlink(tmp_path / "loop2.wav", loop)
+    os.symlink(loop, tmp_path / "loop2.wav")
+    fifo = tmp_path / "fifo.wav"
+    os.mkfifo(fifo)
+    v, a = tone(tmp_path / "v.wav", freq=500), tone(tmp_path / "a.wav", freq=110)
+    rows = [f"{v},{a},good", f"{loop},{a},loop", f"{fifo},{a},fifo", f"/dev/zero,{a},zero"]
+    (tmp_path / "list.csv").write_text("vocals,accompaniment,track_id\n" + "\n".join(rows) + "\n")
+    args = ["ingest", "csv", str(tmp_path / "list.csv"), "--out", str(tmp_path / "data"), "--workers", "1"]
+    result = call_unblocked(lambda: CliRunner().invoke(app, args), [fifo])
+    assert result.exit_code == 1, result.output
+    failed = [line for line in result.output.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == 3, result.output
+    assert any("loop.wav: a symbolic link loop" in f and "line 3" in f for f in failed), failed
+    assert any("fifo.wav: not a regular file (a FIFO)" in f for f in failed), failed
+    assert any("/dev/zero: not a regular file (a character device)" in f for f in failed), failed
+    assert "ingested 1," in result.output

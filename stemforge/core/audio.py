@@ -162,12 +162,19 @@ def _backend(path: Path) -> str:
     return "soundfile"
 
 
+def _sf_name(path: str | os.PathLike) -> bytes:
+    """``path`` as the bytes the file system holds, for libsndfile: soundfile encodes a str
+    strictly as UTF-8 and so cannot open a file whose name is not valid UTF-8 (Python keeps
+    such bytes as lone surrogates, ``os.fsencode`` gives them back)."""
+    return os.fsencode(path)
+
+
 def _soundfile_header(p: Path) -> tuple[AudioInfo, bool]:
     """libsndfile's header facts and whether the length is unknown (``n_samples`` is 0 then)."""
     import soundfile as sf
 
     try:
-        i = sf.info(str(p))
+        i = sf.info(_sf_name(p))
     except Exception as exc:  # libsndfile gives one exception type for everything
         raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
     unknown = int(i.frames) >= _UNKNOWN_FRAMES
@@ -186,12 +193,13 @@ def _route(p: Path) -> tuple[str, AudioInfo | None]:
 
 
 def check_exists(path: str | os.PathLike) -> Path:
-    """``path`` as a Path when it is a non-empty file; AudioError naming it and the reason if not."""
+    """``path`` as a Path when it is a non-empty regular file; AudioError naming it and the
+    reason if not (:func:`stemforge.core.files.regular_file_problem`: missing, a symbolic link
+    loop, a directory, a FIFO or a device such as ``/dev/zero``, refused before it is opened)."""
     path = Path(path)
-    if not path.exists():
-        raise AudioError(path, "file not found")
-    if path.is_dir():
-        raise AudioError(path, "is a directory, not an audio file")
+    problem = files.regular_file_problem(path, kind="audio file")
+    if problem:
+        raise AudioError(path, problem)
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     return path
@@ -308,7 +316,7 @@ def _read_soundfile(p: Path, inf: AudioInfo, limits: DecodeLimits) -> tuple[np.n
     limits.check(p, inf.sample_rate, inf.channels, inf.n_samples)
     _check_wav_complete(p)
     try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True, frames=inf.n_samples)
+        data, sr = sf.read(_sf_name(p), dtype="float32", always_2d=True, frames=inf.n_samples)
     except Exception as exc:
         raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
     if data.shape[0] == 0:
@@ -460,7 +468,7 @@ def decode_blocks(
     limits.check(p, inf.sample_rate, inf.channels, inf.n_samples)
     _check_wav_complete(p)
     try:
-        f = sf.SoundFile(str(p))
+        f = sf.SoundFile(_sf_name(p))
     except Exception as exc:
         raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
     meter = limits.meter(p, inf.sample_rate, inf.channels)
@@ -730,7 +738,7 @@ def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype:
         subtype = "FLOAT"
     try:
         with files.atomic_path(p) as tmp:
-            sf.write(tmp, data, sample_rate, subtype=subtype, format=fmt.upper())
+            sf.write(_sf_name(tmp), data, sample_rate, subtype=subtype, format=fmt.upper())
     except DiskFullError:
         raise
     except Exception as exc:
@@ -774,7 +782,7 @@ class AudioWriter:
             raise AudioError(path, f"cannot write ({_short(exc)})") from None
         try:
             self._file = sf.SoundFile(
-                str(self.tmp), "w", samplerate=int(sample_rate), channels=int(channels), subtype=subtype, format=fmt.upper()
+                _sf_name(self.tmp), "w", samplerate=int(sample_rate), channels=int(channels), subtype=subtype, format=fmt.upper()
             )
         except Exception as exc:
             self._drop()

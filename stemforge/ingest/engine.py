@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from stemforge import __version__
-from stemforge.core import dsp
+from stemforge.core import dsp, files
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import AudioError, StemforgeError
 from stemforge.recipes.identity import song_key
@@ -153,6 +153,9 @@ def fingerprint(source: TrackSource) -> str:
         for r in refs:
             h.update(f"{role}|{r.path}|{r.stream}|{r.channel}|{r.gain!r}\n".encode())
     for path in source.files():
+        problem = files.regular_file_problem(path)
+        if problem:  # a FIFO would block the read below; a loop is not "file not found"
+            raise AudioError(path, problem)
         try:
             size = path.stat().st_size
             with open(path, "rb") as f:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import DatasetLayoutError, OptionError, StemforgeError
+from stemforge.core.files import regular_file_problem
 from stemforge.recipes.splits import check_fractions, hash_split
 from stemforge.recipes.identity import song_key
 from stemforge.recipes.base import SPLITS, StemRef, TrackAudio, TrackSource, check_name
@@ -97,8 +98,9 @@ def discover(
             f"{path}: a folder; expected a CSV file with columns mixture,vocals,accompaniment (any two) and "
             f"optional split,artist,title,track_id{f'; CSV files there: {found}' if found else ''}"
         )
-    if not path.is_file():
-        raise DatasetLayoutError(f"{path}: CSV file not found")
+    problem = regular_file_problem(path, kind="CSV file", missing="CSV file not found")
+    if problem:  # a FIFO is refused before it is opened (opening one blocks)
+        raise DatasetLayoutError(f"{path}: {problem}")
     header, rows = read_table(path)
     roles = [r for r in ROLES if r in header]
     if len(roles) < 2:
@@ -126,8 +128,9 @@ def discover(
         if len(given) < 2:
             error = f"{path}:{line}: needs two of mixture, vocals, accompaniment; has {', '.join(given) or 'none'}"
         for role, rel in given.items():
-            if error is None and not (base / rel).is_file():
-                error = f"{base / rel}: file not found ({role} of {path.name} line {line})"
+            problem = None if error is not None else regular_file_problem(base / rel, kind="audio file")
+            if problem:
+                error = f"{base / rel}: {problem} ({role} of {path.name} line {line})"
         split = row.get("split", "").lower()
         if split and split not in SPLITS:
             error = error or f"{path}:{line}: split {row['split']!r} is not one of train, valid, test"
