@@ -197,3 +197,35 @@ def test_csv_rows_name_the_real_reason(tmp_path):
     assert any("fifo.wav: not a regular file (a FIFO)" in f for f in failed), failed
     assert any("/dev/zero: not a regular file (a character device)" in f for f in failed), failed
     assert "ingested 1," in result.output
+
+
+# --------------------------------------------------------------------------- item 9 (separate)
+
+
+def test_separate_into_a_symlink_loop_is_one_line_exit_3(tmp_path, tiny_checkpoint):
+    """Issue 23 item 9: `separate -o` pointing at a symbolic link loop gave a traceback
+    (RuntimeError: Symlink loop). Now one line naming the folder, exit 3 (nothing can be done),
+    before the model is read; a loop inside OUTDIR fails only the input whose output it is."""
+    song = tone(tmp_path / "tune.wav")
+    loop = tmp_path / "out-loop"
+    os.symlink(tmp_path / "out-loop2", loop)
+    os.symlink(loop, tmp_path / "out-loop2")
+    for outdir in (loop, loop / "below"):
+        result = CliRunner().invoke(app, ["separate", str(tiny_checkpoint), str(song), "-o", str(outdir)])
+        line = one_line_error(result, 3)
+        assert str(outdir) in line and "symbolic link loop" in line, line
+        assert "model:" not in result.output  # refused before the model is loaded
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    line = one_line_error(CliRunner().invoke(app, ["separate", str(tiny_checkpoint), str(song), "-o", str(a_file)]), 3)
+    assert "is a file, not a folder" in line, line
+    # a loop where one input's track folder goes: that input fails, the other is separated
+    out = tmp_path / "sep"
+    out.mkdir()
+    os.symlink(out / "tune", out / "tune")
+    other = tone(tmp_path / "other.wav")
+    result = CliRunner().invoke(app, ["separate", str(tiny_checkpoint), str(song), str(other), "-o", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    failed = [line for line in result.output.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == 1 and "tune.wav" in failed[0] and "symbolic link loop" in failed[0], result.output
+    assert (out / "other" / "vocals.wav").is_file()

@@ -70,9 +70,10 @@ def separate(
         import torch
 
         from stemforge.core import audio as audio_io
-        from stemforge.separate.naming import plan_outputs
+        from stemforge.separate.naming import check_outdir, plan_outputs
         from stemforge.separate.separator import STEMS, Separator
 
+        check_outdir(outdir)  # a symbolic link loop or a file as -o: nothing can be done (exit 3), before the model
         if threads:
             torch.set_num_threads(threads)
         sep = Separator.from_checkpoint(model, device=device, hard_mask=hard_mask)
