@@ -75,10 +75,17 @@ def call_unblocked(fn, fifos: list[Path], timeout: float = 30.0):
     return box["value"]
 
 
+def no_traceback(result) -> None:
+    """The command ended through its own exit (CliRunner keeps an escaped exception aside: its
+    exit code is then 1 and the output shows no traceback)."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output, result.output
+
+
 def one_line_error(result, exit_code: int) -> str:
     """The one ``error:`` line of a CLI result that exited with ``exit_code``, no traceback."""
     assert result.exit_code == exit_code, result.output
-    assert "Traceback" not in result.output, result.output
+    no_traceback(result)
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.output
     return errors[0]
@@ -162,6 +169,7 @@ def test_separate_gives_the_real_reason_for_loops_devices_fifos_and_non_utf8_nam
     out = tmp_path / "sep"
     result = call_unblocked(lambda: CliRunner().invoke(app, ["separate", str(tiny_checkpoint), *inputs, "-o", str(out)]), [fifo])
     assert result.exit_code == 1, result.output
+    no_traceback(result)
     failed = [line for line in result.output.splitlines() if line.startswith("failed: ")]
     assert len(failed) == 4, result.output
     assert any(str(loop) in f and "symbolic link loop" in f for f in failed), failed
@@ -191,6 +199,7 @@ def test_csv_rows_name_the_real_reason(tmp_path):
     args = ["ingest", "csv", str(tmp_path / "list.csv"), "--out", str(tmp_path / "data"), "--workers", "1"]
     result = call_unblocked(lambda: CliRunner().invoke(app, args), [fifo])
     assert result.exit_code == 1, result.output
+    no_traceback(result)
     failed = [line for line in result.output.splitlines() if line.startswith("failed: ")]
     assert len(failed) == 3, result.output
     assert any("loop.wav: a symbolic link loop" in f and "line 3" in f for f in failed), failed
@@ -225,7 +234,103 @@ def test_separate_into_a_symlink_loop_is_one_line_exit_3(tmp_path, tiny_checkpoi
     os.symlink(out / "tune", out / "tune")
     other = tone(tmp_path / "other.wav")
     result = CliRunner().invoke(app, ["separate", str(tiny_checkpoint), str(song), str(other), "-o", str(out)])
-    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.exit_code == 1, result.output
+    no_traceback(result)
     failed = [line for line in result.output.splitlines() if line.startswith("failed: ")]
     assert len(failed) == 1 and "tune.wav" in failed[0] and "symbolic link loop" in failed[0], result.output
     assert (out / "other" / "vocals.wav").is_file()
+
+
+# --------------------------------------------------------------------------- item 7
+
+
+def _failed(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("failed: ")]
+
+
+def test_names_that_cannot_be_stored_fail_their_row_and_the_rest_is_stored(tmp_path):
+    """Issue 23 item 7: a NUL byte in a CSV row's artist, title or track_id gave a traceback from
+    store/shards.py (HDF5 attributes hold no NUL) and the good rows of the batch were not stored.
+    Now each such row is one line (file, line, column, reason), the others are stored, exit 1;
+    a control character in a name and a cell over the size limit are refused the same way."""
+    from stemforge.recipes.csv import MAX_CELL_CHARS
+    from stemforge.store import DataDir
+
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    files = [(tone(songs / f"v{i}.wav", freq=300 + 40 * i), tone(songs / f"a{i}.wav", freq=100 + i)) for i in range(7)]
+    cells = [
+        ("Good", "One", "good1"),
+        ("Ba\x00d", "Two", "nul-artist"),
+        ("Good", "Thr\x00ee", "nul-title"),
+        ("Good", "Four", "nul\x00id"),
+        ("Good", "Fi\nve", "newline-title"),
+        ("Good", "x" * (200 * 1024), "long-title"),  # over the csv module's own 128 KiB limit
+        ("Good", "Seven", "good2"),
+    ]
+    lines = ["vocals,accompaniment,artist,title,track_id"]
+    lines += [f'{v.name},{a.name},{artist},"{title}",{tid}' for (v, a), (artist, title, tid) in zip(files, cells)]
+    csv_path = songs / "list.csv"
+    csv_path.write_text("\n".join(lines) + "\n")
+    data = tmp_path / "data"
+    result = CliRunner().invoke(app, ["ingest", "csv", str(csv_path), "--out", str(data), "--workers", "1"])
+    assert result.exit_code == 1, result.output
+    no_traceback(result)
+    failed = _failed(result.output)
+    assert len(failed) == 5, result.output
+    expect = {
+        3: ("'artist'", "NUL byte"),
+        4: ("'title'", "NUL byte"),
+        5: ("'track_id'", "NUL byte"),
+        6: ("'title'", "control character '\\n'"),  # the quoted cell spans two lines: row 6 starts on line 6
+        8: ("'title'", f"more than the {MAX_CELL_CHARS:,} a cell may hold"),
+    }
+    for line_no, (column, reason) in expect.items():
+        hits = [f for f in failed if f"{csv_path}:" in f and column in f and reason in f]
+        assert hits, (line_no, column, reason, failed)
+    assert all(len(f) < 400 for f in failed)  # one line, the long cell not echoed
+    stored = DataDir.open(data).manifest
+    assert sorted(stored["track_id"]) == ["good1", "good2"]
+    # the pairs list reads its rows through the same check
+    pairs = songs / "pairs.csv"
+    pairs.write_text("original,karaoke,artist,title\n" f"{files[0][0].name},{files[0][1].name},A\x00B,T\n")
+    result = CliRunner().invoke(app, ["ingest", "pairs", str(pairs), "--out", str(data), "--workers", "1"])
+    assert result.exit_code == 1, result.output
+    no_traceback(result)
+    (line,) = _failed(result.output)
+    assert f"{pairs}:2: column 'artist'" in line and "NUL byte" in line, line
+
+
+def test_every_recipe_reaches_the_name_check(tmp_path):
+    """Names from a corpus's metadata (a MedleyDB artist holding a NUL byte) and from file names
+    (a ccMixter song folder whose name is not UTF-8) fail their own track in one line; the
+    other tracks are stored (before, the NUL crashed the shard write and the surrogate the
+    manifest's)."""
+    import yaml
+
+    from stemforge.store import DataDir
+    from stemforge.synth.layouts import write_corpus
+
+    recs = write_corpus(tmp_path / "m", "medleydb", songs=3, seconds=1.0, seed=16)
+    meta_path = recs[1]["paths"]["metadata"]
+    meta = yaml.safe_load(meta_path.read_text())
+    meta["artist"] = "Nul\x00Artist"
+    meta_path.write_text(yaml.safe_dump(meta, sort_keys=False))
+    result = CliRunner().invoke(app, ["ingest", "medleydb", str(tmp_path / "m"), "--out", str(tmp_path / "d1"), "--workers", "1"])
+    assert result.exit_code == 1, result.output
+    no_traceback(result)
+    (line,) = _failed(result.output)
+    assert recs[1]["track_id"] in line and "artist 'Nul\\x00Artist' holds a NUL byte" in line, line
+    assert len(DataDir.open(tmp_path / "d1").manifest) == 2
+
+    recs = write_corpus(tmp_path / "c", "ccmixter", songs=3, seconds=1.0, seed=3)
+    folder = Path(recs[0]["paths"]["mixture"]).parent
+    renamed = os.fsencode(folder.parent) + b"/" + os.fsencode(folder.name) + b"-\xe9t\xe9"  # Latin-1
+    os.rename(os.fsencode(folder), renamed)
+    result = CliRunner().invoke(app, ["ingest", "ccmixter", str(tmp_path / "c"), "--out", str(tmp_path / "d2"), "--workers", "1"])
+    assert result.exit_code == 1, result.output
+    no_traceback(result)
+    (line,) = _failed(result.output)
+    assert "-\\xe9t\\xe9" in line and "not valid UTF-8" in line, line
+    assert "\udce9" not in result.output
+    assert len(DataDir.open(tmp_path / "d2").manifest) == 2

@@ -223,6 +223,12 @@ def ingest(
                 report.failed.append((src.uid, src.error))
                 note("failed", src.uid, src.error)
                 continue
+            problem = src.text_problem()  # a name that cannot be stored, whatever recipe gave it
+            if problem:
+                msg = f"{Path(src.root) / src.source_path}: {problem}; the track is not stored"
+                report.failed.append((src.uid, msg))
+                note("failed", src.uid, msg)
+                continue
             try:
                 fp = fingerprint(src)
             except AudioError as exc:

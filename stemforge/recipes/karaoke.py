@@ -46,7 +46,7 @@ from stemforge.core.files import regular_file_problem
 from stemforge.recipes.splits import check_fractions, hash_split
 from stemforge.recipes.identity import song_key
 from stemforge.recipes.base import SPLITS, StemRef, TrackSource, check_name
-from stemforge.recipes.csv import read_table
+from stemforge.recipes.csv import ROW_PROBLEM, read_table
 
 NAME = "pairs"
 LAYOUT = __doc__
@@ -201,7 +201,9 @@ def _read_list(path: Path) -> list[dict]:
             continue  # blank line
         e = dict(row, line=line, list=path)
         missing = [c for c in ("original", "karaoke") if not row.get(c)]
-        if missing:
+        if ROW_PROBLEM in row:  # a cell too long, a NUL byte, a control character in a name
+            e["error"] = f"{path}:{line}: {row[ROW_PROBLEM]}"
+        elif missing:
             e["error"] = f"{path}:{line}: no {' and no '.join(missing)} file given"
         entries.append(e)
     return entries
