@@ -334,3 +334,70 @@ def test_every_recipe_reaches_the_name_check(tmp_path):
     assert "-\\xe9t\\xe9" in line and "not valid UTF-8" in line, line
     assert "\udce9" not in result.output
     assert len(DataDir.open(tmp_path / "d2").manifest) == 2
+
+
+# --------------------------------------------------------------------------- item 10: a full disk in separate
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 1 MiB filesystem (one 20 s stem does not fit), where root may mount one; skips otherwise."""
+    import shutil
+    import subprocess
+    import sys
+
+    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root on Linux to mount a small tmpfs")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode(errors='replace').strip()})")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_separate_on_a_really_full_disk_says_so(tmp_path, tiny_checkpoint, small_tmpfs):
+    """Issue 23 item 10: `separate` on a full disk said "cannot write (System error.)" (libsndfile's
+    words) and went on failing every file. Now: the disk is full, one line, exit 3, no stem of
+    that file left (not even a temporary file), the files separated before kept."""
+    first = tone(tmp_path / "first.wav", seconds=1.0)  # fits (about 2 x 64 KB)
+    big = tone(tmp_path / "big.wav", seconds=20.0)  # 2 x 1.3 MB: does not
+    after = tone(tmp_path / "after.wav", seconds=1.0)
+    out = small_tmpfs / "sep"
+    result = CliRunner().invoke(app, ["separate", str(tiny_checkpoint), str(first), str(big), str(after), "-o", str(out)])
+    line = one_line_error(result, 3)
+    assert "disk full (No space left on device)" in line and "big" in line, line
+    assert "kept the 1 file(s) separated before it" in line, line
+    assert "System error" not in result.output
+    assert sorted(p.name for p in (out / "first").iterdir()) == ["accompaniment.wav", "vocals.wav"]
+    assert not any((out / "big").iterdir()) if (out / "big").exists() else True
+    assert not (out / "after").exists()  # the batch stopped: the next file would find the disk full too
+
+
+def test_a_full_disk_met_by_libsndfile_is_a_disk_full_error(tmp_path, monkeypatch):
+    """Where no small filesystem can be mounted: libsndfile's "System error." with ENOSPC left in
+    errno becomes DiskFullError naming the file, and the temporary file is removed."""
+    import errno
+
+    import soundfile
+
+    from stemforge.core import audio
+    from stemforge.core.errors import DiskFullError
+
+    def full(self, data):
+        soundfile._ffi.errno = errno.ENOSPC
+        raise soundfile.LibsndfileError(2, "")  # SF_ERR_SYSTEM: "System error."
+
+    monkeypatch.setattr(soundfile.SoundFile, "write", full)
+    target = tmp_path / "stem.wav"
+    writer = audio.AudioWriter(target, 16000, 1)
+    with pytest.raises(DiskFullError, match=r"stem\.wav: disk full \(No space left on device\)"):
+        writer.write(np.zeros((1, 1000), np.float32))
+    writer.abort()
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(DiskFullError, match=r"other\.wav: disk full"):
+        audio.write(tmp_path / "other.wav", np.zeros(1000, np.float32), 16000)
+    assert os.listdir(tmp_path) == []

@@ -102,7 +102,7 @@ def _separate_all(sep, jobs: list, sample_rate: Optional[int], mono: bool) -> No
     ok with duration and speed, or failed with a one-line error (the others go on)."""
     from tqdm import tqdm
 
-    from stemforge.core.errors import StemforgeError
+    from stemforge.core.errors import DiskFullError, StemforgeError
 
     bar = tqdm(total=round(sum(p.info.duration_s for p, _ in jobs), 1), desc="separate", unit="s audio", dynamic_ncols=True, leave=True)
     try:
@@ -115,6 +115,10 @@ def _separate_all(sep, jobs: list, sample_rate: Optional[int], mono: bool) -> No
 
             try:
                 res = sep.separate_file(src, plan.paths, output_sample_rate=sample_rate, mono=mono, progress=progress)
+            except DiskFullError as exc:  # the next files would find it full too: stop (exit 3)
+                done = sum(1 for _, r in jobs if r["status"] == "ok")
+                kept = f"kept the {done} file(s) separated before it; none of its stems was left: free space and run again"
+                raise DiskFullError(exc.path, exc.reason, kept) from None
             except (StemforgeError, OSError, RuntimeError, ValueError, MemoryError) as exc:
                 text = str(exc) if isinstance(exc, StemforgeError) else f"{type(exc).__name__}: {exc}"
                 row.update(status="failed", error=text if text.startswith(str(src)) else f"{src}: {text}")
