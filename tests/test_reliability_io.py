@@ -401,3 +401,153 @@ def test_a_full_disk_met_by_libsndfile_is_a_disk_full_error(tmp_path, monkeypatc
     with pytest.raises(DiskFullError, match=r"other\.wav: disk full"):
         audio.write(tmp_path / "other.wav", np.zeros(1000, np.float32), 16000)
     assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- item 15: progress in a log
+
+
+def test_progress_off_a_terminal_is_plain_lines_at_an_interval():
+    """Issue 23 item 15: the one mechanism behind every batch command's progress. Off a terminal:
+    no carriage return, a line at the start, one per interval, one at the end."""
+    import io
+
+    from stemforge.cli.progress import LINE_INTERVAL_S, Progress
+
+    now = [0.0]
+    stream = io.StringIO()
+    bar = Progress("ingest mir1k", 1000, "tracks", stream=stream, clock=lambda: now[0])
+    for i in range(1000):  # 0.2 s per track: 200 s in all
+        now[0] += 0.2
+        bar.update()
+        if i == 499:
+            bar.line("failed: x.wav: file not found")
+    bar.close()
+    text = stream.getvalue()
+    assert "\r" not in text
+    lines = text.splitlines()
+    progress = [line for line in lines if line.startswith("ingest mir1k: ")]
+    assert 2 + int(200 // LINE_INTERVAL_S) - 1 <= len(progress) <= 2 + int(200 // LINE_INTERVAL_S), lines
+    assert progress[0] == "ingest mir1k: 0/1,000 tracks (0%)  elapsed 0:00:00  left -"
+    assert progress[-1] == "ingest mir1k: 1,000/1,000 tracks (100%)  done in 0:03:20"
+    assert "failed: x.wav: file not found" in lines
+
+
+def _progress_clean(output: str, label: str) -> list[str]:
+    """The output holds no carriage return, and its progress lines (those starting with
+    ``label``) are a few readable lines."""
+    assert "\r" not in output, output[:400]
+    lines = [line for line in output.splitlines() if line.startswith(label)]
+    assert 1 <= len(lines) <= 6, lines
+    return lines
+
+
+def test_batch_commands_write_plain_progress_into_a_log(tmp_path, tiny_checkpoint):
+    """ingest, augment, separate and evaluate wrote tqdm's carriage-return bars into a log file (a
+    CliRunner's output is not a terminal either); now each writes a few plain lines."""
+    from stemforge.synth.layouts import write_corpus
+
+    write_corpus(tmp_path / "mir", "mir1k", songs=6, seconds=5.0, seed=2)
+    data = tmp_path / "data"
+    runner = CliRunner()
+    result = runner.invoke(app, ["ingest", "mir1k", str(tmp_path / "mir"), "--out", str(data), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    lines = _progress_clean(result.output, "ingest mir1k: ")
+    assert lines[-1].startswith("ingest mir1k: 6/6 tracks (100%)  done in "), lines
+    result = runner.invoke(app, ["augment", str(data), "--hours", "0.01", "--segment-seconds", "4.1", "--min-vocal-activity", "0.1", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    _progress_clean(result.output, "augment: ")
+    result = runner.invoke(app, ["separate", str(tiny_checkpoint), str(tone(tmp_path / "tune.wav")), "-o", str(tmp_path / "sep")])
+    assert result.exit_code == 0, result.output
+    _progress_clean(result.output, "separate: ")
+    result = runner.invoke(app, ["evaluate", str(tiny_checkpoint), str(data), "--split", "all", "-o", str(tmp_path / "ev" / "r.csv")])
+    assert result.exit_code == 0, result.output
+    _progress_clean(result.output, "evaluate all: ")
+
+
+def test_mir1k_ingest_through_a_pipe_is_a_few_readable_lines(tmp_path):
+    """The issue's case, in a real process whose stderr is a pipe (MIR-1K's ingest was one line
+    of thousands of carriage-return updates)."""
+    import subprocess
+    import sys
+
+    from stemforge.synth.layouts import write_corpus
+
+    write_corpus(tmp_path / "mir", "mir1k", songs=6, seconds=1.0, seed=5)
+    done = subprocess.run(
+        [sys.executable, "-m", "stemforge", "ingest", "mir1k", str(tmp_path / "mir"), "--out", str(tmp_path / "d"), "--workers", "1"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = _progress_clean(done.stderr, "ingest mir1k: ")
+    assert lines[0].startswith("ingest mir1k: 0/6 tracks") and lines[-1].startswith("ingest mir1k: 6/6 tracks (100%)"), lines
+    assert all(len(line) < 100 for line in lines), lines
+
+
+# --------------------------------------------------------------------------- item 10: failures said once, summarized
+
+
+def test_failures_are_said_once_and_summarized_past_twenty(tmp_path):
+    """Issue 23 item 10: 100,000 missing files in a CSV printed every failure twice (32.5 MB of
+    stderr). Now each failure once, as it happens; past 20 only a count by reason on stderr and
+    the full list in a file under the DataDir's logs/ (here with 150 missing rows)."""
+    from stemforge.cli.failures import SHOWN
+    from stemforge.store import DataDir
+
+    v, a = tone(tmp_path / "v.wav", freq=500), tone(tmp_path / "a.wav", freq=110)
+    rows = [f"{v},{a},good"] + [f"missing{i}.wav,{a},m{i}" for i in range(150)]
+    (tmp_path / "few.csv").write_text("vocals,accompaniment,track_id\n" + "\n".join(rows[:4]) + "\n")
+    (tmp_path / "many.csv").write_text("vocals,accompaniment,track_id\n" + "\n".join(rows) + "\n")
+    data = tmp_path / "data"
+    runner = CliRunner()
+    # a few: each named once (before, once as it happened and again in the closing list)
+    result = runner.invoke(app, ["ingest", "csv", str(tmp_path / "few.csv"), "--out", str(data), "--workers", "1"])
+    assert result.exit_code == 1, result.output
+    for i in range(3):
+        assert result.output.count(f"missing{i}.wav") == 1, result.output
+    assert "3 tracks failed (named above, one line each); the other tracks were stored" in result.output
+    # many: the first 20 named, the rest counted by reason, the whole list in a file
+    result = runner.invoke(app, ["ingest", "csv", str(tmp_path / "many.csv"), "--out", str(data), "--workers", "1"])
+    assert result.exit_code == 1, result.output
+    assert len(_failed(result.output)) == SHOWN
+    assert sum(result.output.count(f"missing{i}.wav") for i in range(150)) == SHOWN
+    summary = [line for line in result.output.splitlines() if line.startswith("... and ")]
+    assert summary == [f"... and {150 - SHOWN} more failed (reasons: file not found x {150 - SHOWN}); 150 tracks failed in all; the other tracks were stored"]
+    (listing,) = (data / "logs").glob("ingest-csv-*-failed.txt")
+    assert f"the full list, one line each: {listing}" in result.output
+    listed = listing.read_text().splitlines()
+    assert len(listed) == 150 and all("file not found" in line for line in listed)
+    assert len(result.output) < 12_000
+    assert len(DataDir.open(data).manifest) == 1
+
+
+def test_separate_and_evaluate_summarize_their_failures_too(tmp_path, tiny_checkpoint):
+    from stemforge.cli.failures import SHOWN
+
+    missing = [str(tmp_path / f"gone{i}.wav") for i in range(30)]
+    good = tone(tmp_path / "tune.wav")
+    out = tmp_path / "sep"
+    result = CliRunner().invoke(app, ["separate", str(tiny_checkpoint), str(good), *missing, "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert len(_failed(result.output)) == SHOWN
+    assert sum(result.output.count(f"gone{i}.wav") for i in range(30)) == SHOWN  # the table lists no more of them
+    assert f"... and {30 - SHOWN} more failed (reasons: file not found x {30 - SHOWN}); 30 files failed in all" in result.output
+    (listing,) = out.glob("separate-*-failed.txt")
+    assert len(listing.read_text().splitlines()) == 30
+
+
+def test_failures_group_reasons_and_write_the_whole_list(tmp_path):
+    """The one mechanism (stemforge/cli/failures.py) every batch command reports through."""
+    from stemforge.cli.failures import SHOWN, Failures, reason_of
+
+    assert reason_of("/x/a.wav: file not found (vocals of l.csv line 5)") == "file not found"
+    assert reason_of("/x/b.flac: sample rate 655350 Hz is above 384000 Hz") == "sample rate N Hz is above N Hz"
+    shown: list[str] = []
+    failures = Failures(shown.append, lambda: tmp_path / "logs" / "x-failed.txt", "tracks")
+    assert failures.summary() == []
+    for i in range(SHOWN + 40):
+        failures.add(f"/songs/s{i}.wav: " + ("file not found" if i % 4 else "not a regular file (a FIFO)"))
+    assert shown == [f"failed: /songs/s{i}.wav: " + ("file not found" if i % 4 else "not a regular file (a FIFO)") for i in range(SHOWN)]
+    first, where = failures.summary("the others were stored")
+    assert first == f"... and 40 more failed (reasons: file not found x 30, not a regular file x 10); {SHOWN + 40} tracks failed in all; the others were stored"
+    assert where == f"the full list, one line each: {tmp_path / 'logs' / 'x-failed.txt'}"
+    assert len((tmp_path / "logs" / "x-failed.txt").read_text().splitlines()) == SHOWN + 40

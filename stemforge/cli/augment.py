@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from typing import Optional
 
 import typer
@@ -75,9 +74,9 @@ def augment(
 
     Example: stemforge augment ./stemforge-data --hours 6 --seed 1 --pitch-semitones 2 --workers 2
     """
-    from tqdm import tqdm
-
     from stemforge.augment.remix import AugmentOptions, augment as run, default_segment_seconds
+    from stemforge.cli.failures import DATADIR_LOGS, Failures, list_path
+    from stemforge.cli.progress import Progress
     from stemforge.ingest.engine import default_workers
     from stemforge.store import DataDir
 
@@ -97,32 +96,30 @@ def augment(
         datadir = DataDir.open(path)
         seconds = default_segment_seconds(datadir.config) if segment_seconds is None else segment_seconds
         options = AugmentOptions(**values, segment_seconds=seconds)
-        bar = None
+        bar = Progress("augment", None, "remixes")
+        failures = Failures(bar.line, lambda: list_path(datadir.path / DATADIR_LOGS, "augment"), "remixes")
 
         def progress(event: str, uid: str, detail: str) -> None:
-            nonlocal bar
             if event == "dropped":
-                err(f"dropped stale remix {uid}: {detail}")
+                bar.line(f"dropped stale remix {uid}: {detail}")
                 return
             if event == "planned":
                 if int(detail):
-                    bar = tqdm(total=int(detail), desc="augment", unit="remix", dynamic_ncols=True, file=sys.stderr)
+                    bar.set_total(int(detail))
                 return
             if event == "failed":
-                (bar.write if bar else err)(f"failed: {detail}")
-            if bar is not None:
-                bar.update(1)
+                failures.add(detail)
+            bar.update(1)
 
         try:
             report = run(datadir, hours, seed=seed, options=options, workers=workers or default_workers(), progress=progress)
         finally:
-            if bar is not None:
-                bar.close()
-    _summary(datadir, report)
+            bar.close()
+    _summary(datadir, report, failures)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_PARTIAL)
 
 
-def _summary(datadir, report) -> None:
+def _summary(datadir, report, failures) -> None:
     b, a = report.before, report.after
     out("")
     if report.dropped:
@@ -152,10 +149,8 @@ def _summary(datadir, report) -> None:
         f"{report.no_voice} without a voiced segment (accompaniment only)"
     )
     out(f"train split: had {b.total_h:.2f} h, added {report.added_h:.2f} h, now {a.total_h:.2f} h (target {report.target_h:.2f} h)")
-    if report.failed:
-        err("failed (one line each; the other remixes were stored):")
-        for _, why in report.failed:
-            err(f"  {why}")
+    for line in failures.summary("the other remixes were stored"):
+        err(line)
     out(f"DataDir: {datadir.path.resolve()}")
 
 

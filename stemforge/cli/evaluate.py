@@ -9,7 +9,6 @@ protocols (labelled in every report):
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -26,6 +25,7 @@ from stemforge.cli.common import (
     format_table,
     out,
 )
+from stemforge.cli.failures import Failures
 
 PROTOCOLS = ("datadir", "musdb18")
 
@@ -127,7 +127,7 @@ def evaluate(
 
 
 def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, threads) -> None:
-    from tqdm import tqdm
+    from stemforge.cli.progress import Progress
 
     path = announce_data_dir(data)
     with cli_errors():
@@ -145,11 +145,12 @@ def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, thre
         if n == 0:
             raise StemforgeError(_empty_split_message(datadir, split))
         sep = Separator.from_checkpoint(model, device=device, hard_mask=hard_mask)
-        bar = tqdm(total=min(n, limit) if limit else n, desc=f"evaluate {split}", unit="track", dynamic_ncols=True)
+        bar = Progress(f"evaluate {split}", min(n, limit) if limit else n, "tracks")
+        failures = Failures(bar.line, lambda: _failed_list(output), "tracks")
 
         def progress(event: str, done: int, total: int) -> None:
             if event.startswith("failed:"):
-                bar.write(f"failed: {event[len('failed:'):]}", file=sys.stderr)
+                failures.add(event[len("failed:"):].strip())
             bar.update(1)
 
         try:
@@ -171,13 +172,12 @@ def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, thre
             "the median over 1 s frames (BSS Eval v4, as museval). mixture = the input as estimate; oracle = ideal ratio mask.",
         ],
         paths,
-        [f"{uid}: {why}" for uid, why in report.failed],
-        "tracks",
+        failures,
     )
 
 
 def _evaluate_musdb18(models, estimates, root, subset, tracks, output, device, hard_mask, threads) -> None:
-    from tqdm import tqdm
+    from stemforge.cli.progress import Progress
 
     with cli_errors():
         import torch
@@ -193,32 +193,25 @@ def _evaluate_musdb18(models, estimates, root, subset, tracks, output, device, h
         for folder in estimates:
             methods.append(musdb18.EstimatesDir(folder).method())
         n = len(musdb18.find_tracks(root, subset, tracks))
-        bar = tqdm(total=n, desc=f"musdb18 {subset}", unit="track", dynamic_ncols=True)
-        inner: dict = {}
+        bar = Progress(f"musdb18 {subset}", n, "tracks")
+        failures = Failures(bar.line, lambda: _failed_list(output), "separations")
+        track = ""
 
         def progress(event: str, done: int, total: int, fraction: float) -> None:
+            nonlocal track
             if event.startswith("track:"):
-                bar.set_postfix_str(event[len("track:") :][:40])
-            elif event.startswith("separate:"):
-                name = event[len("separate:") :]
-                if name not in inner:
-                    inner.clear()
-                    inner[name] = tqdm(total=100, desc=f"  {name}", unit="%", leave=False, dynamic_ncols=True)
-                b = inner[name]
-                b.update(max(0, int(round(fraction * 100)) - b.n))
+                track = event[len("track:") :]
+                bar.note(track)
+            elif event.startswith("separate:"):  # which method, how far into this track
+                bar.note(f"{track} ({event[len('separate:') :]} {fraction:.0%})")
             elif event.startswith("failed:"):
-                bar.write(f"failed: {event[len('failed:'):]}", file=sys.stderr)
+                failures.add(event[len("failed:"):].strip())
             elif event.startswith("done:"):
-                for b in inner.values():
-                    b.close()
-                inner.clear()
                 bar.update(1)
 
         try:
             report = musdb18.evaluate_musdb18(methods, root, subset, limit=tracks, progress=progress)
         finally:
-            for b in inner.values():
-                b.close()
             bar.close()
         written = report.write(output)
     _print_report(
@@ -229,13 +222,21 @@ def _evaluate_musdb18(models, estimates, root, subset, tracks, output, device, h
             "oracle = ideal ratio mask |V|/(|V|+|A|) on the 4096/1024 Hann STFT at 44.1 kHz, per channel (ceiling).",
         ],
         written,
-        [f"{method} / {track}: {why}" for method, track, why in report.failed],
+        failures,
     )
 
 
-def _print_report(report, columns: list[str], legend: list[str], written: dict, failures: list[str], unit: str = "") -> None:
-    """The protocol's label, the summary table, its legend, the files written, one line per
-    failure; then exit 1 when anything failed, else 0."""
+def _failed_list(output: Path) -> Path:
+    """Beside the report: ``report.csv`` -> ``report-<UTC time>-failed.txt``."""
+    from stemforge.cli.failures import list_path
+
+    return list_path(output.parent, f"{output.stem}")
+
+
+def _print_report(report, columns: list[str], legend: list[str], written: dict, failures) -> None:
+    """The protocol's label, the summary table, its legend, the files written, how many failed
+    (each was named once, as it happened: :class:`~stemforge.cli.failures.Failures`); then exit
+    1 when anything failed, else 0."""
     out("")
     out(report.meta["label"])
     out(format_table([{c: r[c] for c in columns} for r in report.summary.to_dict(orient="records")], columns))
@@ -243,9 +244,6 @@ def _print_report(report, columns: list[str], legend: list[str], written: dict, 
         out(line)
     for kind, p in written.items():
         out(f"wrote {kind}: {p}")
-    if failures:
-        count = f"{len(failures)} {unit}" if unit else f"{len(failures)}"
-        err(f"failed ({count}, one line each):")
-        for line in failures:
-            err(f"  {line}")
-    raise typer.Exit(EXIT_PARTIAL if failures else EXIT_OK)
+    for line in failures.summary("the others were scored"):
+        err(line)
+    raise typer.Exit(EXIT_PARTIAL if len(failures) else EXIT_OK)
