@@ -339,9 +339,8 @@ def test_every_recipe_reaches_the_name_check(tmp_path):
 # --------------------------------------------------------------------------- item 10: a full disk in separate
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    """A real 1 MiB filesystem (one 20 s stem does not fit), where root may mount one; skips otherwise."""
+def _mount_tmpfs(tmp_path: Path, size: str):
+    """A real small filesystem of ``size`` (tmpfs), where root may mount one; skips otherwise."""
     import shutil
     import subprocess
     import sys
@@ -350,13 +349,25 @@ def small_tmpfs(tmp_path):
         pytest.skip("needs root on Linux to mount a small tmpfs")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode(errors='replace').strip()})")
     try:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 1 MiB filesystem: one 20 s stem does not fit."""
+    yield from _mount_tmpfs(tmp_path, "1m")
+
+
+@pytest.fixture
+def tmpfs_8m(tmp_path):
+    """A real 8 MiB filesystem: a DataDir of two short songs fits, a hundred remixes do not."""
+    yield from _mount_tmpfs(tmp_path, "8m")
 
 
 def test_separate_on_a_really_full_disk_says_so(tmp_path, tiny_checkpoint, small_tmpfs):
@@ -551,3 +562,84 @@ def test_failures_group_reasons_and_write_the_whole_list(tmp_path):
     assert first == f"... and 40 more failed (reasons: file not found x 30, not a regular file x 10); {SHOWN + 40} tracks failed in all; the others were stored"
     assert where == f"the full list, one line each: {tmp_path / 'logs' / 'x-failed.txt'}"
     assert len((tmp_path / "logs" / "x-failed.txt").read_text().splitlines()) == SHOWN + 40
+
+
+# --------------------------------------------------------------------------- item 14: augment says what it will write
+
+
+def _train_datadir(tmp_path: Path, songs: int = 3, seconds: float = 5.0) -> Path:
+    """A DataDir of ``songs`` train tracks of ``seconds`` s (voiced throughout)."""
+    folder = tmp_path / "aug-songs"
+    folder.mkdir()
+    rows = ["vocals,accompaniment,track_id,split"]
+    for i in range(songs):
+        v = tone(folder / f"v{i}.wav", seconds=seconds, freq=300 + 70 * i)
+        a = tone(folder / f"a{i}.wav", seconds=seconds, freq=90 + 3 * i)
+        rows.append(f"{v.name},{a.name},s{i},train")
+    (folder / "list.csv").write_text("\n".join(rows) + "\n")
+    data = tmp_path / "data"
+    result = CliRunner().invoke(app, ["ingest", "csv", str(folder / "list.csv"), "--out", str(data), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    return data
+
+
+def _snapshot(data: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(data)): p.read_bytes() for p in sorted(data.rglob("*")) if p.is_file() and p.name != ".stemforge.lock"}
+
+
+def test_augment_says_bytes_free_space_and_reuse_before_writing(tmp_path):
+    """Issue 23 item 14: `augment --hours 17` on 30 s of audio reused each song about 2,000 times
+    and wrote 16.9 GB without a word. Now, before the first remix: the bytes it will write, the
+    free space, how often each source is used, and a warning past REUSE_WARNING; the run goes on."""
+    from stemforge.augment.remix import REUSE_WARNING
+
+    data = _train_datadir(tmp_path)  # 15 s of audio per role: 37 remixes of 4.5 s reuse each second 11 times
+    result = CliRunner().invoke(app, ["augment", str(data), "--hours", "0.05", "--segment-seconds", "4.5", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    first_progress = next(i for i, line in enumerate(lines) if line.startswith("augment: 0/"))
+    say = lines[:first_progress]
+    (size,) = [line for line in say if line.startswith("augment: 37 remixes of 4.5 s to write")]
+    assert "about " in size and " free on the DataDir's disk" in size, size
+    (uses,) = [line for line in say if "each is used about" in line]
+    assert "3 vocal and 3 accompaniment source track(s)" in uses and "about 12.3 times as vocals" in uses, uses
+    assert "each second of their audio in about 11.1 and 11.1 remixes" in uses, uses
+    (warning,) = [line for line in say if line.startswith("warning: ")]
+    assert f"about 11 remixes (more than {REUSE_WARNING:g})" in warning, warning
+    # what was said is what was written (the shard bytes, within 10%)
+    import re
+
+    said = float(re.search(r"about ([\d.]+) MB", size)[1]) * 1e6
+    written = sum(p.stat().st_size for p in (data / "shards").glob("remix-*.h5"))
+    assert abs(written - said) < 0.1 * said, (written, said)
+
+
+def test_augment_refuses_when_the_disk_cannot_hold_it_and_writes_nothing(tmp_path, monkeypatch):
+    """When the disk cannot hold the remixes and the margin: one line, exit 3, nothing written
+    (not even the drop of stale remixes). `stemforge augment --hours 17` as written (the DataDir
+    from $STEMFORGE_DATA) reaches that check."""
+    from stemforge.augment import remix
+
+    data = _train_datadir(tmp_path, seconds=10.0)  # the issue's 30 s of source audio
+    before = _snapshot(data)
+    monkeypatch.setattr(remix, "free_bytes", lambda path: 50_000_000)  # 50 MB free
+    monkeypatch.setenv("STEMFORGE_DATA", str(data))
+    result = CliRunner().invoke(app, ["augment", "--hours", "17"])
+    line = one_line_error(result, 3)
+    assert line.startswith(f"error: {data}: disk full (not enough room: 6,117 remixes need about "), line
+    assert "50.0 MB free); nothing was written: free space, or ask for fewer --hours" in line, line
+    assert "augment: " not in result.output  # refused before anything was said or written
+    assert _snapshot(data) == before
+
+
+def test_augment_on_a_really_small_disk_is_refused(tmp_path, tmpfs_8m):
+    """The same on a real 1 MiB filesystem: the DataDir's own free space is what counts."""
+    import shutil
+
+    data = _train_datadir(tmp_path, songs=2, seconds=4.5)
+    shutil.copytree(data, tmpfs_8m / "data")
+    before = _snapshot(tmpfs_8m / "data")
+    result = CliRunner().invoke(app, ["augment", str(tmpfs_8m / "data"), "--hours", "0.1", "--segment-seconds", "4.5", "--workers", "1"])
+    line = one_line_error(result, 3)
+    assert "disk full (not enough room" in line and "nothing was written" in line, line
+    assert _snapshot(tmpfs_8m / "data") == before

@@ -112,11 +112,38 @@ def augment(
             bar.update(1)
 
         try:
-            report = run(datadir, hours, seed=seed, options=options, workers=workers or default_workers(), progress=progress)
+            report = run(
+                datadir, hours, seed=seed, options=options, workers=workers or default_workers(), progress=progress,
+                on_estimate=lambda e: [bar.line(line) for line in _estimate_lines(e)],
+            )
         finally:
             bar.close()
     _summary(datadir, report, failures)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_PARTIAL)
+
+
+def _size(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def _estimate_lines(e) -> list[str]:
+    """What the run is about to write, said before it writes (stemforge.augment.remix.AugmentEstimate)."""
+    from stemforge.augment.remix import REUSE_WARNING
+
+    lines = [
+        f"augment: {e.remixes:,} remixes of {e.segment_s:g} s to write ({e.remixes * e.segment_s / 3600:.2f} h): "
+        f"about {_size(e.bytes)}, with {_size(e.free_bytes)} free on the DataDir's disk",
+        f"augment: {e.vocal_sources} vocal and {e.accompaniment_sources} accompaniment source track(s) "
+        f"({e.vocal_source_s / 60:.1f} and {e.accompaniment_source_s / 60:.1f} min); each is used about "
+        f"{e.vocal_uses:,.1f} times as vocals and {e.accompaniment_uses:,.1f} times as accompaniment, each second of "
+        f"their audio in about {e.vocal_reuse:,.1f} and {e.accompaniment_reuse:,.1f} remixes",
+    ]
+    if e.heavy_reuse:
+        lines.append(
+            f"warning: each second of source audio goes into about {e.reuse:,.0f} remixes (more than {REUSE_WARNING:g}): "
+            "these hours are mostly the same audio again; ingest more songs, or ask for fewer --hours"
+        )
+    return lines
 
 
 def _summary(datadir, report, failures) -> None:
