@@ -176,8 +176,11 @@ def run_ingest(ctx: typer.Context, corpus: str, root: Path, data: Optional[Path]
         failures = Failures(bar.line, lambda: list_path(datadir.path / DATADIR_LOGS, f"ingest-{corpus}"), "tracks")
 
         def progress(event: str, uid: str, detail: str) -> None:
-            if event == "planned":
-                bar.note(f"{detail} to process")
+            if event == "planned":  # the others are unchanged, excluded or failed already
+                if bar.tty:
+                    bar.note(f"{detail} to process")
+                else:
+                    bar.line(f"ingest {corpus}: {detail} of {len(sources)} tracks to process")
                 return
             if event == "damaged":  # redone: counted when done
                 bar.line(f"redo (stored arrays damaged): {detail}")

@@ -223,7 +223,7 @@ class Progress:
         self.interval_s = float(interval_s)
         self.clock = clock
         self.total = total
-        self.done = 0.0
+        self.done: float = 0
         self.current = ""
         self.bar = None
         self._t0 = clock()
