@@ -84,7 +84,7 @@ def test_a_separate_output_folder_is_scored_as_the_model_itself(model, tmp_path)
     sf.write(short, x[:-100], sr, subtype="FLOAT")
     r = _run(["evaluate", "--root", root, "--estimates", out, "-o", tmp_path / "c" / "r.csv"])
     assert r.exit_code == 1, r.output
-    lines = [ln.strip() for ln in r.output.splitlines() if ln.strip().startswith("sep / ")]
+    lines = [ln.strip() for ln in r.output.splitlines() if ln.strip().startswith("failed: sep / ")]
     assert len(lines) == 2, r.output
     assert f"{gone}: missing estimate (accompaniment" in lines[0]
     assert f"{short}: {len(x) - 100} samples" in lines[1] and f"the reference has {len(x)}" in lines[1]
@@ -151,7 +151,7 @@ def test_reference_folder_against_separate_output(model, tmp_path):
     sf.write(est / "First Song" / "vocals.wav", x[:-10], sr, subtype="FLOAT")
     r = _run(["evaluate", "--reference-dir", refs, "--estimates", est, "-o", tmp_path / "bad" / "r.csv"])
     assert r.exit_code == 1, r.output  # the floor and the ceiling of First Song were scored
-    failures = [ln.strip() for ln in r.output.splitlines() if ln.strip().startswith(("est / ", "error:"))]
+    failures = [ln.strip() for ln in r.output.splitlines() if ln.strip().startswith(("failed: ", "error:"))]
     assert any(f"{est / 'First Song' / 'vocals.wav'}: {len(x) - 10} samples" in ln for ln in failures), r.output
     assert any(f"{refs / 'Second Song' / 'accompaniment.wav'}: missing reference" in ln for ln in failures), r.output
 

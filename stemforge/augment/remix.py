@@ -48,11 +48,12 @@ import pandas as pd
 from stemforge import __version__
 from stemforge.core import dsp
 from stemforge.core.config import SpectrogramConfig, patch_frames
-from stemforge.core.errors import OptionError, StemforgeError
+from stemforge.core.errors import DiskFullError, OptionError, StemforgeError
+from stemforge.core.files import free_bytes
 from stemforge.store.datadir import DataDir
 from stemforge.store.lineage import DATASET, VOCALS_KIND, is_remix, remix_sources, stale_remixes
 from stemforge.core.parallel import map_ordered
-from stemforge.store.shards import ShardReader, TrackArrays
+from stemforge.store.shards import SHARD_OVERHEAD, ShardReader, TrackArrays, track_bytes
 from stemforge.store.sink import ShardSink
 
 #: Bump when the way remixes are planned or rendered changes (it enters the plan id).
@@ -66,6 +67,15 @@ MIN_SEGMENT_FRAMES = 128
 #: Seconds per remix when none is asked for (longer where the geometry's patch is: see
 #: :func:`default_segment_seconds`).
 SEGMENT_SECONDS = 10.0
+#: Past this many remixes per second of source audio (in either role) ``augment`` warns: a
+#: segment is then heard in that many remixes over other accompaniments (or vocals), and the
+#: added hours add little that the trainer has not seen. The seed recipe (about 5 h of songs
+#: grown to 17 h) reuses each second about 2.4 times per role; 10 is far past that.
+REUSE_WARNING = 10.0
+#: Room ``augment`` leaves free beyond what it writes: 5% of it plus 64 MiB (the manifest is
+#: rewritten at every commit; the rest of the system needs some too).
+MARGIN_FRACTION = 0.05
+MARGIN_BYTES = 64 << 20
 
 
 def min_segment_frames(config: SpectrogramConfig) -> int:
@@ -428,6 +438,88 @@ def render_remix(reader: ShardReader, plan: RemixPlan, config: SpectrogramConfig
     return row, arrays
 
 
+# -- before writing: how much, where, how often each source is used ------------------------
+@dataclass(frozen=True)
+class AugmentEstimate:
+    """What a run is about to write, known before anything is written.
+
+    ``remixes`` to render (``planned`` in all, the others already stored) of ``segment_s``
+    seconds; ``bytes`` they take in shards (about: what the shard writer reserves), and
+    ``margin_bytes`` left free beyond them; ``free_bytes`` on the DataDir's filesystem.
+    ``vocal_sources``/``accompaniment_sources``: tracks in each role's pool and
+    ``vocal_source_s``/``accompaniment_source_s`` their seconds; ``vocal_uses``/
+    ``accompaniment_uses``: mean uses of a source in that role over the ``planned`` remixes.
+    :attr:`reuse`: remixes per second of source audio, the larger of the two roles.
+    """
+
+    remixes: int
+    planned: int
+    segment_s: float
+    bytes: int
+    margin_bytes: int
+    free_bytes: int
+    vocal_sources: int
+    accompaniment_sources: int
+    vocal_source_s: float
+    accompaniment_source_s: float
+    vocal_uses: float
+    accompaniment_uses: float
+
+    @property
+    def fits(self) -> bool:
+        """Whether the disk holds what will be written and the margin."""
+        return self.bytes + self.margin_bytes <= self.free_bytes
+
+    @property
+    def vocal_reuse(self) -> float:
+        """Remixes each second of the vocal sources' audio goes into (about)."""
+        return self.planned * self.segment_s / self.vocal_source_s if self.vocal_source_s > 0 else 0.0
+
+    @property
+    def accompaniment_reuse(self) -> float:
+        """Remixes each second of the accompaniment sources' audio goes into (about)."""
+        return self.planned * self.segment_s / self.accompaniment_source_s if self.accompaniment_source_s > 0 else 0.0
+
+    @property
+    def reuse(self) -> float:
+        return max(self.vocal_reuse, self.accompaniment_reuse)
+
+    @property
+    def heavy_reuse(self) -> bool:
+        """Past :data:`REUSE_WARNING`: worth a warning."""
+        return self.reuse > REUSE_WARNING
+
+
+def estimate(datadir: DataDir, planner: RemixPlanner, planned: int, to_render: int, per_shard: int = REMIXES_PER_SHARD) -> AugmentEstimate:
+    """The :class:`AugmentEstimate` of rendering ``to_render`` of the ``planned`` remixes of
+    ``planner`` into ``datadir`` (``planner.plans(planned)`` made: the uses count them)."""
+    config = datadir.config
+    one = track_bytes(config, config.n_frames(planner.segment), planner.segment)
+    nbytes = to_render * one + -(-to_render // max(1, per_shard)) * SHARD_OVERHEAD
+    usage = planner.usage()
+    rate = float(config.sample_rate)
+    vocal_s = sum(planner.sources[i].n_samples for i in planner._vocal_pool) / rate
+    acc_s = sum(src.n_samples for src in planner.sources) / rate
+    return AugmentEstimate(
+        remixes=to_render,
+        planned=planned,
+        segment_s=planner.segment / rate,
+        bytes=int(nbytes),
+        margin_bytes=int(nbytes * MARGIN_FRACTION) + MARGIN_BYTES if to_render else 0,
+        free_bytes=free_bytes(datadir.path),
+        vocal_sources=usage["vocals"]["sources"],
+        accompaniment_sources=usage["accompaniment"]["sources"],
+        vocal_source_s=vocal_s,
+        accompaniment_source_s=acc_s,
+        vocal_uses=usage["vocals"]["mean"],
+        accompaniment_uses=usage["accompaniment"]["mean"],
+    )
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
 # -- the run -------------------------------------------------------------------------------
 @dataclass
 class SplitHours:
@@ -474,6 +566,8 @@ class AugmentReport:
     sources: int = 0
     too_short: int = 0
     no_voice: int = 0
+    #: what the run was about to write (None when there was nothing to do)
+    estimate: AugmentEstimate | None = None
 
     @property
     def ok(self) -> bool:
@@ -515,13 +609,19 @@ def augment(
     workers: int = 1,
     progress: ProgressFn | None = None,
     remixes_per_shard: int = REMIXES_PER_SHARD,
+    on_estimate: Callable[[AugmentEstimate], None] | None = None,
 ) -> AugmentReport:
     """Add remixes until the train split holds ``hours`` hours; returns what was done.
 
-    Under the DataDir's write lock: stale remixes (see :func:`stale_remixes`) are dropped; if the
-    train split already holds ``hours`` nothing else happens; otherwise the number of remixes of
-    the current plan that the target needs is computed (the split then holds at least ``hours``
-    and less than ``hours`` + one segment), and those of them not stored yet are rendered
+    Under the DataDir's write lock: if the train split (stale remixes, see
+    :func:`stale_remixes`, left out) already holds ``hours``, the stale remixes are dropped and
+    nothing else happens; otherwise the number of remixes of the current plan that the target
+    needs is computed (the split then holds at least ``hours`` and less than ``hours`` + one
+    segment) and what they will write is estimated (:func:`estimate`): when the disk cannot
+    hold it with the margin, :class:`~stemforge.core.errors.DiskFullError` is raised and nothing
+    is written (not even the drop of stale remixes). Otherwise the stale remixes are dropped,
+    ``on_estimate(estimate)`` is called (bytes, free space, reuse of the sources: for the
+    caller to say before the work starts), and the remixes not stored yet are rendered
     (``workers`` processes) and committed shard by shard. ``progress(event, uid, detail)`` is
     called with ``planned`` (detail: number to render), ``done``, ``failed`` and ``dropped``.
     """
@@ -534,16 +634,23 @@ def augment(
         df = datadir.manifest
         before = train_hours(df)
         stale = stale_remixes(df)
-        if stale:
+
+        def drop_stale() -> pd.DataFrame:
+            if not stale:
+                return df
             datadir.commit([], drop_uids=[u for u, _ in stale])
             for uid, why in stale:
                 note("dropped", uid, why)
-            df = datadir.manifest
-        report = AugmentReport(target_h=float(hours), before=before, after=train_hours(df), dropped=stale)
+            return datadir.manifest
+
+        kept = df[~df["uid"].isin({u for u, _ in stale})] if stale else df
+        report = AugmentReport(target_h=float(hours), before=before, after=train_hours(kept), dropped=stale)
         target_s = hours * 3600.0
-        if train_hours(df).total_h * 3600.0 >= target_s - 1e-6:
+        if train_hours(kept).total_h * 3600.0 >= target_s - 1e-6:
+            drop_stale()
             note("planned", "", "0")
             return report
+        df = kept
         reader = datadir.reader()
         try:
             planner = RemixPlanner(datadir, seed, options, reader)
@@ -562,6 +669,18 @@ def augment(
         have = set(mine["uid"])
         report.already = sum(1 for p in plans if p.uid in have)
         todo = [p for p in plans if p.uid not in have]
+        report.estimate = estimate(datadir, planner, count, len(todo), remixes_per_shard)
+        if not report.estimate.fits:
+            e = report.estimate
+            raise DiskFullError(
+                datadir.path,
+                f"not enough room: {len(todo):,} remixes need about {_gb(e.bytes)} and {_gb(e.margin_bytes)} kept free, "
+                f"{_gb(e.free_bytes)} free",
+                "nothing was written: free space, or ask for fewer --hours",
+            )
+        drop_stale()
+        if on_estimate is not None:
+            on_estimate(report.estimate)
         note("planned", "", str(len(todo)))
         if todo:
             _render_all(datadir, todo, workers, report, note, remixes_per_shard)

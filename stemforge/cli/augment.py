@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from typing import Optional
 
 import typer
@@ -75,9 +74,9 @@ def augment(
 
     Example: stemforge augment ./stemforge-data --hours 6 --seed 1 --pitch-semitones 2 --workers 2
     """
-    from tqdm import tqdm
-
     from stemforge.augment.remix import AugmentOptions, augment as run, default_segment_seconds
+    from stemforge.cli.failures import DATADIR_LOGS, Failures, list_path
+    from stemforge.cli.progress import Progress
     from stemforge.ingest.engine import default_workers
     from stemforge.store import DataDir
 
@@ -97,32 +96,57 @@ def augment(
         datadir = DataDir.open(path)
         seconds = default_segment_seconds(datadir.config) if segment_seconds is None else segment_seconds
         options = AugmentOptions(**values, segment_seconds=seconds)
-        bar = None
+        bar = Progress("augment", None, "remixes")
+        failures = Failures(bar.line, lambda: list_path(datadir.path / DATADIR_LOGS, "augment"), "remixes")
 
         def progress(event: str, uid: str, detail: str) -> None:
-            nonlocal bar
             if event == "dropped":
-                err(f"dropped stale remix {uid}: {detail}")
+                bar.line(f"dropped stale remix {uid}: {detail}")
                 return
             if event == "planned":
                 if int(detail):
-                    bar = tqdm(total=int(detail), desc="augment", unit="remix", dynamic_ncols=True, file=sys.stderr)
+                    bar.set_total(int(detail))
                 return
             if event == "failed":
-                (bar.write if bar else err)(f"failed: {detail}")
-            if bar is not None:
-                bar.update(1)
+                failures.add(detail)
+            bar.update(1)
 
         try:
-            report = run(datadir, hours, seed=seed, options=options, workers=workers or default_workers(), progress=progress)
+            report = run(
+                datadir, hours, seed=seed, options=options, workers=workers or default_workers(), progress=progress,
+                on_estimate=lambda e: [bar.line(line) for line in _estimate_lines(e)],
+            )
         finally:
-            if bar is not None:
-                bar.close()
-    _summary(datadir, report)
+            bar.close()
+    _summary(datadir, report, failures)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_PARTIAL)
 
 
-def _summary(datadir, report) -> None:
+def _size(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def _estimate_lines(e) -> list[str]:
+    """What the run is about to write, said before it writes (stemforge.augment.remix.AugmentEstimate)."""
+    from stemforge.augment.remix import REUSE_WARNING
+
+    lines = [
+        f"augment: {e.remixes:,} remixes of {e.segment_s:g} s to write ({e.remixes * e.segment_s / 3600:.2f} h): "
+        f"about {_size(e.bytes)}, with {_size(e.free_bytes)} free on the DataDir's disk",
+        f"augment: {e.vocal_sources} vocal and {e.accompaniment_sources} accompaniment source track(s) "
+        f"({e.vocal_source_s / 60:.1f} and {e.accompaniment_source_s / 60:.1f} min); each is used about "
+        f"{e.vocal_uses:,.1f} times as vocals and {e.accompaniment_uses:,.1f} times as accompaniment, each second of "
+        f"their audio in about {e.vocal_reuse:,.1f} and {e.accompaniment_reuse:,.1f} remixes",
+    ]
+    if e.heavy_reuse:
+        lines.append(
+            f"warning: each second of source audio goes into about {e.reuse:,.0f} remixes (more than {REUSE_WARNING:g}): "
+            "these hours are mostly the same audio again; ingest more songs, or ask for fewer --hours"
+        )
+    return lines
+
+
+def _summary(datadir, report, failures) -> None:
     b, a = report.before, report.after
     out("")
     if report.dropped:
@@ -152,10 +176,8 @@ def _summary(datadir, report) -> None:
         f"{report.no_voice} without a voiced segment (accompaniment only)"
     )
     out(f"train split: had {b.total_h:.2f} h, added {report.added_h:.2f} h, now {a.total_h:.2f} h (target {report.target_h:.2f} h)")
-    if report.failed:
-        err("failed (one line each; the other remixes were stored):")
-        for _, why in report.failed:
-            err(f"  {why}")
+    for line in failures.summary("the other remixes were stored"):
+        err(line)
     out(f"DataDir: {datadir.path.resolve()}")
 
 

@@ -228,13 +228,27 @@ def usage_errors(ctx: typer.Context) -> Iterator[None]:
         raise typer.BadParameter(reason, param_hint=flags.get(exc.option, exc.option)) from None
 
 
+def printable(text: str) -> str:
+    """``text`` with the bytes of a file name that is not valid UTF-8 written as ``\\xff``.
+
+    Python keeps such bytes as lone surrogates (``\\udcff``), which a terminal shows as ``?``
+    or which fail to print; valid text, accents included, is left as it is."""
+    if not any("\udc80" <= c <= "\udcff" for c in text):
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no file name gives
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def err(message: str) -> None:
-    """One line on stderr."""
-    typer.echo(message, err=True)
+    """One line on stderr (file names that are not UTF-8 escaped: :func:`printable`)."""
+    typer.echo(printable(message), err=True)
 
 
 def out(message: str = "") -> None:
-    typer.echo(message)
+    """One line on stdout (file names that are not UTF-8 escaped: :func:`printable`)."""
+    typer.echo(printable(message))
 
 
 @contextlib.contextmanager
@@ -288,7 +302,7 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
 def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.2f}"
-    return str(v)
+    return printable(str(v))
 
 
 def _numeric(s: str) -> bool:

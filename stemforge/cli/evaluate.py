@@ -9,7 +9,6 @@ protocols (labelled in every report):
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -26,6 +25,7 @@ from stemforge.cli.common import (
     format_table,
     out,
 )
+from stemforge.cli.failures import Failures
 
 PROTOCOLS = ("datadir", "musdb18", "references")
 
@@ -188,7 +188,7 @@ def evaluate(
 
 
 def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, threads, frames=False, workers=0) -> None:
-    from tqdm import tqdm
+    from stemforge.cli.progress import Progress
 
     path = announce_data_dir(data)
     with cli_errors():
@@ -210,11 +210,13 @@ def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, thre
             from stemforge.ingest.engine import default_workers
 
             workers = 1 if str(sep.device).startswith("cuda") else default_workers()
-        bar = tqdm(total=min(n, limit) if limit else n, desc=f"evaluate {split}", unit="track", dynamic_ncols=True)
+        bar = Progress(f"evaluate {split}", min(n, limit) if limit else n, "tracks")
+        failures = Failures(bar.line, lambda: _failed_list(output), "tracks")
 
         def progress(event: str, done: int, total: int) -> None:
-            if event.startswith("failed:"):
-                bar.write(f"failed: {event[len('failed:'):]}", file=sys.stderr)
+            if event.startswith("failed:"):  # failed:<uid>:<reason>
+                uid, why = event[len("failed:") :].split(":", 1)
+                failures.add(f"{uid}: {why.strip()}")
             bar.update(1)
 
         try:
@@ -245,15 +247,14 @@ def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, thre
         columns,
         legend,
         paths,
-        [f"{uid}: {why}" for uid, why in report.failed],
-        "tracks",
+        failures,
     )
 
 
 def _evaluate_tracks(protocol, models, estimates, root, subset, tracks, filename, output, device, hard_mask, threads) -> None:
     """The musdb18 protocol on MUSDB18's tracks under ``root``, or the references protocol on
     the songs of the reference folder ``root``: BSS Eval v4 as museval."""
-    from tqdm import tqdm
+    from stemforge.cli.progress import Progress
 
     with cli_errors():
         import torch
@@ -275,25 +276,21 @@ def _evaluate_tracks(protocol, models, estimates, root, subset, tracks, filename
             n, desc = len(musdb18.find_tracks(root, subset, tracks)), f"musdb18 {subset}"
         else:
             n, desc = len(references.find_songs(root, tracks)), "references"
-        bar = tqdm(total=n, desc=desc, unit="track", dynamic_ncols=True)
-        inner: dict = {}
+        bar = Progress(desc, n, "tracks")
+        failures = Failures(bar.line, lambda: _failed_list(output), "separations")
+        track = ""
 
         def progress(event: str, done: int, total: int, fraction: float) -> None:
+            nonlocal track
             if event.startswith("track:"):
-                bar.set_postfix_str(event[len("track:") :][:40])
-            elif event.startswith("separate:"):
-                name = event[len("separate:") :]
-                if name not in inner:
-                    inner.clear()
-                    inner[name] = tqdm(total=100, desc=f"  {name}", unit="%", leave=False, dynamic_ncols=True)
-                b = inner[name]
-                b.update(max(0, int(round(fraction * 100)) - b.n))
-            elif event.startswith("failed:"):
-                bar.write(f"failed: {event[len('failed:'):]}", file=sys.stderr)
+                track = event[len("track:") :]
+                bar.note(track)
+            elif event.startswith("separate:"):  # which method, how far into this track
+                bar.note(f"{track} ({event[len('separate:') :]} {fraction:.0%})")
+            elif event.startswith("failed:"):  # failed:<method>:<track>:<reason>
+                method, track_name, why = event[len("failed:") :].split(":", 2)
+                failures.add(f"{track_name}: {why.strip()}" if method == "*" else f"{method} / {track_name}: {why.strip()}")
             elif event.startswith("done:"):
-                for b in inner.values():
-                    b.close()
-                inner.clear()
                 bar.update(1)
 
         try:
@@ -302,8 +299,6 @@ def _evaluate_tracks(protocol, models, estimates, root, subset, tracks, filename
             else:
                 report = references.evaluate_references(methods, root, limit=tracks, progress=progress)
         finally:
-            for b in inner.values():
-                b.close()
             bar.close()
         written = report.write(output)
     _print_report(
@@ -315,13 +310,21 @@ def _evaluate_tracks(protocol, models, estimates, root, subset, tracks, filename
             *METRICS_NOTE,
         ],
         written,
-        [f"{method} / {track}: {why}" for method, track, why in report.failed],
+        failures,
     )
 
 
-def _print_report(report, columns: list[str], legend: list[str], written: dict, failures: list[str], unit: str = "") -> None:
-    """The protocol's label, the summary table, its legend, the files written, one line per
-    failure; then exit 1 when anything failed, else 0."""
+def _failed_list(output: Path) -> Path:
+    """Beside the report: ``report.csv`` -> ``report-<UTC time>-failed.txt``."""
+    from stemforge.cli.failures import list_path
+
+    return list_path(output.parent, f"{output.stem}")
+
+
+def _print_report(report, columns: list[str], legend: list[str], written: dict, failures) -> None:
+    """The protocol's label, the summary table, its legend, the files written, how many failed
+    (each was named once, as it happened: :class:`~stemforge.cli.failures.Failures`); then exit
+    1 when anything failed, else 0."""
     out("")
     out(report.meta["label"])
     out(format_table([{c: r[c] for c in columns} for r in report.summary.to_dict(orient="records")], columns))
@@ -329,9 +332,6 @@ def _print_report(report, columns: list[str], legend: list[str], written: dict, 
         out(line)
     for kind, p in written.items():
         out(f"wrote {kind}: {p}")
-    if failures:
-        count = f"{len(failures)} {unit}" if unit else f"{len(failures)}"
-        err(f"failed ({count}, one line each):")
-        for line in failures:
-            err(f"  {line}")
-    raise typer.Exit(EXIT_PARTIAL if failures else EXIT_OK)
+    for line in failures.summary("the others were scored"):
+        err(line)
+    raise typer.Exit(EXIT_PARTIAL if len(failures) else EXIT_OK)

@@ -10,7 +10,6 @@ recipe checks its own options (``check_options``) before anything is opened.
 from __future__ import annotations
 
 import inspect
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -159,8 +158,8 @@ def run_ingest(ctx: typer.Context, corpus: str, root: Path, data: Optional[Path]
     ConfigMismatchError naming both otherwise (exit 3, nothing written). Exit code 0 when
     every track was stored (or unchanged/excluded), 1 when any track failed.
     """
-    from tqdm import tqdm
-
+    from stemforge.cli.failures import DATADIR_LOGS, Failures, list_path
+    from stemforge.cli.progress import Progress
     from stemforge.ingest.engine import default_workers, ingest
     from stemforge.ingest.reconcile import reconcile_datadir
     from stemforge.recipes import get_recipe
@@ -180,24 +179,28 @@ def run_ingest(ctx: typer.Context, corpus: str, root: Path, data: Optional[Path]
         datadir = DataDir.open(path) if config is None and existing else DataDir.create(path, config)
         err(f"geometry: {datadir.config.geometry()} (config {datadir.config.hash})")
         before = datadir.manifest[["uid", "split", "duplicate_of"]].copy()
-        bar = tqdm(total=len(sources), desc=f"ingest {corpus}", unit="track", dynamic_ncols=True, leave=True)
+        bar = Progress(f"ingest {corpus}", len(sources), "tracks")
+        failures = Failures(bar.line, lambda: list_path(datadir.path / DATADIR_LOGS, f"ingest-{corpus}"), "tracks")
 
         def progress(event: str, uid: str, detail: str) -> None:
-            if event == "planned":
-                bar.set_postfix_str(f"{detail} to process")
+            if event == "planned":  # the others are unchanged, excluded or failed already
+                if bar.tty:
+                    bar.note(f"{detail} to process")
+                else:
+                    bar.line(f"ingest {corpus}: {detail} of {len(sources)} tracks to process")
                 return
             if event == "damaged":  # redone: counted when done
-                bar.write(f"redo (stored arrays damaged): {detail}", file=sys.stderr)
+                bar.line(f"redo (stored arrays damaged): {detail}")
                 return
             if event == "failed":
-                bar.write(f"failed: {detail}", file=sys.stderr)
+                failures.add(detail)
             bar.update(1)
 
         try:
             report = ingest(datadir, sources, workers=workers or default_workers(), force=force, progress=progress, post_commit=reconcile_datadir)
         finally:
             bar.close()
-        _summary(datadir, report, before)
+        _summary(datadir, report, before, failures)
         for line in _no_valid_split(datadir, corpus, recipe, root, options):
             err(line)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_PARTIAL)
@@ -237,7 +240,7 @@ def _no_valid_split(datadir, corpus: str, recipe, root: Path, options: dict) -> 
     return lines
 
 
-def _summary(datadir, report, before) -> None:
+def _summary(datadir, report, before, failures) -> None:
     """Split table, counts, excluded tracks grouped by rule, failures, and what identity
     reconciliation changed in rows stored before this run (split moves, duplicates)."""
     from stemforge.ingest.summary import excluded_by_rule, moved_rows, split_table
@@ -287,10 +290,8 @@ def _summary(datadir, report, before) -> None:
         )
     for line in leakage(df):
         err(f"leak: {line}")
-    if report.failed:
-        err("failed (one line each; the other tracks were stored):")
-        for uid, why in report.failed:
-            err(f"  {why}")
+    for line in failures.summary("the other tracks were stored"):
+        err(line)
     out(f"DataDir: {datadir.path.resolve()}")
 
 

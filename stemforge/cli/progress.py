@@ -1,13 +1,21 @@
-"""Training progress on stderr: a live bar on a terminal, plain log lines otherwise.
+"""Progress on stderr, one convention for every command: a live bar on a terminal, plain log
+lines otherwise.
 
-The library reports a run through :class:`~stemforge.train.config.TrainEvent` values and never
-prints; :class:`TrainProgress` is the ``progress`` callback that ``stemforge train`` and
-``stemforge demo`` hand it. On a terminal it draws a tqdm bar (step, train loss, validation
-loss, patches/s, time left); where stderr is a file or a pipe (``nohup``, a job scheduler,
-``> log.txt 2>&1``) it writes one line per log step (``--log-every``) and one per validation,
-flushed at once, which is what a job log needs::
+The library reports progress through callbacks and never prints. On a terminal a tqdm bar is
+drawn; where stderr is a file or a pipe (``nohup``, a job scheduler, ``> log.txt 2>&1``) no
+``\r`` is ever written: plain lines, flushed at once, which is what a job log needs.
+
+* :class:`TrainProgress` (``stemforge train``, ``stemforge demo``) renders
+  :class:`~stemforge.train.config.TrainEvent` values: off a terminal, one line per log step
+  (``--log-every``) and one per validation::
 
     train: step 20/100 (20%)  loss 0.00512  val 0.00498  51.3 patches/s  elapsed 0:00:25  left 0:01:40
+
+* :class:`Progress` (``ingest``, ``augment``, ``separate``, ``evaluate``, ``synth``) counts the
+  items of a batch: off a terminal, a line when it starts, one every :data:`LINE_INTERVAL_S`
+  seconds while it runs and one when it ends::
+
+    ingest mir1k: 120/1000 tracks (12%)  elapsed 0:00:30  left 0:03:40
 """
 
 from __future__ import annotations
@@ -15,7 +23,11 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import IO
+from typing import IO, Callable
+
+#: Seconds between two plain progress lines of a batch command (off a terminal): a 10-minute
+#: ingest writes about 20 lines to its log, a short one two.
+LINE_INTERVAL_S = 30.0
 
 
 #: Size of the bar's screen where the terminal does not say its own.
@@ -209,6 +221,146 @@ class TrainProgress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _amount(value: float, decimals: int) -> str:
+    return f"{value:,.{decimals}f}"
+
+
+class Progress:
+    """The progress of a batch command on ``stream`` (stderr by default).
+
+    Args:
+        label: the words lines start with (``ingest mir1k``, ``separate``).
+        total: how many items (or seconds of audio) there are to do; None until known
+            (:meth:`set_total`).
+        unit: what is counted, plural (``tracks``, ``remixes``, ``s of audio``).
+        tty: draw a live bar (True) or write plain lines (False); None: a bar when ``stream``
+            is a terminal.
+        interval_s: seconds between two plain lines (:data:`LINE_INTERVAL_S`).
+        decimals: decimals of the counts (1 for seconds of audio).
+        clock: the monotonic clock (a test's fake one).
+
+    :meth:`update` / :meth:`advance_to` move it, :meth:`note` names the current item (the bar's
+    postfix; appended to plain lines), :meth:`line` writes a line that does not disturb the bar
+    (a failure, a warning), :meth:`close` ends it (off a terminal: the last line, with the
+    total time). Also a context manager that closes.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        total: float | None = None,
+        unit: str = "items",
+        *,
+        stream: IO[str] | None = None,
+        tty: bool | None = None,
+        interval_s: float = LINE_INTERVAL_S,
+        decimals: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(tty) if tty is not None else _isatty(self.stream)
+        self.label, self.unit, self.decimals = label, unit, decimals
+        self.interval_s = float(interval_s)
+        self.clock = clock
+        self.total = total
+        self.done: float = 0
+        self.current = ""
+        self.bar = None
+        self._t0 = clock()
+        self._last_line: float | None = None
+        self._closed = False
+        if total is not None:
+            self._begin()
+
+    def _begin(self) -> None:
+        if not self.tty:
+            self._plain()
+            return
+        from tqdm import tqdm
+
+        sized = _columns(self.stream) > 0
+        self.bar = tqdm(
+            total=self.total, desc=self.label, unit=f" {self.unit}", file=self.stream, dynamic_ncols=sized, ncols=None if sized else FALLBACK_COLUMNS,
+            nrows=None if sized else FALLBACK_ROWS, mininterval=0.2, leave=True,
+        )
+
+    def set_total(self, total: float) -> None:
+        """The total, once known (starts the bar, or the plain lines)."""
+        started = self.total is not None
+        self.total = total
+        if not started:
+            self._begin()
+        elif self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
+    def update(self, n: float = 1) -> None:
+        """``n`` more items done."""
+        self.advance_to(self.done + n)
+
+    def advance_to(self, done: float) -> None:
+        """``done`` items done in all."""
+        step = done - self.done
+        self.done = done
+        if self.bar is not None:
+            if step:
+                self.bar.update(round(step, self.decimals) if self.decimals else step)
+            return
+        if self.total is not None and (self._last_line is None or self.clock() - self._last_line >= self.interval_s):
+            self._plain()
+
+    def note(self, text: str) -> None:
+        """Name the current item: the bar's postfix, or part of the next plain line."""
+        self.current = text
+        if self.bar is not None:
+            self.bar.set_postfix_str(text[:40], refresh=False)
+
+    def line(self, text: str) -> None:
+        """One line that does not disturb the bar (file names not UTF-8 escaped)."""
+        from stemforge.cli.common import printable
+
+        if self.bar is not None:
+            self.bar.write(printable(text), file=self.stream)
+        else:
+            self.stream.write(printable(text) + "\n")
+        self.stream.flush()
+
+    def _plain(self, final: bool = False) -> None:
+        now = self.clock()
+        self._last_line = now
+        elapsed = now - self._t0
+        total = self.total if self.total is not None else self.done
+        parts = [f"{self.label}: {_amount(self.done, self.decimals)}/{_amount(total, self.decimals)} {self.unit}"]
+        if total:
+            parts[0] += f" ({100 * min(self.done, total) / total:.0f}%)"
+        if final:
+            parts.append(f"done in {_clock(elapsed)}")
+        else:
+            if self.current:
+                parts.append(self.current[:60])
+            parts.append(f"elapsed {_clock(elapsed)}")
+            left = elapsed / self.done * (total - self.done) if self.done > 0 and total >= self.done else None
+            parts.append(f"left {_clock(left)}")
+        self.line("  ".join(parts))
+
+    def close(self) -> None:
+        """End the bar; off a terminal, the last line (unless nothing was started)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        elif self.total is not None:
+            self._plain(final=True)
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _columns(stream) -> int:

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from stemforge.cli.common import EXIT_OK, EXIT_PARTIAL, Device, Overwrite, Threads, cli_errors, err, format_table, out
+from stemforge.cli.failures import Failures, list_path
 from stemforge.separate.naming import DEFAULT_TEMPLATE
 
 FILENAME_HELP = (
@@ -18,6 +18,10 @@ FILENAME_HELP = (
     "original, song, ...: Artist - Title/mixture.wav -> 'Artist - Title'). Outputs stay under OUTDIR: "
     "no absolute path, no '..'."
 )
+
+
+#: Rows of the closing table (the separated files) at most.
+TABLE_ROWS = 50
 
 
 def register(app: typer.Typer) -> None:
@@ -72,9 +76,10 @@ def separate(
         import torch
 
         from stemforge.core import audio as audio_io
-        from stemforge.separate.naming import plan_outputs
+        from stemforge.separate.naming import check_outdir, plan_outputs
         from stemforge.separate.separator import STEMS, Separator
 
+        check_outdir(outdir)  # a symbolic link loop or a file as -o: nothing can be done (exit 3), before the model
         if threads:
             torch.set_num_threads(threads)
         sep = Separator.from_checkpoint(model, device=device, hard_mask=hard_mask)
@@ -83,43 +88,50 @@ def separate(
         # Every file's outputs are planned first (names, collisions, existing files, durations).
         plans = plan_outputs(outdir, filename, audio, STEMS, fmt, force=force, probe=audio_io.info)
         rows = [{"file": str(p.source), "duration_s": "", "status": "failed" if p.error else "", "x_realtime": "", "output": "", "error": p.error} for p in plans]
+        failures = Failures(err, lambda: list_path(outdir, "separate"), "files")
         for row in rows:
             if row["error"]:
-                err(f"failed: {row['error']}")
-        _separate_all(sep, [(p, row) for p, row in zip(plans, rows) if not p.error], sample_rate, mono)
+                failures.add(row["error"])
+        _separate_all(sep, [(p, row) for p, row in zip(plans, rows) if not p.error], sample_rate, mono, failures)
     failed = [r for r in rows if r["status"] == "failed"]
     out("")
-    out(format_table([{k: r[k] for k in ("file", "duration_s", "status", "x_realtime", "output")} for r in rows]))
+    done = [r for r in rows if r["status"] == "ok"]  # the failed files were each named once, above
+    if done:
+        out(format_table([{k: r[k] for k in ("file", "duration_s", "status", "x_realtime", "output")} for r in done[:TABLE_ROWS]]))
+    if len(done) > TABLE_ROWS:
+        out(f"(the first {TABLE_ROWS} of {len(done)} separated files shown)")
     out(f"separated {len(rows) - len(failed)} of {len(rows)} files into {outdir}")
-    if failed:
-        err("failed (one line each):")
-        for r in failed:
-            err(f"  {r['error']}")
+    for line in failures.summary("the other files were separated"):
+        err(line)
     raise typer.Exit(EXIT_PARTIAL if failed else EXIT_OK)
 
 
-def _separate_all(sep, jobs: list, sample_rate: Optional[int], mono: bool) -> None:
+def _separate_all(sep, jobs: list, sample_rate: Optional[int], mono: bool, failures) -> None:
     """Separate each planned file under one progress bar (seconds of audio), filling its row:
     ok with duration and speed, or failed with a one-line error (the others go on)."""
-    from tqdm import tqdm
+    from stemforge.cli.progress import Progress
+    from stemforge.core.errors import DiskFullError, StemforgeError
 
-    from stemforge.core.errors import StemforgeError
-
-    bar = tqdm(total=round(sum(p.info.duration_s for p, _ in jobs), 1), desc="separate", unit="s audio", dynamic_ncols=True, leave=True)
+    bar = Progress("separate", round(sum(p.info.duration_s for p, _ in jobs), 1), "s audio", decimals=1)
+    failures.show = bar.line
     try:
         for plan, row in jobs:
-            src, duration, done_before = plan.source, plan.info.duration_s, bar.n
-            bar.set_postfix_str(src.name[:40])
+            src, duration, done_before = plan.source, plan.info.duration_s, bar.done
+            bar.note(src.name)
 
             def progress(fraction: float, base=done_before, d=duration) -> None:
-                bar.update(round(base + fraction * d, 1) - bar.n)
+                bar.advance_to(round(base + fraction * d, 1))
 
             try:
                 res = sep.separate_file(src, plan.paths, output_sample_rate=sample_rate, mono=mono, progress=progress)
+            except DiskFullError as exc:  # the next files would find it full too: stop (exit 3)
+                done = sum(1 for _, r in jobs if r["status"] == "ok")
+                kept = f"kept the {done} file(s) separated before it; none of its stems was left: free space and run again"
+                raise DiskFullError(exc.path, exc.reason, kept) from None
             except (StemforgeError, OSError, RuntimeError, ValueError, MemoryError) as exc:
                 text = str(exc) if isinstance(exc, StemforgeError) else f"{type(exc).__name__}: {exc}"
                 row.update(status="failed", error=text if text.startswith(str(src)) else f"{src}: {text}")
-                bar.write(f"failed: {row['error']}", file=sys.stderr)
+                failures.add(row["error"])
                 progress(1.0)
                 continue
             output = str(Path(next(iter(res.outputs.values()))).parent)

@@ -46,8 +46,7 @@ def synth(
     if track_id and metadata_dir is None:
         raise typer.BadParameter("--track-id needs --metadata-dir", param_hint="--track-id")
     with cli_errors():
-        from tqdm import tqdm
-
+        from stemforge.cli.progress import Progress
         from stemforge.synth.layouts import write_corpus
 
         options: dict = {}
@@ -61,7 +60,7 @@ def synth(
             n_songs = songs or 3
             total = n_songs
         seen: set[int] = set()
-        with tqdm(total=total, unit="song", desc=f"synth {layout}", disable=None, leave=False) as bar:
+        with Progress(f"synth {layout}", total, "songs") as bar:  # unknown total (all of --metadata-dir): no progress
 
             def progress(record: dict) -> None:
                 if record["index"] not in seen:

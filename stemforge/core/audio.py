@@ -162,12 +162,19 @@ def _backend(path: Path) -> str:
     return "soundfile"
 
 
+def _sf_name(path: str | os.PathLike) -> bytes:
+    """``path`` as the bytes the file system holds, for libsndfile: soundfile encodes a str
+    strictly as UTF-8 and so cannot open a file whose name is not valid UTF-8 (Python keeps
+    such bytes as lone surrogates, ``os.fsencode`` gives them back)."""
+    return os.fsencode(path)
+
+
 def _soundfile_header(p: Path) -> tuple[AudioInfo, bool]:
     """libsndfile's header facts and whether the length is unknown (``n_samples`` is 0 then)."""
     import soundfile as sf
 
     try:
-        i = sf.info(str(p))
+        i = sf.info(_sf_name(p))
     except Exception as exc:  # libsndfile gives one exception type for everything
         raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
     unknown = int(i.frames) >= _UNKNOWN_FRAMES
@@ -186,12 +193,13 @@ def _route(p: Path) -> tuple[str, AudioInfo | None]:
 
 
 def check_exists(path: str | os.PathLike) -> Path:
-    """``path`` as a Path when it is a non-empty file; AudioError naming it and the reason if not."""
+    """``path`` as a Path when it is a non-empty regular file; AudioError naming it and the
+    reason if not (:func:`stemforge.core.files.regular_file_problem`: missing, a symbolic link
+    loop, a directory, a FIFO or a device such as ``/dev/zero``, refused before it is opened)."""
     path = Path(path)
-    if not path.exists():
-        raise AudioError(path, "file not found")
-    if path.is_dir():
-        raise AudioError(path, "is a directory, not an audio file")
+    problem = files.regular_file_problem(path, kind="audio file")
+    if problem:
+        raise AudioError(path, problem)
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     return path
@@ -308,7 +316,7 @@ def _read_soundfile(p: Path, inf: AudioInfo, limits: DecodeLimits) -> tuple[np.n
     limits.check(p, inf.sample_rate, inf.channels, inf.n_samples)
     _check_wav_complete(p)
     try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True, frames=inf.n_samples)
+        data, sr = sf.read(_sf_name(p), dtype="float32", always_2d=True, frames=inf.n_samples)
     except Exception as exc:
         raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
     if data.shape[0] == 0:
@@ -460,7 +468,7 @@ def decode_blocks(
     limits.check(p, inf.sample_rate, inf.channels, inf.n_samples)
     _check_wav_complete(p)
     try:
-        f = sf.SoundFile(str(p))
+        f = sf.SoundFile(_sf_name(p))
     except Exception as exc:
         raise AudioError(p, f"not a readable audio file ({_short(exc)})") from None
     meter = limits.meter(p, inf.sample_rate, inf.channels)
@@ -713,6 +721,46 @@ def _with_channels(block: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(block, channels, axis=0)
 
 
+#: libsndfile's error code for a failed system call (its message is only "System error.").
+_SF_ERR_SYSTEM = 2
+#: Where the errno of libsndfile's failed call cannot be read, a system error with less than
+#: this much room left on the output's filesystem is taken for a full disk.
+_FULL_BELOW_BYTES = 4 << 20
+
+
+def _sndfile_errno() -> int | None:
+    """The errno left by the last call into libsndfile (cffi keeps it per thread), or None."""
+    import soundfile as sf
+
+    ffi = getattr(sf, "_ffi", None)
+    try:
+        return int(ffi.errno) if ffi is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _write_error(path: Path, exc: BaseException, folder: Path | None = None) -> StemforgeError:
+    """The error for a failed write of ``path``: :class:`DiskFullError` when the disk or quota
+    is full, else AudioError "cannot write (...)".
+
+    libsndfile reports a failed ``write()`` as "System error." without its cause; the errno it
+    left tells ENOSPC/EDQUOT apart (read right after the failure), and where it cannot be read
+    the free space of ``folder`` (the temporary file's) does."""
+    if files.is_disk_full(exc):
+        return files.disk_full(path, exc)
+    if getattr(exc, "code", None) == _SF_ERR_SYSTEM:
+        code = _sndfile_errno()
+        if code in files.DISK_FULL_ERRNOS:
+            return files.disk_full(path, OSError(code, os.strerror(code)))
+        if code is None and folder is not None:
+            try:
+                if files.free_bytes(folder) < _FULL_BELOW_BYTES:
+                    return files.disk_full(path)
+            except OSError:
+                pass
+    return AudioError(path, f"cannot write ({_short(exc)})")
+
+
 def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str | None = None) -> Path:
     """Write ``[samples]`` or ``[channels, samples]`` float audio atomically (``core.files``: temp
     file + fsync + rename, mode as ``open()`` gives under the umask; DiskFullError when full).
@@ -730,8 +778,11 @@ def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype:
         subtype = "FLOAT"
     try:
         with files.atomic_path(p) as tmp:
-            sf.write(tmp, data, sample_rate, subtype=subtype, format=fmt.upper())
-    except DiskFullError:
+            try:
+                sf.write(_sf_name(tmp), data, sample_rate, subtype=subtype, format=fmt.upper())
+            except Exception as exc:  # libsndfile's "System error." on a full disk
+                raise _write_error(p, exc, p.parent) from None
+    except (DiskFullError, AudioError):
         raise
     except Exception as exc:
         raise AudioError(p, f"cannot write ({_short(exc)})") from None
@@ -774,27 +825,29 @@ class AudioWriter:
             raise AudioError(path, f"cannot write ({_short(exc)})") from None
         try:
             self._file = sf.SoundFile(
-                str(self.tmp), "w", samplerate=int(sample_rate), channels=int(channels), subtype=subtype, format=fmt.upper()
+                _sf_name(self.tmp), "w", samplerate=int(sample_rate), channels=int(channels), subtype=subtype, format=fmt.upper()
             )
         except Exception as exc:
+            error = _write_error(path, exc, path.parent)
             self._drop()
-            raise AudioError(path, f"cannot write ({_short(exc)})") from None
+            raise error from None
 
     def write(self, block: np.ndarray) -> None:
-        """Append ``block [channels, n]`` float."""
+        """Append ``block [channels, n]`` float (DiskFullError when the disk is full)."""
         data = np.clip(block, -1.0, 1.0) if self.clip else block
         try:
             self._file.write(_interleave(data))
         except Exception as exc:
-            raise AudioError(self.path, f"cannot write ({_short(exc)})") from None
+            raise _write_error(self.path, exc, self.path.parent) from None
 
     def close(self) -> Path:
         """Finish the file and rename it to ``path``; returns ``path``."""
         try:
             self._file.close()
         except Exception as exc:
+            error = _write_error(self.path, exc, self.path.parent)
             self.abort()
-            raise AudioError(self.path, f"cannot write ({_short(exc)})") from None
+            raise error from None
         target, self._target = self._target, None
         try:
             if target is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import uuid
 from pathlib import Path
 from typing import IO, Iterator
@@ -59,6 +60,53 @@ def disk_full(path: str | os.PathLike, exc: BaseException | None = None) -> Disk
             return exc
     code = exc.errno if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS else errno.ENOSPC
     return DiskFullError(path, os.strerror(code))
+
+
+#: What a file that is not a regular file is, by its type bits (``stat.S_IFMT``).
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def regular_file_problem(path: str | os.PathLike, kind: str = "file", missing: str = "file not found") -> str | None:
+    """Why ``path`` cannot be read as a regular file, in a few words, or None when it can.
+
+    Looks only at what ``stat`` says (symbolic links followed), never opens the file: opening a
+    FIFO for reading blocks until a writer comes, and a device such as ``/dev/zero`` reads for
+    ever. ``kind`` names what was expected (``"audio file"``, ``"stemforge checkpoint file"``);
+    ``missing`` is the reason for a path that does not exist. The reasons: ``missing``, a
+    dangling symbolic link, a symbolic link loop, a path through something that is not a folder,
+    permission denied, a name that is too long or holds a NUL byte, a directory, or "not a
+    regular file (a FIFO)" and the like for FIFOs, devices and sockets.
+    """
+    try:
+        st = os.stat(path)
+    except ValueError:  # os.stat refuses a name holding a NUL byte
+        return "not a file name (it holds a NUL byte)"
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return "a dangling symbolic link (what it points to does not exist)" if os.path.islink(path) else missing
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop (too many levels of symbolic links)"
+        if exc.errno == errno.ENOTDIR:
+            return f"{missing} (a part of the path is a file, not a folder)"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied (a folder on the path cannot be searched)"
+        if exc.errno == errno.ENAMETOOLONG:
+            return "file name too long"
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISREG(st.st_mode):
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return f"is a directory, not {_article(kind)}"
+    return f"not a regular file ({_FILE_KINDS.get(stat.S_IFMT(st.st_mode), 'a special file')})"
+
+
+def _article(kind: str) -> str:
+    return ("an " if kind[:1].lower() in "aeiou" else "a ") + kind
 
 
 def temporary_name(path: Path) -> Path:

@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from stemforge import __version__
-from stemforge.core import dsp
+from stemforge.core import dsp, files
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import AudioError, StemforgeError
 from stemforge.recipes.identity import song_key
@@ -154,6 +154,9 @@ def fingerprint(source: TrackSource) -> str:
         for r in refs:
             h.update(f"{role}|{r.path}|{r.stream}|{r.channel}|{r.gain!r}\n".encode())
     for path in source.files():
+        problem = files.regular_file_problem(path)
+        if problem:  # a FIFO would block the read below; a loop is not "file not found"
+            raise AudioError(path, problem)
         try:
             size = path.stat().st_size
             with open(path, "rb") as f:
@@ -220,6 +223,12 @@ def ingest(
             if src.error:
                 report.failed.append((src.uid, src.error))
                 note("failed", src.uid, src.error)
+                continue
+            problem = src.text_problem()  # a name that cannot be stored, whatever recipe gave it
+            if problem:
+                msg = f"{Path(src.root) / src.source_path}: {problem}; the track is not stored"
+                report.failed.append((src.uid, msg))
+                note("failed", src.uid, msg)
                 continue
             try:
                 fp = fingerprint(src)

@@ -35,6 +35,7 @@ import torch
 
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import CheckpointError, StemforgeError
+from stemforge.core.files import regular_file_problem
 from stemforge.model.checkpoint import load_model_state, save_checkpoint
 from stemforge.model.config import BASE_ENCODER_CHANNELS, UNetConfig
 from stemforge.model.unet import UNet
@@ -154,10 +155,9 @@ def convert_chainer_npz(
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, not a Chainer npz file")
+    problem = regular_file_problem(path, kind="Chainer npz file", missing="no such file")
+    if problem:  # a FIFO or a device is refused before it is opened (opening a FIFO blocks)
+        raise CheckpointError(f"{path}: {problem}")
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:

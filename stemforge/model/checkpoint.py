@@ -69,7 +69,7 @@ from torch import nn
 from stemforge import __version__
 from stemforge.core.config import SpectrogramConfig, check_config
 from stemforge.core.errors import CheckpointError, StemforgeError
-from stemforge.core.files import atomic_open
+from stemforge.core.files import atomic_open, regular_file_problem
 from stemforge.model.config import TARGETS, UNetConfig
 from stemforge.model.unet import UNet, count_parameters, non_finite_parameters
 
@@ -598,13 +598,13 @@ def read_torch_file(path: Path, kind: str, map_location: Any = "cpu", safe_globa
     globals the weights-only unpickler may build (``torch.serialization.safe_globals``).
 
     Raises:
-        CheckpointError: missing, a directory, empty, truncated, another kind of file, or a
-            pickle of objects ``weights_only`` refuses.
+        CheckpointError: missing, a directory, not a regular file (a FIFO, a device: refused
+            before it is opened, as opening a FIFO blocks), empty, truncated, another kind of
+            file, or a pickle of objects ``weights_only`` refuses.
     """
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, not a {kind} file")
+    problem = regular_file_problem(path, kind=f"{kind} file", missing="no such file")
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     foreign = _sniff(path)
     if foreign:
         raise CheckpointError(f"{path}: not a {kind}: {foreign}")

@@ -48,6 +48,49 @@ def check_name(name: object) -> None:
         raise OptionError("name", f"use letters, digits, '_', '-', '.' only, got {name!r}")
 
 
+#: The text fields of a track that are stored as given (manifest columns, shard attributes).
+TEXT_FIELDS = ("track_id", "artist", "title", "license")
+
+
+def text_problem(value: object) -> str | None:
+    """Why ``value`` cannot be stored as a name (a track id, an artist, a title), or None.
+
+    Refused: a NUL byte (HDF5 attributes cannot hold one; C code reading the manifest stops at
+    it), other control characters (line breaks, escapes: a name is one line, and every message
+    naming it must stay one line) and text that is not valid UTF-8 (the bytes of a file name in
+    another encoding, which Python keeps as lone surrogates: the manifest is UTF-8). A tab is
+    allowed.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    if "\x00" in value:
+        return "holds a NUL byte (\\x00)"
+    bad = next((c for c in value if (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F), None)
+    if bad is not None:
+        return f"holds the control character {bad!r}"
+    lone = next((c for c in value if 0xD800 <= ord(c) <= 0xDFFF), None)
+    if lone is not None:
+        byte = ord(lone) - 0xDC00 if 0xDC80 <= ord(lone) <= 0xDCFF else None
+        what = f"the byte \\x{byte:02x}" if byte is not None else f"{lone!r}"
+        return f"is not valid UTF-8 ({what}; a file name in another encoding?)"
+    return None
+
+
+def shown_text(value: str, limit: int = 80) -> str:
+    """``value`` quoted for a one-line message: control characters escaped (``\\x00``,
+    ``\\n``), the bytes of a name that is not UTF-8 as ``\\xff``, cut at ``limit`` characters."""
+    parts = []
+    for c in value[:limit]:
+        code = ord(c)
+        if 0xDC80 <= code <= 0xDCFF:
+            parts.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF:
+            parts.append(repr(c)[1:-1])
+        else:
+            parts.append(c)
+    return "'" + "".join(parts) + ("...'" if len(value) > limit else "'")
+
+
 @dataclass(frozen=True)
 class StemRef:
     """One contribution to a role: a file (relative to the track's root), a stream, a channel, a gain.
@@ -141,6 +184,25 @@ class TrackSource:
             if refs:
                 return refs[0].path
         return ""
+
+    def text_problem(self) -> str | None:
+        """Why a text field of this track cannot be stored (:func:`text_problem`), as
+        ``field 'x': reason``, or None; the file names are checked for UTF-8 too. The ingest
+        engine fails such a track in one line before reading it, whatever recipe made it."""
+        for name in TEXT_FIELDS:
+            problem = text_problem(getattr(self, name))
+            if problem:
+                return f"{name} {shown_text(getattr(self, name))} {problem}"
+        for refs in (self.mixture, self.vocals, self.accompaniment):
+            for ref in refs:
+                problem = text_problem(ref.path)
+                if problem:
+                    return f"file name {shown_text(ref.path)} {problem}"
+        for key, value in self.extra:
+            problem = text_problem(value) if isinstance(value, str) else None
+            if problem:
+                return f"{key} {shown_text(value)} {problem}"
+        return None
 
     def files(self) -> list[Path]:
         """Every distinct file this track reads, absolute, in a stable order."""

@@ -37,9 +37,10 @@ from pathlib import Path
 
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import DatasetLayoutError, OptionError, StemforgeError
+from stemforge.core.files import regular_file_problem
 from stemforge.recipes.splits import check_fractions, hash_split
 from stemforge.recipes.identity import song_key
-from stemforge.recipes.base import SPLITS, StemRef, TrackAudio, TrackSource, check_name
+from stemforge.recipes.base import SPLITS, StemRef, TrackAudio, TrackSource, check_name, shown_text, text_problem
 from stemforge.recipes.loading import load_roles
 
 NAME = "csv"
@@ -55,18 +56,60 @@ def _clean(value) -> str:
     return "" if value is None else str(value).strip()
 
 
+#: The longest cell a list may hold, in characters. A file path is at most 4,096 bytes on Linux
+#: (PATH_MAX) and a name far shorter, so a longer cell is a mistake (a whole file pasted into
+#: one cell, a missing closing quote): it refuses its own row, not the list.
+MAX_CELL_CHARS = 16 * 1024
+#: Columns that are stored as names (manifest columns, shard attributes): checked with
+#: :func:`stemforge.recipes.base.text_problem` (no NUL, no control character, valid UTF-8).
+TEXT_COLUMNS = ("track_id", "id", "artist", "title", "license", "split")
+#: The key under which :func:`read_table` gives a row's problem (no header holds a NUL).
+ROW_PROBLEM = "\x00problem"
+
+
+def _cell_problem(column: str, value: str) -> str | None:
+    if len(value) > MAX_CELL_CHARS:
+        return f"column {column!r} holds {len(value):,} characters, more than the {MAX_CELL_CHARS:,} a cell may hold"
+    if "\x00" in value or column in TEXT_COLUMNS:
+        problem = text_problem(value)
+        if problem:
+            return f"column {column!r}: {shown_text(value)} {problem}"
+    return None
+
+
 def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """A list file's lower-cased header and its rows (dicts of stripped strings; BOM tolerated).
 
+    A row with a cell that cannot be used (longer than :data:`MAX_CELL_CHARS`, a NUL byte, a
+    name column with a control character) has its first problem, one line naming the column,
+    under :data:`ROW_PROBLEM`, and its bad cells emptied; the other rows are read as usual.
     Shared by the ``csv`` and ``pairs`` recipes. DatasetLayoutError when unreadable.
     """
+    limit = _csv.field_size_limit()
     try:
+        # the csv module refuses a cell over its limit (128 KiB) for the whole file: lift it for
+        # this read (restored below), so that a long cell refuses only its row
+        _csv.field_size_limit(max(limit, path.stat().st_size + 1))
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = _csv.DictReader(f)
             header = [_clean(h).lower() for h in (reader.fieldnames or [])]
-            rows = [{_clean(k).lower(): _clean(v) for k, v in r.items() if k is not None} for r in reader]
+            rows = []
+            for r in reader:
+                row: dict[str, str] = {}
+                for k, v in r.items():
+                    if k is None:
+                        continue
+                    key, value = _clean(k).lower(), _clean(v)
+                    problem = _cell_problem(key, value)
+                    if problem:
+                        row.setdefault(ROW_PROBLEM, problem)
+                        value = ""
+                    row[key] = value
+                rows.append(row)
     except (OSError, UnicodeDecodeError, _csv.Error) as exc:
         raise DatasetLayoutError(f"{path}: not a readable CSV file ({exc})") from None
+    finally:
+        _csv.field_size_limit(limit)
     return header, rows
 
 
@@ -97,8 +140,9 @@ def discover(
             f"{path}: a folder; expected a CSV file with columns mixture,vocals,accompaniment (any two) and "
             f"optional split,artist,title,track_id{f'; CSV files there: {found}' if found else ''}"
         )
-    if not path.is_file():
-        raise DatasetLayoutError(f"{path}: CSV file not found")
+    problem = regular_file_problem(path, kind="CSV file", missing="CSV file not found")
+    if problem:  # a FIFO is refused before it is opened (opening one blocks)
+        raise DatasetLayoutError(f"{path}: {problem}")
     header, rows = read_table(path)
     roles = [r for r in ROLES if r in header]
     if len(roles) < 2:
@@ -122,12 +166,13 @@ def discover(
             i += 1
             unique = f"{tid}~{i}"
         used.add(unique)
-        error = None
-        if len(given) < 2:
+        error = f"{path}:{line}: {row[ROW_PROBLEM]}" if ROW_PROBLEM in row else None
+        if error is None and len(given) < 2:
             error = f"{path}:{line}: needs two of mixture, vocals, accompaniment; has {', '.join(given) or 'none'}"
         for role, rel in given.items():
-            if error is None and not (base / rel).is_file():
-                error = f"{base / rel}: file not found ({role} of {path.name} line {line})"
+            problem = None if error is not None else regular_file_problem(base / rel, kind="audio file")
+            if problem:
+                error = f"{base / rel}: {problem} ({role} of {path.name} line {line})"
         split = row.get("split", "").lower()
         if split and split not in SPLITS:
             error = error or f"{path}:{line}: split {row['split']!r} is not one of train, valid, test"

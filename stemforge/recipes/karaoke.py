@@ -42,10 +42,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from stemforge.core.errors import AlignmentError, DatasetLayoutError, OptionError, StemforgeError
+from stemforge.core.files import regular_file_problem
 from stemforge.recipes.splits import check_fractions, hash_split
 from stemforge.recipes.identity import song_key
 from stemforge.recipes.base import SPLITS, StemRef, TrackSource, check_name
-from stemforge.recipes.csv import read_table
+from stemforge.recipes.csv import ROW_PROBLEM, read_table
 
 NAME = "pairs"
 LAYOUT = __doc__
@@ -132,8 +133,8 @@ def discover(
         else:
             raise DatasetLayoutError(_expected(path))
         base = path
-    else:
-        raise DatasetLayoutError(f"{path}: pairs list or folder not found")
+    else:  # missing, a symbolic link loop, a FIFO (never opened: it would block), a device
+        raise DatasetLayoutError(f"{path}: {regular_file_problem(path, kind='pairs list', missing='pairs list or folder not found')}")
 
     tracks: list[TrackSource] = []
     used: set[str] = set()
@@ -152,8 +153,9 @@ def discover(
         error = e.get("error")
         where = f"{e['list'].name} line {e['line']}" if e.get("line") else f"pair {stem!r}"
         for role, rel in (("original", original), ("karaoke", karaoke)):
-            if error is None and rel and not (base / rel).is_file():
-                error = f"{base / rel}: file not found ({role} of {where})"
+            problem = regular_file_problem(base / rel, kind="audio file") if error is None and rel else None
+            if problem:
+                error = f"{base / rel}: {problem} ({role} of {where})"
         split = e.get("split", "").lower()
         if error is None and split and split not in SPLITS:
             error = f"{e['list']}:{e['line']}: split {e['split']!r} is not one of train, valid, test"
@@ -199,7 +201,9 @@ def _read_list(path: Path) -> list[dict]:
             continue  # blank line
         e = dict(row, line=line, list=path)
         missing = [c for c in ("original", "karaoke") if not row.get(c)]
-        if missing:
+        if ROW_PROBLEM in row:  # a cell too long, a NUL byte, a control character in a name
+            e["error"] = f"{path}:{line}: {row[ROW_PROBLEM]}"
+        elif missing:
             e["error"] = f"{path}:{line}: no {' and no '.join(missing)} file given"
         entries.append(e)
     return entries

@@ -18,7 +18,7 @@ SPLIT_RANK = {"train": 0, "valid": 1, "test": 2}
 
 def hash_unit(name: str, salt: str = "") -> float:
     """A stable number in [0, 1) for ``name`` (SHA-256; the same on every machine and run)."""
-    digest = hashlib.sha256(f"{salt}|{name}".encode()).digest()
+    digest = hashlib.sha256(f"{salt}|{name}".encode("utf-8", "surrogateescape")).digest()  # a file name need not be UTF-8
     return int.from_bytes(digest[:8], "big") / 2**64
 
 

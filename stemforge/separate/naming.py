@@ -19,6 +19,7 @@ audio) while the others go on.
 
 from __future__ import annotations
 
+import errno
 import os
 import string
 from dataclasses import dataclass, field
@@ -55,6 +56,34 @@ def check_template(template: str) -> None:
     _check_relative(template.format(track="track", stem="vocals", ext="wav"), f"--filename {template!r}")
 
 
+def check_outdir(outdir: str | os.PathLike) -> Path:
+    """``outdir`` resolved (symbolic links followed) when stems can go under it: it is a folder,
+    or does not exist yet (it is created). Raises OutputPathError naming it otherwise: a symbolic
+    link loop, a dangling link, a file or a FIFO where the folder should be, a path through a
+    file."""
+    outdir = Path(outdir)
+    where = "choose another output folder (-o)"
+    resolved = _resolve(outdir, f"{outdir}: the output folder", where)
+    if resolved.exists() and not resolved.is_dir():
+        raise OutputPathError(f"{outdir}: the output folder is a file, not a folder; {where}")
+    if not resolved.exists() and os.path.islink(outdir):
+        raise OutputPathError(f"{outdir}: the output folder is a dangling symbolic link; {where}")
+    return resolved
+
+
+def _resolve(path: Path, what: str, advice: str) -> Path:
+    """``path.resolve()``; a symbolic link loop (RuntimeError before Python 3.13, ELOOP after)
+    or another OSError as OutputPathError ``what: reason; advice``."""
+    try:
+        return path.resolve()
+    except RuntimeError:
+        raise OutputPathError(f"{what} is a symbolic link loop (too many levels of symbolic links); {advice}") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputPathError(f"{what} is a symbolic link loop (too many levels of symbolic links); {advice}") from None
+        raise OutputPathError(f"{what} cannot be used ({exc.strerror or exc}); {advice}") from None
+
+
 def output_paths(
     outdir: str | os.PathLike, template: str, source: str | os.PathLike, stems: Iterable[str], ext: str
 ) -> dict[str, Path]:
@@ -71,13 +100,13 @@ def output_paths(
             f"{source}: its name gives the track name {track!r}, which is not a folder or file name "
             "inside the output folder (rename the file, or use a --filename without {track})"
         )
-    root = outdir.resolve()
+    root = check_outdir(outdir)
     paths: dict[str, Path] = {}
     for stem in stems:
         relative = template.format(track=track, stem=stem, ext=ext)
         _check_relative(relative, str(source))
         path = outdir / relative
-        if not path.resolve().is_relative_to(root):
+        if not _resolve(path, f"{source}: its output {path}", "remove the link or use --filename").is_relative_to(root):
             raise OutputPathError(f"{source}: its output {path} would be written outside {outdir} (a symbolic link?)")
         paths[stem] = path
     return paths
@@ -120,9 +149,11 @@ def plan_outputs(
     An input fails (``error`` set) when :func:`output_paths` refuses it, when one of its paths
     is also an earlier input's, when one exists and ``force`` is False, or when ``probe(source)``
     (reading the audio's duration, say) raises StemforgeError; a failed input claims no path,
-    so a later input may use its paths. A bad ``template`` raises OutputPathError (for the batch).
+    so a later input may use its paths. A bad ``template``, or an ``outdir`` that cannot be a
+    folder (:func:`check_outdir`: a symbolic link loop, a file), raises OutputPathError (for the batch).
     """
     check_template(template)
+    check_outdir(outdir)
     stems = tuple(stems)
     claimed: dict[Path, Path] = {}
     plans: list[PlannedOutput] = []

@@ -573,7 +573,8 @@ class Separator:
             AudioError: the input cannot be decoded or is empty, has more than two channels for
                 a stereo model, or its separation gave non-finite values (nothing is written);
                 an output cannot be written. DecodeLimitError (an AudioError): the input is over
-                ``limits`` (no output is left behind).
+                ``limits`` (no output is left behind). DiskFullError: an output found the disk or
+                the quota full (no output of this file is left behind).
         """
         t_start = time.perf_counter()
         src = Path(path)
@@ -621,16 +622,22 @@ class Separator:
 
         # Pass 2: full band, streamed to the writers.
         t0 = time.perf_counter()
-        writers = {stem: audio_io.AudioWriter(p, out_rate, out_ch, subtype) for stem, p in outputs.items()}
+        writers: dict[str, audio_io.AudioWriter] = {}
+        paths: dict[str, Path] = {}
         try:
+            for stem, p in outputs.items():  # one that cannot be opened (a full disk) drops those opened before
+                writers[stem] = audio_io.AudioWriter(p, out_rate, out_ch, subtype)
             n_out = self._write_full_band(
                 src, mm, writers, in_rate, out_rate, out_ch, mono=mono, block_samples=block_samples, limits=limits,
                 decoded=lambda n: note(0.6 + 0.4 * min(1.0, n / n_in)),
             )
-            paths = {stem: w.close() for stem, w in writers.items()}
+            for stem, w in writers.items():
+                paths[stem] = w.close()
         except BaseException:
             for w in writers.values():
                 w.abort()
+            for done in paths.values():  # a stem renamed before the other failed: not half a result
+                done.unlink(missing_ok=True)
             raise
         timings["fullband_write"] = time.perf_counter() - t0
         note(1.0)

@@ -144,6 +144,31 @@ def dataset_checksum(ds: h5py.Dataset, block_bytes: int = _VERIFY_BYTES, each=No
     return crc
 
 
+def track_bytes(config: SpectrogramConfig, n_frames: int, n_samples: int | dict[str, int]) -> int:
+    """Bytes a shard takes on disk for one track of ``n_frames`` frames and ``n_samples``
+    samples per waveform (one count, or one per ``wave_*`` array): what libhdf5 allocates
+    (whole chunks, the last one padded, float16 magnitudes, float32 energy and waveforms) plus
+    its records. What :class:`ShardWriter` reserves before a track is written, and what
+    ``augment`` counts before it writes anything."""
+    lengths = n_samples if isinstance(n_samples, dict) else {f"wave_{name}": int(n_samples) for name in WAVE_FIELDS}
+    shape = mag_shape(config, n_frames)
+    row_items = int(np.prod(shape[1:]))
+    chunk = min(chunk_frames(config), n_frames)
+    mag_chunks = -(-n_frames // max(1, chunk))
+    allocated = 3 * mag_chunks * chunk * row_items * 2 + 4 * n_frames
+    n_chunks = 3 * mag_chunks + 1
+    for length in lengths.values():
+        wave_chunk = min(WAVE_CHUNK, max(1, length))
+        chunks = -(-length // wave_chunk)
+        allocated += chunks * wave_chunk * config.channels * 4
+        n_chunks += chunks
+    return allocated + _TRACK_OVERHEAD + _CHUNK_OVERHEAD * n_chunks
+
+
+#: Bytes a shard takes beyond its tracks (superblock, groups, heaps): what its writer reserves first.
+SHARD_OVERHEAD = _SHARD_OVERHEAD
+
+
 class ShardWriter:
     """Write tracks into ``final_path`` through a temporary file; :meth:`close` renames it.
 
@@ -195,7 +220,6 @@ class ShardWriter:
         for name in MAG_FIELDS:
             if getattr(arrays, name).shape != expected:
                 raise ManifestError(f"{uid}: {name} has shape {getattr(arrays, name).shape}, the config stores {expected}")
-        row_items = int(np.prod(expected[1:]))
         chunk = (min(chunk_frames(cfg), n_frames),) + expected[1:]
         mags = {name: _to_float16(getattr(arrays, name)) for name in MAG_FIELDS}
         waves = {}
@@ -206,14 +230,8 @@ class ShardWriter:
             waves[f"wave_{name}"] = w if w.ndim == 1 else np.ascontiguousarray(w.T)  # time-major on disk
         n_samples = int(arrays.wave_vocals.shape[-1])
         energy = arrays.vocal_energy.astype(np.float32, copy=False)
-        # what libhdf5 allocates: whole chunks (the last one padded), plus its records
-        mag_chunks = -(-n_frames // max(1, chunk[0]))
         wave_chunk = {name: min(WAVE_CHUNK, max(1, w.shape[0])) for name, w in waves.items()}
-        wave_chunks = {name: -(-w.shape[0] // wave_chunk[name]) for name, w in waves.items()}
-        allocated = 3 * mag_chunks * chunk[0] * row_items * 2 + energy.nbytes
-        allocated += sum(wave_chunks[name] * wave_chunk[name] * cfg.channels * 4 for name in waves)
-        n_chunks = 3 * mag_chunks + sum(wave_chunks.values()) + 1
-        self._reserve(allocated + _TRACK_OVERHEAD + _CHUNK_OVERHEAD * n_chunks)
+        self._reserve(track_bytes(cfg, n_frames, {name: w.shape[0] for name, w in waves.items()}))
         g = self._tracks.create_group(key)
         for name, data16 in mags.items():
             ds = g.create_dataset(name, data=data16, chunks=chunk)

@@ -23,6 +23,7 @@ from stemforge.core.config import SpectrogramConfig
 from stemforge.core.config import patch_frames as geometry_patch_frames
 from stemforge.core.device import resolve_device
 from stemforge.core.errors import CheckpointError, ConfigMismatchError, StemforgeError
+from stemforge.core.files import regular_file_problem
 from stemforge.model.checkpoint import Checkpoint, load_checkpoint
 from stemforge.model.config import PRESETS, UNetConfig, geometry_unet_config
 from stemforge.store import DataDir
@@ -115,8 +116,9 @@ def check_request(*, resume: bool = False, init: str | os.PathLike | None = None
         if init is not None or resume:
             raise RequestError(f"the architecture comes from the checkpoint with {'--init' if init is not None else '--resume'}",
                                "--variant")
-    if init is not None and not Path(init).is_file():
-        raise RequestError(f"{init}: no such file", "--init")
+    problem = None if init is None else regular_file_problem(init, kind="checkpoint file", missing="no such file")
+    if problem:
+        raise RequestError(f"{init}: {problem}", "--init")
 
 
 def resolve_run(
