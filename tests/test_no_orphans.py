@@ -328,7 +328,8 @@ def spec(command: str, request: pytest.FixtureRequest, tmp: Path) -> Spec:
             "--checkpoint-every", 100000, "--no-tensorboard",
         ]
         ready = lambda c: b"train: from step" in c.output["stderr"]  # noqa: E731
-        return Spec(args, tmp, 2, 0.01, ready, grace_s={signal.SIGINT: 20.0})  # Ctrl-C: its step, then last.pt
+        # Ctrl-C and SIGTERM alike: its step, then last.pt, model.pt and the loss curve
+        return Spec(args, tmp, 2, 0.01, ready, grace_s={signal.SIGINT: 20.0, signal.SIGTERM: 20.0})
     if command == "evaluate":  # busy once its progress bar is up: about 10 s of CPU to go
         args = [
             "evaluate", inputs("model"), inputs("data"), "--split", "all", "-o", tmp / "e" / "r.csv", "--device", "cpu",
