@@ -638,7 +638,7 @@ def test_loading_is_said_with_progress_before_training(datadir, tmp_path):
 def test_loading_lines_in_a_log_and_a_bar_on_a_terminal(monkeypatch):
     import io
 
-    import stemforge.cli.progress as progress
+    import stemforge.console.progress as progress
     from stemforge.train.config import TrainEvent
 
     clock = [100.0]

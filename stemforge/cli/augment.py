@@ -75,8 +75,8 @@ def augment(
     Example: stemforge augment ./stemforge-data --hours 6 --seed 1 --pitch-semitones 2 --workers 2
     """
     from stemforge.augment.remix import AugmentOptions, augment as run, default_segment_seconds
-    from stemforge.cli.failures import DATADIR_LOGS, Failures, list_path
-    from stemforge.cli.progress import Progress
+    from stemforge.console.failures import DATADIR_LOGS, Failures, list_path
+    from stemforge.console.progress import Progress
     from stemforge.ingest.engine import default_workers
     from stemforge.store import DataDir
 

@@ -31,7 +31,7 @@ def demo(
 
     Example: stemforge demo --out stemforge-demo --minutes 4
     """
-    from stemforge.cli.progress import TrainProgress
+    from stemforge.console.progress import TrainProgress
     from stemforge.demo import DemoConfig, run_demo
 
     progress = TrainProgress(label="[train]")

@@ -158,8 +158,8 @@ def run_ingest(ctx: typer.Context, corpus: str, root: Path, data: Optional[Path]
     ConfigMismatchError naming both otherwise (exit 3, nothing written). Exit code 0 when
     every track was stored (or unchanged/excluded), 1 when any track failed.
     """
-    from stemforge.cli.failures import DATADIR_LOGS, Failures, list_path
-    from stemforge.cli.progress import Progress
+    from stemforge.console.failures import DATADIR_LOGS, Failures, list_path
+    from stemforge.console.progress import Progress
     from stemforge.ingest.engine import default_workers, ingest
     from stemforge.ingest.reconcile import reconcile_datadir
     from stemforge.recipes import get_recipe

@@ -198,7 +198,7 @@ def _check_options(given: dict, unet_given: dict, epochs: float | None, device: 
 
 def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet_given: dict, epochs, device,
          variant: str | None = None, init: Path | None = None, any_world_size: bool = False) -> None:
-    from stemforge.cli.progress import TrainProgress
+    from stemforge.console.progress import TrainProgress
     from stemforge.model.unet import UNet, count_parameters
     from stemforge.store import DataDir
     from stemforge.train.distributed import launch_command
