@@ -133,12 +133,10 @@ def run_ingest(ctx: typer.Context, corpus: str, root: Path, data: Optional[Path]
     """
     from stemforge.console.failures import DATADIR_LOGS, Failures, list_path
     from stemforge.console.progress import Progress
-    from stemforge.ingest.engine import default_workers, ingest
+    from stemforge.ingest.engine import default_workers, ingest, open_for_ingest
     from stemforge.ingest.reconcile import reconcile_datadir
     from stemforge.ingest.summary import no_valid_split, summarize
     from stemforge.recipes import get_recipe
-    from stemforge.store import DataDir
-    from stemforge.store.datadir import META_NAME
 
     recipe = get_recipe(corpus)
     with usage_errors(ctx):
@@ -150,11 +148,7 @@ def run_ingest(ctx: typer.Context, corpus: str, root: Path, data: Optional[Path]
         raise typer.Exit(EXIT_USAGE) from None
     path = announce_data_dir(data)
     with cli_errors():
-        existing = (path / META_NAME).exists()
-        if existing and config is not None:
-            DataDir.open(path, config)  # another geometry: ConfigMismatchError before the corpus is read
-        sources = recipe.discover(root, **options)
-        datadir = DataDir.open(path) if config is None and existing else DataDir.create(path, config)
+        datadir, sources = open_for_ingest(path, config, lambda: recipe.discover(root, **options))
         err(f"geometry: {datadir.config.geometry()} (config {datadir.config.hash})")
         before = datadir.manifest[["uid", "split", "duplicate_of"]].copy()
         bar = Progress(f"ingest {corpus}", len(sources), "tracks")
