@@ -232,7 +232,7 @@ def check_values(overrides: dict[str, Any], unet_overrides: dict[str, Any], epoc
     from stemforge.core.errors import OptionError
     from stemforge.model.config import UNetConfig
 
-    checks = [*((name, lambda n=name, v=value: TrainConfig(**{n: v})) for name, value in overrides.items())]
+    checks = [(name, lambda n=name, v=value: TrainConfig(**{n: v})) for name, value in overrides.items()]
     if epochs is not None:
         checks.append(("epochs", lambda: check_epochs(epochs)))
     checks.append(("device", lambda: resolve_device(device)))
