@@ -23,6 +23,7 @@ import click
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from stemforge.core.device import DEVICE_NAMES  # torch only when a device is resolved
 from stemforge.core.errors import OptionError, StemforgeError
 from stemforge.core.text import format_table, printable  # noqa: F401 (format_table: the commands' tables)
 
@@ -179,7 +180,7 @@ def plain_usage(app: typer.Typer) -> None:
 def check_device(device: str) -> str:
     """Usage error (exit 2) unless ``device`` is auto, cpu, cuda, cuda:N or mps."""
     index = device[len("cuda:"):] if device.startswith("cuda:") else None
-    if device not in ("auto", "cpu", "cuda", "mps") and not (index is not None and index.isdigit()):
+    if device not in DEVICE_NAMES and not (index is not None and index.isdigit()):
         raise typer.BadParameter(f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}", param_hint="--device")
     return device
 
