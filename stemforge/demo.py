@@ -26,6 +26,7 @@ import torch
 from stemforge.augment.remix import augment, train_hours
 from stemforge.core import audio
 from stemforge.core.errors import StemforgeError
+from stemforge.core.text import format_table
 from stemforge.evaluate.datadir import evaluate_datadir
 from stemforge.evaluate.plots import separation_figure
 from stemforge.ingest.engine import ingest
@@ -101,6 +102,32 @@ class DemoResult:
         s = self.summary
         row = s[(s["method"] == method) & (s["stem"] == stem)]
         return float(row[column].iloc[0]) if len(row) else float("nan")
+
+    def summary_lines(self, metric_notes: tuple[str, ...] | list[str] = ()) -> list[str]:
+        """What ``stemforge demo`` prints at the end: the test split's table (the model, the
+        mixture, the oracle mask), ``metric_notes`` (what the metrics mean), the vocals SDRs,
+        the notes, the training time, and where every output is."""
+        rows = [
+            {"method": r.method, "stem": r.stem, "SDR": r.sdr_mean, "NSDR(GNSDR)": r.gnsdr, "SIR": r.gsir, "SAR": r.gsar,
+             "SDR frames": r.sdr_frames}
+            for r in self.summary.itertuples()
+        ]
+        gain = self.sdr("model") - self.sdr("mixture")
+        outputs = [*self.separated.items(), ("spectrograms", self.figure), ("loss curve", self.loss_plot), ("model", self.model),
+                   *((f"evaluation {kind}", path) for kind, path in self.report.items()), ("DataDir", self.data)]
+        return [
+            "",
+            "Test split (dB): the model, the mixture itself, and the oracle ideal ratio mask",
+            format_table(rows),
+            "SDR, SIR, SAR: whole track (BSS Eval v3; NSDR = SDR gain over the mixture); SDR frames: median over 1 s frames.",
+            *metric_notes,
+            f"\nvocals SDR: model {self.sdr('model'):.2f} dB, mixture {self.sdr('mixture'):.2f} dB "
+            f"(model beats the mixture by {gain:.2f} dB), oracle {self.sdr('oracle'):.2f} dB",
+            *self.notes,
+            f"\ntrained {self.steps} steps in {self.train_seconds / 60:.1f} min",
+            "outputs:",
+            *(f"  {name:<14} {path}" for name, path in outputs),
+        ]
 
 
 def figure_title(artist: str, title: str) -> str:

@@ -422,7 +422,7 @@ def test_progress_off_a_terminal_is_plain_lines_at_an_interval():
     no carriage return, a line at the start, one per interval, one at the end."""
     import io
 
-    from stemforge.cli.progress import LINE_INTERVAL_S, Progress
+    from stemforge.console.progress import LINE_INTERVAL_S, Progress
 
     now = [0.0]
     stream = io.StringIO()
@@ -501,7 +501,7 @@ def test_failures_are_said_once_and_summarized_past_twenty(tmp_path):
     """Issue 23 item 10: 100,000 missing files in a CSV printed every failure twice (32.5 MB of
     stderr). Now each failure once, as it happens; past 20 only a count by reason on stderr and
     the full list in a file under the DataDir's logs/ (here with 150 missing rows)."""
-    from stemforge.cli.failures import SHOWN
+    from stemforge.console.failures import SHOWN
     from stemforge.store import DataDir
 
     v, a = tone(tmp_path / "v.wav", freq=500), tone(tmp_path / "a.wav", freq=110)
@@ -532,7 +532,7 @@ def test_failures_are_said_once_and_summarized_past_twenty(tmp_path):
 
 
 def test_separate_and_evaluate_summarize_their_failures_too(tmp_path, tiny_checkpoint):
-    from stemforge.cli.failures import SHOWN
+    from stemforge.console.failures import SHOWN
 
     missing = [str(tmp_path / f"gone{i}.wav") for i in range(30)]
     good = tone(tmp_path / "tune.wav")
@@ -547,8 +547,8 @@ def test_separate_and_evaluate_summarize_their_failures_too(tmp_path, tiny_check
 
 
 def test_failures_group_reasons_and_write_the_whole_list(tmp_path):
-    """The one mechanism (stemforge/cli/failures.py) every batch command reports through."""
-    from stemforge.cli.failures import SHOWN, Failures, reason_of
+    """The one mechanism (stemforge/console/failures.py) every batch command reports through."""
+    from stemforge.console.failures import SHOWN, Failures, reason_of
 
     assert reason_of("/x/a.wav: file not found (vocals of l.csv line 5)") == "file not found"
     assert reason_of("/x/b.flac: sample rate 655350 Hz is above 384000 Hz") == "sample rate N Hz is above N Hz"

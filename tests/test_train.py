@@ -420,7 +420,7 @@ def test_progress_bar_moves_on_a_terminal(datadir, tmp_path):
 
 
 def test_progress_renderer_plain_lines():
-    from stemforge.cli.progress import TrainProgress
+    from stemforge.console.progress import TrainProgress
     from stemforge.train.config import TrainEvent
 
     buf = io.StringIO()

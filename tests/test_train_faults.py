@@ -366,7 +366,7 @@ def test_two_commands_into_one_folder_one_refused_in_one_line(datadir, tmp_path)
 def test_default_run_names_sort_by_time_and_differ_per_process():
     import datetime as dt
 
-    from stemforge.cli.train import run_name
+    from stemforge.train.rundir import run_name
 
     now = dt.datetime(2026, 12, 6, 23, 30, 0, tzinfo=dt.timezone.utc)
     same_second = {run_name(now, pid) for pid in (4242, 4243, 17)}
@@ -587,7 +587,6 @@ def test_sigterm_to_the_command_writes_last_pt_and_exits_143(datadir, tmp_path):
 
 
 def test_summary_names_model_pt_only_when_it_exists(tmp_path, capsys):
-    from stemforge.cli.train import _summary
     from stemforge.train.config import TrainResult
 
     (tmp_path / "last.pt").write_bytes(b"x")
@@ -599,13 +598,11 @@ def test_summary_names_model_pt_only_when_it_exists(tmp_path, capsys):
         metrics_path=tmp_path / "metrics.csv", tensorboard_dir=None, loss_plot=tmp_path / "loss.png",
         stopped_by="SIGINT",
     )
-    _summary(result)
-    text = capsys.readouterr().out
+    text = "\n".join(result.summary_lines())
     assert "model (best)" not in text and "model.pt" in text and "none yet" in text, text
     assert "last.pt holds the weights at step 7" in text
     (tmp_path / "model.pt").write_bytes(b"x")
-    _summary(result)
-    assert f"model (best):" in capsys.readouterr().out
+    assert f"model (best):" in "\n".join(result.summary_lines())
 
 
 # --------------------------------------------------------------------------------------------
@@ -638,7 +635,7 @@ def test_loading_is_said_with_progress_before_training(datadir, tmp_path):
 def test_loading_lines_in_a_log_and_a_bar_on_a_terminal(monkeypatch):
     import io
 
-    import stemforge.cli.progress as progress
+    import stemforge.console.progress as progress
     from stemforge.train.config import TrainEvent
 
     clock = [100.0]

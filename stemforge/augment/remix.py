@@ -50,6 +50,7 @@ from stemforge.core import dsp
 from stemforge.core.config import SpectrogramConfig, patch_frames
 from stemforge.core.errors import DiskFullError, OptionError, StemforgeError
 from stemforge.core.files import free_bytes
+from stemforge.core.text import format_table
 from stemforge.store.datadir import DataDir
 from stemforge.store.lineage import DATASET, VOCALS_KIND, is_remix, remix_sources, stale_remixes
 from stemforge.core.parallel import map_ordered
@@ -489,6 +490,24 @@ class AugmentEstimate:
         """Past :data:`REUSE_WARNING`: worth a warning."""
         return self.reuse > REUSE_WARNING
 
+    def lines(self) -> list[str]:
+        """What the run is about to write, said before it writes (a warning line last when
+        :attr:`heavy_reuse`)."""
+        lines = [
+            f"augment: {self.remixes:,} remixes of {self.segment_s:g} s to write ({self.remixes * self.segment_s / 3600:.2f} h): "
+            f"about {_gb(self.bytes)}, with {_gb(self.free_bytes)} free on the DataDir's disk",
+            f"augment: {self.vocal_sources} vocal and {self.accompaniment_sources} accompaniment source track(s) "
+            f"({self.vocal_source_s / 60:.1f} and {self.accompaniment_source_s / 60:.1f} min); each is used about "
+            f"{self.vocal_uses:,.1f} times as vocals and {self.accompaniment_uses:,.1f} times as accompaniment, each second of "
+            f"their audio in about {self.vocal_reuse:,.1f} and {self.accompaniment_reuse:,.1f} remixes",
+        ]
+        if self.heavy_reuse:
+            lines.append(
+                f"warning: each second of source audio goes into about {self.reuse:,.0f} remixes (more than {REUSE_WARNING:g}): "
+                "these hours are mostly the same audio again; ingest more songs, or ask for fewer --hours"
+            )
+        return lines
+
 
 def estimate(datadir: DataDir, planner: RemixPlanner, planned: int, to_render: int, per_shard: int = REMIXES_PER_SHARD) -> AugmentEstimate:
     """The :class:`AugmentEstimate` of rendering ``to_render`` of the ``planned`` remixes of
@@ -580,6 +599,32 @@ class AugmentReport:
     @property
     def added_h(self) -> float:
         return sum(float(r["duration_s"]) for r in self.added) / 3600.0
+
+    def summary_lines(self) -> list[str]:
+        """The summary ``stemforge augment`` prints: the train hours before, added and after, the
+        use of the sources, the plan, and the train split's size against the target."""
+        b, a = self.before, self.after
+        lines = [""]
+        if self.dropped:
+            lines.append(f"dropped {len(self.dropped)} stale remix(es) whose parents are no longer train tracks")
+        if not self.added and not self.failed and b.total_h >= self.target_h - 1e-9:
+            return lines + [f"train split already holds {b.total_h:.2f} h (>= {self.target_h:.2f} h): nothing to do"]
+        rows = [
+            {"train": "before", "ingested_h": b.ingested_h, "remix_h": b.remix_h, "total_h": b.total_h},
+            {"train": "added", "ingested_h": 0.0, "remix_h": self.added_h, "total_h": self.added_h},
+            {"train": "after", "ingested_h": a.ingested_h, "remix_h": a.remix_h, "total_h": a.total_h},
+        ]
+        lines += [format_table(rows), ""]
+        usage = [{"role": role, **u} for role, u in self.usage.items()]
+        if usage:
+            lines += [format_table(usage, ["role", "sources", "min", "max", "mean"]), ""]
+        return lines + [
+            f"plan {self.plan_id}: {self.planned} remixes for {self.target_h:.2f} h, "
+            f"{self.already} already stored, {len(self.added)} added ({self.added_h:.2f} h), {len(self.failed)} failed",
+            f"sources: {self.sources} train tracks, {self.too_short} shorter than a segment, "
+            f"{self.no_voice} without a voiced segment (accompaniment only)",
+            f"train split: had {b.total_h:.2f} h, added {self.added_h:.2f} h, now {a.total_h:.2f} h (target {self.target_h:.2f} h)",
+        ]
 
 
 ProgressFn = Callable[[str, str, str], None]

@@ -17,7 +17,6 @@ from stemforge.cli.common import (
     announce_data_dir,
     cli_errors,
     err,
-    format_table,
     out,
     usage_errors,
 )
@@ -75,8 +74,8 @@ def augment(
     Example: stemforge augment ./stemforge-data --hours 6 --seed 1 --pitch-semitones 2 --workers 2
     """
     from stemforge.augment.remix import AugmentOptions, augment as run, default_segment_seconds
-    from stemforge.cli.failures import DATADIR_LOGS, Failures, list_path
-    from stemforge.cli.progress import Progress
+    from stemforge.console.failures import DATADIR_LOGS, Failures, list_path
+    from stemforge.console.progress import Progress
     from stemforge.ingest.engine import default_workers
     from stemforge.store import DataDir
 
@@ -114,71 +113,16 @@ def augment(
         try:
             report = run(
                 datadir, hours, seed=seed, options=options, workers=workers or default_workers(), progress=progress,
-                on_estimate=lambda e: [bar.line(line) for line in _estimate_lines(e)],
+                on_estimate=lambda e: [bar.line(line) for line in e.lines()],
             )
         finally:
             bar.close()
-    _summary(datadir, report, failures)
-    raise typer.Exit(EXIT_OK if report.ok else EXIT_PARTIAL)
-
-
-def _size(n: float) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
-
-
-def _estimate_lines(e) -> list[str]:
-    """What the run is about to write, said before it writes (stemforge.augment.remix.AugmentEstimate)."""
-    from stemforge.augment.remix import REUSE_WARNING
-
-    lines = [
-        f"augment: {e.remixes:,} remixes of {e.segment_s:g} s to write ({e.remixes * e.segment_s / 3600:.2f} h): "
-        f"about {_size(e.bytes)}, with {_size(e.free_bytes)} free on the DataDir's disk",
-        f"augment: {e.vocal_sources} vocal and {e.accompaniment_sources} accompaniment source track(s) "
-        f"({e.vocal_source_s / 60:.1f} and {e.accompaniment_source_s / 60:.1f} min); each is used about "
-        f"{e.vocal_uses:,.1f} times as vocals and {e.accompaniment_uses:,.1f} times as accompaniment, each second of "
-        f"their audio in about {e.vocal_reuse:,.1f} and {e.accompaniment_reuse:,.1f} remixes",
-    ]
-    if e.heavy_reuse:
-        lines.append(
-            f"warning: each second of source audio goes into about {e.reuse:,.0f} remixes (more than {REUSE_WARNING:g}): "
-            "these hours are mostly the same audio again; ingest more songs, or ask for fewer --hours"
-        )
-    return lines
-
-
-def _summary(datadir, report, failures) -> None:
-    b, a = report.before, report.after
-    out("")
-    if report.dropped:
-        out(f"dropped {len(report.dropped)} stale remix(es) whose parents are no longer train tracks")
-    if not report.added and not report.failed and b.total_h >= report.target_h - 1e-9:
-        out(f"train split already holds {b.total_h:.2f} h (>= {report.target_h:.2f} h): nothing to do")
-        out(f"DataDir: {datadir.path.resolve()}")
-        return
-    rows = [
-        {"train": "before", "ingested_h": b.ingested_h, "remix_h": b.remix_h, "total_h": b.total_h},
-        {"train": "added", "ingested_h": 0.0, "remix_h": report.added_h, "total_h": report.added_h},
-        {"train": "after", "ingested_h": a.ingested_h, "remix_h": a.remix_h, "total_h": a.total_h},
-    ]
-    out(format_table(rows))
-    out("")
-    usage = [{"role": role, **u} for role, u in report.usage.items()]
-    if usage:
-        out(format_table(usage, ["role", "sources", "min", "max", "mean"]))
-        out("")
-    out(
-        f"plan {report.plan_id}: {report.planned} remixes for {report.target_h:.2f} h, "
-        f"{report.already} already stored, {len(report.added)} added ({report.added_h:.2f} h), "
-        f"{len(report.failed)} failed"
-    )
-    out(
-        f"sources: {report.sources} train tracks, {report.too_short} shorter than a segment, "
-        f"{report.no_voice} without a voiced segment (accompaniment only)"
-    )
-    out(f"train split: had {b.total_h:.2f} h, added {report.added_h:.2f} h, now {a.total_h:.2f} h (target {report.target_h:.2f} h)")
+    for line in report.summary_lines():
+        out(line)
     for line in failures.summary("the other remixes were stored"):
         err(line)
     out(f"DataDir: {datadir.path.resolve()}")
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_PARTIAL)
 
 
 def register(app: typer.Typer) -> None:

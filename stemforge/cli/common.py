@@ -23,7 +23,9 @@ import click
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from stemforge.core.device import DEVICE_NAMES  # torch only when a device is resolved
 from stemforge.core.errors import OptionError, StemforgeError
+from stemforge.core.text import format_table, printable  # noqa: F401 (format_table: the commands' tables)
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1
@@ -178,7 +180,7 @@ def plain_usage(app: typer.Typer) -> None:
 def check_device(device: str) -> str:
     """Usage error (exit 2) unless ``device`` is auto, cpu, cuda, cuda:N or mps."""
     index = device[len("cuda:"):] if device.startswith("cuda:") else None
-    if device not in ("auto", "cpu", "cuda", "mps") and not (index is not None and index.isdigit()):
+    if device not in DEVICE_NAMES and not (index is not None and index.isdigit()):
         raise typer.BadParameter(f"must be auto, cpu, cuda, cuda:N or mps, got {device!r}", param_hint="--device")
     return device
 
@@ -228,19 +230,6 @@ def usage_errors(ctx: typer.Context) -> Iterator[None]:
         raise typer.BadParameter(reason, param_hint=flags.get(exc.option, exc.option)) from None
 
 
-def printable(text: str) -> str:
-    """``text`` with the bytes of a file name that is not valid UTF-8 written as ``\\xff``.
-
-    Python keeps such bytes as lone surrogates (``\\udcff``), which a terminal shows as ``?``
-    or which fail to print; valid text, accents included, is left as it is."""
-    if not any("\udc80" <= c <= "\udcff" for c in text):
-        return text
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that no file name gives
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def err(message: str) -> None:
     """One line on stderr (file names that are not UTF-8 escaped: :func:`printable`)."""
     typer.echo(printable(message), err=True)
@@ -284,30 +273,3 @@ def _forget_unhandled_interrupt() -> None:
     as unhandled even when it was caught, and ``python -m stemforge`` then ends by SIGINT instead
     of with exit code 130; running any code string clears that mark."""
     exec("pass")
-
-
-def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """A plain aligned text table of ``rows`` (dicts), for summaries on the terminal."""
-    if not rows:
-        return "(nothing)"
-    columns = columns or list(rows[0].keys())
-    cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) if _numeric(v) else v.ljust(w) for v, w in zip(values, widths)).rstrip()
-    sep = "  ".join("-" * w for w in widths)
-    return "\n".join([line(list(columns)), sep] + [line(r) for r in cells])
-
-
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:.2f}"
-    return printable(str(v))
-
-
-def _numeric(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False

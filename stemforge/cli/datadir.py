@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stemforge.cli.common import EXIT_OK, EXIT_PARTIAL, DataArgument, announce_data_dir, cli_errors, err, format_table, out
+from stemforge.cli.common import EXIT_OK, EXIT_PARTIAL, DataArgument, announce_data_dir, cli_errors, err, out
 
 
 def info(
@@ -19,7 +19,7 @@ def info(
     import json
 
     from stemforge.store import DataDir
-    from stemforge.store.check import summary
+    from stemforge.store.check import summary, summary_report
 
     path = announce_data_dir(data)
     with cli_errors():
@@ -27,32 +27,7 @@ def info(
     if json_out:
         out(json.dumps(s, indent=2, default=float))
         return
-    out(f"DataDir {s['path']}  ({s['tracks']} tracks, {s['hours']:.2f} h, {s['shards']} shards, {s['bytes'] / 1e6:.1f} MB)")
-    preset = f"preset {s['preset']}" if s["preset"] else "no preset"
-    out(f"geometry: {s['geometry']} ({preset})")
-    g = s["geometry_bytes_per_hour"]
-    measured = f"{s['bytes_per_hour'] / 1e9:.2f} GB measured" if s["bytes_per_hour"] else "nothing stored yet"
-    out(
-        f"bytes per hour of audio: {measured}; {g['total'] / 1e9:.2f} GB by the layout "
-        f"(magnitudes {g['magnitudes'] / 1e9:.2f} GB, waveforms {g['waveforms'] / 1e9:.2f} GB)"
-    )
-    out(f"config {s['config_hash']}: " + ", ".join(f"{k}={v}" for k, v in s["config"].items()))
-    out("")
-    out(format_table(s["table"]))
-    if s["kinds"]:
-        out("")
-        out(format_table(s["kinds"]))
-    if s["duplicates"]:
-        out("")
-        out(f"duplicates ({len(s['duplicates'])}, stored once; the other row points to it):")
-        for uid, of in s["duplicates"]:
-            out(f"  {uid} -> {of}")
-    out("")
-    if s["leaks"]:
-        for line in s["leaks"]:
-            err(f"leak: {line}")
-    else:
-        out("no song is in more than one split")
+    summary_report(s, out, err)
 
 
 def validate(

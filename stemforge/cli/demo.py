@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from stemforge.cli.common import cli_errors, err, format_table, out
+from stemforge.cli.common import cli_errors, err, out
 from stemforge.cli.evaluate import METRICS_NOTE
 
 #: How long the demo takes with the defaults, as measured (docs/benchmarks.md, "The demo"): the one
@@ -31,7 +31,7 @@ def demo(
 
     Example: stemforge demo --out stemforge-demo --minutes 4
     """
-    from stemforge.cli.progress import TrainProgress
+    from stemforge.console.progress import TrainProgress
     from stemforge.demo import DemoConfig, run_demo
 
     progress = TrainProgress(label="[train]")
@@ -47,32 +47,8 @@ def demo(
             result = run_demo(out_dir, config, stage, train_progress=progress)
         finally:
             progress.close()
-    s = result.summary
-    rows = [
-        {"method": r.method, "stem": r.stem, "SDR": r.sdr_mean, "NSDR(GNSDR)": r.gnsdr, "SIR": r.gsir, "SAR": r.gsar, "SDR frames": r.sdr_frames}
-        for r in s.itertuples()
-    ]
-    out("")
-    out("Test split (dB): the model, the mixture itself, and the oracle ideal ratio mask")
-    out(format_table(rows))
-    out("SDR, SIR, SAR: whole track (BSS Eval v3; NSDR = SDR gain over the mixture); SDR frames: median over 1 s frames.")
-    for line in METRICS_NOTE:
+    for line in result.summary_lines(METRICS_NOTE):
         out(line)
-    gain = result.sdr("model") - result.sdr("mixture")
-    out(f"\nvocals SDR: model {result.sdr('model'):.2f} dB, mixture {result.sdr('mixture'):.2f} dB "
-        f"(model beats the mixture by {gain:.2f} dB), oracle {result.sdr('oracle'):.2f} dB")
-    for line in result.notes:
-        out(line)
-    out(f"\ntrained {result.steps} steps in {result.train_seconds / 60:.1f} min")
-    out("outputs:")
-    for name, path in result.separated.items():
-        out(f"  {name:<14} {path}")
-    out(f"  {'spectrograms':<14} {result.figure}")
-    out(f"  {'loss curve':<14} {result.loss_plot}")
-    out(f"  {'model':<14} {result.model}")
-    for kind, path in result.report.items():
-        out(f"  {'evaluation ' + kind:<14} {path}")
-    out(f"  {'DataDir':<14} {result.data}")
 
 
 demo.__doc__ = demo.__doc__.replace("{measured}", MEASURED)

@@ -40,42 +40,14 @@ def derive_vocals(
 
     Example: stemforge derive-vocals song.flac song_karaoke.mp3 -o song.vocals.wav --report song.pair.json
     """
-    import json
-
-    from stemforge.core.config import SpectrogramConfig
-    from stemforge.core.errors import StemforgeError
-
     threshold = float(min_score)
     vocals_path = output if output is not None else Path(f"{original.stem}.vocals.wav")
     with cli_errors():
-        from stemforge.core import audio, files
-        from stemforge.karaoke.align import derive_files
+        from stemforge.karaoke.align import derive_to_files
 
-        files.check_outputs([p for p in (vocals_path, accompaniment_out, report) if p is not None], [original, karaoke], force)
-        derived = derive_files(original, karaoke, SpectrogramConfig(), min_score=threshold, max_offset_s=max_offset)
-        a = derived.alignment
-        audio.write(vocals_path, derived.vocals, derived.sample_rate)
-        written = {"vocals": str(vocals_path)}
-        if accompaniment_out is not None:
-            audio.write(accompaniment_out, derived.accompaniment, derived.sample_rate)
-            written["accompaniment"] = str(accompaniment_out)
-        figures = {
-            "original": str(original),
-            "karaoke": str(karaoke),
-            **a.to_dict(),
-            "min_score": threshold,
-            "verdict": "accepted",
-            "coverage": derived.coverage,
-            "duration_s": derived.duration_s,
-            "sample_rate": derived.sample_rate,
-            "outputs": written,
-        }
-        if report is not None:
-            try:
-                report.parent.mkdir(parents=True, exist_ok=True)
-                files.write_text(report, json.dumps(figures, indent=2) + "\n")
-            except OSError as exc:
-                raise StemforgeError(f"{report}: cannot write the report ({exc.strerror or exc})") from None
+        derived, written = derive_to_files(original, karaoke, vocals_path, accompaniment_out, report,
+                                           min_score=threshold, max_offset_s=max_offset, force=force)
+    a = derived.alignment
     start, end = a.covered_s if a.covered_s is not None else (0.0, derived.duration_s)
     out(f"offset    {a.offset_s:+.6f} s ({a.offset_samples:+d} samples at {a.original_rate} Hz)")
     out(f"gain      {a.gain_db:+.2f} dB (applied to the karaoke)")

@@ -27,10 +27,11 @@ from stemforge.cli.common import (
     announce_data_dir,
     cli_errors,
     err,
-    format_table,
     out,
     usage_errors,
 )
+from stemforge.core.config import requested_geometry  # no numpy: `--help` stays fast
+from stemforge.core.errors import OptionError
 
 #: Corpora whose split follows an official list; every other corpus takes --valid-fraction/--test-fraction.
 OFFICIAL_SPLITS = ("dsd100", "musdb")
@@ -120,34 +121,6 @@ def _keyword(name: str, annotation: object, default: object = inspect.Parameter.
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
 
 
-def _geometry(preset: Optional[str], sample_rate: Optional[int], n_fft: Optional[int], hop_length: Optional[int], channels: Optional[int]):
-    """The SpectrogramConfig the geometry options ask for (the preset, default seed, with the
-    other options replacing its values), or None when none is given (a new DataDir is seed, an
-    existing one keeps its geometry). A bad value is a one-line usage error (exit 2), before
-    anything is opened; the library (SpectrogramConfig) says what is wrong."""
-    from stemforge.core.config import DEFAULT_PRESET, PRESETS, SpectrogramConfig
-    from stemforge.core.errors import StemforgeError
-
-    given = {"sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "channels": channels}
-    overrides = {k: v for k, v in given.items() if v is not None}
-    if preset is None and not overrides:
-        return None
-    if preset is not None and preset not in PRESETS:
-        _usage_error("--preset", f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-    try:
-        return SpectrogramConfig.preset(preset or DEFAULT_PRESET, **overrides)
-    except StemforgeError as exc:
-        text = str(exc).removeprefix("SpectrogramConfig: ")
-        bad = next((k for k in overrides if k in text), "hop_length")
-        _usage_error("--" + bad.replace("_", "-"), text)
-
-
-def _usage_error(option: str, message: str):
-    """One line on stderr, exit 2 (a usage error: nothing opened, nothing written)."""
-    err(f"error: {option}: {message}")
-    raise typer.Exit(EXIT_USAGE)
-
-
 def run_ingest(ctx: typer.Context, corpus: str, root: Path, data: Optional[Path], workers: int, force: bool, geometry: dict, **options) -> None:
     """Check the options (the recipe's ``check_options``, then the ``geometry`` options: usage
     errors, exit 2, before anything is opened), discover ``root`` with the corpus's recipe,
@@ -158,25 +131,24 @@ def run_ingest(ctx: typer.Context, corpus: str, root: Path, data: Optional[Path]
     ConfigMismatchError naming both otherwise (exit 3, nothing written). Exit code 0 when
     every track was stored (or unchanged/excluded), 1 when any track failed.
     """
-    from stemforge.cli.failures import DATADIR_LOGS, Failures, list_path
-    from stemforge.cli.progress import Progress
-    from stemforge.ingest.engine import default_workers, ingest
+    from stemforge.console.failures import DATADIR_LOGS, Failures, list_path
+    from stemforge.console.progress import Progress
+    from stemforge.ingest.engine import default_workers, ingest, open_for_ingest
     from stemforge.ingest.reconcile import reconcile_datadir
+    from stemforge.ingest.summary import no_valid_split, summarize
     from stemforge.recipes import get_recipe
-    from stemforge.store import DataDir
-    from stemforge.store.datadir import META_NAME
 
     recipe = get_recipe(corpus)
     with usage_errors(ctx):
         recipe.check_options(**options)
-    config = _geometry(**geometry)
+    try:  # a bad geometry: one line, exit 2, before anything is opened
+        config = requested_geometry(**geometry)
+    except OptionError as exc:
+        err(f"error: --{exc.option.replace('_', '-')}: {exc.reason}")
+        raise typer.Exit(EXIT_USAGE) from None
     path = announce_data_dir(data)
     with cli_errors():
-        existing = (path / META_NAME).exists()
-        if existing and config is not None:
-            DataDir.open(path, config)  # another geometry: ConfigMismatchError before the corpus is read
-        sources = recipe.discover(root, **options)
-        datadir = DataDir.open(path) if config is None and existing else DataDir.create(path, config)
+        datadir, sources = open_for_ingest(path, config, lambda: recipe.discover(root, **options))
         err(f"geometry: {datadir.config.geometry()} (config {datadir.config.hash})")
         before = datadir.manifest[["uid", "split", "duplicate_of"]].copy()
         bar = Progress(f"ingest {corpus}", len(sources), "tracks")
@@ -200,99 +172,13 @@ def run_ingest(ctx: typer.Context, corpus: str, root: Path, data: Optional[Path]
             report = ingest(datadir, sources, workers=workers or default_workers(), force=force, progress=progress, post_commit=reconcile_datadir)
         finally:
             bar.close()
-        _summary(datadir, report, before, failures)
-        for line in _no_valid_split(datadir, corpus, recipe, root, options):
+        summarize(datadir.reload(), report, before, out, err)
+        for line in failures.summary("the other tracks were stored"):
+            err(line)
+        out(f"DataDir: {datadir.path.resolve()}")
+        for line in no_valid_split(datadir.select(), corpus, recipe, root, options, official=corpus in OFFICIAL_SPLITS):
             err(line)
     raise typer.Exit(EXIT_OK if report.ok else EXIT_PARTIAL)
-
-
-def _no_valid_split(datadir, corpus: str, recipe, root: Path, options: dict) -> list[str]:
-    """Warning lines when the DataDir holds no valid track (training would have no validation):
-    what to do, with a --valid-fraction that gives these songs a valid split when one exists."""
-    from stemforge.ingest.summary import TRY_FRACTIONS, suggest_valid_fraction
-
-    df = datadir.select()
-    if not len(df) or (df["split"] == "valid").any():
-        return []
-    counts = df["split"].value_counts()
-    held = ", ".join(f"{name} {int(counts.get(name, 0))}" for name in ("train", "valid", "test"))
-    lines = [
-        f"warning: this DataDir has NO VALID SPLIT ({held} tracks): `stemforge train` will have no "
-        "validation loss and can keep only its last checkpoint, not its best."
-    ]
-    if corpus in OFFICIAL_SPLITS:
-        lines.append(f"  {corpus} follows its official split: ingest more of its songs (or another corpus with a valid split).")
-        return lines
-    fixed = getattr(recipe, "fixed_split", lambda **_: None)(**options)
-    if fixed:  # the fraction options do not apply: never recommend them
-        lines.append(f"  {fixed}: ingest another corpus with a valid split, or choose another split rule.")
-        return lines
-    found = suggest_valid_fraction(recipe, root, options)
-    lines.append("  ingest more songs, or re-run this ingest with a larger --valid-fraction and --force")
-    if found:
-        f, n_valid, n = found
-        lines[-1] += f": --valid-fraction {f:g} --force puts {n_valid} of these {n} songs in valid."
-    else:
-        lines[-1] += (
-            f" (no --valid-fraction up to {TRY_FRACTIONS[-1]:g} puts one of these songs in valid: the assignment is "
-            "deterministic by song, so add songs)."
-        )
-    return lines
-
-
-def _summary(datadir, report, before, failures) -> None:
-    """Split table, counts, excluded tracks grouped by rule, failures, and what identity
-    reconciliation changed in rows stored before this run (split moves, duplicates)."""
-    from stemforge.ingest.summary import excluded_by_rule, moved_rows, split_table
-    from stemforge.store.check import leakage
-    from stemforge.store.lineage import stale_remixes
-
-    df = datadir.reload()
-    new_uids = {r["uid"] for r in report.ingested}
-    out("")
-    out(format_table(split_table(df, new_uids)))
-    out(
-        f"ingested {len(report.ingested)}, unchanged {len(report.unchanged)}, "
-        f"excluded {len(report.excluded)}, failed {len(report.failed)}"
-    )
-    mixed = [r["uid"] for r in report.ingested if isinstance(r.get("stem_channels"), str) and r["stem_channels"]]
-    if mixed:
-        shown = ", ".join(mixed[:5]) + (f" and {len(mixed) - 5} more" if len(mixed) > 5 else "")
-        track = "track had" if len(mixed) == 1 else "tracks had"
-        out(f"{len(mixed)} {track} files of different channel counts, each file downmixed on its own (column stem_channels): {shown}")
-    if report.excluded:
-        kinds = excluded_by_rule(report.excluded)
-        out("excluded by rule: " + ", ".join(f"{k} {len(v)}" for k, v in kinds.items()))
-        for kind, items in sorted(kinds.items()):
-            shown = items if len(items) <= 12 else items[:10]
-            for uid, why in shown:
-                out(f"  {uid}: {why}")
-            if len(shown) < len(items):
-                out(f"  ... and {len(items) - len(shown)} more {kind}")
-    moved = moved_rows(before, df, new_uids)
-    if moved:
-        out(f"moved to a stricter split ({len(moved)} stored row(s); the same song is held out in another corpus):")
-        for u, a, b in moved:
-            out(f"  {u}: {a} -> {b}")
-    dups = df[df["duplicate_of"].notna() & (df["duplicate_of"] != "")]
-    involved = dups[dups["uid"].isin(new_uids) | dups["duplicate_of"].isin(new_uids)]
-    if len(involved):
-        out(f"duplicates of songs stored by another corpus ({len(involved)}; kept, marked duplicate_of, left out of training):")
-        for r in involved.head(20).itertuples():
-            out(f"  {r.uid} -> {r.duplicate_of}")
-        if len(involved) > 20:
-            out(f"  ... and {len(involved) - 20} more (stemforge info lists them all)")
-    stale = stale_remixes(df)
-    if stale:
-        err(
-            f"{len(stale)} remix row(s) now have a parent outside train (moved by identity reconciliation); "
-            "the next `stemforge augment` drops and replaces them"
-        )
-    for line in leakage(df):
-        err(f"leak: {line}")
-    for line in failures.summary("the other tracks were stored"):
-        err(line)
-    out(f"DataDir: {datadir.path.resolve()}")
 
 
 @corpus_command("dsd100")

@@ -46,7 +46,7 @@ def synth(
     if track_id and metadata_dir is None:
         raise typer.BadParameter("--track-id needs --metadata-dir", param_hint="--track-id")
     with cli_errors():
-        from stemforge.cli.progress import Progress
+        from stemforge.console.progress import Progress
         from stemforge.synth.layouts import write_corpus
 
         options: dict = {}

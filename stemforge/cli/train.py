@@ -10,9 +10,7 @@ exit codes. At its top it imports only the torch-free :mod:`stemforge.train.conf
 
 from __future__ import annotations
 
-import datetime as _dt
 import inspect
-import os
 import typing
 from pathlib import Path
 from typing import Any, Optional
@@ -30,32 +28,11 @@ from stemforge.cli.common import (
     out,
     resolve_data_dir,
 )
-from stemforge.core.errors import StemforgeError
-from stemforge.train.config import TrainConfig, check_epochs, flags
-
-RUNS_DIR = "runs"
-
+from stemforge.core.errors import OptionError, StemforgeError
+from stemforge.train.config import TrainConfig, check_values, flags
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
-
-
-def _default_out(resume: bool) -> Path:
-    """``runs/<UTC timestamp>-<pid>`` for a new run (:func:`run_name`); for ``--resume``, the
-    newest run under ``runs/``."""
-    if resume:
-        runs = sorted(Path(RUNS_DIR).glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
-        if not runs:
-            raise StemforgeError(f"--resume without --out: no run under ./{RUNS_DIR}/ to resume (pass --out)")
-        return runs[-1].parent
-    return Path(RUNS_DIR) / run_name(_dt.datetime.now(_dt.timezone.utc), os.getpid())
-
-
-def run_name(now: _dt.datetime, pid: int) -> str:
-    """The folder name of a new run without ``--out``: the UTC time to the second, then the
-    process id (``20261206-233000-4242``), so that names sort by time and two runs started in
-    the same second on one machine never share a folder."""
-    return f"{now.astimezone(_dt.timezone.utc):%Y%m%d-%H%M%S}-{pid}"
 
 
 def _run_options(
@@ -160,45 +137,27 @@ def _train(*, data_arg: Path | None, data: Path | None, out_dir: Path | None, re
         if out_dir is None:
             if env.is_distributed and not resume:
                 raise StemforgeError("under torchrun pass --out (every process must agree on the run folder)")
-            out_dir = _default_out(resume)
+            from stemforge.train.rundir import default_run_dir
+
+            out_dir = default_run_dir(resume)
         _run(data_path, out_dir, env, resume=resume, given=given, unet_given=unet_given, epochs=epochs, device=device,
              variant=variant, init=init, any_world_size=any_world_size)
 
 
 def _check_options(given: dict, unet_given: dict, epochs: float | None, device: str) -> None:
-    """The library's own checks (TrainConfig, UNetConfig, the device name), made on the given
-    values before anything is opened, so that a bad value is a usage error (exit 2) naming
-    its option."""
-    hints = {f.name: flag.hint(f) for f, flag in flags()}
-    for name, value in given.items():  # one at a time, so that the message names the option
-        try:
-            TrainConfig(**{name: value})
-        except StemforgeError as exc:
-            raise typer.BadParameter(str(exc), param_hint=hints[name]) from None
-    if epochs is not None:
-        try:
-            check_epochs(epochs)
-        except StemforgeError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--epochs") from None
-    from stemforge.core.device import resolve_device
-
+    """A bad value is a usage error (exit 2) naming its option, before anything is opened
+    (:func:`stemforge.train.config.check_values`)."""
     try:
-        resolve_device(device)
-    except StemforgeError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--device") from None
-    if unet_given:
-        from stemforge.model.config import UNetConfig
-
-        for name, value in unet_given.items():
-            try:
-                UNetConfig(**{name: value})
-            except StemforgeError as exc:
-                raise typer.BadParameter(str(exc), param_hint=_UNET_OPTIONS[name]) from None
+        check_values(given, unet_given, epochs, device)
+    except OptionError as exc:
+        hints = {**{f.name: flag.hint(f) for f, flag in flags()}, "epochs": "--epochs", "device": "--device"}
+        hint = _UNET_OPTIONS[exc.option] if exc.option in unet_given else hints[exc.option]
+        raise typer.BadParameter(exc.reason, param_hint=hint) from None
 
 
 def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet_given: dict, epochs, device,
          variant: str | None = None, init: Path | None = None, any_world_size: bool = False) -> None:
-    from stemforge.cli.progress import TrainProgress
+    from stemforge.console.progress import TrainProgress
     from stemforge.model.unet import UNet, count_parameters
     from stemforge.store import DataDir
     from stemforge.train.distributed import launch_command
@@ -232,47 +191,9 @@ def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet
     code = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED if result.interrupted else EXIT_OK
     if not main:
         raise typer.Exit(code)
-    _summary(result)
+    for line in result.summary_lines():
+        out(line)
     if result.interrupted:
         command = f"{launch_command(env.world_size, env.local_world_size)} {datadir.path} --out {out_dir} --resume"
         err(f"{'terminated' if terminated else 'interrupted'}: continue with  {command}")
     raise typer.Exit(code)
-
-
-def _summary(result) -> None:
-    """What the run did and where its files are: one ``label  value`` line each, the values in
-    one column. Losses are written as metrics.csv writes them (6 significant digits)."""
-
-    def loss(v):
-        return "-" if v is None else f"{v:.6g}"
-
-    rows = [("steps", f"{result.step} of {result.total_steps}")]
-    if result.stopped_early is not None:
-        rows.append(("stopped early", f"at step {result.stopped_early} (no new best validation loss)"))
-    if result.interrupted:
-        rows.append(("stopped by", result.stopped_by or "another process"))
-    rows += [
-        ("device", f"{result.device} x {result.world_size}"),
-        ("data", "resident" if result.data_mode == "memory" else "streamed"),
-        ("train loss (last interval)", loss(result.final_train_loss)),
-        ("validation loss (initial)", loss(result.initial_val_loss)),
-        ("validation loss (latest)", loss(result.final_val_loss)),
-        ("validation loss (best)", f"{loss(result.best_val_loss)} (step {result.best_step})"
-         if result.best_val_loss is not None else "- (no validation)"),
-        ("throughput", "-" if result.patches_per_s is None else f"{result.patches_per_s:.1f} patches/s"),
-    ]
-    model = Path(result.model_path)
-    if not model.exists():
-        rows.append(("model", f"none yet: no {model.name} (nor best.pt) in the run folder; {Path(result.last_checkpoint).name} "
-                              f"holds the weights at step {result.step}"))
-    elif result.model_weights == "best":
-        rows.append(("model (best)", str(model)))
-    else:
-        rows.append(("model (last)", f"{model}  (no validation: the weights at step {result.step}, not the best)"))
-    rows += [("resume state", str(result.last_checkpoint)), ("metrics", str(result.metrics_path)),
-             ("loss curve", str(result.loss_plot))]
-    if result.tensorboard_dir is not None:
-        rows.append(("tensorboard", f"tensorboard --logdir {result.tensorboard_dir}"))
-    width = max(len(label) for label, _ in rows) + 2
-    for label, value in rows:
-        out(f"{label + ':':<{width}}{value}")

@@ -15,7 +15,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from stemforge.core.errors import ConfigMismatchError, StemforgeError
+from stemforge.core.errors import ConfigMismatchError, OptionError, StemforgeError
 
 T = TypeVar("T", bound="_Config")
 
@@ -203,6 +203,25 @@ PRESETS: dict[str, Preset] = {
 }
 #: The preset used when no geometry is asked for.
 DEFAULT_PRESET = "seed"
+
+
+def requested_geometry(preset: str | None = None, **given: int | None) -> SpectrogramConfig | None:
+    """The geometry the options ask for: preset ``preset`` (default :data:`DEFAULT_PRESET`) with
+    the ``given`` values that are not None (``sample_rate``, ``n_fft``, ``hop_length``,
+    ``channels``) replacing its own; None when nothing is given (a new DataDir is then the
+    default preset, an existing one keeps its geometry).
+
+    OptionError naming the option (``preset`` or the value that makes the geometry invalid)."""
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if preset is None and not overrides:
+        return None
+    if preset is not None and preset not in PRESETS:
+        raise OptionError("preset", f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    try:
+        return SpectrogramConfig.preset(preset or DEFAULT_PRESET, **overrides)
+    except StemforgeError as exc:
+        text = str(exc).removeprefix("SpectrogramConfig: ")
+        raise OptionError(next((k for k in overrides if k in text), "hop_length"), text) from None
 
 
 def patch_frames(config: SpectrogramConfig) -> int:

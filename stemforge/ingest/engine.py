@@ -26,7 +26,7 @@ from stemforge.recipes.identity import song_key
 from stemforge.recipes.base import TrackAudio, TrackSource
 from stemforge.recipes.loading import loader
 from stemforge.core.parallel import map_ordered
-from stemforge.store.datadir import DataDir
+from stemforge.store.datadir import META_NAME, DataDir
 from stemforge.store.shards import TrackArrays
 from stemforge.store.sink import ShardSink
 
@@ -297,6 +297,21 @@ def _run(datadir, todo, workers, report, note, tracks_per_shard, post_commit) ->
                 sink.add(_shard_key(src.track_id, sink.pending_keys), src.uid, row, arrays)
                 note("done", src.uid, "")
     report.ingested.extend(sink.committed)
+
+
+def open_for_ingest(path: str | Path, config: SpectrogramConfig | None, discover: Callable[[], list[TrackSource]]
+                    ) -> tuple[DataDir, list[TrackSource]]:
+    """The DataDir at ``path`` to ingest into, and the corpus's tracks (``discover()``).
+
+    ``config`` None: an existing DataDir keeps its geometry, a new one is the default. Another
+    ``config`` than an existing DataDir's is a ConfigMismatchError before the corpus is read;
+    a new DataDir is created only once ``discover`` has succeeded."""
+    path = Path(path)
+    existing = (path / META_NAME).exists()
+    if existing and config is not None:
+        DataDir.open(path, config)  # another geometry: refused before the corpus is read
+    sources = discover()
+    return (DataDir.open(path) if config is None and existing else DataDir.create(path, config)), sources
 
 
 def default_workers() -> int:

@@ -331,6 +331,52 @@ def derive_files(
     )
 
 
+def derive_to_files(
+    original_path: Path,
+    karaoke_path: Path,
+    vocals_path: Path,
+    accompaniment_path: Path | None = None,
+    report_path: Path | None = None,
+    *,
+    min_score: float = MIN_SCORE,
+    max_offset_s: float = MAX_OFFSET_S,
+    force: bool = False,
+) -> tuple[Derived, dict[str, str]]:
+    """:func:`derive_files` at the default geometry (16 kHz mono), then write the vocals (and the
+    aligned, gain-corrected karaoke to ``accompaniment_path``) as wav, and the figures (offset,
+    gain, score, verdict, coverage, the outputs) as JSON to ``report_path``. Returns the
+    :class:`Derived` and the files written, role -> path.
+
+    Nothing is written for a pair that does not fit (AlignmentError) or when an output exists
+    without ``force`` or would overwrite an input (:func:`stemforge.core.files.check_outputs`);
+    StemforgeError naming the report when it cannot be written."""
+    import json
+
+    from stemforge.core import audio, files
+    from stemforge.core.errors import StemforgeError
+
+    outputs = [p for p in (vocals_path, accompaniment_path, report_path) if p is not None]
+    files.check_outputs(outputs, [original_path, karaoke_path], force)
+    derived = derive_files(original_path, karaoke_path, SpectrogramConfig(), min_score=min_score, max_offset_s=max_offset_s)
+    audio.write(vocals_path, derived.vocals, derived.sample_rate)
+    written = {"vocals": str(vocals_path)}
+    if accompaniment_path is not None:
+        audio.write(accompaniment_path, derived.accompaniment, derived.sample_rate)
+        written["accompaniment"] = str(accompaniment_path)
+    if report_path is not None:
+        figures = {
+            "original": str(original_path), "karaoke": str(karaoke_path), **derived.alignment.to_dict(),
+            "min_score": min_score, "verdict": "accepted", "coverage": derived.coverage,
+            "duration_s": derived.duration_s, "sample_rate": derived.sample_rate, "outputs": written,
+        }
+        try:
+            report_path.parent.mkdir(parents=True, exist_ok=True)
+            files.write_text(report_path, json.dumps(figures, indent=2) + "\n")
+        except OSError as exc:
+            raise StemforgeError(f"{report_path}: cannot write the report ({exc.strerror or exc})") from None
+    return derived, written
+
+
 # --------------------------------------------------------------------------- internals
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from stemforge.core.errors import StemforgeError
+from stemforge.core.text import format_table
 from stemforge.store.datadir import DataDir
 from stemforge.core.config import SpectrogramConfig
 from stemforge.store.shards import MAG_FIELDS, TMP_SUFFIX, WAVE_FIELDS, dataset_checksum, mag_shape, stored_checksum
@@ -221,3 +223,33 @@ def summary(datadir: DataDir) -> dict:
         "created_by": datadir.meta.get("created_by"),
         "updated": datadir.meta.get("updated"),
     }
+
+
+def summary_report(s: dict, out: Callable[[str], None], err: Callable[[str], None]) -> None:
+    """What ``stemforge info`` says of :func:`summary` ``s``: sizes, geometry, bytes per hour,
+    config, the tables, duplicates to ``out``; leaks to ``err`` (none: a line saying so to ``out``)."""
+    out(f"DataDir {s['path']}  ({s['tracks']} tracks, {s['hours']:.2f} h, {s['shards']} shards, {s['bytes'] / 1e6:.1f} MB)")
+    preset = f"preset {s['preset']}" if s["preset"] else "no preset"
+    out(f"geometry: {s['geometry']} ({preset})")
+    g = s["geometry_bytes_per_hour"]
+    measured = f"{s['bytes_per_hour'] / 1e9:.2f} GB measured" if s["bytes_per_hour"] else "nothing stored yet"
+    out(
+        f"bytes per hour of audio: {measured}; {g['total'] / 1e9:.2f} GB by the layout "
+        f"(magnitudes {g['magnitudes'] / 1e9:.2f} GB, waveforms {g['waveforms'] / 1e9:.2f} GB)"
+    )
+    out(f"config {s['config_hash']}: " + ", ".join(f"{k}={v}" for k, v in s["config"].items()))
+    out("")
+    out(format_table(s["table"]))
+    if s["kinds"]:
+        out("")
+        out(format_table(s["kinds"]))
+    if s["duplicates"]:
+        out("")
+        out(f"duplicates ({len(s['duplicates'])}, stored once; the other row points to it):")
+        for uid, of in s["duplicates"]:
+            out(f"  {uid} -> {of}")
+    out("")
+    for line in s["leaks"]:
+        err(f"leak: {line}")
+    if not s["leaks"]:
+        out("no song is in more than one split")

@@ -223,6 +223,27 @@ def flags() -> Iterator[tuple[dataclasses.Field, Flag]]:
             yield f, f.metadata["flag"]
 
 
+def check_values(overrides: dict[str, Any], unet_overrides: dict[str, Any], epochs: float | None, device: str) -> None:
+    """The checks of :class:`TrainConfig`, ``epochs``, the device name and
+    :class:`~stemforge.model.config.UNetConfig`, made on the values given (one at a time, in
+    that order) before anything is opened. OptionError naming the first bad one (a field name,
+    ``epochs`` or ``device``), the library's message as its reason."""
+    from stemforge.core.device import resolve_device
+    from stemforge.core.errors import OptionError
+    from stemforge.model.config import UNetConfig
+
+    checks = [(name, lambda n=name, v=value: TrainConfig(**{n: v})) for name, value in overrides.items()]
+    if epochs is not None:
+        checks.append(("epochs", lambda: check_epochs(epochs)))
+    checks.append(("device", lambda: resolve_device(device)))
+    checks += [(name, lambda n=name, v=value: UNetConfig(**{n: v})) for name, value in unet_overrides.items()]
+    for name, check in checks:
+        try:
+            check()
+        except StemforgeError as exc:
+            raise OptionError(name, str(exc)) from None
+
+
 def check_epochs(epochs: float) -> float:
     """``epochs`` as a float; StemforgeError unless it is a positive finite number."""
     if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not (epochs > 0 and math.isfinite(epochs)):
@@ -322,3 +343,41 @@ class TrainResult:
     stopped_early: int | None = None
     lr: float | None = None
     stopped_by: str | None = None
+
+    def summary_lines(self) -> list[str]:
+        """What the run did and where its files are, as ``stemforge train`` ends: one ``label:
+        value`` line each, the values in one column; losses as metrics.csv writes them (6
+        significant digits). model.pt is named only when it exists."""
+
+        def loss(v):
+            return "-" if v is None else f"{v:.6g}"
+
+        rows = [("steps", f"{self.step} of {self.total_steps}")]
+        if self.stopped_early is not None:
+            rows.append(("stopped early", f"at step {self.stopped_early} (no new best validation loss)"))
+        if self.interrupted:
+            rows.append(("stopped by", self.stopped_by or "another process"))
+        rows += [
+            ("device", f"{self.device} x {self.world_size}"),
+            ("data", "resident" if self.data_mode == "memory" else "streamed"),
+            ("train loss (last interval)", loss(self.final_train_loss)),
+            ("validation loss (initial)", loss(self.initial_val_loss)),
+            ("validation loss (latest)", loss(self.final_val_loss)),
+            ("validation loss (best)", f"{loss(self.best_val_loss)} (step {self.best_step})"
+             if self.best_val_loss is not None else "- (no validation)"),
+            ("throughput", "-" if self.patches_per_s is None else f"{self.patches_per_s:.1f} patches/s"),
+        ]
+        model = Path(self.model_path)
+        if not model.exists():
+            rows.append(("model", f"none yet: no {model.name} (nor best.pt) in the run folder; {Path(self.last_checkpoint).name} "
+                                  f"holds the weights at step {self.step}"))
+        elif self.model_weights == "best":
+            rows.append(("model (best)", str(model)))
+        else:
+            rows.append(("model (last)", f"{model}  (no validation: the weights at step {self.step}, not the best)"))
+        rows += [("resume state", str(self.last_checkpoint)), ("metrics", str(self.metrics_path)),
+                 ("loss curve", str(self.loss_plot))]
+        if self.tensorboard_dir is not None:
+            rows.append(("tensorboard", f"tensorboard --logdir {self.tensorboard_dir}"))
+        width = max(len(label) for label, _ in rows) + 2
+        return [f"{label + ':':<{width}}{value}" for label, value in rows]

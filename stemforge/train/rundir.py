@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime
 import fcntl
 import json
 import os
@@ -57,6 +58,28 @@ TENSORBOARD_DIR = "tensorboard"
 RUN_INFO_NAME = "train.json"
 LOCK_NAME = ".train.lock"
 METRICS_COLUMNS = ("step", "epoch", "train_loss", "val_loss", "patches_per_s", "lr", "elapsed_s")
+
+
+#: Where ``stemforge train`` puts a run not given ``--out`` (relative to the working folder).
+RUNS_DIR = "runs"
+
+
+def run_name(now: datetime.datetime, pid: int) -> str:
+    """The folder name of a new run without ``--out``: the UTC time to the second, then the
+    process id (``20261206-233000-4242``), so that names sort by time and two runs started in
+    the same second on one machine never share a folder."""
+    return f"{now.astimezone(datetime.timezone.utc):%Y%m%d-%H%M%S}-{pid}"
+
+
+def default_run_dir(resume: bool) -> Path:
+    """``runs/<UTC timestamp>-<pid>`` for a new run (:func:`run_name`); for ``resume``, the
+    newest run under ``runs/`` (StemforgeError when there is none)."""
+    if resume:
+        runs = sorted(Path(RUNS_DIR).glob(f"*/{LAST_NAME}"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise StemforgeError(f"--resume without --out: no run under ./{RUNS_DIR}/ to resume (pass --out)")
+        return runs[-1].parent
+    return Path(RUNS_DIR) / run_name(datetime.datetime.now(datetime.timezone.utc), os.getpid())
 
 
 class RunDir:
