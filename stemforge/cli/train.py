@@ -223,9 +223,14 @@ def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet
             f"{n_params:,} parameters; "
             f"{cfg.steps} steps of {cfg.batch_size} crops x {env.world_size} process(es), lr {cfg.lr:g}, {cfg.precision}, seed {cfg.seed}"
         )
+    scorer = None
+    if cfg.select == "sdr":
+        from stemforge.evaluate.validation import SdrScorer
+
+        scorer = SdrScorer(datadir, split="valid", target=unet.target)
     progress = TrainProgress()
     try:
-        result = run(spec, progress=progress if main else None)
+        result = run(spec, progress=progress if main else None, scorer=scorer)
     finally:
         progress.close()
     terminated = result.stopped_by == "SIGTERM"
@@ -253,12 +258,21 @@ def _summary(result) -> None:
         rows.append(("stopped by", result.stopped_by or "another process"))
     rows += [
         ("device", f"{result.device} x {result.world_size}"),
-        ("data", "resident" if result.data_mode == "memory" else "streamed"),
+        ("data", {"memory": "resident", "remix": "fresh remixes"}.get(result.data_mode, "streamed")),
         ("train loss (last interval)", loss(result.final_train_loss)),
         ("validation loss (initial)", loss(result.initial_val_loss)),
         ("validation loss (latest)", loss(result.final_val_loss)),
         ("validation loss (best)", f"{loss(result.best_val_loss)} (step {result.best_step})"
          if result.best_val_loss is not None else "- (no validation)"),
+    ]
+    if result.select == "sdr":
+        def gnsdr(d):
+            return "-" if d is None else "  ".join(f"{stem} {v:.2f} dB" for stem, v in d.items())
+
+        rows[-1] = ("validation loss (best)", f"{loss(result.best_val_loss)} (step {result.best_step}, picked by GNSDR)")
+        rows += [("validation GNSDR (latest)", gnsdr(result.final_sdr)),
+                 ("validation GNSDR (best)", f"{gnsdr(result.best_sdr)} (step {result.best_step})")]
+    rows += [
         ("throughput", "-" if result.patches_per_s is None else f"{result.patches_per_s:.1f} patches/s"),
     ]
     model = Path(result.model_path)
