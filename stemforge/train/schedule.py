@@ -57,8 +57,9 @@ class Schedule:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (missing keys: a new run's values)."""
         self.lr = float(state.get("lr", self.config.lr))
-        #: the rate last given to the optimizer (below :attr:`lr` during the warm-up)
-        self.applied = float(state.get("applied", self.lr))
+        #: the rate last given to the optimizer (below :attr:`lr` during the warm-up, which sets
+        #: it at every step; so it is not part of the state: after the warm-up it is :attr:`lr`)
+        self.applied = self.lr
         self.plateau_count = int(state.get("plateau_count", 0))
         self.since_best = int(state.get("since_best", 0))
         self.stopped_early: int | None = state.get("stopped_early")
@@ -67,8 +68,7 @@ class Schedule:
         """What the schedule and early stopping carry over a resume (``extra["schedule"]`` of
         last.pt): ``lr_schedule``, ``lr``, ``plateau_count``, ``since_best``, ``stopped_early``."""
         return {
-            "lr_schedule": self.config.lr_schedule, "lr": self.lr, "applied": self.applied,
-            "plateau_count": self.plateau_count,
+            "lr_schedule": self.config.lr_schedule, "lr": self.lr, "plateau_count": self.plateau_count,
             "since_best": self.since_best, "stopped_early": self.stopped_early,
         }
 
