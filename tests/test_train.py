@@ -218,7 +218,8 @@ def test_cli_train_options_are_derived_from_train_config(monkeypatch):
     assert {f.name for f, _ in derived} == {"steps", "batch_size", "lr", "seed", "precision", "data_mode", "workers",
                                              "compile", "patch_frames", "min_vocal_db", "val_every", "checkpoint_every",
                                              "log_every", "tensorboard", "deterministic", "lr_schedule", "patience",
-                                             "early_stop", "freeze_bn", "dist_timeout"}
+                                             "early_stop", "freeze_bn", "dist_timeout", "remix", "remix_aligned",
+                                             "remix_gain_db", "ema", "select", "warmup"}
     for f, flag in derived:
         option = options[f.name]
         assert option.help == flag.help_text(f) and option.default is None, f.name

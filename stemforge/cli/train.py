@@ -182,9 +182,14 @@ def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet
             f"{n_params:,} parameters; "
             f"{cfg.steps} steps of {cfg.batch_size} crops x {env.world_size} process(es), lr {cfg.lr:g}, {cfg.precision}, seed {cfg.seed}"
         )
+    scorer = None
+    if cfg.select == "sdr":
+        from stemforge.evaluate.validation import SdrScorer
+
+        scorer = SdrScorer(datadir, split="valid", target=unet.target)
     progress = TrainProgress()
     try:
-        result = run(spec, progress=progress if main else None)
+        result = run(spec, progress=progress if main else None, scorer=scorer)
     finally:
         progress.close()
     terminated = result.stopped_by == "SIGTERM"

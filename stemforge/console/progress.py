@@ -209,14 +209,24 @@ class TrainProgress:
 
     def _validation(self, event) -> None:
         self.val = event.val_loss
-        better = self.best is None or event.val_loss < self.best
-        if better:
-            self.best = event.val_loss
+        sdr = getattr(event, "val_sdr", None)
+        if sdr is None:
+            better = self.best is None or event.val_loss < self.best
+            if better:
+                self.best = event.val_loss
+        else:  # select "sdr": the run says which validation was best
+            better = bool(getattr(event, "best", False))
         if self.tty and self.bar is not None:
             self.bar.set_postfix(self._postfix(), refresh=True)
             return
-        what = "untrained model" if event.step == 0 else ("best so far" if better else f"best {self.best:.5f}")
-        self.line(f"{self.label}: step {event.step}/{event.total_steps}  validation loss {event.val_loss:.5f} ({what})")
+        if sdr is None:
+            what = "untrained model" if event.step == 0 else ("best so far" if better else f"best {self.best:.5f}")
+            self.line(f"{self.label}: step {event.step}/{event.total_steps}  validation loss {event.val_loss:.5f} ({what})")
+            return
+        what = "untrained model" if event.step == 0 else ("best so far" if better else "not the best")
+        scores = "  ".join(f"{stem} {v:.2f} dB" for stem, v in sdr.items())
+        self.line(f"{self.label}: step {event.step}/{event.total_steps}  validation loss {event.val_loss:.5f}  "
+                  f"GNSDR {scores} ({what})")
 
     def close(self) -> None:
         if self._loading is not None:

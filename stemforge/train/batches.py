@@ -6,7 +6,9 @@ patch_frames]`` (the model's bins; ``[batch, 1, 512, 128]`` at the seed geometry
 asked for, in step order, with the mode used and a sentence saying why. The sources:
 
 * resident (:mod:`.resident`): the train magnitudes held in GPU memory or RAM, batches cut there;
-* streaming (:mod:`.streaming`): crops read from the shards by worker processes.
+* streaming (:mod:`.streaming`): crops read from the shards by worker processes;
+* remix (:mod:`.remix`, ``remix="fresh"``): every example remixed at its step from the train
+  split's stored waveforms (held in RAM), cut on a helper thread as the resident source's.
 
 Both give the same batch for the same step (the crops of :class:`~stemforge.train.sampling.PatchSampler`
 for ``(seed, rank, step)``), so the choice never changes a run. A new kind of batch (remixed on
@@ -27,6 +29,7 @@ import torch
 from stemforge.core.errors import StemforgeError
 from stemforge.train.config import DATA_MODES
 from stemforge.train.layout import model_bins, to_device, track_norms
+from stemforge.train.remix import RemixBatches
 from stemforge.train.resident import ResidentBatches, resident_fits, resident_nbytes
 from stemforge.train.sampling import PatchSampler
 from stemforge.train.streaming import StreamingBatches, StreamingLoader, streaming_loader
@@ -103,7 +106,7 @@ class BatchSource:
     Attributes:
         batches: an iterator of ``(mixture, target)`` float32 ``[batch, channels, n_bins, P]`` on the
             device, one per step asked for, in order; it has a ``close()``.
-        mode: ``"memory"`` or ``"streaming"``.
+        mode: ``"memory"``, ``"streaming"`` or ``"remix"``.
         message: how the batches are made, and why (for the user).
     """
 
@@ -134,6 +137,9 @@ class _Request:
     n_bins: int | None
     scale: np.ndarray | None
     progress: "Callable[[str, int, int], None] | None" = None
+    remix: str = "stored"
+    remix_aligned: float = 0.1
+    remix_gain_db: float = 3.0
 
 
 def open_batches(
@@ -153,6 +159,9 @@ def open_batches(
     n_bins: int | None = None,
     plain: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    remix: str = "stored",
+    remix_aligned: float = 0.1,
+    remix_gain_db: float = 3.0,
 ) -> BatchSource:
     """The batches of ``steps`` (crops of ``sampler`` for ``(seed, rank, step)``).
 
@@ -164,13 +173,20 @@ def open_batches(
     every channel, mixture and target, float16. ``plain``: every track's magnitudes times its
     stored ``norm`` (plain ``|STFT|``, for a model trained on normalization "none").
     ``progress(message, done, total)``: while the resident source reads the train split (what
-    it reads, as a sentence; tracks read so far, from 0, and in all).
+    it reads, as a sentence; tracks read so far, from 0, and in all). ``remix="fresh"``: the
+    remix source (:mod:`.remix`; ``data_mode`` and ``workers`` do not apply), each example an
+    aligned original with probability ``remix_aligned``, else a remix with a vocal gain within
+    ``+-remix_gain_db`` dB.
     """
     scale = track_norms(datadir, "train") if plain else None
     if data_mode not in DATA_MODES:
         raise StemforgeError(f"data_mode must be one of {DATA_MODES}, got {data_mode!r}")
     request = _Request(datadir, sampler, target, device, steps, batch_size, seed, rank, first_bin, n_bins, scale,
-                       progress)
+                       progress, remix, remix_aligned, remix_gain_db)
+    if remix == "fresh":
+        return _remix_source(request, plain)
+    if remix != "stored":
+        raise StemforgeError(f"remix must be 'stored' or 'fresh', got {remix!r}")
     if data_mode in ("auto", "memory"):
         source, why = _resident_source(request)
         if source is not None:
@@ -211,3 +227,20 @@ def _streaming_source(r: _Request, workers: int | None, prefetch: int, why: str)
     loader = streaming_loader(streaming, r.steps, workers=n_workers, prefetch=prefetch)
     plural = "es" if n_workers != 1 else ""
     return BatchSource(StreamingIter(loader, r.device), "streaming", f"{why}, {n_workers} loader process{plural}")
+
+
+def _remix_source(r: _Request, plain: bool) -> BatchSource:
+    """The fresh-remix source: the train split's waveforms in RAM, examples remixed per step."""
+    tracks = r.sampler.tracks
+    config = r.datadir.config
+    hours = float(np.sum(tracks.n_frames)) * config.hop_length / config.sample_rate / 3600
+    length = f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.1f} min"
+    what = f"the train split's waveforms into RAM: {len(tracks):,} track{'s' if len(tracks) != 1 else ''}, {length}"
+    report = None
+    if r.progress is not None:
+        report = lambda done, total: r.progress(what, done, total)  # noqa: E731
+    remix = RemixBatches(r.datadir, r.target, r.batch_size, r.seed, r.rank, r.device, r.sampler.patch_frames,
+                         r.remix_aligned, r.remix_gain_db, r.first_bin, r.n_bins, plain=plain, progress=report)
+    message = (f"fresh remixes every step from the train split's waveforms ({len(remix.tracks):,} tracks, {length}): "
+               f"{r.remix_aligned:.0%} aligned originals, vocal gain within +-{r.remix_gain_db:g} dB")
+    return BatchSource(ResidentIter(remix, r.steps), "remix", message)

@@ -28,9 +28,16 @@ LR_SCHEDULES = ("constant", "plateau", "cosine")
 #: How batches are made: ``memory`` (resident on the device), ``streaming`` (read from the
 #: shards by loader processes), ``auto`` (memory when it fits): :func:`~stemforge.train.batches.open_batches`.
 DATA_MODES = ("auto", "memory", "streaming")
+#: Where training examples come from: ``stored`` (crops of the stored magnitudes, the default)
+#: or ``fresh`` (remixed every step from the stored waveforms: :mod:`~stemforge.train.remix`).
+REMIX_MODES = ("stored", "fresh")
+#: What picks best.pt: ``loss`` (the validation L1 loss on fixed crops) or ``sdr`` (GNSDR of the
+#: target stem on the valid split's whole tracks, BSS Eval v3).
+SELECT_MODES = ("loss", "sdr")
 #: TrainConfig fields a resumed run must keep (they decide which batches and updates come next).
 RESUME_FIXED = ("batch_size", "lr", "seed", "patch_frames", "min_vocal_db", "betas", "eps",
-                "lr_schedule", "patience", "early_stop", "freeze_bn")
+                "lr_schedule", "patience", "early_stop", "freeze_bn", "remix", "remix_aligned", "remix_gain_db",
+                "ema", "select", "warmup")
 
 
 @dataclass(frozen=True)
@@ -125,12 +132,31 @@ class TrainConfig(_Config):
             peer ends the run instead of hanging it. The longest wait of a sound run is a
             checkpoint written by rank 0, or one process loading its data slower than another.
 
-    ``lr_schedule``, ``patience``, ``early_stop``, ``freeze_bn`` and ``dist_timeout`` enter the
-    hash only when they differ from their defaults, so the configurations of runs recorded before they existed keep their hashes.
+        remix: ``stored`` (crops of the stored magnitudes) or ``fresh``: every example remixed at
+            each step from the train split's stored waveforms (:mod:`~stemforge.train.remix`):
+            the vocals of one track and the accompaniment of an independently drawn one, each at
+            a random offset, the vocals scaled by a random gain; magnitudes computed as ingest
+            stores them.
+        remix_aligned: with ``fresh``, the probability that an example is an aligned original
+            (one track's vocals and accompaniment at the same offset, no gain: a stored crop).
+        remix_gain_db: with ``fresh``, the vocal gain is drawn uniformly in
+            ``[-remix_gain_db, +remix_gain_db]`` dB.
+        ema: keep an exponential moving average of the weights with this decay per step
+            (e.g. 0.995; None: off); the average is what is validated and what best.pt and
+            model.pt hold (last.pt holds both).
+        select: what picks best.pt: ``loss`` (the validation loss) or ``sdr`` (GNSDR in dB of the
+            target stem over the valid split's whole tracks, BSS Eval v3, as ``stemforge evaluate``
+            computes it; both are logged to metrics.csv).
+        warmup: the learning rate rises linearly from ``lr / warmup`` to ``lr`` over the first
+            ``warmup`` steps (0: none).
+
+    ``lr_schedule``, ``patience``, ``early_stop``, ``freeze_bn``, ``dist_timeout`` and the fields
+    after them enter the hash only when they differ from their defaults, so the configurations of runs recorded before they existed keep their hashes.
     The fields with a ``flag`` in their metadata are ``stemforge train``'s options (:class:`Flag`).
     """
 
-    _HASH_IF_SET: ClassVar[tuple[str, ...]] = ("lr_schedule", "patience", "early_stop", "freeze_bn", "dist_timeout")
+    _HASH_IF_SET: ClassVar[tuple[str, ...]] = ("lr_schedule", "patience", "early_stop", "freeze_bn", "dist_timeout",
+                                               "remix", "remix_aligned", "remix_gain_db", "ema", "select", "warmup")
 
     steps: int = field(default=10000, metadata=_flag("Optimizer steps in total."))
     batch_size: int = field(default=64, metadata=_flag("Crops per step (per process).", "--batch-size", "-b"))
@@ -172,6 +198,20 @@ class TrainConfig(_Config):
         "Stop after N validations in a row without a new best validation loss (default: never).", show_default=False))
     freeze_bn: bool = field(default=False, metadata=_flag(
         "Keep the BatchNorm running statistics fixed (default: yes with --init, else no).", show_default=False))
+    remix: str = field(default="stored", metadata=_flag(
+        "stored (crops of the stored magnitudes) | fresh (each example remixed every step from the train split's "
+        "stored waveforms: vocals and accompaniment of independently drawn tracks at random offsets and gains)."))
+    remix_aligned: float = field(default=0.1, metadata=_flag(
+        "With --remix fresh: probability that an example is an aligned original (a stored crop)."))
+    remix_gain_db: float = field(default=3.0, metadata=_flag(
+        "With --remix fresh: vocal gain drawn uniformly in +-this many dB."))
+    ema: float | None = field(default=None, metadata=_flag(
+        "Exponential moving average of the weights with this decay per step (e.g. 0.995): validated and saved in "
+        "best.pt/model.pt (default: off).", show_default=False))
+    select: str = field(default="loss", metadata=_flag(
+        "What picks best.pt: loss (validation loss on fixed crops) | sdr (GNSDR of the target on the valid split's "
+        "whole tracks, BSS Eval v3; mono DataDirs)."))
+    warmup: int = field(default=0, metadata=_flag("Linear learning-rate warm-up over the first N steps."))
 
     def __post_init__(self) -> None:
         def positive_int(name: str, minimum: int = 1) -> None:
@@ -187,6 +227,21 @@ class TrainConfig(_Config):
             raise StemforgeError(f"TrainConfig: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         positive_int("steps", 0)
         positive_int("seed", 0)
+        positive_int("warmup", 0)
+        if self.remix not in REMIX_MODES:
+            raise StemforgeError(f"TrainConfig: remix must be one of {REMIX_MODES}, got {self.remix!r}")
+        if self.select not in SELECT_MODES:
+            raise StemforgeError(f"TrainConfig: select must be one of {SELECT_MODES}, got {self.select!r}")
+        for name, lo, hi in (("remix_aligned", 0.0, 1.0), ("remix_gain_db", 0.0, 60.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi):
+                raise StemforgeError(f"TrainConfig: {name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+            object.__setattr__(self, name, float(v))
+        if self.ema is not None:
+            v = self.ema
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 < v < 1.0):
+                raise StemforgeError(f"TrainConfig: ema must be a decay in (0, 1), got {v!r}")
+            object.__setattr__(self, "ema", float(v))
         positive_int("val_crops", 0)
         if self.workers is not None:
             positive_int("workers", 0)
@@ -210,10 +265,15 @@ class TrainConfig(_Config):
 
     def lr_at(self, step: int, current: float) -> float:
         """The learning rate of step ``step`` (0-based): ``current`` (the rate so far: ``lr``, or
-        what ``plateau`` halved it to) except under ``cosine``, which is a function of the step."""
+        what ``plateau`` halved it to) except under ``cosine``, which is a function of the step;
+        during the ``warmup`` steps that rate times ``(step + 1) / warmup``."""
         if self.lr_schedule == "cosine":
-            return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, self.steps) / max(1, self.steps)))
-        return current
+            rate = self.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, self.steps) / max(1, self.steps)))
+        else:
+            rate = current
+        if step < self.warmup:
+            rate = rate * (step + 1) / self.warmup
+        return rate
 
 
 def flags() -> Iterator[tuple[dataclasses.Field, Flag]]:
@@ -270,6 +330,8 @@ class TrainEvent:
         (train_loss, val_loss: the latest; patches_per_s: the session's).
 
     ``elapsed_s``: seconds of training in the run so far (earlier sessions included).
+    ``val_sdr`` (``"validation"`` with ``select="sdr"``): ``{stem: GNSDR dB}`` on the valid
+    split; ``best``: that validation gave new best weights.
     """
 
     kind: str
@@ -283,6 +345,8 @@ class TrainEvent:
     elapsed_s: float | None = None
     done: int = 0
     total: int = 0
+    val_sdr: dict | None = None
+    best: bool = False
 
 
 ProgressFn = Callable[[TrainEvent], None]
@@ -317,6 +381,9 @@ class TrainResult:
         lr: the learning rate of the last step (after the schedule).
         stopped_by: the signal that interrupted the run, ``"SIGINT"`` or ``"SIGTERM"`` (None:
             not interrupted, or stopped because another process was).
+        select: what picked best.pt (``loss`` or ``sdr``); best_sdr, final_sdr: with ``sdr``, the
+            valid split's GNSDR ``{stem: dB}`` of the best weights (at ``best_step``; their
+            validation loss is ``best_val_loss``) and of the last validation.
     """
 
     out_dir: Path
@@ -343,6 +410,9 @@ class TrainResult:
     stopped_early: int | None = None
     lr: float | None = None
     stopped_by: str | None = None
+    select: str = "loss"
+    best_sdr: dict | None = None
+    final_sdr: dict | None = None
 
     def summary_lines(self) -> list[str]:
         """What the run did and where its files are, as ``stemforge train`` ends: one ``label:
@@ -359,14 +429,21 @@ class TrainResult:
             rows.append(("stopped by", self.stopped_by or "another process"))
         rows += [
             ("device", f"{self.device} x {self.world_size}"),
-            ("data", "resident" if self.data_mode == "memory" else "streamed"),
+            ("data", {"memory": "resident", "remix": "fresh remixes"}.get(self.data_mode, "streamed")),
             ("train loss (last interval)", loss(self.final_train_loss)),
             ("validation loss (initial)", loss(self.initial_val_loss)),
             ("validation loss (latest)", loss(self.final_val_loss)),
             ("validation loss (best)", f"{loss(self.best_val_loss)} (step {self.best_step})"
              if self.best_val_loss is not None else "- (no validation)"),
-            ("throughput", "-" if self.patches_per_s is None else f"{self.patches_per_s:.1f} patches/s"),
         ]
+        if self.select == "sdr":
+            def gnsdr(d):
+                return "-" if d is None else "  ".join(f"{stem} {v:.2f} dB" for stem, v in d.items())
+
+            rows[-1] = ("validation loss (best)", f"{loss(self.best_val_loss)} (step {self.best_step}, picked by GNSDR)")
+            rows += [("validation GNSDR (latest)", gnsdr(self.final_sdr)),
+                     ("validation GNSDR (best)", f"{gnsdr(self.best_sdr)} (step {self.best_step})")]
+        rows.append(("throughput", "-" if self.patches_per_s is None else f"{self.patches_per_s:.1f} patches/s"))
         model = Path(self.model_path)
         if not model.exists():
             rows.append(("model", f"none yet: no {model.name} (nor best.pt) in the run folder; {Path(self.last_checkpoint).name} "

@@ -35,7 +35,7 @@ import contextlib
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -45,6 +45,7 @@ from stemforge.model.unet import UNet, loss_fn
 from stemforge.store import DataDir
 from stemforge.train.batches import open_batches
 from stemforge.train.config import ProgressFn, TrainConfig, TrainEvent, TrainResult
+from stemforge.train.ema import WeightAverage
 from stemforge.train.distributed import ProcessGroup, StopFlag, any_rank, mean_over_ranks, process_group
 from stemforge.train.rundir import MODEL_NAME, Metrics, RunDir
 from stemforge.train.sampling import PatchSampler, step_torch_seed
@@ -58,6 +59,11 @@ AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: A U-Net this wide or wider is a GPU-sized model: trained on a CPU, the run says so after its
 #: first steps (with what they cost) and what a CPU-sized run is (:data:`CPU_SIZED`).
 GPU_SIZED_WIDTH = 0.5
+#: ``scorer(model)`` for ``select="sdr"``: the GNSDR (dB) of a model in memory on the valid split's
+#: whole tracks, ``{"vocals": dB, "accompaniment": dB}``
+#: (:class:`stemforge.evaluate.validation.SdrScorer` is one; the caller builds it, since ``train``
+#: does not import ``evaluate``).
+Scorer = Callable[[nn.Module], dict]
 #: The options of a CPU-sized run (the model `stemforge demo` trains on the CPU).
 CPU_SIZED = "--width 0.25 --batch-size 16 --steps 2000"
 #: The note is given when the steps left would take at least this long (seconds) on the CPU.
@@ -116,6 +122,7 @@ def train(
     resume: bool = False,
     init: str | os.PathLike | None = None,
     target: str | None = None,
+    scorer: Scorer | None = None,
 ) -> TrainResult:
     """Train a U-Net on ``datadir`` (a :class:`~stemforge.store.DataDir`) into ``out_dir``:
     ``run(resolve_run(...), progress)``.
@@ -142,6 +149,9 @@ def train(
             Not with ``resume``.
         target: ``vocals`` or ``accompaniment``; None: ``unet_config.target`` (with ``init``:
             the one-net checkpoint's target, and required for a two-net checkpoint).
+        scorer: with ``train_config.select == "sdr"`` (required then): ``scorer(model) ->
+            {"vocals": GNSDR dB, "accompaniment": GNSDR dB}`` on the valid split's whole tracks
+            (:class:`stemforge.evaluate.validation.SdrScorer`); the target's GNSDR picks best.pt.
 
     Returns:
         a :class:`~stemforge.train.config.TrainResult`. Ctrl-C (SIGINT) or SIGTERM between
@@ -157,10 +167,10 @@ def train(
     """
     spec = resolve_run(datadir, out_dir, train_config, unet_config, resume=resume, init=init, target=target,
                        device=device)
-    return run(spec, progress)
+    return run(spec, progress, scorer)
 
 
-def run(spec: RunSpec, progress: ProgressFn | None = None) -> TrainResult:
+def run(spec: RunSpec, progress: ProgressFn | None = None, scorer: Scorer | None = None) -> TrainResult:
     """Train the run ``spec`` (:func:`~stemforge.train.setup.resolve_run`) up to its steps, or
     until Ctrl-C (or SIGTERM). The run folder's lock is held throughout (rank 0 takes it; every
     process stops when it cannot). The global switches (deterministic algorithms,
@@ -174,12 +184,14 @@ def run(spec: RunSpec, progress: ProgressFn | None = None) -> TrainResult:
             ``dist_timeout`` seconds or is gone.
     """
     cfg = spec.train_config
+    if cfg.select == "sdr" and scorer is None:
+        raise StemforgeError("select 'sdr' needs a scorer of the valid split (stemforge.evaluate.validation.SdrScorer)")
     with _switches(cfg, spec.device), process_group(spec.env, spec.device, cfg.dist_timeout) as group:
         session: Session | None = None
         try:
             with contextlib.ExitStack() as closing:
                 _hold_folder(spec, closing)
-                session = Session(spec, progress, group, closing)
+                session = Session(spec, progress, group, closing, scorer)
                 return _loop(session)
         except Exception as exc:
             lost = group.peer_lost(exc, session.step if session is not None else spec.start_step)
@@ -236,9 +248,12 @@ class Session:
         metrics: metrics.csv and TensorBoard (rank 0; None elsewhere).
         loss_sum, loss_n: the train losses since the last log step.
         initial_val, final_val, final_train: the losses to report.
+        ema: the moving average of the weights (None without ``ema``); scorer: GNSDR of the
+        valid split (``select="sdr"``); final_sdr, best_sdr: the latest and best GNSDR {stem: dB}.
     """
 
-    def __init__(self, spec: RunSpec, progress: ProgressFn | None, group: ProcessGroup, closing: contextlib.ExitStack):
+    def __init__(self, spec: RunSpec, progress: ProgressFn | None, group: ProcessGroup, closing: contextlib.ExitStack,
+                 scorer: Scorer | None = None):
         cfg, env, dev = self.cfg, self.env, self.dev = spec.train_config, spec.env, spec.device
         self.spec, self.rundir = spec, RunDir(spec.out_dir)
         self._progress = progress if env.is_main else None
@@ -249,6 +264,11 @@ class Session:
         self.initial_val: float | None = extra.get("initial_val_loss")
         self.final_val: float | None = None
         self.final_train: float | None = None
+        self.scorer = scorer if cfg.select == "sdr" else None
+        self.final_sdr: dict | None = None
+        self.best_sdr: dict | None = extra.get("best_sdr")
+        #: the validation loss of the best weights (under select "sdr" not the schedule's best value)
+        self.best_loss: float | None = extra.get("best_loss", extra.get("best_val_loss") if cfg.select == "loss" else None)
         if env.is_main:
             self.rundir.path.mkdir(parents=True, exist_ok=True)
 
@@ -272,7 +292,8 @@ class Session:
 
         source = open_batches(spec.datadir, sampler, unet.target, dev, remaining, batch_size=cfg.batch_size,
                               seed=cfg.seed, rank=env.rank, data_mode=cfg.data_mode, workers=cfg.workers,
-                              prefetch=cfg.prefetch, progress=loading, **bins)
+                              prefetch=cfg.prefetch, progress=loading, remix=cfg.remix,
+                              remix_aligned=cfg.remix_aligned, remix_gain_db=cfg.remix_gain_db, **bins)
         closing.callback(source.close)
         self.batches = iter(source)
         self.data_mode, self.data_message = source.mode, source.message
@@ -290,6 +311,12 @@ class Session:
         if dev.type == "cuda":
             model.to(memory_format=torch.channels_last)
         self.model = model
+        self.ema: WeightAverage | None = None
+        if cfg.ema is not None:
+            ema_state = extra.get("ema") if resumed is not None else None
+            if resumed is not None and ema_state is None:
+                raise CheckpointError(f"{self.rundir.last}: holds no moving average of the weights; cannot resume with ema")
+            self.ema = WeightAverage(model, cfg.ema, ema_state)
         self.train_mode()
         net = group.wrap(model)
         if cfg.compile:
@@ -312,6 +339,11 @@ class Session:
             self.metrics = closing.enter_context(Metrics(self.rundir, self.start_step, cfg.tensorboard))
             self.rundir.write_info(spec, self.data_mode)
         self._clock0 = time.perf_counter() - float(extra.get("elapsed_s") or 0.0)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validated and saved as best.pt/model.pt: the moving average, or the model."""
+        return self.ema.model if self.ema is not None else self.model
 
     def _release(self) -> None:
         """Drop the step (and with it the DDP wrapper) before the process group goes."""
@@ -354,7 +386,7 @@ def _loop(s: Session) -> TrainResult:
     cfg, env = s.cfg, s.env
     if s.start_step == 0 and s.valset is not None:  # the untrained model: the run's first metrics row
         s.initial_val = _validate(s, 0)
-        _write_metrics(s, 0, {"epoch": 0.0, "val_loss": s.initial_val})
+        _write_metrics(s, 0, {"epoch": 0.0, "val_loss": s.initial_val, **_sdr_columns(s)})
     s.emit("start", s.start_step)
     meter = Throughput(s.start_step, cfg.steps, cfg.batch_size * env.world_size, s.synchronize)
     interrupted = False
@@ -373,6 +405,8 @@ def _loop(s: Session) -> TrainResult:
             if s.dev.type == "cuda":
                 mixture = mixture.contiguous(memory_format=torch.channels_last)
             s.loss_sum += s.stepper(s.step, mixture, target)
+            if s.ema is not None:
+                s.ema.update(s.model)
             s.loss_n += 1
             s.step = step = s.step + 1
             meter.stepped(step)
@@ -394,6 +428,7 @@ def _loop(s: Session) -> TrainResult:
                 with meter.paused():
                     if validating:
                         row["val_loss"] = _validate(s, step)
+                        row.update(_sdr_columns(s))
                     if row:
                         _write_metrics(s, step, row)
                     if checkpointing or s.schedule.stopped_early is not None:  # early stop: the run ends here
@@ -451,18 +486,33 @@ def _validate(s: Session, step: int) -> float | None:
     if s.valset is None:
         return None
     cfg, env = s.cfg, s.env
-    val = validation_loss(s.model, s.valset, s.dev, cfg.batch_size, cfg.precision, env.rank, env.world_size)
+    model = s.eval_model
+    val = validation_loss(model, s.valset, s.dev, cfg.batch_size, cfg.precision, env.rank, env.world_size)
+    score = val
+    if s.scorer is not None:  # every process scores alike (the same weights, the same tracks)
+        s.final_sdr = {k: float(v) for k, v in s.scorer(model).items()}
+        score = s.final_sdr[s.spec.unet_config.target]
     s.train_mode()
     s.final_val = val
-    verdict = s.schedule.validated(step, val)
+    verdict = s.schedule.validated(step, score)
+    if verdict.best:
+        s.best_loss = val
+        s.best_sdr = dict(s.final_sdr) if s.final_sdr is not None else None
     if verdict.best and env.is_main:
-        s.rundir.save_best(s.spec, s.model, step, val)
+        s.rundir.save_best(s.spec, model, step, val, sdr=s.final_sdr)
     if verdict.lr is not None:
         s.stepper.set_lr(verdict.lr)
     for message in verdict.messages:
         s.emit("schedule", step, message=message)
-    s.emit("validation", step, val_loss=val, elapsed_s=s.elapsed())
+    s.emit("validation", step, val_loss=val, elapsed_s=s.elapsed(), val_sdr=s.final_sdr, best=verdict.best)
     return val
+
+
+def _sdr_columns(s: Session) -> dict[str, Any]:
+    """The GNSDR columns of the latest validation (empty without ``select="sdr"``)."""
+    if s.scorer is None or s.final_sdr is None:
+        return {}
+    return {f"val_gnsdr_{stem}": value for stem, value in s.final_sdr.items()}
 
 
 def _save_last(s: Session, step: int) -> Path:
@@ -482,7 +532,11 @@ def _save_last(s: Session, step: int) -> Path:
         "data_mode": s.data_mode,
         "schedule": schedule.state_dict(),
         "init": s.spec.init_info,
+        "best_sdr": s.best_sdr,
+        "best_loss": s.best_loss,
     }
+    if s.ema is not None:
+        extra["ema"] = s.ema.state_dict()
     rng = {
         "scheme": "per-step: numpy SeedSequence([seed, rank, step, stream]); stream 0 crops, 1 dropout",
         "seed": cfg.seed,
@@ -491,7 +545,7 @@ def _save_last(s: Session, step: int) -> Path:
     path = s.rundir.save_last(s.spec, s.model, step, stepper.optimizer.state_dict(),
                               stepper.scaler.state_dict() if stepper.scaler.is_enabled() else None, rng, extra)
     if s.valset is None:  # nothing to choose by: model.pt is the last weights, named so
-        s.rundir.save_model_last(s.spec, s.model, step)
+        s.rundir.save_model_last(s.spec, s.eval_model, step)
     return path
 
 
@@ -500,7 +554,7 @@ def _write_metrics(s: Session, step: int, row: dict[str, Any]) -> None:
     validation row."""
     if s.metrics is None:
         return
-    row.update(step=step, epoch=step / s.steps_per_epoch, lr=s.schedule.lr, elapsed_s=s.elapsed())
+    row.update(step=step, epoch=step / s.steps_per_epoch, lr=s.schedule.applied, elapsed_s=s.elapsed())
     s.metrics.write(row)
     if "val_loss" in row:
         _plot(s)
@@ -538,7 +592,7 @@ def _finish(s: Session, interrupted: bool, rate: float | None, signal_name: str 
         model_path=s.rundir.model,
         model_weights="best" if validating else "last",
         initial_val_loss=s.initial_val,
-        best_val_loss=s.schedule.best_val,
+        best_val_loss=s.best_loss,
         best_step=s.schedule.best_step,
         final_val_loss=s.final_val,
         final_train_loss=s.final_train,
@@ -553,4 +607,7 @@ def _finish(s: Session, interrupted: bool, rate: float | None, signal_name: str 
         stopped_early=s.schedule.stopped_early,
         lr=s.schedule.lr,
         stopped_by=signal_name if interrupted else None,
+        select=cfg.select,
+        best_sdr=s.best_sdr,
+        final_sdr=s.final_sdr,
     )

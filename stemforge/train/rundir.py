@@ -57,7 +57,8 @@ PLOT_NAME = "loss.png"
 TENSORBOARD_DIR = "tensorboard"
 RUN_INFO_NAME = "train.json"
 LOCK_NAME = ".train.lock"
-METRICS_COLUMNS = ("step", "epoch", "train_loss", "val_loss", "patches_per_s", "lr", "elapsed_s")
+METRICS_COLUMNS = ("step", "epoch", "train_loss", "val_loss", "patches_per_s", "lr", "elapsed_s", "val_gnsdr_vocals",
+                   "val_gnsdr_accompaniment")
 
 
 #: Where ``stemforge train`` puts a run not given ``--out`` (relative to the working folder).
@@ -167,10 +168,13 @@ class RunDir:
         }
         write_text(self.info, json.dumps(info, indent=2, sort_keys=True) + "\n")
 
-    def save_best(self, spec: "RunSpec", model: nn.Module, step: int, val: float | None) -> None:
-        """best.pt (the weights, no optimizer state) and model.pt, the same file."""
-        self._save(self.best, spec, model, step, extra={"val_loss": val, "train_config": spec.train_config.to_dict(),
-                                                        "init": spec.init_info})
+    def save_best(self, spec: "RunSpec", model: nn.Module, step: int, val: float | None, sdr: dict | None = None) -> None:
+        """best.pt (the weights, no optimizer state) and model.pt, the same file; ``sdr``: the
+        valid split's GNSDR ``{stem: dB}`` when it picked them (``extra.val_gnsdr``)."""
+        extra = {"val_loss": val, "train_config": spec.train_config.to_dict(), "init": spec.init_info}
+        if sdr is not None:
+            extra["val_gnsdr"] = dict(sdr)
+        self._save(self.best, spec, model, step, extra=extra)
         # a hard link to best.pt where the file system allows one (best.pt is fsynced already)
         with atomic_path(self.model, fsync=False) as tmp:
             tmp.unlink()

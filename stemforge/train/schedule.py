@@ -57,6 +57,9 @@ class Schedule:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (missing keys: a new run's values)."""
         self.lr = float(state.get("lr", self.config.lr))
+        #: the rate last given to the optimizer (below :attr:`lr` during the warm-up, which sets
+        #: it at every step; so it is not part of the state: after the warm-up it is :attr:`lr`)
+        self.applied = self.lr
         self.plateau_count = int(state.get("plateau_count", 0))
         self.since_best = int(state.get("since_best", 0))
         self.stopped_early: int | None = state.get("stopped_early")
@@ -71,20 +74,28 @@ class Schedule:
 
     def step_lr(self, step: int) -> float | None:
         """The learning rate to set before step ``step`` (0-based), or None when it stays: under
-        ``cosine`` a value at every step, else only when it changed."""
-        lr = self.config.lr_at(step, self.lr)
-        if lr != self.lr or self.config.lr_schedule == "cosine":
-            self.lr = float(lr)
-            return self.lr
+        ``cosine`` and during the ``warmup`` steps a value at every step, else only when it
+        changed. :attr:`lr` stays the rate the warm-up ramps to (what ``plateau`` halves)."""
+        cfg = self.config
+        lr = float(cfg.lr_at(step, self.lr))
+        if cfg.lr_schedule == "cosine":
+            self.lr = self.applied = lr
+            return lr
+        if step < cfg.warmup or lr != self.applied:
+            self.applied = lr
+            return lr
         return None
 
     def validated(self, step: int, value: float) -> Verdict:
-        """Take the validation value of step ``step`` (lower is better): a new best resets the
+        """Take the validation value of step ``step`` (the loss: lower is better; with ``select``
+        ``sdr`` the GNSDR in dB: higher is better): a new best resets the
         counters; otherwise ``plateau`` halves the rate after ``patience`` validations without
         one, and early stopping ends the run after ``early_stop`` of them (before ``steps``).
         Every process decides alike (``value`` is the same on all)."""
         cfg = self.config
-        if self.best_val is None or value < self.best_val:
+        higher = cfg.select == "sdr"
+        what = "validation GNSDR" if higher else "validation loss"
+        if self.best_val is None or (value > self.best_val if higher else value < self.best_val):
             self.best_val, self.best_step = value, step
             self.since_best = self.plateau_count = 0
             return Verdict(best=True)
@@ -93,12 +104,12 @@ class Schedule:
         self.plateau_count += 1
         if cfg.lr_schedule == "plateau" and self.plateau_count >= cfg.patience:
             self.plateau_count = 0
-            self.lr = verdict.lr = self.lr / 2
+            self.lr = self.applied = verdict.lr = self.lr / 2
             verdict.messages.append(
-                f"no new best validation loss for {cfg.patience} validations: learning rate halved to {self.lr:g}")
+                f"no new best {what} for {cfg.patience} validations: learning rate halved to {self.lr:g}")
         if cfg.early_stop is not None and self.since_best >= cfg.early_stop and step < cfg.steps:
             self.stopped_early = step
             verdict.messages.append(
-                f"early stop: no new best validation loss for {cfg.early_stop} validations "
+                f"early stop: no new best {what} for {cfg.early_stop} validations "
                 f"(best {self.best_val:.5g} at step {self.best_step})")
         return verdict

@@ -1,0 +1,273 @@
+"""MIR-1K end to end, Huang et al.'s protocol: ingest, train, evaluate the test split once.
+
+    python benchmarks/real/mir1k.py --root /path/to/MIR-1K --recipe quick --out runs/mir1k-quick
+    python benchmarks/real/mir1k.py --root /path/to/MIR-1K --recipe quick --out DIR --skip-test
+
+Every stage is a ``stemforge`` command run as a subprocess (what a user would type; printed
+before it runs), with a fixed seed:
+
+1. ``stemforge ingest mir1k ROOT --split-rule huang2014 --out DIR/data``: train = the 157 clips
+   of abjones and amy outside the validation songs, valid = the songs abjones_5 and amy_9 (18
+   clips), test = the 825 clips of the other 17 singers (resumable: a second run reuses it);
+2. ``stemforge train DIR/data --out DIR/run <the recipe's options>`` on the CPU; best.pt is
+   picked by the validation GNSDR of the vocals (``--select sdr``), metrics.csv logs it;
+3. unless ``--skip-test``: ``stemforge evaluate DIR/model.pt DIR/data --split test`` (BSS Eval
+   v3 as mir_eval, and v2 gain-only), the only look at the test split.
+
+It writes ``DIR/model.pt`` (what ``stemforge separate`` takes; a copy of the run's model.pt),
+``DIR/result.json`` (GNSDR/GSIR/GSAR per stem of the model and the ideal ratio mask, v3 and v2;
+training wall and CPU minutes, steps, patches/s, the load average; the recipe's options and
+commands), ``DIR/quality_vs_minutes.png`` (validation GNSDR of the vocals against training
+minutes) and prints the table beside the published MIR-1K rows.
+
+Times: wall clock of each command; CPU minutes of its process tree (``RUSAGE_CHILDREN``: every
+thread of the command and its worker processes that it waited for). The machine may be shared:
+the load average (1 min) is sampled every 30 s while the commands run, and reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: The recipes: options of ``stemforge train`` (fixed seed). ``quick`` is fixed from the
+#: prototype's validation runs (docs/benchmarks.md, "Real music: MIR-1K"): width 0.5, batch 32,
+#: fresh remixes (10% aligned originals, vocal gain +-3 dB), constant lr 1e-3, best.pt by the
+#: validation GNSDR every 200 steps (the prototype's best validation came at 600-800 steps);
+#: 1200 steps are about 16 CPU-minutes at the prototype's pace (0.78 CPU-s a step), so 2 idle
+#: cores finish them in about 8-10 minutes of wall clock, well within 30. ``full`` (at most 3 hours on 2 cores:
+#: a width-1 step costs about 3.5 times a width-0.5 one) is defined, not yet run.
+RECIPES: dict[str, dict[str, object]] = {
+    "quick": {
+        "width": 0.5, "batch-size": 32, "steps": 1200, "lr": 1e-3, "remix": "fresh", "remix-aligned": 0.1,
+        "remix-gain-db": 3.0, "select": "sdr", "val-every": 200, "checkpoint-every": 200, "log-every": 50,
+        "seed": 0,
+    },
+    "full": {
+        "width": 1.0, "batch-size": 32, "steps": 3500, "lr": 1e-3, "remix": "fresh", "remix-aligned": 0.1,
+        "remix-gain-db": 3.0, "select": "sdr", "val-every": 250, "checkpoint-every": 250, "log-every": 50,
+        "seed": 0,
+    },
+}
+
+#: Published vocals GNSDR / GSIR / GSAR (dB) on MIR-1K, the same protocol (train on abjones and
+#: amy, test on the other 825 clips, 0 dB mixtures): Huang et al., IEEE/ACM TASLP 2015, Tables
+#: II-III (DRNN, DNN) and the baselines they quote (RNMF, MLRR, RPCA: GNSDR only).
+PUBLISHED = [
+    ("Huang et al. 2015, DRNN-2 + discriminative", 7.45, 13.08, 9.68),
+    ("Huang et al. 2015, DNN, joint mask", 6.93, None, None),
+    ("RNMF (Sprechmann et al. 2012)", 4.97, None, None),
+    ("MLRR (Yang 2013)", 3.85, None, None),
+    ("RPCA (Huang et al. 2012)", 3.15, None, None),
+]
+
+
+def recipe_args(recipe: dict[str, object]) -> list[str]:
+    out: list[str] = []
+    for k, v in recipe.items():
+        out += [f"--{k}", f"{v:g}" if isinstance(v, float) else str(v)]
+    return out
+
+
+class LoadSampler:
+    """The 1-minute load average, sampled every ``every`` seconds on a thread until stopped."""
+
+    def __init__(self, every: float = 30.0):
+        self.samples: list[float] = [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(os.getloadavg()[0])
+        s = self.samples
+        return {"mean": sum(s) / len(s), "min": min(s), "max": max(s), "samples": len(s)}
+
+
+def run_stage(name: str, cmd: list[str], log: Path) -> dict[str, object]:
+    """Run one stemforge command (stdout+stderr to ``log``); wall and CPU seconds, load."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "MPLBACKEND": "Agg", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    shown = " ".join(["stemforge", *cmd[3:]])
+    print(f"[{name}] {shown}", flush=True)
+    load = LoadSampler()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        code = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    loads = load.stop()
+    if code != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"[{name}] exited {code}; the end of {log}:\n{tail}")
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    print(f"[{name}] {wall / 60:.1f} min wall, {cpu / 60:.1f} CPU-min, load {loads['mean']:.1f} "
+          f"({loads['min']:.1f}-{loads['max']:.1f})", flush=True)
+    return {"command": shown, "wall_s": wall, "cpu_s": cpu, "load": loads}
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def validation_curve(rows: list[dict[str, str]]) -> list[tuple[int, float, float, float]]:
+    """``(step, minutes, vocals GNSDR, accompaniment GNSDR)`` of every validation row."""
+    out = []
+    for r in rows:
+        if r.get("val_gnsdr_vocals"):
+            out.append((int(r["step"]), float(r["elapsed_s"]) / 60, float(r["val_gnsdr_vocals"]),
+                        float(r["val_gnsdr_accompaniment"])))
+    return out
+
+
+def plot_curve(curve, best_step: int | None, out_png: Path, title: str, test_gnsdr: float | None) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    minutes = [c[1] for c in curve]
+    ax.plot(minutes, [c[2] for c in curve], marker="o", ms=4, lw=1.5, color="tab:blue", label="validation GNSDR, vocals (18 clips)")
+    ax.plot(minutes, [c[3] for c in curve], marker="s", ms=3, lw=1, color="tab:green", alpha=0.7,
+            label="validation GNSDR, accompaniment")
+    for c in curve:
+        if c[0] == best_step:
+            ax.plot([c[1]], [c[2]], marker="*", ms=14, color="tab:red", ls="none", label=f"best.pt (step {c[0]})")
+    ax.axhline(7.45, color="gray", ls="--", lw=1, label="Huang et al. 2015 DRNN, test vocals 7.45 dB")
+    if test_gnsdr is not None:
+        ax.axhline(test_gnsdr, color="tab:red", ls=":", lw=1, label=f"this model, test vocals {test_gnsdr:.2f} dB")
+    ax.set_xlabel("training wall-clock minutes (validations included)")
+    ax.set_ylabel("GNSDR (dB)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_png, format="png")
+
+
+def summary_rows(report: dict) -> dict[str, dict[str, dict[str, float]]]:
+    """``{method: {stem: {gnsdr, gsir, gsar, gnsdr_v2, ...}}}`` from evaluate's JSON."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for s in report["summary"]:
+        keep = {k: s[k] for k in ("gnsdr", "gsir", "gsar", "gnsdr_v2", "gsir_v2", "gsar_v2") if k in s}
+        out.setdefault(s["method"], {})[s["stem"]] = keep
+    return out
+
+
+def print_table(result: dict) -> None:
+    test = result.get("test")
+    print()
+    print("MIR-1K, 825 test clips (Huang et al.'s protocol), vocals GNSDR / GSIR / GSAR in dB")
+    rows = []
+    if test is not None:
+        m, o = test["model"], test["oracle"]
+        rows.append((f"stemforge {result['recipe']} (this run; BSS Eval v3)", m["vocals"]["gnsdr"], m["vocals"]["gsir"], m["vocals"]["gsar"]))
+        rows.append(("  same, BSS Eval v2 gain-only", m["vocals"].get("gnsdr_v2"), m["vocals"].get("gsir_v2"), m["vocals"].get("gsar_v2")))
+    rows += PUBLISHED
+    if test is not None:
+        o = test["oracle"]
+        rows.append(("ideal ratio mask (oracle, v3)", o["vocals"]["gnsdr"], o["vocals"]["gsir"], o["vocals"]["gsar"]))
+    width = max(len(r[0]) for r in rows) + 2
+
+    def f(x):
+        return "    -" if x is None else f"{x:6.2f}"
+
+    print(f"{'method':<{width}}{'GNSDR':>7}{'GSIR':>7}{'GSAR':>7}")
+    for name, a, b, c in rows:
+        print(f"{name:<{width}}{f(a):>7}{f(b):>7}{f(c):>7}")
+    if test is not None:
+        acc = test["model"]["accompaniment"]
+        print(f"accompaniment (this run): GNSDR {acc['gnsdr']:.2f}  GSIR {acc['gsir']:.2f}  GSAR {acc['gsar']:.2f}; "
+              f"oracle {test['oracle']['accompaniment']['gnsdr']:.2f}")
+    v = result["validation"]
+    print(f"validation (18 clips): best vocals GNSDR {v['best_gnsdr_vocals']:.2f} dB at step {v['best_step']}")
+    t = result["train"]
+    print(f"training: {t['steps']} steps, {t['wall_min']:.1f} min wall, {t['cpu_min']:.1f} CPU-min, "
+          f"{t['patches_per_s']:.1f} patches/s, load {t['load']['mean']:.1f}")
+    if test is not None:
+        print(f"evaluation of the test split: {result['evaluate']['wall_s']:.0f} s wall "
+              f"(evaluated {result['test_evaluations']} time)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", type=Path, required=True, help="the MIR-1K folder (holding Wavfile/)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="quick")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--skip-test", action="store_true", help="train and validate only; the test split is not evaluated")
+    p.add_argument("--workers", type=int, default=2, help="ingest and evaluation processes")
+    p.add_argument("--steps", type=int, help="replace the recipe's steps (a check of the pipeline, not the recipe)")
+    a = p.parse_args(argv)
+    out = a.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data, run = out / "data", out / "run"
+    if (run / "last.pt").exists():
+        raise SystemExit(f"{run} holds a run already: choose another --out (or remove it)")
+    py = [sys.executable, "-m", "stemforge"]
+    recipe = dict(RECIPES[a.recipe])
+    if a.steps is not None:
+        recipe["steps"] = a.steps
+    result: dict = {"recipe": a.recipe, "options": recipe, "root": str(a.root), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                    "cpu_count": os.cpu_count(), "test_evaluations": 0}
+
+    result["ingest"] = run_stage("ingest", py + ["ingest", "mir1k", str(a.root), "--split-rule", "huang2014", "--out", str(data),
+                                                 "--workers", str(a.workers)], out / "ingest.log")
+    train = run_stage("train", py + ["train", str(data), "--out", str(run), "--device", "cpu", "--no-tensorboard",
+                                     *recipe_args(recipe)], out / "train.log")
+    shutil.copyfile(run / "model.pt", out / "model.pt")
+    rows = read_metrics(run / "metrics.csv")
+    curve = validation_curve(rows)
+    best = max(curve, key=lambda c: c[2]) if curve else None
+    rates = [float(r["patches_per_s"]) for r in rows if r.get("patches_per_s")]
+    last = rows[-1]
+    train.update(steps=int(last["step"]), wall_min=train["wall_s"] / 60, cpu_min=train["cpu_s"] / 60,
+                 training_min=float(last["elapsed_s"]) / 60,
+                 patches_per_s=sum(rates) / len(rates) if rates else float("nan"))
+    result["train"] = train
+    result["validation"] = {
+        "curve": [{"step": c[0], "minutes": c[1], "gnsdr_vocals": c[2], "gnsdr_accompaniment": c[3]} for c in curve],
+        "best_step": best[0] if best else None, "best_gnsdr_vocals": best[2] if best else float("nan"),
+        "best_gnsdr_accompaniment": best[3] if best else float("nan"),
+    }
+    if not a.skip_test:
+        report_csv = out / "test" / "report.csv"
+        report_csv.parent.mkdir(exist_ok=True)
+        result["evaluate"] = run_stage("evaluate", py + ["evaluate", str(out / "model.pt"), str(data), "--split", "test",
+                                                         "-o", str(report_csv), "--device", "cpu", "--workers", str(a.workers)],
+                                       out / "evaluate.log")
+        result["test_evaluations"] = 1
+        report = json.loads(report_csv.with_suffix(".json").read_text())
+        result["test"] = {**summary_rows(report), "clips": report["meta"]["tracks"], "bss_eval": report["meta"]["bss_eval"]}
+    test_v = result["test"]["model"]["vocals"]["gnsdr"] if "test" in result else None
+    plot_curve(curve, result["validation"]["best_step"], out / "quality_vs_minutes.png",
+               f"MIR-1K, recipe {a.recipe}: U-Net width {recipe['width']}, 2 CPU cores", test_v)
+    result["published"] = [{"method": n, "gnsdr": g, "gsir": i, "gsar": s} for n, g, i, s in PUBLISHED]
+    result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    print_table(result)
+    print(f"\nwrote {out / 'model.pt'}, {out / 'result.json'}, {out / 'quality_vs_minutes.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
