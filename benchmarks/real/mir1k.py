@@ -46,8 +46,10 @@ REPO = Path(__file__).resolve().parents[2]
 #: fresh remixes (10% aligned originals, vocal gain +-3 dB), constant lr 1e-3, best.pt by the
 #: validation GNSDR every 200 steps (the prototype's best validation came at 600-800 steps);
 #: 1200 steps are about 16 CPU-minutes at the prototype's pace (0.78 CPU-s a step), so 2 idle
-#: cores finish them in about 8-10 minutes of wall clock, well within 30. ``full`` (at most 3 hours on 2 cores:
-#: a width-1 step costs about 3.5 times a width-0.5 one) is defined, not yet run.
+#: cores finish them in about 8-10 minutes of wall clock, well within 30. ``full`` is defined
+#: but has not been run: width 1 (four times the convolution FLOPs of width 0.5: about 3.2 CPU-s
+#: a step by that count, so 3500 steps are about 3.1 CPU-hours, 1.6 h on 2 idle cores, within
+#: the 3-hour budget), the same data and selection, validated every 250 steps.
 RECIPES: dict[str, dict[str, object]] = {
     "quick": {
         "width": 0.5, "batch-size": 32, "steps": 1200, "lr": 1e-3, "remix": "fresh", "remix-aligned": 0.1,
