@@ -46,8 +46,10 @@ REPO = Path(__file__).resolve().parents[2]
 #: fresh remixes (10% aligned originals, vocal gain +-3 dB), constant lr 1e-3, best.pt by the
 #: validation GNSDR every 200 steps (the prototype's best validation came at 600-800 steps);
 #: 1200 steps are about 16 CPU-minutes at the prototype's pace (0.78 CPU-s a step), so 2 idle
-#: cores finish them in about 8-10 minutes of wall clock, well within 30. ``full`` (at most 3 hours on 2 cores:
-#: a width-1 step costs about 3.5 times a width-0.5 one) is defined, not yet run.
+#: cores finish them in about 8-10 minutes of wall clock, well within 30. ``full`` is defined
+#: but has not been run: width 1 (four times the convolution FLOPs of width 0.5: about 3.2 CPU-s
+#: a step by that count, so 3500 steps are about 3.1 CPU-hours, 1.6 h on 2 idle cores, within
+#: the 3-hour budget), the same data and selection, validated every 250 steps.
 RECIPES: dict[str, dict[str, object]] = {
     "quick": {
         "width": 0.5, "batch-size": 32, "steps": 1200, "lr": 1e-3, "remix": "fresh", "remix-aligned": 0.1,
@@ -139,7 +141,7 @@ def validation_curve(rows: list[dict[str, str]]) -> list[tuple[int, float, float
     return out
 
 
-def plot_curve(curve, best_step: int | None, out_png: Path, title: str, test_gnsdr: float | None) -> None:
+def plot_curve(curve, best_step: int | None, out_png: Path, title: str, test_gnsdr: float | None, n_valid: int) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -147,7 +149,7 @@ def plot_curve(curve, best_step: int | None, out_png: Path, title: str, test_gns
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     minutes = [c[1] for c in curve]
-    ax.plot(minutes, [c[2] for c in curve], marker="o", ms=4, lw=1.5, color="tab:blue", label="validation GNSDR, vocals (18 clips)")
+    ax.plot(minutes, [c[2] for c in curve], marker="o", ms=4, lw=1.5, color="tab:blue", label=f"validation GNSDR, vocals ({n_valid} clips)")
     ax.plot(minutes, [c[3] for c in curve], marker="s", ms=3, lw=1, color="tab:green", alpha=0.7,
             label="validation GNSDR, accompaniment")
     for c in curve:
@@ -200,7 +202,7 @@ def print_table(result: dict) -> None:
         print(f"accompaniment (this run): GNSDR {acc['gnsdr']:.2f}  GSIR {acc['gsir']:.2f}  GSAR {acc['gsar']:.2f}; "
               f"oracle {test['oracle']['accompaniment']['gnsdr']:.2f}")
     v = result["validation"]
-    print(f"validation (18 clips): best vocals GNSDR {v['best_gnsdr_vocals']:.2f} dB at step {v['best_step']}")
+    print(f"validation ({v['clips']} clips): best vocals GNSDR {v['best_gnsdr_vocals']:.2f} dB at step {v['best_step']}")
     t = result["train"]
     print(f"training: {t['steps']} steps, {t['wall_min']:.1f} min wall, {t['cpu_min']:.1f} CPU-min, "
           f"{t['patches_per_s']:.1f} patches/s, load {t['load']['mean']:.1f}")
@@ -244,7 +246,12 @@ def main(argv: list[str] | None = None) -> int:
                  training_min=float(last["elapsed_s"]) / 60,
                  patches_per_s=sum(rates) / len(rates) if rates else float("nan"))
     result["train"] = train
+    sys.path.insert(0, str(REPO))  # this checkout's stemforge, as the commands run it
+    from stemforge.store import DataDir
+
+    n_valid = len(DataDir.open(data).select(split="valid"))
     result["validation"] = {
+        "clips": n_valid,
         "curve": [{"step": c[0], "minutes": c[1], "gnsdr_vocals": c[2], "gnsdr_accompaniment": c[3]} for c in curve],
         "best_step": best[0] if best else None, "best_gnsdr_vocals": best[2] if best else float("nan"),
         "best_gnsdr_accompaniment": best[3] if best else float("nan"),
@@ -260,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         result["test"] = {**summary_rows(report), "clips": report["meta"]["tracks"], "bss_eval": report["meta"]["bss_eval"]}
     test_v = result["test"]["model"]["vocals"]["gnsdr"] if "test" in result else None
     plot_curve(curve, result["validation"]["best_step"], out / "quality_vs_minutes.png",
-               f"MIR-1K, recipe {a.recipe}: U-Net width {recipe['width']}, 2 CPU cores", test_v)
+               f"MIR-1K, recipe {a.recipe}: U-Net width {recipe['width']}, 2 CPU cores", test_v, n_valid)
     result["published"] = [{"method": n, "gnsdr": g, "gsir": i, "gsar": s} for n, g, i, s in PUBLISHED]
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     (out / "result.json").write_text(json.dumps(result, indent=1))
