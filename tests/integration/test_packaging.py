@@ -8,11 +8,11 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 MANIFESTS = ROOT / "stemforge" / "manifests"
 
 

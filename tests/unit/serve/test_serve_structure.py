@@ -6,9 +6,10 @@ over 120 lines, and every atomic write goes through ``stemforge.core.files``.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "stemforge"
+from conftest import ROOT
+
+PACKAGE = ROOT / "stemforge"
 #: the modules whose writes and function lengths this file holds
 MODULES = sorted((PACKAGE / "serve").glob("*.py")) + [PACKAGE / "core" / "audio.py", PACKAGE / "separate" / "separator.py"]
 

@@ -22,11 +22,12 @@ back door. A new edge is a one-line change to :data:`ALLOWED`, made on purpose a
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "stemforge"
+from conftest import ROOT
+
+PACKAGE = ROOT / "stemforge"
 
 #: importer -> the packages it may import (besides itself). The edges are today's imports;
 #: evaluate -> model and evaluate -> store are allowed ahead of use (evaluating a DataDir,

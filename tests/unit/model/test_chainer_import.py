@@ -25,7 +25,9 @@ from stemforge.model.chainer import convert_chainer_npz, expected_chainer_keys, 
 from stemforge.model.checkpoint import load_checkpoint
 from stemforge.model import UNet
 
-DATA = Path(__file__).parent / "data" / "chainer"
+from conftest import ROOT, TEST_DATA
+
+DATA = TEST_DATA / "chainer"
 FIXTURES = {"unet_k4_w0125": (4, 0.125, "unet/"), "unet_k5_w00625": (5, 0.0625, "")}
 TOLERANCE = 1e-4
 
@@ -254,7 +256,7 @@ def test_cli_import_chainer(tmp_path) -> None:
 
 
 def _fixture_module():
-    spec = importlib.util.spec_from_file_location("make_chainer_fixture", Path(__file__).parents[1] / "tools/make_chainer_fixture.py")
+    spec = importlib.util.spec_from_file_location("make_chainer_fixture", ROOT / "tools/make_chainer_fixture.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

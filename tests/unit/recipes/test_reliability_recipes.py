@@ -25,7 +25,9 @@ from stemforge.recipes import medleydb
 from stemforge.recipes.base import inside_root
 from stemforge.store import DataDir
 
-REFERENCE = Path(os.environ.get("STEMFORGE_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference"))
+from conftest import ROOT
+
+REFERENCE = Path(os.environ.get("STEMFORGE_REFERENCE", ROOT.parent / "shared" / "reference"))
 
 
 def _bomb(levels: int, width: int = 10) -> str:

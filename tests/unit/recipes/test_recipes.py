@@ -25,10 +25,12 @@ from stemforge.recipes import RECIPES, get_recipe
 from stemforge.store import DataDir
 from stemforge.store.check import validate
 
+from conftest import ROOT
+
 SECONDS = 3.0
 MUSDB_SECONDS = 2.0
 PAIRS_SECONDS = 5.0
-REFERENCE = Path(os.environ.get("STEMFORGE_REFERENCE", Path(__file__).resolve().parents[2] / "shared" / "reference"))
+REFERENCE = Path(os.environ.get("STEMFORGE_REFERENCE", ROOT.parent / "shared" / "reference"))
 
 
 def _csv_corpus(out: Path) -> Path:

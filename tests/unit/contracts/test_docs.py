@@ -1,11 +1,12 @@
 """Docs stay current with the code."""
 
 import re
-from pathlib import Path
 
 from stemforge.store.manifest import COLUMNS
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+from conftest import ROOT
+
+DOCS = ROOT / "docs"
 
 
 def test_every_manifest_column_is_documented():

@@ -29,7 +29,9 @@ from stemforge.store.check import geometry_bytes_per_hour, summary, validate
 from stemforge.store.crops import CropReader, TrackList
 from stemforge.store.shards import ARRAY_NAMES, MAG_FIELDS, checksum, chunk_frames
 
-GOLDEN = Path(__file__).parent / "data" / "geometry" / "seed_golden.json"
+from conftest import TEST_DATA
+
+GOLDEN = TEST_DATA / "geometry" / "seed_golden.json"
 #: The corpus the golden record was made from.
 GOLDEN_CORPUS = {"songs": 3, "seconds": 5.0, "seed": 11}
 

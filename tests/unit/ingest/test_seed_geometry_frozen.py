@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -23,7 +22,9 @@ from stemforge.recipes import dsd100
 from stemforge.store import DataDir
 from stemforge.synth.layouts import write_corpus
 
-FROZEN = Path(__file__).parent / "data" / "seed_geometry_v0.1.0.json"
+from conftest import TEST_DATA
+
+FROZEN = TEST_DATA / "seed_geometry_v0.1.0.json"
 
 
 def test_default_geometry_arrays_are_those_of_0_1_0(tmp_path):

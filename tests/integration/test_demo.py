@@ -6,6 +6,8 @@ import pytest
 
 from stemforge.demo import HELD_OUT_NAME, DemoConfig, figure_title, run_demo
 
+from conftest import ROOT
+
 
 @pytest.fixture(scope="module")
 def short_demo(tmp_path_factory):
@@ -85,7 +87,6 @@ def test_one_demo_duration_from_one_place():
     """How long the demo takes is written once (stemforge.cli.demo.MEASURED): `demo --help` says it,
     the README quotes it, and DemoConfig gives no figure of its own."""
     import re
-    from pathlib import Path
 
     from typer.testing import CliRunner
 
@@ -93,7 +94,7 @@ def test_one_demo_duration_from_one_place():
     from stemforge.cli.main import app
 
     flat = lambda text: " ".join(text.split())  # noqa: E731
-    readme = flat((Path(__file__).resolve().parents[1] / "README.md").read_text())
+    readme = flat((ROOT / "README.md").read_text())
     assert MEASURED in flat(CliRunner().invoke(app, ["demo", "--help"]).output)
     assert MEASURED in readme
     assert not re.search(r"\d+(\.\d+)?(-\d+)? minutes", DemoConfig.__doc__)
