@@ -26,6 +26,9 @@ ROOT = TESTS.parent  # the repository
 TEST_DATA = TESTS / "data"  # fixtures kept in the repository (tests/data)
 INTEGRATION = TESTS / "integration"
 
+# Fixtures that a package's unit tests and its integration tests share (tests/support/).
+pytest_plugins = sorted(f"support.{p.stem}" for p in (TESTS / "support").glob("*.py") if p.stem != "__init__")
+
 
 def pytest_collection_modifyitems(config, items):
     """Mark every test under tests/integration/ ``integration`` (the folder is the rule)."""

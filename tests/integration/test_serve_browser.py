@@ -9,7 +9,7 @@ installs Chromium when it can). Playwright's own browser download is never used.
 keeps the page's screenshot. docs/serve.png is made so::
 
     STEMFORGE_REAL_DATA=$PWD/../shared/realdata STEMFORGE_SERVE_SCREENSHOT=docs/serve.png \
-        python -m pytest tests/test_serve_browser.py -k real_song
+        python -m pytest tests/integration/test_serve_browser.py -k real_song
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 be made, misleading reasons, floods of failure lines, a silent multi-GB augment, and progress
 bars written into log files.
 
-Every input is made at test time (tiny wavs, FIFOs, symbolic links, CSV lists).
-"""
+Every input is made at test time (tiny wavs, FIFOs, symbolic links, CSV lists). Whole commands on
+real small disks, progress of whole commands into a log, a real pipe:
+tests/integration/test_reliability_io_commands.py."""
 
 from __future__ import annotations
 
@@ -14,32 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 from typer.testing import CliRunner
 
 from stemforge.cli.main import app
 
+from support.reliability_io import _snapshot, _train_datadir, no_traceback, one_line_error, tone
+
 # --------------------------------------------------------------------------- helpers
-
-
-def tone(path: Path, seconds: float = 2.0, rate: int = 16000, freq: float = 440.0, channels: int = 1) -> Path:
-    t = np.arange(int(round(seconds * rate))) / rate
-    data = np.stack([0.3 * np.sin(2 * np.pi * freq * (1 + c / 4) * t) for c in range(channels)], axis=1).astype(np.float32)
-    sf.write(os.fsencode(path), data, rate, subtype="PCM_16")  # bytes: a name need not be UTF-8
-    return path
-
-
-@pytest.fixture
-def tiny_checkpoint(tmp_path) -> Path:
-    import torch
-
-    from stemforge.core.config import SpectrogramConfig
-    from stemforge.model import UNet, UNetConfig
-    from stemforge.model.checkpoint import save_checkpoint
-
-    cfg = UNetConfig(width=0.125)
-    model = UNet(cfg, generator=torch.Generator().manual_seed(1))
-    return Path(save_checkpoint(tmp_path / "model.pt", model, cfg, SpectrogramConfig(), "vocals", 0))
 
 
 def _unblock(fifo: Path) -> None:
@@ -73,22 +55,6 @@ def call_unblocked(fn, fifos: list[Path], timeout: float = 30.0):
     if "error" in box:
         raise box["error"]
     return box["value"]
-
-
-def no_traceback(result) -> None:
-    """The command ended through its own exit (CliRunner keeps an escaped exception aside: its
-    exit code is then 1 and the output shows no traceback)."""
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output, result.output
-
-
-def one_line_error(result, exit_code: int) -> str:
-    """The one ``error:`` line of a CLI result that exited with ``exit_code``, no traceback."""
-    assert result.exit_code == exit_code, result.output
-    no_traceback(result)
-    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.output
-    return errors[0]
 
 
 # --------------------------------------------------------------------------- item 6
@@ -339,55 +305,6 @@ def test_every_recipe_reaches_the_name_check(tmp_path):
 # --------------------------------------------------------------------------- item 10: a full disk in separate
 
 
-def _mount_tmpfs(tmp_path: Path, size: str):
-    """A real small filesystem of ``size`` (tmpfs), where root may mount one; skips otherwise."""
-    import shutil
-    import subprocess
-    import sys
-
-    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root on Linux to mount a small tmpfs")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode(errors='replace').strip()})")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    """A real 1 MiB filesystem: one 20 s stem does not fit."""
-    yield from _mount_tmpfs(tmp_path, "1m")
-
-
-@pytest.fixture
-def tmpfs_8m(tmp_path):
-    """A real 8 MiB filesystem: a DataDir of two short songs fits, a hundred remixes do not."""
-    yield from _mount_tmpfs(tmp_path, "8m")
-
-
-def test_separate_on_a_really_full_disk_says_so(tmp_path, tiny_checkpoint, small_tmpfs):
-    """Issue 23 item 10: `separate` on a full disk said "cannot write (System error.)" (libsndfile's
-    words) and went on failing every file. Now: the disk is full, one line, exit 3, no stem of
-    that file left (not even a temporary file), the files separated before kept."""
-    first = tone(tmp_path / "first.wav", seconds=1.0)  # fits (about 2 x 64 KB)
-    big = tone(tmp_path / "big.wav", seconds=20.0)  # 2 x 1.3 MB: does not
-    after = tone(tmp_path / "after.wav", seconds=1.0)
-    out = small_tmpfs / "sep"
-    result = CliRunner().invoke(app, ["separate", str(tiny_checkpoint), str(first), str(big), str(after), "-o", str(out)])
-    line = one_line_error(result, 3)
-    assert "disk full (No space left on device)" in line and "big" in line, line
-    assert "kept the 1 file(s) separated before it" in line, line
-    assert "System error" not in result.output
-    assert sorted(p.name for p in (out / "first").iterdir()) == ["accompaniment.wav", "vocals.wav"]
-    assert not any((out / "big").iterdir()) if (out / "big").exists() else True
-    assert not (out / "after").exists()  # the batch stopped: the next file would find the disk full too
-
-
 def test_a_full_disk_met_by_libsndfile_is_a_disk_full_error(tmp_path, monkeypatch):
     """Where no small filesystem can be mounted: libsndfile's "System error." with ENOSPC left in
     errno becomes DiskFullError naming the file, and the temporary file is removed."""
@@ -441,57 +358,6 @@ def test_progress_off_a_terminal_is_plain_lines_at_an_interval():
     assert progress[0] == "ingest mir1k: 0/1,000 tracks (0%)  elapsed 0:00:00  left -"
     assert progress[-1] == "ingest mir1k: 1,000/1,000 tracks (100%)  done in 0:03:20"
     assert "failed: x.wav: file not found" in lines
-
-
-def _progress_clean(output: str, label: str) -> list[str]:
-    """The output holds no carriage return, and its progress lines (those starting with
-    ``label``) are a few readable lines."""
-    assert "\r" not in output, output[:400]
-    lines = [line for line in output.splitlines() if line.startswith(label)]
-    assert 1 <= len(lines) <= 6, lines
-    return lines
-
-
-def test_batch_commands_write_plain_progress_into_a_log(tmp_path, tiny_checkpoint):
-    """ingest, augment, separate and evaluate wrote tqdm's carriage-return bars into a log file (a
-    CliRunner's output is not a terminal either); now each writes a few plain lines."""
-    from stemforge.synth.layouts import write_corpus
-
-    write_corpus(tmp_path / "mir", "mir1k", songs=6, seconds=5.0, seed=2)
-    data = tmp_path / "data"
-    runner = CliRunner()
-    result = runner.invoke(app, ["ingest", "mir1k", str(tmp_path / "mir"), "--out", str(data), "--workers", "1"])
-    assert result.exit_code == 0, result.output
-    lines = _progress_clean(result.output, "ingest mir1k: ")
-    assert lines[-1].startswith("ingest mir1k: 6/6 tracks (100%)  done in "), lines
-    result = runner.invoke(app, ["augment", str(data), "--hours", "0.01", "--segment-seconds", "4.1", "--min-vocal-activity", "0.1", "--workers", "1"])
-    assert result.exit_code == 0, result.output
-    _progress_clean(result.output, "augment: ")
-    result = runner.invoke(app, ["separate", str(tiny_checkpoint), str(tone(tmp_path / "tune.wav")), "-o", str(tmp_path / "sep")])
-    assert result.exit_code == 0, result.output
-    _progress_clean(result.output, "separate: ")
-    result = runner.invoke(app, ["evaluate", str(tiny_checkpoint), str(data), "--split", "all", "-o", str(tmp_path / "ev" / "r.csv")])
-    assert result.exit_code == 0, result.output
-    _progress_clean(result.output, "evaluate all: ")
-
-
-def test_mir1k_ingest_through_a_pipe_is_a_few_readable_lines(tmp_path):
-    """The issue's case, in a real process whose stderr is a pipe (MIR-1K's ingest was one line
-    of thousands of carriage-return updates)."""
-    import subprocess
-    import sys
-
-    from stemforge.synth.layouts import write_corpus
-
-    write_corpus(tmp_path / "mir", "mir1k", songs=6, seconds=1.0, seed=5)
-    done = subprocess.run(
-        [sys.executable, "-m", "stemforge", "ingest", "mir1k", str(tmp_path / "mir"), "--out", str(tmp_path / "d"), "--workers", "1"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert done.returncode == 0, done.stderr
-    lines = _progress_clean(done.stderr, "ingest mir1k: ")
-    assert lines[0].startswith("ingest mir1k: 0/6 tracks") and lines[-1].startswith("ingest mir1k: 6/6 tracks (100%)"), lines
-    assert all(len(line) < 100 for line in lines), lines
 
 
 # --------------------------------------------------------------------------- item 10: failures said once, summarized
@@ -567,26 +433,6 @@ def test_failures_group_reasons_and_write_the_whole_list(tmp_path):
 # --------------------------------------------------------------------------- item 14: augment says what it will write
 
 
-def _train_datadir(tmp_path: Path, songs: int = 3, seconds: float = 5.0) -> Path:
-    """A DataDir of ``songs`` train tracks of ``seconds`` s (voiced throughout)."""
-    folder = tmp_path / "aug-songs"
-    folder.mkdir()
-    rows = ["vocals,accompaniment,track_id,split"]
-    for i in range(songs):
-        v = tone(folder / f"v{i}.wav", seconds=seconds, freq=300 + 70 * i)
-        a = tone(folder / f"a{i}.wav", seconds=seconds, freq=90 + 3 * i)
-        rows.append(f"{v.name},{a.name},s{i},train")
-    (folder / "list.csv").write_text("\n".join(rows) + "\n")
-    data = tmp_path / "data"
-    result = CliRunner().invoke(app, ["ingest", "csv", str(folder / "list.csv"), "--out", str(data), "--workers", "1"])
-    assert result.exit_code == 0, result.output
-    return data
-
-
-def _snapshot(data: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(data)): p.read_bytes() for p in sorted(data.rglob("*")) if p.is_file() and p.name != ".stemforge.lock"}
-
-
 def test_augment_says_bytes_free_space_and_reuse_before_writing(tmp_path):
     """Issue 23 item 14: `augment --hours 17` on 30 s of audio reused each song about 2,000 times
     and wrote 16.9 GB without a word. Now, before the first remix: the bytes it will write, the
@@ -630,16 +476,3 @@ def test_augment_refuses_when_the_disk_cannot_hold_it_and_writes_nothing(tmp_pat
     assert "50.0 MB free); nothing was written: free space, or ask for fewer --hours" in line, line
     assert "augment: " not in result.output  # refused before anything was said or written
     assert _snapshot(data) == before
-
-
-def test_augment_on_a_really_small_disk_is_refused(tmp_path, tmpfs_8m):
-    """The same on a real 1 MiB filesystem: the DataDir's own free space is what counts."""
-    import shutil
-
-    data = _train_datadir(tmp_path, songs=2, seconds=4.5)
-    shutil.copytree(data, tmpfs_8m / "data")
-    before = _snapshot(tmpfs_8m / "data")
-    result = CliRunner().invoke(app, ["augment", str(tmpfs_8m / "data"), "--hours", "0.1", "--segment-seconds", "4.5", "--workers", "1"])
-    line = one_line_error(result, 3)
-    assert "disk full (not enough room" in line and "nothing was written" in line, line
-    assert _snapshot(tmpfs_8m / "data") == before

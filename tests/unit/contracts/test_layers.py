@@ -122,7 +122,7 @@ def _modules():
 def test_every_package_of_stemforge_is_in_the_contract():
     top = {p.name for p in PACKAGE.iterdir() if (p.is_dir() and (p / "__init__.py").exists())}
     top |= {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
-    assert top - set(ALLOWED) == set(), f"packages missing from ALLOWED in tests/test_layers.py: {sorted(top - set(ALLOWED))}"
+    assert top - set(ALLOWED) == set(), f"packages missing from ALLOWED in tests/unit/contracts/test_layers.py: {sorted(top - set(ALLOWED))}"
     assert all(targets <= set(ALLOWED) for targets in ALLOWED.values()), "ALLOWED names a package it does not list"
 
 

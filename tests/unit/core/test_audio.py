@@ -1,4 +1,5 @@
-"""Audio I/O: decoding, errors naming the file and the reason, resampling, writing."""
+"""Audio I/O: decoding, errors naming the file and the reason, resampling, writing. Real files:
+tests/integration/test_audio_real.py."""
 
 from __future__ import annotations
 
@@ -71,18 +72,6 @@ def test_resample_is_soxr_hq_length(tmp_path):
     assert np.abs(y[: ref.size] - ref[: y.size]).max() < 1e-6
 
 
-def test_real_mp3_and_stem_mp4_decode(real_data):
-    mp3 = next((real_data / "musdb18-excerpts").glob("*/vocals.mp3"))
-    y, sr = audio.load(mp3)
-    assert sr == 44100 and y.shape[0] == 2 and abs(y.shape[1] / sr - 30.0) < 0.1
-    stem = next((real_data / "musdb18-sample").rglob("*.stem.mp4"))
-    assert audio.n_streams(stem) == 5
-    streams = [audio.load(stem, stream=k)[0] for k in range(5)]
-    assert len({s.shape for s in streams}) == 1
-    with pytest.raises(AudioError, match="5 audio streams"):
-        audio.load(stem, stream=5)
-
-
 @pytest.mark.parametrize("suffix, fmt, subtype", [(".wav", "WAV", "FLOAT"), (".flac", "FLAC", "PCM_24"), (".mp3", "MP3", None)])
 @pytest.mark.parametrize("block", [1000, 4096, 1 << 18])
 def test_blockwise_decoding_equals_whole_decoding(tmp_path, suffix, fmt, subtype, block):
@@ -148,12 +137,3 @@ def test_audio_writer_streams_atomically(tmp_path):
         audio.AudioWriter(tmp_path / "s.mp3", 22050, 2)
 
 
-def test_every_stream_of_a_stem_mp4_in_one_pass(real_data):
-    stem = next((real_data / "musdb18-sample").rglob("*.stem.mp4"))
-    mono, rate, channels = audio.load_streams_mono(stem, {0, 4})
-    assert (rate, channels) == (44100, 2)
-    for k in (0, 4):
-        ref, _ = audio.load(stem, stream=k)
-        np.testing.assert_allclose(mono[k], audio.to_mono(ref), atol=1e-6)
-    with pytest.raises(AudioError, match="stream 5 requested"):
-        audio.load_streams_mono(stem, {0, 5})

@@ -1,20 +1,20 @@
 """Every file stemforge writes gets the mode a plain ``open()`` gives under the user's umask.
 
-``tempfile.mkstemp`` makes 0600 files, which locked colleagues out of a shared DataDir; the
-atomic writes of ``stemforge.core.files`` create their temporary file with 0666 and let the
-umask decide. Each writer is checked under three umasks; the last test runs a tiny demo (every
-stage) and checks every file it leaves.
-"""
+``tempfile.mkstemp`` makes 0600 files, which locked colleagues out of a shared DataDir; the atomic
+writes of ``stemforge.core.files`` create their temporary file with 0666 and let the umask decide.
+Each writer is checked under three umasks; the last test runs a tiny demo (every stage) and checks
+every file it leaves. The files of a whole demo run: tests/integration/test_permissions_demo.py."""
 
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
+
+from support.permissions import _assert_modes, _mode
 
 UMASKS = [0o022, 0o027, 0o002]
 
@@ -29,10 +29,6 @@ def umask(request):
         os.umask(old)
 
 
-def _mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
 def _plain_open_mode(folder: Path) -> int:
     probe = folder / ".probe"
     with open(probe, "w"):
@@ -40,13 +36,6 @@ def _plain_open_mode(folder: Path) -> int:
     mode = _mode(probe)
     probe.unlink()
     return mode
-
-
-def _assert_modes(paths, expected: int) -> None:
-    paths = list(paths)
-    assert paths, "nothing to check"
-    wrong = {str(p): oct(_mode(p)) for p in paths if _mode(p) != expected}
-    assert not wrong, f"expected {oct(expected)}: {wrong}"
 
 
 def test_atomic_helpers(tmp_path, umask):
@@ -121,22 +110,3 @@ def test_derive_vocals_outputs(tmp_path, umask):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     _assert_modes([out / "v.wav", out / "a.wav", out / "r.json"], umask)
-
-
-@pytest.mark.slow
-def test_every_file_the_demo_writes(tmp_path):
-    """synth -> ingest -> augment -> train (checkpoint, run files, plots) -> separate -> evaluate."""
-    from stemforge.demo import DemoConfig, run_demo
-
-    old = os.umask(0o027)
-    try:
-        run_demo(
-            tmp_path / "demo",
-            DemoConfig(songs=6, seconds=12.0, pairs=2, workers=1, steps=2, seed=0, augment_factor=1.5),
-            lambda name, message: None,
-        )
-    finally:
-        os.umask(old)
-    written = [p for p in (tmp_path / "demo").rglob("*") if p.is_file()]
-    assert any(p.name == "manifest.csv" for p in written) and any(p.suffix == ".wav" for p in written)
-    _assert_modes(written, 0o640)

@@ -10,15 +10,12 @@ Fault classes (inputs made at test time, a few kB to a few MB each):
   within the same bounds, through ingest, separate and serve.
 
 Each fails its own file in one line (ingest and separate go on with the rest of the batch and keep
-what was stored before; serve answers 422 or fails the job), and a fresh process's peak RSS
-(VmHWM) grows by less than 1 GB for each.
-"""
+what was stored before; serve answers 422 or fails the job), and a fresh process's peak RSS (VmHWM)
+grows by less than 1 GB for each. Peak memory measured in fresh processes:
+tests/integration/test_reliability_decode_memory.py."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,72 +27,13 @@ from typer.testing import CliRunner
 
 from stemforge.cli.main import app
 from stemforge.core import audio
-from stemforge.core.errors import AudioError, DecodeLimitError, StemforgeError
+from stemforge.core.errors import DecodeLimitError, StemforgeError
 from stemforge.store.datadir import DataDir
 
-GB = 1 << 30
+from support.reliability_decode import hostile_files, set_total_samples, write_flac
 
 
 # --------------------------------------------------------------------------- inputs
-def tone(seconds: float, rate: int, channels: int = 1, freq: float = 440.0) -> np.ndarray:
-    """``[samples, channels]`` float32 at -10 dBFS (soundfile's layout)."""
-    t = np.arange(int(round(seconds * rate))) / rate
-    return np.stack([0.3 * np.sin(2 * np.pi * freq * (1 + c / 4) * t) for c in range(channels)], axis=1).astype(np.float32)
-
-
-def write_flac(path: Path, seconds: float, rate: int, channels: int = 1, freq: float = 440.0) -> Path:
-    sf.write(path, tone(seconds, rate, channels, freq), rate, subtype="PCM_16")
-    return path
-
-
-def set_total_samples(path: Path, n: int) -> Path:
-    """Rewrite the 36-bit total-samples field of a FLAC's STREAMINFO (0: unknown length)."""
-    b = bytearray(path.read_bytes())
-    assert b[:4] == b"fLaC" and b[4] & 0x7F == 0  # STREAMINFO is the first metadata block
-    field = slice(8 + 10, 8 + 18)  # sample rate 20 bits, channels 3, bits 5, total samples 36
-    v = int.from_bytes(b[field], "big")
-    v = (v & ~((1 << 36) - 1)) | n
-    b[field] = v.to_bytes(8, "big")
-    path.write_bytes(bytes(b))
-    return path
-
-
-def hostile_files(folder: Path) -> dict[str, tuple[Path, str]]:
-    """Name -> (file, a word its one-line reason holds)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    one_hz = write_flac(folder / "day_at_1hz.flac", 86400, 1)  # 86,400 samples: the issue's file
-    claims_day = set_total_samples(write_flac(folder / "claims_a_day.flac", 1.0, 16000), 86400 * 16000)
-    fast = write_flac(folder / "rate_655k.flac", 0.2, 655350)
-    many = folder / "sixteen_channels.wav"
-    sf.write(many, np.zeros((1000, 16), np.float32), 16000)
-    return {
-        "1 Hz": (one_hz, "sample rate 1 Hz"),
-        "claims a day": (claims_day, "86400.0 s"),
-        "655 kHz": (fast, "sample rate 655350 Hz"),
-        "16 channels": (many, "16 channels"),
-    }
-
-
-def peak_rss_growth(code: str, *args: str) -> tuple[float, str]:
-    """Run ``code`` in a fresh interpreter (after its imports have settled, see ``BASE``); the
-    growth of its peak RSS (VmHWM) in bytes, and its stdout."""
-    script = (
-        "import sys, gc\n"
-        "def hwm():\n"
-        "    for line in open('/proc/self/status'):\n"
-        "        if line.startswith('VmHWM:'):\n"
-        "            return int(line.split()[1]) * 1024\n"
-        "import numpy, soundfile, av, soxr\n"
-        "from stemforge.core import audio\n"
-        "from stemforge.serve.decode import decode_limited\n"
-        "BASE = hwm()\n"
-        f"{code}\n"
-        "print('PEAK_GROWTH', hwm() - BASE)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    growth = [line for line in proc.stdout.splitlines() if line.startswith("PEAK_GROWTH")][-1]
-    return float(growth.split()[1]), proc.stdout
 
 
 # --------------------------------------------------------------------------- the audio layer
@@ -294,65 +232,3 @@ def test_serve_refuses_hostile_uploads_and_bounds_the_rest(tmp_path):
 
 
 # --------------------------------------------------------------------------- memory
-def test_hostile_decodes_keep_peak_memory_bounded(tmp_path):
-    """Every hostile file through every decode entry point, and streams stopped by the bounds,
-    in a fresh process: its peak RSS grows by less than 1 GB (measured: a few MB)."""
-    files = [str(p) for p, _ in hostile_files(tmp_path).values()]
-    lying = str(set_total_samples(write_flac(tmp_path / "long_unknown.flac", 30.0, 384_000, channels=2), 0))
-    code = (
-        "from stemforge.core.errors import StemforgeError\n"
-        "small = audio.DecodeLimits(max_seconds=5.0)\n"
-        "for path in sys.argv[1:]:\n"
-        "    for call in (lambda: audio.load(path), lambda: audio.load_mono(path),\n"
-        "                 lambda: list(audio.decode_blocks(path)), lambda: audio.load(path, limits=small),\n"
-        "                 lambda: decode_limited(path, 5.0)):\n"
-        "        try:\n"
-        "            call()\n"
-        "            print('DECODED', path)\n"
-        "        except StemforgeError as exc:\n"
-        "            print('REFUSED', str(exc).splitlines()[0])\n"
-    )
-    growth, out = peak_rss_growth(code, *files, lying)
-    refused = [line for line in out.splitlines() if line.startswith("REFUSED")]
-    # every hostile file is refused by all five; the long stream by the two 5-second ones
-    assert len(refused) == 5 * len(files) + 2, out
-    assert growth < GB, growth
-    print(f"peak RSS growth: {growth / 2**20:.1f} MB")
-
-
-def test_serve_job_on_a_384khz_upload_keeps_memory_and_files_bounded(tmp_path):
-    """The issue's upload: a small FLAC at 384 kHz stereo within the duration limit. Before, the job
-    worked at 384 kHz (92 million samples per array for these 120 s, several arrays: GBs). Now it
-    is resampled to the server's max_rate while decoded: the job's peak RSS grows by less than
-    1 GB and its result files hold at most max_seconds x max_rate x channels samples."""
-    path = tmp_path / "fast.flac"
-    with sf.SoundFile(path, "w", 384_000, 2, "PCM_16") as f:  # 120 s, a click every 1000 samples
-        block = np.zeros((384_000 * 10, 2), np.float32)
-        block[::1000] = 0.01
-        for _ in range(12):
-            f.write(block)
-    assert path.stat().st_size < 10 * 2**20
-    code = (
-        "from stemforge.serve.jobs import JobStore\n"
-        "import time, json\n"
-        "class StandIn:\n"
-        "    def separate(self, a, sr):\n"
-        "        return {'vocals': 0.25 * a, 'accompaniment': 0.75 * a}\n"
-        "store = JobStore(sys.argv[2], StandIn(), max_seconds=900.0, max_rate=48000, max_channels=2)\n"
-        "store.start()\n"
-        "job_id, folder = store.reserve()\n"
-        "import shutil; shutil.copy(sys.argv[1], folder / 'input.flac')\n"
-        "store.submit(job_id, folder / 'input.flac', 'fast.flac')\n"
-        "while store.get(job_id).state.value not in ('done', 'failed'): time.sleep(0.05)\n"
-        "j = store.get(job_id)\n"
-        "print('JOB', json.dumps({'state': j.state.value, 'rate': j.sample_rate, 'error': j.error,\n"
-        "      'bytes': sum(p.stat().st_size for p in folder.iterdir())}))\n"
-        "store.close()\n"
-    )
-    growth, out = peak_rss_growth(code, str(path), str(tmp_path / "work"))
-    job = json.loads([line for line in out.splitlines() if line.startswith("JOB")][0][4:])
-    assert job["state"] == "done" and job["rate"] == 48_000, job
-    # three 16-bit WAVs of 120 s at 48 kHz stereo (the bound: max_seconds x 48 kHz x 2 x 2 bytes x 3)
-    assert job["bytes"] < 3 * 120 * 48_000 * 2 * 2 + 3 * 4096, job
-    assert growth < GB, growth
-    print(f"job peak RSS growth: {growth / 2**20:.1f} MB, result files {job['bytes'] / 2**20:.1f} MB")

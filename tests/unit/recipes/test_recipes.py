@@ -77,7 +77,7 @@ def _write(name: str, out: Path) -> tuple[Path, dict]:
     elif name == "pairs":  # two songs: with three or more, synth makes one pair wrong on purpose
         write_corpus(out, "pairs", songs=2, seconds=PAIRS_SECONDS, seed=9)  # alignment needs >= 2 s of karaoke
     else:  # a recipe without a corpus here fails the contract test on purpose
-        raise AssertionError(f"no synthetic corpus for recipe {name!r}: add one to tests/test_recipes.py")
+        raise AssertionError(f"no synthetic corpus for recipe {name!r}: add one to tests/unit/recipes/test_recipes.py")
     return out, {}
 
 

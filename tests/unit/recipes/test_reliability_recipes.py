@@ -2,17 +2,14 @@
 bounds, names a corpus's files give never lead outside its root, and stems of different
 channel counts are recorded. Every input is made at test time.
 
-Each class: one bad track gets a one-line reason, the rest of the batch is stored, the rows
-stored before stay, the exit code is 1; memory stays bounded where the input could blow it up.
-"""
+Each class: one bad track gets a one-line reason, the rest of the batch is stored, the rows stored
+before stay, the exit code is 1; memory stays bounded where the input could blow it up. Memory
+measured in a fresh process: tests/integration/test_reliability_recipes_memory.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,26 +24,9 @@ from stemforge.store import DataDir
 
 from conftest import ROOT
 
+from support.reliability_recipes import _bomb, _medleydb, _meta_path
+
 REFERENCE = Path(os.environ.get("STEMFORGE_REFERENCE", ROOT.parent / "shared" / "reference"))
-
-
-def _bomb(levels: int, width: int = 10) -> str:
-    """A billion-laughs YAML: ``levels`` anchored lists, each ``width`` aliases of the previous
-    one, so the last expands to ``width ** levels`` scalars; under 1 KB for 9 levels."""
-    lines = [f"l0: &l0 [{', '.join(['lol'] * width)}]"]
-    for i in range(1, levels):
-        lines.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]")
-    return "\n".join(lines) + "\n"
-
-
-def _medleydb(root: Path, songs: int = 3) -> list[dict]:
-    from stemforge.synth.layouts import write_corpus
-
-    return write_corpus(root, "medleydb", songs=songs, seconds=1.0, seed=16)
-
-
-def _meta_path(rec: dict) -> Path:
-    return rec["paths"]["metadata"]
 
 
 def _edit_metadata(rec: dict, edit) -> None:
@@ -128,38 +108,6 @@ def test_every_real_metadata_file_is_within_the_bounds():
     for path in files:
         meta = medleydb.read_metadata(path)  # raises on any file the bounds would refuse
         assert meta["stems"] and all(isinstance(s["filename"], str) for s in meta["stems"].values())
-
-
-_MEASURE = """
-import json, resource, sys, time
-from pathlib import Path
-from stemforge.recipes import medleydb
-root, meta, bomb = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-medleydb.discover(root)  # warm: reference tables, imports
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-meta.write_text(bomb)
-t = time.perf_counter()
-errors = [s.error for s in medleydb.discover(root) if s.error]
-print(json.dumps({"grown_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base,
-                  "seconds": time.perf_counter() - t, "errors": errors}))
-"""
-
-
-def test_alias_bomb_costs_no_memory(tmp_path):
-    """A 10-level bomb (10**10 scalars, under 1 KB) in a fresh process: refused, peak memory
-    grows by less than 32 MB over the process's baseline, in well under a second of work."""
-    recs = _medleydb(tmp_path / "m", songs=2)
-    meta = _meta_path(recs[0])
-    bomb = _bomb(10) + meta.read_text().replace("title: ", "title: *l9\nold_title: ", 1)
-    assert len(bomb.encode()) < 4096
-    out = subprocess.run(
-        [sys.executable, "-c", _MEASURE, str(tmp_path / "m"), str(meta), bomb],
-        capture_output=True, text=True, timeout=120, check=True,
-    )
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
-    assert len(figures["errors"]) == 1 and "expands to more than" in figures["errors"][0]
-    assert figures["grown_kb"] < 32 * 1024, figures
-    assert figures["seconds"] < 10, figures
 
 
 # -- item 3: names that lead outside the corpus root ---------------------------------------------

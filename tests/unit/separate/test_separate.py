@@ -1,4 +1,5 @@
-"""Separator: full-band output, the seed's 16 kHz path, windows without seams, streaming, CLI."""
+"""Separator: full-band output, the seed's 16 kHz path, windows without seams, streaming, CLI. What the
+command imports, in a real process: tests/integration/test_separate_startup.py."""
 
 from __future__ import annotations
 
@@ -9,28 +10,15 @@ import torch
 from typer.testing import CliRunner
 
 from stemforge.core import audio, dsp
-from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import AudioError, CheckpointError, StemforgeError
 from stemforge.separate.mapping import MaskMapper, ModelMask, output_stft_size
 from stemforge.separate.masker import StreamingMasker
 from stemforge.separate.separator import Separator
 from stemforge.separate.windows import plan_windows, window_weights
 from stemforge.synth.songs import synthesize_song
-from stemforge.model import UNet, UNetConfig, pad_frames
+from stemforge.model import UNet, pad_frames
 
-CFG = SpectrogramConfig()
-
-
-def tiny_model(target: str = "vocals", seed: int = 1) -> UNet:
-    return UNet(UNetConfig(width=0.125, target=target), generator=torch.Generator().manual_seed(seed))
-
-
-@pytest.fixture(scope="module")
-def song44():
-    """6 s synthetic song, 44.1 kHz stereo: (mixture [2, n], vocals [2, n], accompaniment [2, n])."""
-    s = synthesize_song(np.random.default_rng(5), 6.0, 44100, stereo=True)
-    acc = s.drums + s.bass + s.other
-    return s.mixture, s.vocals, acc
+from support.separate import CFG, _checkpoint, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -237,13 +225,6 @@ def test_separate_file_streams_like_in_memory(tmp_path, song44):
         sep.separate_file(src, {"vocals": tmp_path / "v.mp3"})
 
 
-def _checkpoint(path, target="vocals"):
-    from stemforge.model.checkpoint import save_checkpoint
-
-    model = tiny_model(target)
-    return save_checkpoint(path, model, model.config, CFG, target, 0)
-
-
 def test_from_checkpoint(tmp_path, song44):
     ck = _checkpoint(tmp_path / "model.pt", "accompaniment")
     sep = Separator.from_checkpoint(ck, device="cpu", hard_mask=True)
@@ -314,25 +295,3 @@ def test_separator_and_page_pictures_use_the_one_stft(monkeypatch, tmp_path, son
     assert calls
     for module in (separator, masker, jobs, outputs):
         assert not {"frame_spectra", "_window", "_rfft", "_irfft", "_decode_blocks", "_Resampler", "_StemWriter"} & set(vars(module))
-
-
-def test_the_separate_command_imports_only_what_it_needs(tmp_path, song44):
-    """`stemforge separate` start-up: no scipy.signal (3 s of a 10 s run once), librosa,
-    matplotlib, pandas, h5py or the web server's libraries."""
-    import subprocess
-    import sys
-
-    ck = _checkpoint(tmp_path / "model.pt")
-    song = audio.write(tmp_path / "song.wav", song44[0][:, :44100], 44100)
-    code = (
-        "import atexit, sys\n"
-        "heavy = ('scipy.signal', 'librosa', 'matplotlib', 'pandas', 'h5py', 'fastapi', 'uvicorn', 'PIL', 'sklearn', 'numba')\n"
-        "atexit.register(lambda: print('LOADED', sorted(m for m in heavy if m in sys.modules)))\n"
-        "from stemforge.cli.main import main\n"
-        f"sys.argv = ['stemforge', 'separate', {str(ck)!r}, {str(song)!r}, '-o', {str(tmp_path / 'out')!r}, '--device', 'cpu']\n"
-        "main()\n"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    assert len(list((tmp_path / "out").rglob("vocals.wav"))) == 1
-    assert "LOADED []" in res.stdout, res.stdout

@@ -2,7 +2,7 @@
 n_fft 4096, hop 1024, 1024 bins), Spleeter's layer order with its DC bin and plain magnitudes,
 two nets combined by the ratio mask, channels mapped, geometries refused, non-finite output
 refused. Random weights: what is checked is the arithmetic, not the separation quality (that is
-tests/test_realdata_separate.py's, with Spleeter's weights)."""
+tests/integration/test_realdata_separate.py's, with Spleeter's weights)."""
 
 from __future__ import annotations
 

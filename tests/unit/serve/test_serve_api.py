@@ -2,7 +2,7 @@
 
 The stand-in has the Separator's interface (``separate(audio [channels, samples], sample_rate)``)
 and returns known stems, so the tests check what the server does with them: the files, the
-states, the refusals. The real model is exercised in tests/test_serve_browser.py.
+states, the refusals. The real model is exercised in tests/integration/test_serve_browser.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The upload seam of ``stemforge serve`` on bytes and paths, without a server
 (``stemforge/serve/upload.py``): format sniffing, the multipart body fed in chunks to
 python-multipart's streaming parser, the deadlines of the body, and the probe of a stored file.
-The same refusals through the HTTP API are in tests/test_serve_api.py.
+The same refusals through the HTTP API are in tests/unit/serve/test_serve_api.py.
 """
 
 from __future__ import annotations

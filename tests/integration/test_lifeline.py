@@ -1,6 +1,6 @@
 """stemforge.core.lifeline and the pool shutdown of stemforge.core.parallel: workers die with their
 owner (SIGKILL included), and a map abandoned early stops its workers at once.
-The commands end to end: tests/test_no_orphans.py."""
+The commands end to end: tests/integration/test_no_orphans.py."""
 
 from __future__ import annotations
 
