@@ -38,3 +38,15 @@ def test_the_rule_catches_a_flat_module_and_an_unknown_package():
 def test_the_unit_folders_mirror_packages_that_exist():
     folders = {p.name for p in (TESTS / "unit").iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert folders - PACKAGES == {"contracts"}
+
+
+def test_ci_runs_the_readmes_test_command_on_the_whole_suite():
+    """`.ci/run` ends with the README's set-up-and-test command, word for word, and that command
+    runs every test (no marker or path narrows it; the inner loop is the README's other command)."""
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    command = ci[ci.index(next(line for line in ci if "the README's test command" in line)) + 1]
+    readme = (ROOT / "README.md").read_text()
+    assert f"```bash\n{command}\n```" in readme
+    pytest_part = command.split("&&")[-1].split()
+    assert pytest_part[0] == "pytest" and "-m" not in pytest_part and not any(p.startswith("tests") for p in pytest_part)
+    assert '```bash\npytest -m "not integration" -q -n 2\n```' in readme
