@@ -1,10 +1,18 @@
-"""The training tests' DataDir (tests/unit/train/, tests/integration/test_train*_commands.py)."""
+"""What the training tests share (tests/unit/train/test_train.py, tests/integration/test_train_runs.py,
+tests/integration/test_train*_commands.py): the DataDir, the tiny model, the run configuration."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+import torch
+
+from stemforge.model import UNetConfig
 from stemforge.store import DataDir
+from stemforge.train.config import TrainConfig
+
+TINY = UNetConfig(width=0.125)
 
 
 @pytest.fixture(scope="module")
@@ -17,3 +25,14 @@ def datadir(tiny_datadirs) -> DataDir:
     dd = DataDir.open(made.data)
     assert sorted(dd.manifest["split"]) == ["train"] * 4 + ["valid"]
     return dd
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(steps=4, batch_size=4, lr=1e-2, val_every=100, val_crops=8, checkpoint_every=100, log_every=2,
+                tensorboard=False, data_mode="memory", deterministic=True, seed=11)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
