@@ -6,7 +6,7 @@ cheap (no torch, no h5py until a name is used)::
     from stemforge import DataDir, Separator, SpectrogramConfig
 
 Packages, in the order the data flows (each imports only some of those before it: the edges
-of ``tests/test_layers.py``): ``core`` (errors, config, audio, dsp), ``store`` and ``recipes`` (and
+of ``tests/unit/contracts/test_layers.py``): ``core`` (errors, config, audio, dsp), ``store`` and ``recipes`` (and
 ``karaoke``, ``synth``), ``ingest``, ``augment``, ``model``, ``train``, ``separate``, ``evaluate``, ``serve``,
 ``demo``, and the thin ``cli`` on top.
 """

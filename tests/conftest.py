@@ -1,11 +1,40 @@
-"""Shared fixtures: synthetic corpora made at test time, the real-data folder when configured."""
+"""Shared fixtures and the suite's layout.
+
+``tests/unit/<package>/`` holds the tests of one package of stemforge, in process, on inputs made
+at test time (the inner loop: ``pytest -m "not integration"``); ``tests/integration/`` the tests
+that run whole commands as real processes (subprocesses, torchrun, a browser, the demo) or read
+real audio. Every test under ``tests/integration/`` is marked ``integration`` here, by its folder.
+
+Fixtures: synthetic corpora made at test time (``dsd100_corpus``), tiny DataDirs ingested once
+per session and shared read-only (``tiny_datadirs``), the real-data folder when configured.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent  # the repository
+TEST_DATA = TESTS / "data"  # fixtures kept in the repository (tests/data)
+INTEGRATION = TESTS / "integration"
+
+# Fixtures that a package's unit tests and its integration tests share (tests/support/).
+pytest_plugins = sorted(f"support.{p.stem}" for p in (TESTS / "support").glob("*.py") if p.stem != "__init__")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test under tests/integration/ ``integration`` (the folder is the rule)."""
+    for item in items:
+        if INTEGRATION in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture
@@ -23,11 +52,13 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    """``$STEMFORGE_REAL_DATA`` (real excerpts with their licences); skips the test when unset."""
+    """``$STEMFORGE_REAL_DATA`` (real excerpts with their licences), resolved to an absolute path
+    (a relative one would break tests that follow symlinks from other folders); skips the test
+    when unset."""
     value = os.environ.get("STEMFORGE_REAL_DATA")
     if not value:
         pytest.skip("STEMFORGE_REAL_DATA is not set")
-    path = Path(value)
+    path = Path(value).resolve()
     if not path.is_dir():
         pytest.skip(f"STEMFORGE_REAL_DATA={value} is not a folder")
     return path
@@ -41,6 +72,92 @@ def dsd100_corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dsd100")
     write_corpus(root, "dsd100", songs=6, seconds=6.0, seed=7)
     return root
+
+
+@dataclass(frozen=True)
+class TinyDataDir:
+    """A synthetic corpus and the DataDir ingested from it; both are shared: read, never write
+    (copy with :func:`copy_tree` first)."""
+
+    corpus: Path
+    data: Path
+
+
+class TinyDataDirs:
+    """Synthetic corpora written and ingested once per test session, whatever the number of
+    test modules (and xdist workers) asking for the same one.
+
+    :meth:`get` takes :func:`stemforge.synth.layouts.write_corpus`'s arguments (and the
+    ``recipe`` and ``config`` of the ingest); equal arguments give the same folder. The first
+    caller builds it under a file lock in the session's base temporary folder, the folder all
+    xdist workers of a run share; the others wait and reuse it. A test that changed a shared
+    DataDir would corrupt the tests after it, so the files are listed (name, size, mtime) when
+    handed out and compared at the end of the session.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.handed_out: dict[Path, dict[str, tuple[int, int]]] = {}
+
+    def get(self, layout: str = "dsd100", *, songs: int, seconds: float, seed: int, recipe: str | None = None,
+            config=None, **corpus_options) -> TinyDataDir:
+        from stemforge.ingest.engine import ingest
+        from stemforge.recipes import get_recipe
+        from stemforge.store import DataDir
+        from stemforge.synth.layouts import write_corpus
+
+        recipe = recipe or layout
+        key = json.dumps([layout, songs, seconds, seed, recipe, config and config.to_dict(), corpus_options],
+                         sort_keys=True, default=str)
+        folder = self.root / f"{layout}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        done = folder / "done.json"
+        with _locked(self.root / f"{folder.name}.lock"):
+            if not done.exists():
+                if folder.exists():  # a builder that died half way
+                    import shutil
+
+                    shutil.rmtree(folder)
+                write_corpus(folder / "corpus", layout, songs, seconds, seed, **corpus_options)
+                report = ingest(DataDir.create(folder / "data", config), get_recipe(recipe).discover(folder / "corpus"),
+                                workers=1)
+                assert not report.failed, report.failed
+                done.write_text(key)
+        made = TinyDataDir(folder / "corpus", folder / "data")
+        self.handed_out.setdefault(folder, _listing(folder))
+        return made
+
+    def check_unchanged(self) -> None:
+        changed = {folder: sorted(set(before.items()) ^ set(_listing(folder).items()))
+                   for folder, before in self.handed_out.items()}
+        changed = {f: c for f, c in changed.items() if c}
+        assert not changed, f"a test wrote into a shared tiny DataDir (copy it first): {changed}"
+
+
+def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix != ".lock"}
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def tiny_datadirs(tmp_path_factory) -> TinyDataDirs:
+    """The session's :class:`TinyDataDirs` (shared by the xdist workers of one run)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root = shared / "tiny-datadirs"
+    root.mkdir(exist_ok=True)
+    made = TinyDataDirs(root)
+    yield made
+    made.check_unchanged()
 
 
 def copy_tree(src: Path, dst: Path) -> Path:

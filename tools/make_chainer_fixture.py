@@ -1,4 +1,4 @@
-"""Make the Chainer fixtures of tests/test_chainer_import.py (run it with Chainer, not stemforge).
+"""Make the Chainer fixtures of tests/unit/model/test_chainer_import.py (run it with Chainer, not stemforge).
 
 It builds the seed article's U-Net as a Chainer chain (same link names, same forward), gives it
 random weights and random BatchNorm statistics (so that eps and the running statistics matter),

@@ -1,6 +1,6 @@
 """The ground floor: typed errors, the spectrogram config, audio I/O and the one STFT.
 
-Nothing here imports anything above it (``tests/test_layers.py`` holds that):
+Nothing here imports anything above it (``tests/unit/contracts/test_layers.py`` holds that):
 
 * :mod:`.errors`: the typed errors every layer raises (the CLI maps them to exit codes);
 * :mod:`.config`: :class:`~stemforge.core.config.SpectrogramConfig`, frozen, with a stable hash;

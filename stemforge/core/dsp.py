@@ -96,10 +96,10 @@ def _as_window(window: str | np.ndarray, n_fft: int) -> np.ndarray:
 
 # Two FFT back ends, one transform. With one worker (ingest, augment, derive-vocals: everything
 # stored in a DataDir) numpy's FFT, which every stored array has been computed with since the
-# first release, so the default geometry's arrays stay bit-identical (tests/test_geometry.py
+# first release, so the default geometry's arrays stay bit-identical (tests/unit/ingest/test_geometry.py
 # holds checksums of arrays written by stemforge 0.1.0). With several workers (the Separator's
 # full-band STFT of long songs) scipy's pocketfft threads over the frames: 3-4x faster on large
-# batches; the two agree to float32 rounding (relative 1e-7, tested in tests/test_dsp.py).
+# batches; the two agree to float32 rounding (relative 1e-7, tested in tests/unit/core/test_dsp.py).
 def _rfft(frames: np.ndarray, workers: int) -> np.ndarray:
     if workers <= 1:
         return np.fft.rfft(frames, axis=-1)

@@ -14,7 +14,7 @@ Metrics, because the literature reports these (``meta.bss_eval`` of the report n
   ``mir_eval.separation.bss_eval_sources`` computes it (512-tap distortion filters fitted over
   the whole clip, vocals and accompaniment evaluated together, no permutation), computed by
   :mod:`stemforge.evaluate.bss` (one factorization of the references per clip for all three
-  estimates; within 1e-6 dB of mir_eval, ``tests/test_evaluate.py``). ``nsdr`` =
+  estimates; within 1e-6 dB of mir_eval, ``tests/integration/test_evaluate_commands.py``). ``nsdr`` =
   SDR(estimate) - SDR(mixture as estimate); the summary's ``gnsdr``, ``gsir``, ``gsar`` are
   their means weighted by clip duration: what Jansson et al. (ISMIR 2017) and Huang et al.
   (ICASSP 2014, TASLP 2015) report.
