@@ -16,10 +16,19 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# A suite started in the background by a non-interactive shell (`pytest ... &`, a CI step's
+# `cmd &`) inherits SIGINT ignored, and so would every command it starts: they would ignore the
+# Ctrl-C the signal tests send, as no command started from a terminal does. Python installs its
+# KeyboardInterrupt handler only where SIGINT is not ignored, so restore it here (and with it,
+# SIG_DFL for the processes the tests start).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent  # the repository
