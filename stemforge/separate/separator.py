@@ -326,6 +326,24 @@ class Separator:
         self.model = next(iter(self.nets.values()), None)
 
     @property
+    def post_filter(self) -> str:
+        """One line on how the mask is made and applied, e.g. ``ratio mask of the two nets
+        (power 1.5)`` or ``... (power 1), multichannel Wiener filter (1 EM iteration, 300-frame
+        blocks)``."""
+        if len(self.nets) == 2:
+            text = f"ratio mask of the two nets (power {self.mask_power:g})"
+        elif self.nets:
+            text = "the net's mask"
+        else:
+            text = "the given mask"
+        if self.hard_mask:
+            text += ", binarized (> 0.5)"
+        if self.wiener_iterations:
+            its = f"{self.wiener_iterations} EM iteration{'s' if self.wiener_iterations > 1 else ''}"
+            text += f", multichannel Wiener filter ({its}, {self.wiener_block_frames}-frame blocks)"
+        return text
+
+    @property
     def channels(self) -> int:
         """Channels of the model's input and mask (1 or 2)."""
         return self.geometry.channels
