@@ -21,8 +21,9 @@ Steps (each skipped when its output is already in --out, so an interrupted run c
    The selection and the table use the same 14 tracks (the only held-out songs the 7-second
    set has): the fine-tuned row is an upper estimate; step 0 stays a candidate, so
    fine-tuning that does not help leaves the imported nets.
-4. **Score** (``stemforge.evaluate.musdb18.evaluate_tracks``, BSS Eval v4 on 1 s windows,
-   median over windows then tracks) the imported nets and the fine-tuned ones (the best
+4. **Score** (the MUSDB18 protocol's SDR: BSS Eval v4 image-mode SDR on 1 s windows, median
+   over windows then tracks; computed as :func:`sdr_windows` says, checked at the start against
+   stemforge's full BSS Eval v4 on one track) the imported nets and the fine-tuned ones (the best
    candidate after step 0, shown even when not selected), each with the ratio mask at power 2
    (Spleeter's), the default (power 1.5), and the Wiener filter (1 EM iteration from the power-1
    mask); beside them the mixture and the ideal ratio mask. Speed: seconds of audio separated per
@@ -109,38 +110,89 @@ def load_net(path: Path, target: str):
     return ck.net(target) if len(ck.nets) > 1 else ck.model, ck.spectrogram_config
 
 
-def score(nets: dict, cfg, tracks: list, methods: dict[str, dict], floor_and_ceiling: bool = False):
-    """{method: (vocals median, accompaniment median, x real time)} and the per-track table."""
+def load_tracks(tracks: list) -> list:
+    """[(track, TrackAudio44)], decoded once (musdb18.load_track: mixture = stream 0, vocals,
+    accompaniment = drums + bass + other)."""
+    from stemforge.evaluate import musdb18
+
+    return [(t, musdb18.load_track(t)) for t in tracks]
+
+
+def sdr_windows(a, est: dict[str, np.ndarray]) -> np.ndarray:
+    """The MUSDB18 protocol's SDR per 1 s window, ``[2 (vocals, accompaniment), n_windows]``.
+
+    BSS Eval v4 in image mode (museval) takes the reference image itself as the target, so its SDR
+    is ``10 log10(sum s^2 / sum (s_hat - s)^2)`` over the window and both channels (the ``sdr`` line
+    of :meth:`stemforge.evaluate.bss.Projection.frames`), NaN where a reference's or an
+    estimate's channel sum is silent throughout (museval's rule, the same function). SIR, SAR and
+    ISR, which need the 512-tap projections (most of the cost), are not computed; ``--check``
+    compares this with the full :func:`stemforge.evaluate.musdb18.track_frames`."""
+    from stemforge.evaluate.bss import BssEvalV4
+
+    refs = np.stack([a.vocals, a.accompaniment]).astype(np.float64)  # [2, C, n]
+    ests = np.stack([np.asarray(est[k], dtype=np.float64) for k in ("vocals", "accompaniment")])
+    n, w = refs.shape[-1], a.sample_rate
+    starts = np.arange((n - w + w) // w) * w if n >= w else np.array([0])
+    w = min(w, n)
+    silent = BssEvalV4._silent_windows(refs, starts, w) | BssEvalV4._silent_windows(ests, starts, w)
+    out = np.empty((2, len(starts)))
+    for k, s0 in enumerate(starts):
+        r, e = refs[..., s0 : s0 + w], ests[..., s0 : s0 + w]
+        with np.errstate(divide="ignore"):
+            out[:, k] = 10 * np.log10((r**2).sum(axis=(1, 2)) / ((e - r) ** 2).sum(axis=(1, 2)))
+    out[:, silent] = np.nan
+    return out
+
+
+def _median(frames: np.ndarray) -> np.ndarray:
+    return np.array([np.nanmedian(f) if np.isfinite(f).any() else np.nan for f in frames])
+
+
+def score(nets: dict, cfg, loaded: list, methods: dict[str, dict], floor_and_ceiling: bool = False):
+    """{method: (vocals median, accompaniment median, x real time)}: per track the median SDR over
+    its 1 s windows (:func:`sdr_windows`), then the median over tracks; speed = audio seconds /
+    separation wall seconds (this process)."""
     from stemforge.evaluate import musdb18
     from stemforge.separate.separator import Separator
 
-    timed: dict[str, list[float]] = {}
-    ms = []
-    for name, opts in methods.items():
-        sep = Separator(dict(nets), cfg, device="cpu", **opts)
-        m = musdb18.model_method(sep, name=name)
-        inner = m.estimate
-
-        def estimate(track, a, progress=None, _inner=inner, _name=name):
+    fns = {name: musdb18.model_method(Separator(dict(nets), cfg, device="cpu", **opts), name=name).estimate for name, opts in methods.items()}
+    if floor_and_ceiling:
+        fns["mixture"] = musdb18.mixture_method().estimate
+        fns["oracle (IRM 4096/1024)"] = musdb18.oracle_method().estimate
+    per = {name: [] for name in fns}
+    secs = {name: 0.0 for name in fns}
+    audio_s = 0.0
+    for track, a in loaded:
+        audio_s += a.mixture.shape[1] / a.sample_rate
+        for name, fn in fns.items():
             t0 = time.perf_counter()
-            out = _inner(track, a, progress)
-            timed.setdefault(_name, []).append(time.perf_counter() - t0)
-            return out
-
-        ms.append(musdb18.Method(name=name, estimate=estimate, kind="model", source=m.source))
-    rep = musdb18.evaluate_tracks(ms, tracks, {"protocol": "musdb18", "title": "MUSDB18 valid"}, floor_and_ceiling=floor_and_ceiling)
-    if rep.failed:
-        raise SystemExit(f"failures: {rep.failed}")
-    table = rep.table
-    audio_s = float(table[table["stem"] == "vocals"].drop_duplicates("uid")["duration_s"].sum())
+            est = fn(track, a, None)
+            secs[name] += time.perf_counter() - t0
+            per[name].append(_median(sdr_windows(a, est)))
     out = {}
-    for name in table["method"].unique():
-        sub = table[table["method"] == name]
-        v = float(np.median(sub[sub["stem"] == "vocals"]["sdr_frames"]))
-        a = float(np.median(sub[sub["stem"] == "accompaniment"]["sdr_frames"]))
-        speed = audio_s / sum(timed[name]) if name in timed else float("nan")
-        out[name] = (v, a, speed)
-    return out, table
+    for name, rows in per.items():
+        med = np.median(np.array(rows), axis=0)
+        out[name] = (float(med[0]), float(med[1]), audio_s / secs[name] if name in methods else float("nan"))
+    return out, per
+
+
+def check_against_full_v4(nets: dict, cfg, loaded: list) -> float:
+    """The largest |difference| (dB) between :func:`sdr_windows` and the full BSS Eval v4 of
+    stemforge's MUSDB18 protocol (``track_frames``) on the first track, default post-filter."""
+    from stemforge.evaluate import musdb18
+    from stemforge.evaluate.bss import BssEvalV4
+    from stemforge.evaluate.musdb18 import FILTER_LENGTH
+    from stemforge.separate.separator import Separator
+
+    track, a = loaded[0]
+    est = musdb18.model_method(Separator(dict(nets), cfg, device="cpu")).estimate(track, a, None)
+    refs = BssEvalV4(np.stack([a.vocals.T, a.accompaniment.T]).astype(np.float64), FILTER_LENGTH)
+    full = musdb18.track_frames(refs, est, a.sample_rate)["sdr"]
+    fast = sdr_windows(a, est)
+    both = np.isfinite(full) & np.isfinite(fast)
+    if not np.array_equal(np.isfinite(full), np.isfinite(fast)):
+        raise SystemExit("sdr_windows: the silent windows differ from BSS Eval v4's")
+    return float(np.abs(full[both] - fast[both]).max())
 
 
 def main() -> None:
@@ -169,11 +221,16 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     ingest(args.root, args.out / "data", args.workers)
     tracks = [t for t in musdb18.find_tracks(args.root, "train") if t.split == "valid"][: args.tracks]
-    log(f"validation: {len(tracks)} tracks (MUSDB18's official list)")
+    loaded = load_tracks(tracks)
+    log(f"validation: {len(tracks)} tracks (MUSDB18's official list), decoded")
 
     imported, cfg = {}, None
     for t in ("vocals", "accompaniment"):
         imported[t], cfg = load_net(args.init, t)
+    diff = check_against_full_v4(imported, cfg, loaded)
+    log(f"check: SDR per window against stemforge's full BSS Eval v4 on {tracks[0].name}: max |difference| {diff:.2e} dB")
+    if diff > 1e-3:
+        raise SystemExit("the window SDR is not BSS Eval v4's")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     chosen = dict(imported)
     steps_of = {"vocals": 0, "accompaniment": 0}
@@ -194,7 +251,7 @@ def main() -> None:
             if key not in cache:
                 nets = dict(chosen)
                 nets[target] = load_net(path, target)[0] if step else imported[target]
-                r, _ = score(nets, cfg, tracks, {"default": {}})
+                r, _ = score(nets, cfg, loaded, {"default": {}})
                 cache[key] = list(r["default"][:2])
                 cache_file.write_text(json.dumps(cache, indent=1))
             res[step] = tuple(cache[key])
@@ -220,11 +277,11 @@ def main() -> None:
 
     load0 = os.getloadavg()
     rows = {}
-    r_imp, _ = score(imported, cfg, tracks, POSTS, floor_and_ceiling=True)
+    r_imp, _ = score(imported, cfg, loaded, POSTS, floor_and_ceiling=True)
     for k, v in r_imp.items():
         rows[("imported", k) if k in POSTS else ("-", k)] = v
     if any(tuned_steps.values()):
-        r_ft, _ = score(tuned, cfg, tracks, POSTS)
+        r_ft, _ = score(tuned, cfg, loaded, POSTS)
         for k, v in r_ft.items():
             rows[("fine-tuned", k)] = v
     load1 = os.getloadavg()
