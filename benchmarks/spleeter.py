@@ -20,11 +20,17 @@ a 3-minute song), written as a 16-bit wav in a temporary folder. Nothing is copi
   ``inverse_stft`` hands ``torch.istft`` the real ``[..., 2]`` layout that torch 2 refuses, so
   the benchmark gives it the same call on ``torch.view_as_complex`` of it (no other change).
 
+``--post-filters``: instead of the port, ``stemforge separate`` as a whole process with each
+post-filter (``--mask-power 2``: Spleeter's ratio mask; the default, power 1.5;
+``--wiener-iterations 1`` and ``2``: the multichannel Wiener filter), runs alternating, each
+figure beside the default's (docs/benchmarks.md, "Real music: MUSDB18").
+
 Runs alternate (stemforge, port, stemforge, ...) so that the machine's load hits both alike; the
 1-minute load average before each run is printed with the figures. Threads: PyTorch's default
 for both (``--threads N`` sets both).
 
     STEMFORGE_REAL_DATA=/work/shared/realdata python benchmarks/spleeter.py --repeat 3
+    STEMFORGE_REAL_DATA=/work/shared/realdata python benchmarks/spleeter.py --post-filters --repeat 3
 """
 
 from __future__ import annotations
@@ -135,6 +141,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="timed runs of each")
     p.add_argument("--threads", type=int, default=0, help="torch threads for both (0: PyTorch's default)")
     p.add_argument("--workdir", default=None)
+    p.add_argument("--post-filters", action="store_true", help="time separate's post-filters instead of the port")
     p.add_argument("--port-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--song", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -172,6 +179,9 @@ def main() -> None:
             return wall, res.stdout
 
         run(cmd)  # page cache, bytecode
+        if args.post_filters:
+            post_filters(run, cmd, args)
+            return
         ours, ours_loads, port, port_loads = [], [], [], []
         for _ in range(args.repeat):
             ours_loads.append(os.getloadavg()[0])
@@ -191,6 +201,31 @@ def main() -> None:
           f"best {min(port):.2f} s = {args.seconds / min(port):.1f}x real time; runs {', '.join(f'{w:.2f}' for w in port)}; "
           f"load before each {', '.join(f'{x:.1f}' for x in port_loads)}")
     print(f"ratio (port median / stemforge median): {statistics.median(port) / statistics.median(ours):.2f}")
+
+
+#: separate's post-filter options timed by --post-filters (name -> extra arguments).
+POST_FILTERS = {
+    "default (mask power 1.5)": [],
+    "--mask-power 2 (Spleeter's)": ["--mask-power", "2"],
+    "--wiener-iterations 1": ["--wiener-iterations", "1"],
+    "--wiener-iterations 2": ["--wiener-iterations", "2"],
+}
+
+
+def post_filters(run, cmd: list[str], args) -> None:
+    walls: dict[str, list[float]] = {k: [] for k in POST_FILTERS}
+    loads: dict[str, list[float]] = {k: [] for k in POST_FILTERS}
+    for _ in range(args.repeat):
+        for name, extra in POST_FILTERS.items():
+            loads[name].append(os.getloadavg()[0])
+            walls[name].append(run(cmd + extra)[0])
+    print(f"song: {args.seconds:g} s, 44.1 kHz stereo (the real excerpts, repeated); {args.repeat} runs each, alternating; "
+          f"threads: {args.threads or 'PyTorch default'}; {os.cpu_count()} cores; stemforge separate spleeter.pt song.wav (whole process)")
+    base = statistics.median(walls["default (mask power 1.5)"])
+    for name, w in walls.items():
+        print(f"{name:30s} median {statistics.median(w):6.2f} s ({statistics.median(w) / base:4.2f}x the default's), "
+              f"best {min(w):6.2f} s = {args.seconds / min(w):5.1f}x real time; runs {', '.join(f'{x:.2f}' for x in w)}; "
+              f"load before each {', '.join(f'{x:.1f}' for x in loads[name])}")
 
 
 if __name__ == "__main__":

@@ -192,6 +192,21 @@ def check_threads(threads: int) -> int:
     return threads
 
 
+def check_mask_power(power: Optional[float]) -> Optional[float]:
+    """``--mask-power``: None (the Separator's default) or a number in (0, 16], else a usage error."""
+    if power is not None and not 0 < power <= 16:
+        raise typer.BadParameter(f"must be a number above 0 and at most 16, got {power:g}", param_hint="--mask-power")
+    return power
+
+
+def separator_options(hard_mask: bool, mask_power: Optional[float], wiener_iterations: int) -> dict:
+    """The Separator's keyword arguments from separate's, evaluate's and serve's options; a
+    usage error for --hard-mask with --wiener-iterations (the filter starts from the soft mask)."""
+    if hard_mask and wiener_iterations:
+        raise typer.BadParameter("the Wiener filter starts from the soft mask: not with --hard-mask", param_hint="--wiener-iterations")
+    return {"hard_mask": hard_mask, "mask_power": mask_power, "wiener_iterations": wiener_iterations}
+
+
 def _max_offset(seconds: float) -> float:
     if not seconds > 0:
         raise typer.BadParameter(f"must be > 0 seconds, got {seconds}", param_hint="--max-offset")
@@ -207,6 +222,15 @@ Workers = Annotated[int, typer.Option("--workers", "-j", min=0, help="Worker pro
 #: ``--device`` of separate and evaluate (checked when parsed: auto, cpu, cuda, cuda:N, mps).
 Device = Annotated[str, typer.Option("--device", help="auto (cuda when available), cpu, cuda or cuda:N.", callback=check_device)]
 Threads = Annotated[int, typer.Option("--threads", help="CPU threads for PyTorch (0: its default).", callback=check_threads)]
+#: The separator options of separate, evaluate and serve (docs/separation.md, "Post-filters").
+MaskPower = Annotated[Optional[float], typer.Option(
+    "--mask-power", metavar="P", show_default=False, callback=check_mask_power,
+    help="Exponent of a two-net model's ratio mask v^P / (v^P + a^P): 2 is Spleeter's; default 1.5, or 1 with the Wiener filter.",
+)]
+WienerIterations = Annotated[int, typer.Option(
+    "--wiener-iterations", min=0, max=10, metavar="N",
+    help="EM iterations of the multichannel Wiener filter after the mask (0: off; 1: as Spleeter's --mwf; slower).",
+)]
 #: ``--force`` of the commands that write files named on the command line.
 Overwrite = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
 #: ``--force`` of the commands that write one checkpoint, OUTPUT.

@@ -18,12 +18,15 @@ from stemforge.cli.common import (
     EXIT_OK,
     EXIT_PARTIAL,
     Device,
+    MaskPower,
     Threads,
+    WienerIterations,
     announce_data_dir,
     cli_errors,
     err,
     format_table,
     out,
+    separator_options,
 )
 from stemforge.cli.failures import Failures
 
@@ -101,6 +104,8 @@ def evaluate(
     output: Path = typer.Option(Path("report.csv"), "--output", "-o", help="Per-track CSV; the JSON and the PNG chart go beside it."),
     device: Device = "auto",
     hard_mask: bool = typer.Option(False, "--hard-mask", help="Evaluate the binary mask (mask > 0.5)."),
+    mask_power: MaskPower = None,
+    wiener_iterations: WienerIterations = 0,
     limit: Optional[int] = typer.Option(None, "--limit", help="datadir: evaluate at most this many tracks."),
     threads: Threads = 0,
     frames: bool = typer.Option(False, "--frames", help="datadir: also the frame-wise BSS Eval v4 medians (1 s frames, as museval); slower."),
@@ -131,6 +136,7 @@ def evaluate(
     """
     paths = list(paths or [])
     estimates = list(estimates or [])
+    options = separator_options(hard_mask, mask_power, wiener_iterations)
     if protocol is None:
         protocol = "references" if reference_dir is not None else "musdb18" if root is not None else "datadir"
     if protocol not in PROTOCOLS:
@@ -159,7 +165,7 @@ def evaluate(
             raise typer.BadParameter("the datadir protocol takes MODEL [DATA]", param_hint="MODEL [DATA]")
         if split not in ("train", "valid", "test", "all"):
             raise typer.BadParameter("must be train, valid, test or all", param_hint="--split")
-        _evaluate_datadir(paths[0], paths[1] if len(paths) > 1 else None, split, output, device, hard_mask, limit, threads, frames, workers)
+        _evaluate_datadir(paths[0], paths[1] if len(paths) > 1 else None, split, output, device, options, limit, threads, frames, workers)
         return
     if protocol == "musdb18":
         if root is None:
@@ -184,10 +190,10 @@ def evaluate(
         raise typer.BadParameter("give a MODEL or --estimates DIR", param_hint="MODEL")
     if n_methods > 1 and not compare:
         raise typer.BadParameter(f"{n_methods} methods given: add --compare to score them in one table", param_hint="--compare")
-    _evaluate_tracks(protocol, paths, estimates, root if protocol == "musdb18" else reference_dir, subset, tracks, filename, output, device, hard_mask, threads)
+    _evaluate_tracks(protocol, paths, estimates, root if protocol == "musdb18" else reference_dir, subset, tracks, filename, output, device, options, threads)
 
 
-def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, threads, frames=False, workers=0) -> None:
+def _evaluate_datadir(model, data, split, output, device, options, limit, threads, frames=False, workers=0) -> None:
     from stemforge.cli.progress import Progress
 
     path = announce_data_dir(data)
@@ -205,7 +211,7 @@ def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, thre
         n = len(datadir.select(split=None if split == "all" else split))
         if n == 0:
             raise StemforgeError(_empty_split_message(datadir, split))
-        sep = Separator.from_checkpoint(model, device=device, hard_mask=hard_mask)
+        sep = Separator.from_checkpoint(model, device=device, **options)
         if not workers:
             from stemforge.ingest.engine import default_workers
 
@@ -251,7 +257,7 @@ def _evaluate_datadir(model, data, split, output, device, hard_mask, limit, thre
     )
 
 
-def _evaluate_tracks(protocol, models, estimates, root, subset, tracks, filename, output, device, hard_mask, threads) -> None:
+def _evaluate_tracks(protocol, models, estimates, root, subset, tracks, filename, output, device, options, threads) -> None:
     """The musdb18 protocol on MUSDB18's tracks under ``root``, or the references protocol on
     the songs of the reference folder ``root``: BSS Eval v4 as museval."""
     from stemforge.cli.progress import Progress
@@ -266,7 +272,7 @@ def _evaluate_tracks(protocol, models, estimates, root, subset, tracks, filename
             torch.set_num_threads(threads)
         methods = []
         for name, path in zip(method_names(models), models):
-            methods.append(musdb18.model_method(Separator.from_checkpoint(path, device=device, hard_mask=hard_mask), name=name))
+            methods.append(musdb18.model_method(Separator.from_checkpoint(path, device=device, **options), name=name))
         for folder in estimates:
             if protocol == "musdb18":
                 methods.append(musdb18.EstimatesDir(folder, template=filename).method())

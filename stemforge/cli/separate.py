@@ -8,7 +8,20 @@ from typing import List, Optional
 
 import typer
 
-from stemforge.cli.common import EXIT_OK, EXIT_PARTIAL, Device, Overwrite, Threads, cli_errors, err, format_table, out
+from stemforge.cli.common import (
+    EXIT_OK,
+    EXIT_PARTIAL,
+    Device,
+    MaskPower,
+    Overwrite,
+    Threads,
+    WienerIterations,
+    cli_errors,
+    err,
+    format_table,
+    out,
+    separator_options,
+)
 from stemforge.cli.failures import Failures, list_path
 from stemforge.separate.naming import DEFAULT_TEMPLATE
 
@@ -53,6 +66,8 @@ def separate(
     filename: str = typer.Option(DEFAULT_TEMPLATE, "--filename", help=FILENAME_HELP, callback=_template),
     device: Device = "auto",
     hard_mask: bool = typer.Option(False, "--hard-mask", help="Binary mask (mask > 0.5) instead of the soft mask."),
+    mask_power: MaskPower = None,
+    wiener_iterations: WienerIterations = 0,
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", help="Resample the stems to this rate (default: the input's)."),
     mono: bool = typer.Option(False, "--mono", help="Downmix the stems to mono."),
     force: Overwrite = False,
@@ -64,7 +79,8 @@ def separate(
     channels: 16 kHz mono for a model trained on the default seed geometry, 44.1 kHz stereo for
     Spleeter's nets) and applied full band: the stems keep the input's sample rate and channels,
     and vocals + accompaniment equals the input. `--sample-rate 16000 --mono` gives the seed's
-    16 kHz output. Files are processed one by
+    16 kHz output. A two-net checkpoint's masks are combined by a ratio mask
+    (--mask-power); --wiener-iterations adds the multichannel Wiener filter. Files are processed one by
     one; a file that fails is reported in one line and the others go on (exit code 1). Existing
     outputs are never overwritten without --force.
 
@@ -72,6 +88,7 @@ def separate(
     """
     if sample_rate is not None and sample_rate < 1000:
         raise typer.BadParameter("must be at least 1000 Hz", param_hint="--sample-rate")
+    options = separator_options(hard_mask, mask_power, wiener_iterations)
     with cli_errors():
         import torch
 
@@ -82,9 +99,10 @@ def separate(
         check_outdir(outdir)  # a symbolic link loop or a file as -o: nothing can be done (exit 3), before the model
         if threads:
             torch.set_num_threads(threads)
-        sep = Separator.from_checkpoint(model, device=device, hard_mask=hard_mask)
+        sep = Separator.from_checkpoint(model, device=device, **options)
         ck = sep.checkpoint
         err(f"model: {model} (target {'+'.join(ck.targets)}, width {ck.unet_config.width:g}, step {ck.step}, {ck.spectrogram_config.geometry()}) on {sep.device}")
+        err(f"mask: {sep.post_filter}")
         # Every file's outputs are planned first (names, collisions, existing files, durations).
         plans = plan_outputs(outdir, filename, audio, STEMS, fmt, force=force, probe=audio_io.info)
         rows = [{"file": str(p.source), "duration_s": "", "status": "failed" if p.error else "", "x_realtime": "", "output": "", "error": p.error} for p in plans]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from stemforge.cli.common import check_device, cli_errors, err
+from stemforge.cli.common import MaskPower, WienerIterations, check_device, cli_errors, err, separator_options
 
 
 def register(app: typer.Typer) -> None:
@@ -42,6 +42,8 @@ def serve(
     upload_min_rate_kib: float = typer.Option(
         16.0, "--upload-min-rate", min=0.001, metavar="KIB_PER_S", help="Slowest average upload accepted after the first --upload-timeout seconds, in KiB/s."
     ),
+    mask_power: MaskPower = None,
+    wiener_iterations: WienerIterations = 0,
 ) -> None:
     """Serve a web page where one drops a song and gets its vocals and accompaniment back.
 
@@ -55,6 +57,7 @@ def serve(
 
     Example: stemforge serve model.pt --port 8000 --jobs 2 --max-upload-mb 50
     """
+    options = separator_options(False, mask_power, wiener_iterations)
     with cli_errors():
         import dataclasses
 
@@ -77,7 +80,7 @@ def serve(
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // jobs))
         # One window (2048 frames, about 65 s of audio) per model call, so that a job's progress
         # moves through the model stage instead of jumping at its end; the results are the same.
-        separator = Separator.from_checkpoint(model, device=device, batch_size=1)
+        separator = Separator.from_checkpoint(model, device=device, batch_size=1, **options)
         info = _model_info(model, separator)
         app = create_app(separator, settings, model_info=info)
         sock = listen(host, port)
@@ -107,5 +110,8 @@ def _model_info(path: Path, separator: object) -> dict:
     target = getattr(separator, "target", None)
     if isinstance(target, str):
         info["target"] = target
+    post = getattr(separator, "post_filter", None)
+    if isinstance(post, str):
+        info["post_filter"] = post
     return info
 

@@ -441,6 +441,8 @@ def evaluate_datadir(
             + ("; *_frames: median over clips of the median over 1 s frames (BSS Eval v4)" if frames else "")
         ),
         "hard_mask": bool(getattr(separator, "hard_mask", False)),
+        "mask_power": getattr(separator, "mask_power", None),
+        "wiener_iterations": int(getattr(separator, "wiener_iterations", 0)),
         "workers": workers,
         "seconds": time.perf_counter() - t0,
         "clip_cpu_seconds": clip_cpu,

@@ -1,5 +1,6 @@
 """Blockwise full-band mask application: ``vocals = iSTFT(mask * STFT(x))`` over a signal
-that arrives in blocks, on :mod:`stemforge.core.dsp`'s global frame grid."""
+that arrives in blocks, on :mod:`stemforge.core.dsp`'s global frame grid (optionally through the
+multichannel Wiener filter, :mod:`stemforge.separate.wiener`, on fixed blocks of that grid)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 from stemforge.core import dsp
 from stemforge.core.errors import StemforgeError
 from stemforge.separate.mapping import MaskMapper
+from stemforge.separate.wiener import WIENER_BLOCK_FRAMES, wiener_vocals
 
 
 class StreamingMasker:
@@ -18,9 +20,32 @@ class StreamingMasker:
     so the output does not depend on the block sizes and equals the whole-signal computation.
     ``push`` returns the ``(input, vocals)`` samples that became final, in order; ``finish``
     the rest. Memory: one block plus ``n_fft`` samples per channel.
+
+    With ``wiener_iterations > 0`` the vocals' STFT is not ``mask * STFT(x)`` but the
+    multichannel Wiener filter's estimate (:func:`~stemforge.separate.wiener.wiener_vocals`, EM
+    from the soft mask) computed on blocks of ``wiener_block_frames`` frames that start at
+    multiples of it on the global grid (each block its own spatial model), so the output still
+    does not depend on how the input is cut; memory: one such block (300 frames x 2049 bins x 2
+    channels: 10 MB per complex array) plus the input block.
     """
 
-    def __init__(self, mapper: MaskMapper, channels: int, window_name: str = "hann", max_frames: int = 2048):
+    def __init__(
+        self,
+        mapper: MaskMapper,
+        channels: int,
+        window_name: str = "hann",
+        max_frames: int = 2048,
+        *,
+        wiener_iterations: int = 0,
+        wiener_block_frames: int = WIENER_BLOCK_FRAMES,
+    ):
+        if wiener_iterations < 0 or wiener_block_frames < 1:
+            raise StemforgeError(f"StreamingMasker: wiener_iterations >= 0 and wiener_block_frames >= 1, got {wiener_iterations}, {wiener_block_frames}")
+        if wiener_iterations and mapper.hard_mask:
+            raise StemforgeError("StreamingMasker: the Wiener filter needs the soft mask, not hard_mask")
+        self.wiener_iterations = wiener_iterations
+        if wiener_iterations:
+            max_frames = wiener_block_frames
         self.mapper = mapper
         self.n_fft = mapper.n_fft
         self.hop = mapper.hop_length
@@ -49,7 +74,10 @@ class StreamingMasker:
         self.buf = np.concatenate([self.buf, block], axis=1)
         self.n_in += block.shape[1]
         last = (self.n_in - self.half) // self.hop  # frames fully inside the received samples
-        self._frames_until(last + 1)
+        stop = last + 1
+        if self.wiener_iterations:  # only whole blocks of the grid until the end
+            stop = stop // self.max_frames * self.max_frames
+        self._frames_until(stop)
         return self._emit(self.next_frame * self.hop - self.half)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +102,10 @@ class StreamingMasker:
             seg = self.buf[:, lo - self.buf_pos : lo - self.buf_pos + (f1 - f0 - 1) * self.hop + self.n_fft]
             # seg starts at frame f0's first sample: its frames 0.. are frames f0.. of the grid
             spec = dsp.stft_frames(seg, 0, f1 - f0, self.n_fft, self.hop, self.window, center=False, workers=dsp.FFT_WORKERS)
-            spec *= self.mapper.rows(f0, f1)
+            if self.wiener_iterations:
+                spec = wiener_vocals(self.mapper.rows(f0, f1), spec, self.wiener_iterations)
+            else:
+                spec *= self.mapper.rows(f0, f1)
             ola = dsp.overlap_add(dsp.synthesis_frames(spec, self.n_fft, self.window, workers=dsp.FFT_WORKERS), self.hop)
             den = dsp.window_envelope(self.window_sq, f1 - f0, self.hop)
             end = lo + ola.shape[1]

@@ -50,9 +50,10 @@ def energy_db(diff: np.ndarray, ref: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(diff.astype(np.float64) ** 2) / np.sum(ref.astype(np.float64) ** 2)))
 
 
-def direct_vocals(nets: dict, cfg: SpectrogramConfig, x: np.ndarray, first_bin: int) -> np.ndarray:
+def direct_vocals(nets: dict, cfg: SpectrogramConfig, x: np.ndarray, first_bin: int, power: float = 1.5) -> np.ndarray:
     """The method written out on the model's own STFT: whole-song pass, mask at bins
-    first_bin..first_bin+1023, two nets by Spleeter's ratio, zeros above, mask * STFT, iSTFT."""
+    first_bin..first_bin+1023, two nets by the ratio mask at ``power`` (Spleeter's is 2,
+    stemforge's default 1.5), zeros above, mask * STFT, iSTFT."""
     spec = dsp.stft(x, cfg)  # [2, n_frames, 2049]
     mag = np.abs(spec)
     norm = 1.0 if cfg.normalization == "none" else float(mag.max())
@@ -61,7 +62,7 @@ def direct_vocals(nets: dict, cfg: SpectrogramConfig, x: np.ndarray, first_bin: 
     with torch.no_grad():
         out = {t: n(inp) for t, n in nets.items()}
     if len(out) == 2:
-        v, a = (out["vocals"] * inp) ** 2, (out["accompaniment"] * inp) ** 2
+        v, a = (out["vocals"] * inp) ** power, (out["accompaniment"] * inp) ** power
         m = (v + RATIO_EPS / 2) / (v + a + RATIO_EPS)
     else:
         m = out["vocals"]
@@ -92,19 +93,23 @@ def test_fullband_stereo_cli_writes_44k_stereo_stems_of_the_input_length_that_su
     assert not np.allclose(v[0], v[1])  # one mask per channel
 
 
-@pytest.mark.parametrize("kind", ["fullband", "spleeter-two-nets"])
+@pytest.mark.parametrize("kind", ["fullband", "spleeter-two-nets", "spleeter-two-nets-power-2", "spleeter-two-nets-power-1"])
 def test_at_the_models_own_stft_the_mask_is_applied_as_the_net_gives_it(song, kind):
+    power = {"spleeter-two-nets-power-2": 2.0, "spleeter-two-nets-power-1": 1.0}.get(kind)
     if kind == "fullband":
         nets, cfg, first_bin = {"vocals": fullband_net()}, FULLBAND, 1
         sep = Separator(nets["vocals"], cfg, "vocals", "cpu", window_frames=None, extension="zeros")
     else:
         nets = {t: spleeter_net(t, seed=i) for i, t in enumerate(("vocals", "accompaniment"))}
         cfg, first_bin = PLAIN, 0
-        sep = Separator(nets, cfg, device="cpu", window_frames=None, extension="zeros")
+        sep = Separator(nets, cfg, device="cpu", window_frames=None, extension="zeros", mask_power=power)
     assert sep.geometry.first_bin == first_bin and sep.geometry.top_bin == first_bin + 1023
     got = sep.separate(song, 44100)
-    want = direct_vocals(nets, cfg, song, first_bin)
+    want = direct_vocals(nets, cfg, song, first_bin, 1.5 if power is None else power)
     assert energy_db(got["vocals"] - want, want) < -80
+    if power is not None:  # the power matters: another one gives another mask
+        other = direct_vocals(nets, cfg, song, first_bin, 1.5)
+        assert energy_db(got["vocals"] - other, other) > -60
     assert energy_db(got["vocals"] + got["accompaniment"] - song, song) < -100
 
 
