@@ -146,15 +146,7 @@ def evaluate(
     if workers < 0:
         raise typer.BadParameter(f"must be 0 (one per core) or more, got {workers}", param_hint="--workers")
     if filename is not None:
-        from stemforge.core.errors import OutputPathError
-        from stemforge.separate.naming import check_template
-
-        if not estimates:
-            raise typer.BadParameter("names where --estimates are: give --estimates DIR", param_hint="--filename")
-        try:
-            check_template(filename)
-        except OutputPathError as exc:
-            raise typer.BadParameter(str(exc).removeprefix(f"--filename {filename!r}: "), param_hint="--filename") from None
+        _check_filename(filename, estimates)
     if protocol == "datadir":
         if root is not None or reference_dir is not None or estimates or compare or tracks is not None or subset != "test":
             raise typer.BadParameter(
@@ -191,6 +183,19 @@ def evaluate(
     if n_methods > 1 and not compare:
         raise typer.BadParameter(f"{n_methods} methods given: add --compare to score them in one table", param_hint="--compare")
     _evaluate_tracks(protocol, paths, estimates, root if protocol == "musdb18" else reference_dir, subset, tracks, filename, output, device, options, threads)
+
+
+def _check_filename(filename: str, estimates: list) -> None:
+    """``--filename``: only with ``--estimates``, and a template ``separate`` accepts."""
+    from stemforge.core.errors import OutputPathError
+    from stemforge.separate.naming import check_template
+
+    if not estimates:
+        raise typer.BadParameter("names where --estimates are: give --estimates DIR", param_hint="--filename")
+    try:
+        check_template(filename)
+    except OutputPathError as exc:
+        raise typer.BadParameter(str(exc).removeprefix(f"--filename {filename!r}: "), param_hint="--filename") from None
 
 
 def _evaluate_datadir(model, data, split, output, device, options, limit, threads, frames=False, workers=0) -> None:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
@@ -49,23 +48,19 @@ from stemforge.train.ema import WeightAverage
 from stemforge.train.distributed import ProcessGroup, StopFlag, any_rank, mean_over_ranks, process_group
 from stemforge.train.rundir import MODEL_NAME, Metrics, RunDir
 from stemforge.train.sampling import PatchSampler, step_torch_seed
+from stemforge.train.records import finish, save_last, write_metrics
 from stemforge.train.schedule import Schedule
 from stemforge.train.setup import RunSpec, check_unchanged, resolve_run
-from stemforge.train.throughput import Throughput
+from stemforge.train.throughput import Throughput, cpu_note, gpu_sized_on_cpu
 from stemforge.train.validation import validation_loss, validation_set
 
 #: The autocast dtype of each precision (None: no autocast).
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: A U-Net this wide or wider is a GPU-sized model: trained on a CPU, the run says so after its
-#: first steps (with what they cost) and what a CPU-sized run is (:data:`CPU_SIZED`).
-GPU_SIZED_WIDTH = 0.5
 #: ``scorer(model)`` for ``select="sdr"``: the GNSDR (dB) of a model in memory on the valid split's
 #: whole tracks, ``{"vocals": dB, "accompaniment": dB}``
 #: (:class:`stemforge.evaluate.validation.SdrScorer` is one; the caller builds it, since ``train``
 #: does not import ``evaluate``).
 Scorer = Callable[[nn.Module], dict]
-#: The options of a CPU-sized run (the model `stemforge demo` trains on the CPU).
-CPU_SIZED = "--width 0.25 --batch-size 16 --steps 2000"
 #: The note is given when the steps left would take at least this long (seconds) on the CPU.
 CPU_NOTE_S = 900.0
 
@@ -382,17 +377,18 @@ def _no_validation_message(spec: RunSpec) -> str:
 
 
 def _loop(s: Session) -> TrainResult:
-    """The step loop of a session, then :func:`_finish`."""
+    """The step loop of a session, then :func:`~stemforge.train.records.finish`."""
     cfg, env = s.cfg, s.env
     if s.start_step == 0 and s.valset is not None:  # the untrained model: the run's first metrics row
         s.initial_val = _validate(s, 0)
-        _write_metrics(s, 0, {"epoch": 0.0, "val_loss": s.initial_val, **_sdr_columns(s)})
+        write_metrics(s, 0, {"epoch": 0.0, "val_loss": s.initial_val, **_sdr_columns(s)})
     s.emit("start", s.start_step)
     meter = Throughput(s.start_step, cfg.steps, cfg.batch_size * env.world_size, s.synchronize)
     interrupted = False
     # a GPU-sized model on a CPU: say what it costs once its second step is timed (the first
     # warms up), when that is long (CPU_NOTE_S)
-    note_at = s.start_step + 2 if _gpu_sized_on_cpu(s) and cfg.steps - s.start_step > 2 else None
+    note_at = (s.start_step + 2 if gpu_sized_on_cpu(s.dev.type, s.spec.unet_config.width) and cfg.steps - s.start_step > 2
+               else None)
     with StopFlag() as stop:
         while s.step < cfg.steps and s.schedule.stopped_early is None:
             # the schedule: this step's learning rate
@@ -413,7 +409,7 @@ def _loop(s: Session) -> TrainResult:
             if step == note_at:  # on the CPU the step is done when the call returns
                 seconds = time.perf_counter() - began
                 if seconds * (cfg.steps - step) >= CPU_NOTE_S:
-                    s.emit("note", step, message=_cpu_note(s, seconds))
+                    s.emit("note", step, message=cpu_note(s.spec.unet_config.width, cfg.batch_size, cfg.steps - step, seconds))
             last = step == cfg.steps
             # log: the mean train loss since the last log step, over all processes
             row: dict[str, Any] = {}
@@ -430,42 +426,18 @@ def _loop(s: Session) -> TrainResult:
                         row["val_loss"] = _validate(s, step)
                         row.update(_sdr_columns(s))
                     if row:
-                        _write_metrics(s, step, row)
+                        write_metrics(s, step, row)
                     if checkpointing or s.schedule.stopped_early is not None:  # early stop: the run ends here
-                        s.emit("checkpoint", step, path=_save_last(s, step))
+                        s.emit("checkpoint", step, path=save_last(s, step))
             elif row:
-                _write_metrics(s, step, row)
+                write_metrics(s, step, row)
             # Ctrl-C: several processes agree at log steps (a collective); one process checks each step
             check = not env.is_distributed or step % cfg.log_every == 0
             if not last and check and any_rank(stop.set, env, s.dev):
                 interrupted = True
                 break
     meter.stop()
-    return _finish(s, interrupted, meter.session_rate(s.step), stop.signal)
-
-
-def _gpu_sized_on_cpu(s: Session) -> bool:
-    return s.dev.type == "cpu" and s.spec.unet_config.width >= GPU_SIZED_WIDTH
-
-
-def _cpu_note(s: Session, seconds_per_step: float) -> str:
-    """What a GPU-sized run costs on this CPU (from the time of one step) and what a CPU-sized
-    run is."""
-    cfg, unet = s.cfg, s.spec.unet_config
-    left = seconds_per_step * (cfg.steps - s.step)
-    return (
-        f"U-Net width {unet.width:g} at batch {cfg.batch_size} is a GPU-sized run: at this CPU's pace so far "
-        f"({seconds_per_step:.1f} s a step) its {cfg.steps - s.step:,} steps left take about {_duration(left)}; "
-        f"a CPU-sized run is {CPU_SIZED} (the model `stemforge demo` trains), or train on a GPU"
-    )
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 5400:
-        return f"{seconds / 3600:.0f} h"
-    if seconds >= 90:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds:.0f} s"
+    return finish(s, interrupted, meter.session_rate(s.step), stop.signal)
 
 
 def _log(s: Session, step: int, rate: float) -> dict[str, Any]:
@@ -513,101 +485,3 @@ def _sdr_columns(s: Session) -> dict[str, Any]:
     if s.scorer is None or s.final_sdr is None:
         return {}
     return {f"val_gnsdr_{stem}": value for stem, value in s.final_sdr.items()}
-
-
-def _save_last(s: Session, step: int) -> Path:
-    """last.pt, the state to resume from (rank 0); without validation also model.pt, the last
-    weights. Returns last.pt's path."""
-    if not s.env.is_main:
-        return s.rundir.last
-    cfg, stepper, schedule = s.cfg, s.stepper, s.schedule
-    extra = {
-        "train_config": cfg.to_dict(),
-        "best_val_loss": schedule.best_val,
-        "best_step": schedule.best_step,
-        "initial_val_loss": s.initial_val,
-        "elapsed_s": s.elapsed(),
-        "world_size": s.env.world_size,
-        "local_world_size": s.env.local_world_size,
-        "data_mode": s.data_mode,
-        "schedule": schedule.state_dict(),
-        "init": s.spec.init_info,
-        "best_sdr": s.best_sdr,
-        "best_loss": s.best_loss,
-    }
-    if s.ema is not None:
-        extra["ema"] = s.ema.state_dict()
-    rng = {
-        "scheme": "per-step: numpy SeedSequence([seed, rank, step, stream]); stream 0 crops, 1 dropout",
-        "seed": cfg.seed,
-        "dropout_generator": stepper.generator.get_state().cpu(),
-    }
-    path = s.rundir.save_last(s.spec, s.model, step, stepper.optimizer.state_dict(),
-                              stepper.scaler.state_dict() if stepper.scaler.is_enabled() else None, rng, extra)
-    if s.valset is None:  # nothing to choose by: model.pt is the last weights, named so
-        s.rundir.save_model_last(s.spec, s.eval_model, step)
-    return path
-
-
-def _write_metrics(s: Session, step: int, row: dict[str, Any]) -> None:
-    """One metrics.csv / TensorBoard row (rank 0); the loss plot is redrawn with each
-    validation row."""
-    if s.metrics is None:
-        return
-    row.update(step=step, epoch=step / s.steps_per_epoch, lr=s.schedule.applied, elapsed_s=s.elapsed())
-    s.metrics.write(row)
-    if "val_loss" in row:
-        _plot(s)
-
-
-def _plot(s: Session) -> None:
-    """loss.png from metrics.csv (rank 0)."""
-    if s.metrics is not None:
-        s.rundir.draw_loss(f"{s.rundir.path.name}: {s.spec.unet_config.target}, U-Net width {s.spec.unet_config.width:g}")
-
-
-def _finish(s: Session, interrupted: bool, rate: float | None, signal_name: str | None = None) -> TrainResult:
-    """After the loop: on Ctrl-C (or SIGTERM), last.pt, the partial metrics row (its loss is the
-    result's last train loss, as in metrics.csv) and the plot; the ``done`` event; the
-    :class:`TrainResult`."""
-    step, cfg, validating = s.step, s.cfg, s.valset is not None
-    if interrupted:
-        path = _save_last(s, step)
-        if s.loss_n:
-            s.final_train = float(s.loss_sum / s.loss_n)
-            _write_metrics(s, step, {"train_loss": s.final_train})
-        _plot(s)
-        s.emit("interrupted", step, path=path, message=signal_name or "")
-    elif step == s.start_step:  # nothing to do (already at steps): keep the files consistent
-        _save_last(s, step)
-        _plot(s)
-    s.emit("done", step, train_loss=s.final_train, val_loss=s.final_val, patches_per_s=rate, elapsed_s=s.elapsed())
-    return TrainResult(
-        out_dir=s.rundir.path,
-        step=step,
-        total_steps=cfg.steps,
-        interrupted=interrupted,
-        last_checkpoint=s.rundir.last,
-        best_checkpoint=s.rundir.best if validating else None,
-        model_path=s.rundir.model,
-        model_weights="best" if validating else "last",
-        initial_val_loss=s.initial_val,
-        best_val_loss=s.best_loss,
-        best_step=s.schedule.best_step,
-        final_val_loss=s.final_val,
-        final_train_loss=s.final_train,
-        patches_per_s=rate,
-        data_mode=s.data_mode,
-        data_message=s.data_message,
-        device=str(s.dev),
-        world_size=s.env.world_size,
-        metrics_path=s.rundir.metrics,
-        tensorboard_dir=s.rundir.tensorboard if cfg.tensorboard else None,
-        loss_plot=s.rundir.plot,
-        stopped_early=s.schedule.stopped_early,
-        lr=s.schedule.lr,
-        stopped_by=signal_name if interrupted else None,
-        select=cfg.select,
-        best_sdr=s.best_sdr,
-        final_sdr=s.final_sdr,
-    )

@@ -87,3 +87,35 @@ class Throughput:
         else:
             seconds, steps = self._end - self._t0 - self._paused_all, step - self.start_step
         return steps * self.patches_per_step / seconds if steps > 0 and seconds > 0 else None
+
+
+#: A U-Net this wide or wider is a GPU-sized model: trained on a CPU, the run says so after its
+#: first steps (with what they cost) and what a CPU-sized run is (:data:`CPU_SIZED`).
+GPU_SIZED_WIDTH = 0.5
+#: The options of a CPU-sized run (the model `stemforge demo` trains on the CPU).
+CPU_SIZED = "--width 0.25 --batch-size 16 --steps 2000"
+
+
+def gpu_sized_on_cpu(device_type: str, width: float) -> bool:
+    """Whether a U-Net of ``width`` on a device of ``device_type`` ("cpu", "cuda") is a GPU-sized
+    run on a CPU."""
+    return device_type == "cpu" and width >= GPU_SIZED_WIDTH
+
+
+def cpu_note(width: float, batch_size: int, steps_left: int, seconds_per_step: float) -> str:
+    """What a GPU-sized run costs on this CPU (from the seconds of one step) and what a CPU-sized
+    run is: one line for the ``note`` event."""
+    return (
+        f"U-Net width {width:g} at batch {batch_size} is a GPU-sized run: at this CPU's pace so far "
+        f"({seconds_per_step:.1f} s a step) its {steps_left:,} steps left take about "
+        f"{_duration(seconds_per_step * steps_left)}; a CPU-sized run is {CPU_SIZED} (the model "
+        "`stemforge demo` trains), or train on a GPU"
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 5400:
+        return f"{seconds / 3600:.0f} h"
+    if seconds >= 90:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
