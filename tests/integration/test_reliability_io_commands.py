@@ -7,7 +7,6 @@ tests/unit/cli/test_reliability_io.py."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -15,37 +14,19 @@ from typer.testing import CliRunner
 from stemforge.cli.main import app
 
 from support.reliability_io import _snapshot, _train_datadir, one_line_error, tone
-
-
-def _mount_tmpfs(tmp_path: Path, size: str):
-    """A real small filesystem of ``size`` (tmpfs), where root may mount one; skips otherwise."""
-    import shutil
-    import subprocess
-    import sys
-
-    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root on Linux to mount a small tmpfs")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode(errors='replace').strip()})")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+from support.tmpfs import mount_tmpfs
 
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A real 1 MiB filesystem: one 20 s stem does not fit."""
-    yield from _mount_tmpfs(tmp_path, "1m")
+    yield from mount_tmpfs(tmp_path, "1m")
 
 
 @pytest.fixture
 def tmpfs_8m(tmp_path):
     """A real 8 MiB filesystem: a DataDir of two short songs fits, a hundred remixes do not."""
-    yield from _mount_tmpfs(tmp_path, "8m")
+    yield from mount_tmpfs(tmp_path, "8m")
 
 
 def test_separate_on_a_really_full_disk_says_so(tmp_path, tiny_checkpoint, small_tmpfs):

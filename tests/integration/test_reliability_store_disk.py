@@ -5,7 +5,6 @@ tests/unit/store/test_reliability_store.py."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -15,22 +14,13 @@ from stemforge.store import DataDir
 from stemforge.store.check import validate
 
 from support.reliability_store import N_SONGS, _assert_complete, _error_lines
+from support.tmpfs import mount_tmpfs
 
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A real 6 MiB filesystem (tmpfs: one 2-track shard fits, not two), where root may mount one; skips otherwise."""
-    if sys.platform != "linux" or os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root on Linux to mount a small tmpfs")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode(errors='replace').strip()})")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+    yield from mount_tmpfs(tmp_path, "6m")
 
 
 def test_really_full_disk_no_crash_and_rerun_completes(dsd100_corpus, small_tmpfs):
