@@ -28,7 +28,7 @@ from stemforge.cli.common import (
     out,
     separator_options,
 )
-from stemforge.cli.failures import Failures
+from stemforge.console.failures import Failures
 
 PROTOCOLS = ("datadir", "musdb18", "references")
 
@@ -199,7 +199,7 @@ def _check_filename(filename: str, estimates: list) -> None:
 
 
 def _evaluate_datadir(model, data, split, output, device, options, limit, threads, frames=False, workers=0) -> None:
-    from stemforge.cli.progress import Progress
+    from stemforge.console.progress import Progress
 
     path = announce_data_dir(data)
     with cli_errors():
@@ -265,7 +265,7 @@ def _evaluate_datadir(model, data, split, output, device, options, limit, thread
 def _evaluate_tracks(protocol, models, estimates, root, subset, tracks, filename, output, device, options, threads) -> None:
     """The musdb18 protocol on MUSDB18's tracks under ``root``, or the references protocol on
     the songs of the reference folder ``root``: BSS Eval v4 as museval."""
-    from stemforge.cli.progress import Progress
+    from stemforge.console.progress import Progress
 
     with cli_errors():
         import torch
@@ -327,14 +327,14 @@ def _evaluate_tracks(protocol, models, estimates, root, subset, tracks, filename
 
 def _failed_list(output: Path) -> Path:
     """Beside the report: ``report.csv`` -> ``report-<UTC time>-failed.txt``."""
-    from stemforge.cli.failures import list_path
+    from stemforge.console.failures import list_path
 
     return list_path(output.parent, f"{output.stem}")
 
 
 def _print_report(report, columns: list[str], legend: list[str], written: dict, failures) -> None:
     """The protocol's label, the summary table, its legend, the files written, how many failed
-    (each was named once, as it happened: :class:`~stemforge.cli.failures.Failures`); then exit
+    (each was named once, as it happened: :class:`~stemforge.console.failures.Failures`); then exit
     1 when anything failed, else 0."""
     out("")
     out(report.meta["label"])

@@ -22,7 +22,7 @@ from stemforge.cli.common import (
     out,
     separator_options,
 )
-from stemforge.cli.failures import Failures, list_path
+from stemforge.console.failures import Failures, list_path
 from stemforge.separate.naming import DEFAULT_TEMPLATE
 
 FILENAME_HELP = (
@@ -127,7 +127,7 @@ def separate(
 def _separate_all(sep, jobs: list, sample_rate: Optional[int], mono: bool, failures) -> None:
     """Separate each planned file under one progress bar (seconds of audio), filling its row:
     ok with duration and speed, or failed with a one-line error (the others go on)."""
-    from stemforge.cli.progress import Progress
+    from stemforge.console.progress import Progress
     from stemforge.core.errors import DiskFullError, StemforgeError
 
     bar = Progress("separate", round(sum(p.info.duration_s for p, _ in jobs), 1), "s audio", decimals=1)
