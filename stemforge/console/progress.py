@@ -209,13 +209,13 @@ class TrainProgress:
 
     def _validation(self, event) -> None:
         self.val = event.val_loss
-        sdr = getattr(event, "val_sdr", None)
+        sdr = event.val_sdr
         if sdr is None:
             better = self.best is None or event.val_loss < self.best
             if better:
                 self.best = event.val_loss
         else:  # select "sdr": the run says which validation was best
-            better = bool(getattr(event, "best", False))
+            better = event.best
         if self.tty and self.bar is not None:
             self.bar.set_postfix(self._postfix(), refresh=True)
             return
