@@ -102,7 +102,7 @@ def test_root_help_lists_commands_in_pipeline_order_with_whole_summaries():
 
 
 def test_summary_is_the_first_sentence_whole():
-    from stemforge.cli.common import summary
+    from stemforge.console.help import summary
 
     assert summary("Train it (Jansson et al. 2017) on data.\n\nMore.") == "Train it (Jansson et al. 2017) on data."
     assert summary("Check it. Exit 0 when valid.") == "Check it."
