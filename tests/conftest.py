@@ -30,6 +30,16 @@ import pytest
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+# An xdist worker shares the machine's cores with the other workers: it gets its share of threads
+# (OpenMP: torch's intra-op pool; BLAS), set here before torch or numpy is imported. N workers
+# with a thread per core each spin against each other: on 2 cores, -n 2 with two threads per
+# worker took 16% more CPU time and wall time for the unit tests (docs/benchmarks.md, "Tests").
+# A value set in the environment wins.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_name, _share)
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent  # the repository
 TEST_DATA = TESTS / "data"  # fixtures kept in the repository (tests/data)
