@@ -56,6 +56,23 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Every test leaves torch's thread count as it found it (or, torch first loaded during the
+    test, at the worker's share: $OMP_NUM_THREADS). A command run in process sets it for the
+    process (``--threads``; ``serve`` gives each job its share of the cores), and every later
+    test of that worker ran with it: on 2 cores, the model tests took 4 to 5 times their CPU time
+    after the serve test had set two threads."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else int(os.environ.get("OMP_NUM_THREADS") or 0)
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and before and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def one_thread():
     """One torch intra-op thread for the test (restored after): on a small shared machine two
