@@ -46,18 +46,6 @@ def test_the_four_user_invocations_parse(tmp_path, monkeypatch):
     assert r.exit_code == 3 and "orig.wav" in r.output
 
 
-def test_package_exports_are_lazy():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, stemforge; assert 'torch' not in sys.modules and 'h5py' not in sys.modules; "
-        "from stemforge import DataDir, Separator, SpectrogramConfig, TrainConfig; print('ok')"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
-
-
 def _params(argv: list[str]):
     cmd = get_command(app)
     for name in argv:
