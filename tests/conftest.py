@@ -30,6 +30,16 @@ import pytest
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+# An xdist worker shares the machine's cores with the other workers: it gets its share of threads
+# (OpenMP: torch's intra-op pool; BLAS), set here before torch or numpy is imported. N workers
+# with a thread per core each spin against each other: on 2 cores, -n 2 with two threads per
+# worker took 16% more CPU time and wall time for the unit tests (docs/benchmarks.md, "Tests").
+# A value set in the environment wins.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_name, _share)
+
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent  # the repository
 TEST_DATA = TESTS / "data"  # fixtures kept in the repository (tests/data)
@@ -44,6 +54,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if INTEGRATION in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Every test leaves torch's thread count as it found it (or, torch first loaded during the
+    test, at the worker's share: $OMP_NUM_THREADS). A command run in process sets it for the
+    process (``--threads``; ``serve`` gives each job its share of the cores), and every later
+    test of that worker ran with it: on 2 cores, the model tests took 4 to 5 times their CPU time
+    after the serve test had set two threads."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else int(os.environ.get("OMP_NUM_THREADS") or 0)
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and before and torch.get_num_threads() != before:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from stemforge.cli.common import cli_errors, err, out
-from stemforge.cli.evaluate import METRICS_NOTE
+from stemforge.evaluate.protocols import METRICS_NOTE
 
 #: How long the demo takes with the defaults, as measured (docs/benchmarks.md, "The demo"): the one
 #: place this figure is written; `demo --help` says it and the README quotes it (a test holds them equal).

@@ -1,10 +1,14 @@
-"""``stemforge evaluate``: BSS Eval of checkpoints and of other systems' stems, under one of two
+"""``stemforge evaluate``: BSS Eval of checkpoints and of other systems' stems, under one of three
 protocols (labelled in every report):
 
 * ``datadir`` (default): the DataDir's stored references at its geometry (16 kHz mono for the
   seed geometry): NSDR/GNSDR as Jansson et al. report them on iKala and MedleyDB;
 * ``musdb18``: MUSDB18's original 44.1 kHz stereo tracks, BSS Eval v4 as museval: the numbers
-  that sit beside published MUSDB18 tables (Open-Unmix, Spleeter, Demucs).
+  that sit beside published MUSDB18 tables (Open-Unmix, Spleeter, Demucs);
+* ``references``: the same scoring for one's own songs' reference stems.
+
+Which protocol a request is, its methods, and the columns and legend of its table are
+:mod:`stemforge.evaluate.protocols`'; this module parses, prints, and maps errors to exit codes.
 """
 
 from __future__ import annotations
@@ -29,44 +33,12 @@ from stemforge.cli.common import (
     separator_options,
 )
 from stemforge.console.failures import Failures
-
-PROTOCOLS = ("datadir", "musdb18", "references")
-
-#: Printed under every table of SIR/SAR/ISR (evaluate, demo): why frame-wise SIR/SAR/ISR can look wrong although
-#: they are museval's values (docs/separation.md, "Reading the metrics").
-METRICS_NOTE = [
-    "Reading SIR/SAR/ISR: SDR compares an estimate with its reference directly; SIR (the other stem leaking in), SAR",
-    "(artifacts) and ISR (distortion of the stem) split its error with 512-tap filters fitted to the references.",
-    "Whole-track SIR/SAR (BSS Eval v3) are stable. The frame-wise ones (v4 image mode, as museval) use the fitted",
-    "filters themselves, which band-limited references leave ill-determined (a resampled DataDir holds nothing above",
-    "0.94 of its Nyquist, MUSDB18's AAC stems almost nothing above 16 kHz): frame-wise SIR/SAR/ISR can then be",
-    "arbitrary, even below SDR, while SDR stays right. museval gives the same numbers (the tests check): compare",
-    "methods by SDR and NSDR. Each frame-wise column is a median on its own (per track over frames, then over tracks).",
-]
+from stemforge.core.errors import OptionError
+from stemforge.evaluate.protocols import legend, resolve_protocol, summary_columns  # no numpy at the top
 
 
 def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate)
-
-
-def _empty_split_message(datadir, split: str) -> str:
-    """Why a split has nothing to evaluate, which splits the DataDir holds, how to pick one."""
-    held = datadir.select()["split"].value_counts()
-    have = [name for name in ("train", "valid", "test") if name in held]
-    if not have:
-        return f"{datadir.path}: the DataDir holds no track to evaluate (ingest a corpus first)"
-    counts = ", ".join(f"{name} {held[name]}" for name in have)
-    return (
-        f"{datadir.path}: no track in split {split!r}; it holds {counts} track(s): "
-        f"choose one with --split {have[-1]} (or --split all)"
-    )
-
-
-def method_names(models: list[Path]) -> list[str]:
-    """Row names for checkpoints: the file's stem, with its folder when two stems collide
-    (``runs/a/model.pt`` and ``runs/b/model.pt`` -> ``a/model``, ``b/model``)."""
-    stems = [p.stem for p in models]
-    return [f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in models]
 
 
 def evaluate(
@@ -137,65 +109,17 @@ def evaluate(
     paths = list(paths or [])
     estimates = list(estimates or [])
     options = separator_options(hard_mask, mask_power, wiener_iterations)
-    if protocol is None:
-        protocol = "references" if reference_dir is not None else "musdb18" if root is not None else "datadir"
-    if protocol not in PROTOCOLS:
-        raise typer.BadParameter(f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}", param_hint="--protocol")
-    if limit is not None and limit < 1:
-        raise typer.BadParameter(f"must be at least 1, got {limit}", param_hint="--limit")
-    if workers < 0:
-        raise typer.BadParameter(f"must be 0 (one per core) or more, got {workers}", param_hint="--workers")
-    if filename is not None:
-        _check_filename(filename, estimates)
+    try:  # which protocol, and whether every option is one it takes: a usage error (2) before anything is opened
+        protocol = resolve_protocol(
+            protocol, models=paths, estimates=estimates, root=root, reference_dir=reference_dir, subset=subset, tracks=tracks,
+            filename=filename, compare=compare, split=split, limit=limit, frames=frames, workers=workers,
+        )
+    except OptionError as exc:
+        raise typer.BadParameter(exc.reason, param_hint=exc.option) from None
     if protocol == "datadir":
-        if root is not None or reference_dir is not None or estimates or compare or tracks is not None or subset != "test":
-            raise typer.BadParameter(
-                "--root, --reference-dir, --subset, --tracks, --estimates and --compare belong to --protocol musdb18 or references",
-                param_hint="--protocol",
-            )
-        if not 1 <= len(paths) <= 2:
-            raise typer.BadParameter("the datadir protocol takes MODEL [DATA]", param_hint="MODEL [DATA]")
-        if split not in ("train", "valid", "test", "all"):
-            raise typer.BadParameter("must be train, valid, test or all", param_hint="--split")
         _evaluate_datadir(paths[0], paths[1] if len(paths) > 1 else None, split, output, device, options, limit, threads, frames, workers)
         return
-    if protocol == "musdb18":
-        if root is None:
-            raise typer.BadParameter("the musdb18 protocol needs the MUSDB18 folder", param_hint="--root")
-        if reference_dir is not None:
-            raise typer.BadParameter("--reference-dir is the references protocol's; MUSDB18 is read from --root", param_hint="--reference-dir")
-        if subset not in ("test", "train"):
-            raise typer.BadParameter(f"must be test or train, got {subset!r}", param_hint="--subset")
-    else:
-        if reference_dir is None:
-            raise typer.BadParameter("the references protocol needs the folder of reference stems", param_hint="--reference-dir")
-        if root is not None or subset != "test":
-            raise typer.BadParameter("--root and --subset are the musdb18 protocol's", param_hint="--reference-dir")
-    if tracks is not None and tracks < 1:
-        raise typer.BadParameter(f"must be at least 1, got {tracks}", param_hint="--tracks")
-    if split != "test" or limit is not None or frames or workers:
-        raise typer.BadParameter(
-            "--split, --limit, --frames and --workers belong to the datadir protocol (use --tracks)", param_hint="--protocol"
-        )
-    n_methods = len(paths) + len(estimates)
-    if n_methods == 0:
-        raise typer.BadParameter("give a MODEL or --estimates DIR", param_hint="MODEL")
-    if n_methods > 1 and not compare:
-        raise typer.BadParameter(f"{n_methods} methods given: add --compare to score them in one table", param_hint="--compare")
     _evaluate_tracks(protocol, paths, estimates, root if protocol == "musdb18" else reference_dir, subset, tracks, filename, output, device, options, threads)
-
-
-def _check_filename(filename: str, estimates: list) -> None:
-    """``--filename``: only with ``--estimates``, and a template ``separate`` accepts."""
-    from stemforge.core.errors import OutputPathError
-    from stemforge.separate.naming import check_template
-
-    if not estimates:
-        raise typer.BadParameter("names where --estimates are: give --estimates DIR", param_hint="--filename")
-    try:
-        check_template(filename)
-    except OutputPathError as exc:
-        raise typer.BadParameter(str(exc).removeprefix(f"--filename {filename!r}: "), param_hint="--filename") from None
 
 
 def _evaluate_datadir(model, data, split, output, device, options, limit, threads, frames=False, workers=0) -> None:
@@ -205,17 +129,15 @@ def _evaluate_datadir(model, data, split, output, device, options, limit, thread
     with cli_errors():
         import torch
 
-        from stemforge.core.errors import StemforgeError
         from stemforge.evaluate.datadir import evaluate_datadir
+        from stemforge.evaluate.protocols import datadir_tracks, label_datadir_report
         from stemforge.separate.separator import Separator
         from stemforge.store import DataDir
 
         if threads:
             torch.set_num_threads(threads)
         datadir = DataDir.open(path)
-        n = len(datadir.select(split=None if split == "all" else split))
-        if n == 0:
-            raise StemforgeError(_empty_split_message(datadir, split))
+        n = datadir_tracks(datadir, split)
         sep = Separator.from_checkpoint(model, device=device, **options)
         if not workers:
             from stemforge.ingest.engine import default_workers
@@ -234,32 +156,9 @@ def _evaluate_datadir(model, data, split, output, device, options, limit, thread
             report = evaluate_datadir(sep, datadir, split=split, limit=limit, frames=frames, workers=workers, progress=progress)
         finally:
             bar.close()
-        report.meta["protocol"] = "datadir"
-        report.meta["label"] = (
-            f"DataDir protocol: {report.meta['sample_rate'] / 1000:g} kHz {'mono' if datadir.config.channels == 1 else 'stereo'}, "
-            "DataDir references (not comparable with MUSDB18 tables)"
-        )
-        report.meta["title"] = f"{model.name} on {split} ({report.meta['tracks']} tracks)"
+        label_datadir_report(report, datadir, model, split)
         paths = report.write(output)
-    columns = ["method", "stem", "tracks", "gnsdr", "gsir", "gsar", "gnsdr_v2", "gsir_v2", "gsar_v2"]
-    legend = [
-        "gnsdr/gsir/gsar: duration-weighted means over tracks of whole-track NSDR/SIR/SAR (dB), NSDR = SDR(estimate) -",
-        "SDR(mixture); BSS Eval v3: mir_eval's bss_eval_sources (512-tap distortion filters, whole track, vocals and",
-        "accompaniment together). *_v2: BSS Eval v2 gain-only (bss_decomp_gain, also in Huang et al.'s MIR-1K code).",
-    ]
-    if frames:
-        columns += ["sdr_frames", "sir_frames", "sar_frames"]
-        legend.append("*_frames: median over tracks of the median over 1 s frames (BSS Eval v4, as museval).")
-    legend.append("mixture = the input as both estimates; oracle = ideal ratio mask at the DataDir's STFT.")
-    if frames:  # how to read the frame-wise SIR/SAR, where they are printed
-        legend += METRICS_NOTE
-    _print_report(
-        report,
-        columns,
-        legend,
-        paths,
-        failures,
-    )
+    _print_report(report, summary_columns("datadir", frames), legend("datadir", frames), paths, failures)
 
 
 def _evaluate_tracks(protocol, models, estimates, root, subset, tracks, filename, output, device, options, threads) -> None:
@@ -271,22 +170,12 @@ def _evaluate_tracks(protocol, models, estimates, root, subset, tracks, filename
         import torch
 
         from stemforge.evaluate import musdb18, references
-        from stemforge.separate.separator import Separator
+        from stemforge.evaluate.protocols import count_tracks, methods
 
         if threads:
             torch.set_num_threads(threads)
-        methods = []
-        for name, path in zip(method_names(models), models):
-            methods.append(musdb18.model_method(Separator.from_checkpoint(path, device=device, **options), name=name))
-        for folder in estimates:
-            if protocol == "musdb18":
-                methods.append(musdb18.EstimatesDir(folder, template=filename).method())
-            else:
-                methods.append(references.estimates_dir(folder, root, template=filename).method())
-        if protocol == "musdb18":
-            n, desc = len(musdb18.find_tracks(root, subset, tracks)), f"musdb18 {subset}"
-        else:
-            n, desc = len(references.find_songs(root, tracks)), "references"
+        scored = methods(protocol, models, estimates, root, filename, device, **options)
+        n, desc = count_tracks(protocol, root, subset, tracks)
         bar = Progress(desc, n, "tracks")
         failures = Failures(bar.line, lambda: _failed_list(output), "separations")
         track = ""
@@ -306,23 +195,13 @@ def _evaluate_tracks(protocol, models, estimates, root, subset, tracks, filename
 
         try:
             if protocol == "musdb18":
-                report = musdb18.evaluate_musdb18(methods, root, subset, limit=tracks, progress=progress)
+                report = musdb18.evaluate_musdb18(scored, root, subset, limit=tracks, progress=progress)
             else:
-                report = references.evaluate_references(methods, root, limit=tracks, progress=progress)
+                report = references.evaluate_references(scored, root, limit=tracks, progress=progress)
         finally:
             bar.close()
         written = report.write(output)
-    _print_report(
-        report,
-        ["method", "stem", "tracks", "sdr", "sir", "sar", "isr"],
-        [
-            "medians over tracks of each track's median over 1 s frames (dB); mixture = the input as both stems (floor);",
-            "oracle = ideal ratio mask |V|/(|V|+|A|) on the 4096/1024 Hann STFT at 44.1 kHz, per channel (ceiling).",
-            *METRICS_NOTE,
-        ],
-        written,
-        failures,
-    )
+    _print_report(report, summary_columns(protocol), legend(protocol), written, failures)
 
 
 def _failed_list(output: Path) -> Path:

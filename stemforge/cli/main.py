@@ -7,7 +7,7 @@ import importlib
 import typer
 
 from stemforge import __version__
-from stemforge.cli.common import CommandGroup, plain_usage
+from stemforge.console.help import CommandGroup, plain_usage
 
 #: The commands in the order ``stemforge --help`` lists them: the pipeline's (make or get a corpus,
 #: ingest it, look at and check the DataDir, grow it, train, bring in other models, separate,

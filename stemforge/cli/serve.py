@@ -66,6 +66,7 @@ def serve(
 
         from stemforge.separate.separator import Separator
         from stemforge.serve import ServeSettings, create_app
+        from stemforge.serve.app import model_info
         from stemforge.serve.connection import is_loopback, listen, server_config
         from stemforge.serve.hosts import LOOPBACK_HOSTS
 
@@ -81,8 +82,7 @@ def serve(
         # One window (2048 frames, about 65 s of audio) per model call, so that a job's progress
         # moves through the model stage instead of jumping at its end; the results are the same.
         separator = Separator.from_checkpoint(model, device=device, batch_size=1, **options)
-        info = _model_info(model, separator)
-        app = create_app(separator, settings, model_info=info)
+        app = create_app(separator, settings, model_info=model_info(model, separator))
         sock = listen(host, port)
         port = sock.getsockname()[1]
         if not is_loopback(host):
@@ -99,19 +99,4 @@ def serve(
             server.run(sockets=[sock])
         finally:
             sock.close()
-
-
-def _model_info(path: Path, separator: object) -> dict:
-    """Plain facts about the model for ``/api/info`` (no server paths)."""
-    info: dict = {"checkpoint": path.name}
-    checkpoint = getattr(separator, "checkpoint", None)
-    if checkpoint is not None and hasattr(checkpoint, "summary"):
-        info.update({k: v for k, v in checkpoint.summary().items() if k != "path"})
-    target = getattr(separator, "target", None)
-    if isinstance(target, str):
-        info["target"] = target
-    post = getattr(separator, "post_filter", None)
-    if isinstance(post, str):
-        info["post_filter"] = post
-    return info
 

@@ -28,8 +28,9 @@ from stemforge.cli.common import (
     out,
     resolve_data_dir,
 )
-from stemforge.core.errors import OptionError, StemforgeError
+from stemforge.core.errors import OptionError
 from stemforge.train.config import TrainConfig, check_values, flags
+
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
@@ -135,11 +136,9 @@ def _train(*, data_arg: Path | None, data: Path | None, out_dir: Path | None, re
         option = data_arg if data_arg is not None else data
         data_path = announce_data_dir(option) if env.is_main else resolve_data_dir(option)[0]
         if out_dir is None:
-            if env.is_distributed and not resume:
-                raise StemforgeError("under torchrun pass --out (every process must agree on the run folder)")
             from stemforge.train.rundir import default_run_dir
 
-            out_dir = default_run_dir(resume)
+            out_dir = default_run_dir(resume, distributed=env.is_distributed)
         _run(data_path, out_dir, env, resume=resume, given=given, unet_given=unet_given, epochs=epochs, device=device,
              variant=variant, init=init, any_world_size=any_world_size)
 
@@ -158,7 +157,6 @@ def _check_options(given: dict, unet_given: dict, epochs: float | None, device: 
 def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet_given: dict, epochs, device,
          variant: str | None = None, init: Path | None = None, any_world_size: bool = False) -> None:
     from stemforge.console.progress import TrainProgress
-    from stemforge.model.unet import UNet, count_parameters
     from stemforge.store import DataDir
     from stemforge.train.distributed import launch_command
     from stemforge.train.loop import run
@@ -168,25 +166,15 @@ def _run(data_path: Path, out_dir: Path, env, *, resume: bool, given: dict, unet
     new_variant = None if (resume or init is not None) else (variant or "seed")
     spec = resolve_run(datadir, out_dir, resume=resume, init=init, variant=new_variant, overrides=given,
                        unet_overrides=unet_given, epochs=epochs, device=device, any_world_size=any_world_size)
-    cfg, unet = spec.train_config, spec.unet_config
     main = env.is_main
     if main:
-        n_params = count_parameters(UNet(unet))
-        what = f"resuming at step {spec.start_step}" if resume else "new run"
-        err(f"run: {out_dir.resolve()} ({what})")
-        if init is not None:
-            err(f"init: the {unet.target} net of {init}")
-        err(
-            f"model: U-Net {unet.variant} width {unet.width:g}, kernel {unet.kernel_size}, target {unet.target}, "
-            f"{unet.channels} channel(s) x bins {unet.first_bin}..{unet.first_bin + unet.n_bins - 1} x {unet.patch_frames} frames, "
-            f"{n_params:,} parameters; "
-            f"{cfg.steps} steps of {cfg.batch_size} crops x {env.world_size} process(es), lr {cfg.lr:g}, {cfg.precision}, seed {cfg.seed}"
-        )
+        for line in spec.summary_lines(init):
+            err(line)
     scorer = None
-    if cfg.select == "sdr":
+    if spec.train_config.select == "sdr":
         from stemforge.evaluate.validation import SdrScorer
 
-        scorer = SdrScorer(datadir, split="valid", target=unet.target)
+        scorer = SdrScorer(datadir, split="valid", target=spec.unet_config.target)
     progress = TrainProgress()
     try:
         result = run(spec, progress=progress if main else None, scorer=scorer)

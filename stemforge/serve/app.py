@@ -142,4 +142,20 @@ def warm_up(separator: SeparatorLike) -> None:
         log.warning("the model's warm-up run failed: %s", one_line(exc))
 
 
-__all__ = ["create_app", "lifespan", "warm_up"]
+def model_info(checkpoint: Path, separator: object) -> dict[str, Any]:
+    """Plain facts about the model for ``/api/info`` (``create_app(model_info=...)``): the
+    checkpoint's file name (no server paths), its summary, the separator's target and post-filter."""
+    info: dict[str, Any] = {"checkpoint": Path(checkpoint).name}
+    summary = getattr(getattr(separator, "checkpoint", None), "summary", None)
+    if summary is not None:
+        info.update({k: v for k, v in summary().items() if k != "path"})
+    target = getattr(separator, "target", None)
+    if isinstance(target, str):
+        info["target"] = target
+    post = getattr(separator, "post_filter", None)
+    if isinstance(post, str):
+        info["post_filter"] = post
+    return info
+
+
+__all__ = ["create_app", "lifespan", "model_info", "warm_up"]

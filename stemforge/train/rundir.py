@@ -72,9 +72,12 @@ def run_name(now: datetime.datetime, pid: int) -> str:
     return f"{now.astimezone(datetime.timezone.utc):%Y%m%d-%H%M%S}-{pid}"
 
 
-def default_run_dir(resume: bool) -> Path:
+def default_run_dir(resume: bool, distributed: bool = False) -> Path:
     """``runs/<UTC timestamp>-<pid>`` for a new run (:func:`run_name`); for ``resume``, the
-    newest run under ``runs/`` (StemforgeError when there is none)."""
+    newest run under ``runs/`` (StemforgeError when there is none). A new ``distributed`` run
+    has no default (StemforgeError): every process must agree on its folder."""
+    if distributed and not resume:
+        raise StemforgeError("under torchrun pass --out (every process must agree on the run folder)")
     if resume:
         runs = sorted(Path(RUNS_DIR).glob(f"*/{LAST_NAME}"), key=lambda p: p.stat().st_mtime)
         if not runs:

@@ -89,6 +89,27 @@ class RunSpec:
         """The step this session starts at (0, or the resumed run's)."""
         return self.resumed.step if self.resumed is not None else 0
 
+    def summary_lines(self, init: str | os.PathLike | None = None) -> list[str]:
+        """What the run is, said before it starts: its folder (a new run, or resuming at which
+        step), the checkpoint ``init`` it fine-tunes from (as the user named it), the model
+        (variant, size, what it sees, parameters) and the steps, batch, learning rate, precision
+        and seed."""
+        from stemforge.model.unet import UNet, count_parameters
+
+        cfg, unet = self.train_config, self.unet_config
+        what = f"resuming at step {self.start_step}" if self.resumed is not None else "new run"
+        lines = [f"run: {self.out_dir.resolve()} ({what})"]
+        if init is not None:
+            lines.append(f"init: the {unet.target} net of {init}")
+        lines.append(
+            f"model: U-Net {unet.variant} width {unet.width:g}, kernel {unet.kernel_size}, target {unet.target}, "
+            f"{unet.channels} channel(s) x bins {unet.first_bin}..{unet.first_bin + unet.n_bins - 1} x {unet.patch_frames} frames, "
+            f"{count_parameters(UNet(unet)):,} parameters; "
+            f"{cfg.steps} steps of {cfg.batch_size} crops x {self.env.world_size} process(es), lr {cfg.lr:g}, {cfg.precision}, "
+            f"seed {cfg.seed}"
+        )
+        return lines
+
     @property
     def plain(self) -> bool:
         """Whether the model takes plain magnitudes (each track's stored ones times its norm)."""

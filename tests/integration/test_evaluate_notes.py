@@ -30,7 +30,7 @@ def datadir_and_model(tmp_path_factory):
 
 
 def test_evaluate_prints_what_the_frame_columns_mean_under_its_table(datadir_and_model):
-    from stemforge.cli.evaluate import METRICS_NOTE
+    from stemforge.evaluate.protocols import METRICS_NOTE
     from stemforge.cli.main import app
 
     root, ck = datadir_and_model
@@ -53,7 +53,7 @@ def test_evaluate_prints_what_the_frame_columns_mean_under_its_table(datadir_and
 
 def test_demo_prints_the_note_under_its_table(tmp_path, monkeypatch):
     import stemforge.demo
-    from stemforge.cli.evaluate import METRICS_NOTE
+    from stemforge.evaluate.protocols import METRICS_NOTE
     from stemforge.cli.main import app
 
     summary = pd.DataFrame([

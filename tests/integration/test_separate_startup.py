@@ -1,5 +1,6 @@
 """`stemforge separate` started as a real process imports only what it needs (no scipy.signal,
-librosa, matplotlib, pandas, h5py or the web server's libraries). The Separator itself:
+librosa, matplotlib, pandas, h5py or the web server's libraries), and ``import stemforge`` in a
+fresh process loads neither torch nor h5py until an export is used. The Separator itself:
 tests/unit/separate/test_separate.py."""
 
 from __future__ import annotations
@@ -30,3 +31,16 @@ def test_the_separate_command_imports_only_what_it_needs(tmp_path, song44):
     assert res.returncode == 0, res.stderr
     assert len(list((tmp_path / "out").rglob("vocals.wav"))) == 1
     assert "LOADED []" in res.stdout, res.stdout
+
+
+def test_package_exports_are_lazy():
+    """A fresh interpreter (a process: this process has torch loaded already)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, stemforge; assert 'torch' not in sys.modules and 'h5py' not in sys.modules; "
+        "from stemforge import DataDir, Separator, SpectrogramConfig, TrainConfig; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -311,10 +311,10 @@ def test_a_real_song_through_spleeter(browser, real_data, tmp_path):
     from typer.testing import CliRunner
 
     from stemforge.cli.main import app as cli
-    from stemforge.cli.serve import _model_info
     from stemforge.core import audio
     from stemforge.separate.separator import Separator
     from stemforge.serve import ServeSettings, create_app
+    from stemforge.serve.app import model_info
     from stemforge.serve.outputs import PLOT_HEIGHT, PLOT_LEFT, PLOT_TOP, PLOT_WIDTH
     from PIL import Image
 
@@ -328,7 +328,7 @@ def test_a_real_song_through_spleeter(browser, real_data, tmp_path):
     server = create_app(
         separator,
         ServeSettings(max_upload_mb=20, max_seconds=60, jobs=1, work_dir=tmp_path / "work", warm_up=True),
-        model_info=_model_info(model, separator),
+        model_info=model_info(model, separator),
     )
     with serving(server) as base:
         page = browser.new_page(viewport={"width": 900, "height": 1000})

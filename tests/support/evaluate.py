@@ -4,11 +4,12 @@ from __future__ import annotations
 
 
 import pytest
-import torch
 
 
 @pytest.fixture(scope="module")
 def datadir_and_model(tmp_path_factory):
+    import torch
+
     from stemforge.ingest.engine import ingest
     from stemforge.recipes import get_recipe
     from stemforge.store import DataDir

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from stemforge.core.config import SpectrogramConfig
-from stemforge.store import DataDir
 from stemforge.train.config import TrainConfig
 
 
@@ -17,6 +16,8 @@ def fullband(tiny_datadirs) -> DataDir:
     """Three synthetic DSD100 songs of 4 s (two train, one valid) at the fullband preset
     (44.1 kHz stereo, n_fft 4096, hop 1024: 173 frames x 2 channels x 2049 bins each), ingested once
     per session and shared read-only (conftest's tiny_datadirs)."""
+    from stemforge.store import DataDir
+
     entries = [dict(id=51 + i, subset="Dev", artist=f"Synth Artist {i}", title=f"Song {i}") for i in range(2)]
     entries.append(dict(id=65, subset="Dev", artist="Fergessen", title="Nos Palpitants"))  # valid in DSD100
     made = tiny_datadirs.get("dsd100", songs=3, seconds=4.0, seed=3, entries=entries,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import lfilter
 
 from stemforge.core import audio
 
@@ -83,6 +82,8 @@ def make_song(rng: np.random.Generator, seconds: float, sample_rate: int = SR_OR
             if rng.random() < 0.5:  # bright: first difference whitens upwards
                 burst = np.diff(burst, prepend=0.0)
             else:  # dark: one-pole lowpass
+                from scipy.signal import lfilter
+
                 burst = lfilter([0.08], [1.0, -0.92], burst)
             acc[a:b] += rng.uniform(0.1, 0.3) * burst * _envelope(b - a, sample_rate, 0.002, rng.uniform(0.02, 0.08))
         pos += beat * rng.choice([0.5, 1.0, 1.0, 2.0])

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-from stemforge.store import DataDir
-from stemforge.store.check import validate
-
-
 N_SONGS = 6
 
 
@@ -18,6 +13,9 @@ def _error_lines(output: str) -> list[str]:
 
 
 def _assert_complete(data: Path) -> None:
+    from stemforge.store import DataDir
+    from stemforge.store.check import validate
+
     dd = DataDir.open(data)
     assert len(dd.manifest) == N_SONGS
     res = validate(dd)

