@@ -148,14 +148,16 @@ class ProcessGroup:
 
 def _is_collective_failure(exc: BaseException) -> bool:
     """Whether ``exc`` comes from a collective (or the rendezvous) that failed: torch's
-    distributed errors, Gloo's and NCCL's runtime errors."""
+    distributed errors, Gloo's and NCCL's runtime errors (Gloo's timeout inside DDP's buffer
+    broadcast says only "Application timeout caused pair closure")."""
     if isinstance(exc, getattr(dist, "DistError", ())):
         return True
     if not isinstance(exc, RuntimeError):
         return False
     text = str(exc)
     return any(mark in text for mark in ("gloo", "Gloo", "NCCL", "c10d", "Connection closed by peer",
-                                         "Connection reset by peer", "Timed out waiting"))
+                                         "Connection reset by peer", "Timed out waiting",
+                                         "caused pair closure"))
 
 
 def _process_start(pid: int) -> str | None:

@@ -422,3 +422,26 @@ def test_an_interrupted_session_reports_throughput_and_the_last_row_loss(datadir
     assert result.patches_per_s is not None and result.patches_per_s > 0  # within the warm-up: timed from the start
     rows = list(csv.DictReader(open(result.metrics_path)))
     assert rows[-1]["step"] == "3" and float(rows[-1]["train_loss"]) == pytest.approx(result.final_train_loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("text", [
+    "Application timeout caused pair closure",  # Gloo, inside DDP's buffer broadcast (seen under load)
+    "[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:4242",
+    "Timed out waiting 30000ms for send operation to complete",
+])
+def test_a_failed_collective_is_a_lost_peer_whatever_gloo_words_it(text):
+    """Gloo words the same fault several ways, one of them ("Application timeout caused pair
+    closure", raised by DDP's forward) without naming gloo: each is a PeerLostError (exit 3)
+    saying what happened, and an unrelated RuntimeError, or any error of a single process, is not."""
+    from stemforge.core.errors import PeerLostError
+    from stemforge.train.distributed import DistributedEnv, ProcessGroup
+
+    group = ProcessGroup(DistributedEnv(rank=0, world_size=2), torch.device("cpu"), timeout_s=30)
+    lost = group.peer_lost(RuntimeError(text), step=7)
+    assert isinstance(lost, PeerLostError)
+    timed_out = "closed by peer" not in text
+    assert str(lost).startswith("rank 0 at step 7: ")
+    assert ("no answer from another process within 30 s" in str(lost)) == timed_out, str(lost)
+    assert group.peer_lost(RuntimeError("CUDA out of memory"), step=7) is None
+    single = ProcessGroup(DistributedEnv(), torch.device("cpu"))
+    assert single.peer_lost(RuntimeError(text), step=7) is None
