@@ -49,25 +49,27 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: The recipes: options of ``stemforge train`` (fixed seed). ``quick`` is fixed from the
-#: prototype's validation runs (docs/benchmarks.md, "Real music: MIR-1K"): width 0.5, batch 32,
-#: fresh remixes (10% aligned originals, vocal gain +-3 dB), constant lr 1e-3, best.pt by the
-#: validation GNSDR every 200 steps (the prototype's best validation came at 600-800 steps);
-#: 1200 steps are about 16 CPU-minutes at the prototype's pace (0.78 CPU-s a step), so 2 idle
-#: cores finish them in about 8-10 minutes of wall clock, well within 30. ``full`` is defined
-#: but has not been run: width 1 (four times the convolution FLOPs of width 0.5: about 3.2 CPU-s
-#: a step by that count, so 3500 steps are about 3.1 CPU-hours, 1.6 h on 2 idle cores, within
-#: the 3-hour budget), the same data and selection, validated every 250 steps.
+#: The recipes: options of ``stemforge train`` (fixed seed). ``quick`` is fixed on validation
+#: (docs/benchmarks.md, "Real music: MIR-1K"): width 0.5, batch 32, fresh remixes (10% aligned
+#: originals, vocal gain +-3 dB) with each remixed stem's pitch and tempo moved within +-3
+#: semitones (on the unseen-singer validation, ``--split-rule huang2014-singer``, +0.67 dB
+#: vocals over the same remixes without it, and still rising at 1200 steps), constant lr 1e-3,
+#: best.pt by the validation GNSDR every 200 steps; 2000 steps are about 35 CPU-minutes (about
+#: 1.05 CPU-s a step with the resampling), so 2 idle cores finish them in about 18 minutes of
+#: wall clock, within 30. ``full`` is defined but has not been run: width 1 (four times the
+#: convolution FLOPs of width 0.5: about 3.2 CPU-s a step by that count, so 3500 steps are about
+#: 3.1 CPU-hours, 1.6 h on 2 idle cores, within the 3-hour budget), the same data and
+#: selection, validated every 250 steps.
 RECIPES: dict[str, dict[str, object]] = {
     "quick": {
-        "width": 0.5, "batch-size": 32, "steps": 1200, "lr": 1e-3, "remix": "fresh", "remix-aligned": 0.1,
-        "remix-gain-db": 3.0, "select": "sdr", "val-every": 200, "checkpoint-every": 200, "log-every": 50,
-        "seed": 0,
+        "width": 0.5, "batch-size": 32, "steps": 2000, "lr": 1e-3, "remix": "fresh", "remix-aligned": 0.1,
+        "remix-gain-db": 3.0, "remix-pitch": 3.0, "select": "sdr", "val-every": 200, "checkpoint-every": 200,
+        "log-every": 50, "seed": 0,
     },
     "full": {
         "width": 1.0, "batch-size": 32, "steps": 3500, "lr": 1e-3, "remix": "fresh", "remix-aligned": 0.1,
-        "remix-gain-db": 3.0, "select": "sdr", "val-every": 250, "checkpoint-every": 250, "log-every": 50,
-        "seed": 0,
+        "remix-gain-db": 3.0, "remix-pitch": 3.0, "select": "sdr", "val-every": 250, "checkpoint-every": 250,
+        "log-every": 50, "seed": 0,
     },
 }
 
