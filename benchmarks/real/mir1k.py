@@ -52,8 +52,9 @@ REPO = Path(__file__).resolve().parents[2]
 #: The recipes: options of ``stemforge train`` (fixed seed). ``quick`` is fixed on validation
 #: (docs/benchmarks.md, "Real music: MIR-1K"): width 0.5, batch 32, fresh remixes (10% aligned
 #: originals, vocal gain +-3 dB) with each remixed stem's pitch and tempo moved within +-3
-#: semitones (on the unseen-singer validation, ``--split-rule huang2014-singer``, +0.67 dB
-#: vocals over the same remixes without it, and still rising at 1200 steps), constant lr 1e-3,
+#: semitones (on the unseen-singer validation, ``--split-rule huang2014-singer``, above the same
+#: remixes without it at all 6 validations, by 0.08-0.67 dB, and still rising at 1200 steps: so
+#: 2000 steps here), constant lr 1e-3,
 #: best.pt by the validation GNSDR every 200 steps; 2000 steps are about 35 CPU-minutes (about
 #: 1.05 CPU-s a step with the resampling), so 2 idle cores finish them in about 18 minutes of
 #: wall clock, within 30. ``full`` is defined but has not been run: width 1 (four times the
