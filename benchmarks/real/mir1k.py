@@ -2,6 +2,8 @@
 
     python benchmarks/real/mir1k.py --root /path/to/MIR-1K --recipe quick --out runs/mir1k-quick
     python benchmarks/real/mir1k.py --root /path/to/MIR-1K --recipe quick --out DIR --skip-test
+    python benchmarks/real/mir1k.py --root /path/to/MIR-1K --split-rule huang2014-singer \
+        --option remix-pitch=3 --out DIR          # an ablation: validated on an unseen singer
 
 Every stage is a ``stemforge`` command run as a subprocess (what a user would type; printed
 before it runs), with a fixed seed:
@@ -13,6 +15,12 @@ before it runs), with a fixed seed:
    picked by the validation GNSDR of the vocals (``--select sdr``), metrics.csv logs it;
 3. unless ``--skip-test``: ``stemforge evaluate DIR/model.pt DIR/data --split test`` (BSS Eval
    v3 as mir_eval, and v2 gain-only), the only look at the test split.
+
+Ablations choose options on validation only: ``--split-rule huang2014-singer`` ingests with amy
+training and the singer abjones validating (how options carry to an unseen singer, which the
+test split asks and validation songs of the training singers cannot tell; the test split is
+then never evaluated), and ``--option KEY=VALUE`` (repeatable) replaces or adds one of the
+recipe's ``stemforge train`` options.
 
 It writes ``DIR/model.pt`` (what ``stemforge separate`` takes; a copy of the run's model.pt),
 ``DIR/result.json`` (GNSDR/GSIR/GSAR per stem of the model and the ideal ratio mask, v3 and v2;
@@ -41,25 +49,28 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: The recipes: options of ``stemforge train`` (fixed seed). ``quick`` is fixed from the
-#: prototype's validation runs (docs/benchmarks.md, "Real music: MIR-1K"): width 0.5, batch 32,
-#: fresh remixes (10% aligned originals, vocal gain +-3 dB), constant lr 1e-3, best.pt by the
-#: validation GNSDR every 200 steps (the prototype's best validation came at 600-800 steps);
-#: 1200 steps are about 16 CPU-minutes at the prototype's pace (0.78 CPU-s a step), so 2 idle
-#: cores finish them in about 8-10 minutes of wall clock, well within 30. ``full`` is defined
-#: but has not been run: width 1 (four times the convolution FLOPs of width 0.5: about 3.2 CPU-s
-#: a step by that count, so 3500 steps are about 3.1 CPU-hours, 1.6 h on 2 idle cores, within
-#: the 3-hour budget), the same data and selection, validated every 250 steps.
+#: The recipes: options of ``stemforge train`` (fixed seed). ``quick`` is fixed on validation
+#: (docs/benchmarks.md, "Real music: MIR-1K"): width 0.5, batch 32, fresh remixes (10% aligned
+#: originals, vocal gain +-3 dB) with each remixed stem's pitch and tempo moved within +-3
+#: semitones (on the unseen-singer validation, ``--split-rule huang2014-singer``, above the same
+#: remixes without it at all 6 validations, by 0.08-0.67 dB, and still rising at 1200 steps: so
+#: 2000 steps here), constant lr 1e-3,
+#: best.pt by the validation GNSDR every 200 steps; 2000 steps are about 35 CPU-minutes (about
+#: 1.05 CPU-s a step with the resampling), so 2 idle cores finish them in about 18 minutes of
+#: wall clock, within 30. ``full`` is defined but has not been run: width 1 (four times the
+#: convolution FLOPs of width 0.5: about 3.2 CPU-s a step by that count, so 3500 steps are about
+#: 3.1 CPU-hours, 1.6 h on 2 idle cores, within the 3-hour budget), the same data and
+#: selection, validated every 250 steps.
 RECIPES: dict[str, dict[str, object]] = {
     "quick": {
-        "width": 0.5, "batch-size": 32, "steps": 1200, "lr": 1e-3, "remix": "fresh", "remix-aligned": 0.1,
-        "remix-gain-db": 3.0, "select": "sdr", "val-every": 200, "checkpoint-every": 200, "log-every": 50,
-        "seed": 0,
+        "width": 0.5, "batch-size": 32, "steps": 2000, "lr": 1e-3, "remix": "fresh", "remix-aligned": 0.1,
+        "remix-gain-db": 3.0, "remix-pitch": 3.0, "select": "sdr", "val-every": 200, "checkpoint-every": 200,
+        "log-every": 50, "seed": 0,
     },
     "full": {
         "width": 1.0, "batch-size": 32, "steps": 3500, "lr": 1e-3, "remix": "fresh", "remix-aligned": 0.1,
-        "remix-gain-db": 3.0, "select": "sdr", "val-every": 250, "checkpoint-every": 250, "log-every": 50,
-        "seed": 0,
+        "remix-gain-db": 3.0, "remix-pitch": 3.0, "select": "sdr", "val-every": 250, "checkpoint-every": 250,
+        "log-every": 50, "seed": 0,
     },
 }
 
@@ -219,7 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-test", action="store_true", help="train and validate only; the test split is not evaluated")
     p.add_argument("--workers", type=int, default=2, help="ingest and evaluation processes")
     p.add_argument("--steps", type=int, help="replace the recipe's steps (a check of the pipeline, not the recipe)")
+    p.add_argument("--split-rule", choices=("huang2014", "huang2014-singer"), default="huang2014",
+                   help="huang2014-singer validates on the unseen singer abjones (amy trains): for ablations, never tested")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="replace or add one `stemforge train` option of the recipe (repeatable), e.g. remix-pitch=3")
     a = p.parse_args(argv)
+    if a.split_rule != "huang2014" and not a.skip_test:
+        print(f"--split-rule {a.split_rule} trains on one singer (an ablation): the test split is not evaluated", flush=True)
+        a.skip_test = True
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     data, run = out / "data", out / "run"
@@ -229,10 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     recipe = dict(RECIPES[a.recipe])
     if a.steps is not None:
         recipe["steps"] = a.steps
-    result: dict = {"recipe": a.recipe, "options": recipe, "root": str(a.root), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    for item in a.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--option {item!r}: expected KEY=VALUE (a stemforge train option without its dashes)")
+        recipe[key.lstrip("-")] = value
+    result: dict = {"recipe": a.recipe, "options": recipe, "split_rule": a.split_rule, "root": str(a.root), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                     "cpu_count": os.cpu_count(), "test_evaluations": 0}
 
-    result["ingest"] = run_stage("ingest", py + ["ingest", "mir1k", str(a.root), "--split-rule", "huang2014", "--out", str(data),
+    result["ingest"] = run_stage("ingest", py + ["ingest", "mir1k", str(a.root), "--split-rule", a.split_rule, "--out", str(data),
                                                  "--workers", str(a.workers)], out / "ingest.log")
     train = run_stage("train", py + ["train", str(data), "--out", str(run), "--device", "cpu", "--no-tensorboard",
                                      *recipe_args(recipe)], out / "train.log")

@@ -230,13 +230,15 @@ def ingest_ikala(root: Annotated[Path, typer.Argument(help="iKala root (holds Wa
 def ingest_mir1k(
     root: Annotated[Path, typer.Argument(help="MIR-1K root (holds Wavfile/ and/or UndividedWavfile/).")],
     unit: Annotated[Optional[str], typer.Option("--unit", help="clips (Wavfile/, default when present) or songs (UndividedWavfile/).")] = None,
-    split_rule: Annotated[str, typer.Option("--split-rule", help="singers (balanced by singer) or huang2014 (abjones+amy train, their songs abjones_5+amy_9 valid, rest test).")] = "singers",
+    split_rule: Annotated[str, typer.Option("--split-rule", help="singers (balanced by singer), huang2014 (abjones+amy train, their songs abjones_5+amy_9 valid, rest test) or huang2014-singer (amy train, abjones valid, rest test: an unseen singer validates).")] = "singers",
 ) -> None:
     """Ingest MIR-1K (16 kHz stereo: left accompaniment, right voice).
 
     mixture = left + right. Split: by singer (a singer never on two sides), deterministic;
     --split-rule huang2014 instead fixes the split as Huang et al. 2014 do (abjones and amy
-    train, the other singers test), and the fraction options do not apply to it.
+    train, the other singers test), and the fraction options do not apply to it;
+    --split-rule huang2014-singer validates on the singer abjones (amy trains), to choose
+    options by how they carry to unseen singers.
 
     Example: stemforge ingest mir1k ~/corpora/MIR-1K --unit clips --out ./stemforge-data
     """

@@ -12,6 +12,11 @@ stored waveforms (``wave_vocals``, ``wave_accompaniment`` of the shards, held in
   each at a uniformly drawn *sample* offset among those whose crop lies on the track as a stored
   crop would (``[0, (n_frames - P) * hop]``), the vocals times ``10 ** (g / 20)``,
   ``g ~ U(-remix_gain_db, +remix_gain_db)`` (the accompaniment unchanged: ``augment``'s rule).
+  With ``remix_pitch > 0`` each of the two stems is then played at its own speed ``r = 2 ** (u
+  / 12)``, ``u ~ U(-remix_pitch, +remix_pitch)`` semitones: the crop's samples are read at steps
+  of ``r`` from its offset (``scipy.signal.resample_poly`` by ``PITCH_GRID / round(PITCH_GRID *
+  r)``, so ``r`` is a multiple of ``1 / PITCH_GRID``), which moves pitch and tempo together, as
+  another singer or song would (the seed's pitch-shift and time-stretch, in one step).
   Its magnitudes are those ``augment`` would store for a one-crop remix track: divided by the
   maximum of the crop's own mixture magnitude (``normalization="max_mixture"``; the plain
   ``|STFT|`` under ``"none"``).
@@ -35,6 +40,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
+from scipy.signal import resample_poly
 
 from stemforge.core import dsp
 from stemforge.core.errors import StemforgeError
@@ -48,6 +54,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: The SeedSequence stream of the remix draws (0: crops, 1: dropout).
 STREAM_REMIX = 2
+#: A pitch change's speed is a multiple of ``1 / PITCH_GRID`` (0.3-0.6 semitones apart within an
+#: octave): a small resampling ratio keeps ``resample_poly``'s filter short.
+PITCH_GRID = 32
 
 
 class RemixBatches:
@@ -60,6 +69,7 @@ class RemixBatches:
         device: where the batches go (float32).
         patch_frames: frames per crop ``P``.
         aligned: probability of an aligned original; gain_db: the vocal gain's half range (dB).
+        pitch: the half range of each remixed stem's pitch change (semitones; 0: none).
         first_bin, n_bins: the model's bins (:func:`~stemforge.train.layout.model_bins`).
         plain: the plain ``|STFT|`` (no division: a model trained on normalization "none").
         progress: ``progress(done, total)`` while the waveforms are read (tracks).
@@ -71,7 +81,7 @@ class RemixBatches:
     def __init__(self, datadir: "DataDir", target: str, batch_size: int, seed: int, rank: int,
                  device: torch.device, patch_frames: int, aligned: float, gain_db: float,
                  first_bin: int = 1, n_bins: int | None = None, plain: bool = False,
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[int, int], None] | None = None, pitch: float = 0.0):
         self.config = config = datadir.config
         self.target = target
         self.batch_size = int(batch_size)
@@ -80,6 +90,7 @@ class RemixBatches:
         self.patch_frames = int(patch_frames)
         self.aligned = float(aligned)
         self.gain_db = float(gain_db)
+        self.pitch = float(pitch)
         self.first_bin, self.n_bins = model_bins(config.n_bins, first_bin, n_bins)
         rows = datadir.select(split="train")
         self.tracks = TrackList.from_rows(rows)
@@ -121,14 +132,16 @@ class RemixBatches:
     def channels(self) -> int:
         return self.config.channels
 
-    def _segment(self, x: np.ndarray, a: int) -> np.ndarray:
-        """Samples ``[a - lead, a - lead + span)`` of ``x [channels, n]``, zeros outside."""
+    def _segment(self, x: np.ndarray, a: int, length: int | None = None) -> np.ndarray:
+        """Samples ``[a - lead, a - lead + length)`` of ``x [channels, n]`` (``length``: the
+        crop's ``span`` unless given), zeros outside."""
+        length = self.span if length is None else length
         lo = a - self.lead
-        hi = lo + self.span
+        hi = lo + length
         n = x.shape[-1]
         if lo >= 0 and hi <= n:
             return x[:, lo:hi]
-        out = np.zeros((x.shape[0], self.span), np.float32)
+        out = np.zeros((x.shape[0], length), np.float32)
         s, e = max(lo, 0), min(hi, n)
         if e > s:
             out[:, s - lo : e - lo] = x[:, s:e]
@@ -161,9 +174,24 @@ class RemixBatches:
             av = int(rng.integers(0, self._max_start(i) * hop + 1))
             aa = int(rng.integers(0, self._max_start(j) * hop + 1))
             gain = np.float32(10.0 ** (rng.uniform(-self.gain_db, self.gain_db) / 20.0)) if self.gain_db > 0 else np.float32(1)
+            if self.pitch > 0:
+                up = PITCH_GRID
+                down_v, down_a = (int(round(up * 2.0 ** (u / 12.0))) for u in rng.uniform(-self.pitch, self.pitch, 2))
+                voc[b] = self._played_at(self.vocals[i], av, up, down_v) * gain
+                acc[b] = self._played_at(self.accompaniment[j], aa, up, down_a)
+                continue
             voc[b] = self._segment(self.vocals[i], av) * gain
             acc[b] = self._segment(self.accompaniment[j], aa)
         return voc, acc, norm
+
+    def _played_at(self, x: np.ndarray, a: int, up: int, down: int) -> np.ndarray:
+        """``span`` samples of ``x [channels, n]`` from ``a - lead`` on, played ``down / up``
+        times as fast (float32 ``[channels, span]``; :meth:`_segment` when ``up == down``)."""
+        if up == down:
+            return self._segment(x, a)
+        need = -(-self.span * down // up)  # ceil: enough input for span output samples
+        y = resample_poly(self._segment(x, a, need), up, down, axis=-1)
+        return np.ascontiguousarray(y[:, : self.span], dtype=np.float32)
 
     def magnitudes(self, voc: np.ndarray, acc: np.ndarray, norm: np.ndarray) -> dict[str, np.ndarray]:
         """Stored-layout float16 magnitudes of segments (:meth:`draw`): ``{"mixture", "vocals",

@@ -49,6 +49,18 @@ def test_huang2014_valid_is_the_songs_holding_the_development_clips(tree):
         mir1k.discover(tree, split_rule="huang2014", valid_fraction=0.2)
 
 
+def test_huang2014_singer_validates_on_the_singer_abjones(tree):
+    """huang2014-singer: amy trains, every clip of abjones validates, the test split is
+    huang2014's; its fractions are fixed too."""
+    splits = {t.track_id: t.split for t in mir1k.discover(tree, split_rule="huang2014-singer")}
+    standard = {t.track_id: t.split for t in mir1k.discover(tree, split_rule="huang2014")}
+    assert {k for k, v in splits.items() if v == "valid"} == {"abjones_1_01", "abjones_1_02", "abjones_5_01", "abjones_5_02"}
+    assert {k for k, v in splits.items() if v == "train"} == {"amy_2_01", "amy_2_02", "amy_9_01", "amy_9_02"}
+    assert {k for k, v in splits.items() if v == "test"} == {k for k, v in standard.items() if v == "test"}
+    with pytest.raises(StemforgeError, match="huang2014-singer fixes the split"):
+        mir1k.discover(tree, split_rule="huang2014-singer", test_fraction=0.3)
+
+
 def test_cli_ingest_huang2014_has_a_valid_split_and_no_warning(tree, tmp_path):
     data = tmp_path / "data"
     r = CliRunner().invoke(app, ["ingest", "mir1k", str(tree), "--split-rule", "huang2014", "--out", str(data), "--workers", "1"])

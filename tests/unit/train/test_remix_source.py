@@ -67,7 +67,11 @@ def _replay(src: RemixBatches, step: int) -> list[tuple]:
         j = int(rng.choice(n, p=src.p))
         av = int(rng.integers(0, last[i] * hop + 1))
         aa = int(rng.integers(0, last[j] * hop + 1))
-        out.append(("remix", i, av, j, aa, float(rng.uniform(-src.gain_db, src.gain_db))))
+        g = float(rng.uniform(-src.gain_db, src.gain_db))
+        if src.pitch > 0:
+            out.append(("remix", i, av, j, aa, g, *rng.uniform(-src.pitch, src.pitch, 2)))
+        else:
+            out.append(("remix", i, av, j, aa, g))
     return out
 
 
@@ -131,6 +135,36 @@ def test_a_remix_is_independent_draws_at_sample_offsets_with_a_gain(datadir):
     mags = src.magnitudes(voc, acc, norm)
     peaks = mags["mixture"].reshape(len(voc), -1).max(axis=1).astype(np.float32)
     np.testing.assert_allclose(peaks, 1.0, rtol=1e-3)
+
+
+def test_a_pitch_change_plays_each_stem_at_its_own_drawn_speed(datadir):
+    """With ``pitch`` each remixed stem is resampled to the speed ``2 ** (u / 12)`` (on the grid
+    of 1/32) of its own draw ``u`` within +-pitch semitones: tones of 440 Hz (vocals) and 250 Hz
+    (accompaniment) come out at 440 and 250 Hz times their speeds; aligned originals are never
+    changed, and ``pitch=0`` draws what it always drew."""
+    src = _source(datadir, aligned=0.0, batch_size=24, pitch=3.0)
+    sr = src.config.sample_rate
+    for stems, f in ((src.vocals, 440.0), (src.accompaniment, 250.0)):
+        for k, x in enumerate(stems):
+            stems[k] = (0.1 * np.sin(2 * np.pi * f * np.arange(x.shape[-1]) / sr))[None].astype(np.float32)
+    voc, acc, _ = src.draw(9)
+    draws = _replay(src, 9)
+    window = np.hanning(src.span)
+    freqs = np.fft.rfftfreq(src.span, 1 / sr)
+    speeds = []
+    for b, (kind, i, av, j, aa, g, u_v, u_a) in enumerate(draws):
+        assert kind == "remix"
+        for y, f, u in ((voc[b, 0], 440.0, u_v), (acc[b, 0], 250.0, u_a)):
+            assert abs(u) <= 3.0
+            speed = round(32 * 2 ** (u / 12)) / 32
+            peak = freqs[np.argmax(np.abs(np.fft.rfft(y * window)))]
+            assert abs(peak - f * speed) < 1.0, (b, peak, f * speed)
+            speeds.append(speed)
+    assert min(speeds) < 0.9 and max(speeds) > 1.1  # the draws span the range
+    # aligned originals are the same with or without a pitch change
+    plain = _source(datadir, aligned=1.0, batch_size=8).draw(3)
+    pitched = _source(datadir, aligned=1.0, batch_size=8, pitch=3.0).draw(3)
+    assert all(np.array_equal(x, y) for x, y in zip(plain[:2], pitched[:2]))
 
 
 def test_batches_are_a_function_of_seed_and_step_only(datadir):
