@@ -236,9 +236,8 @@ def ingest_mir1k(
 
     mixture = left + right. Split: by singer (a singer never on two sides), deterministic;
     --split-rule huang2014 instead fixes the split as Huang et al. 2014 do (abjones and amy
-    train, the other singers test), and the fraction options do not apply to it;
-    --split-rule huang2014-singer validates on the singer abjones (amy trains), to choose
-    options by how they carry to unseen singers.
+    train, the other singers test; huang2014-singer: an unseen singer, abjones, validates),
+    and the fraction options do not apply to it.
 
     Example: stemforge ingest mir1k ~/corpora/MIR-1K --unit clips --out ./stemforge-data
     """
