@@ -59,7 +59,7 @@ def test_discover_refuses_what_check_options_refuses(tmp_path, corpus, options, 
 @pytest.mark.parametrize(
     "argv,flag_and_reason",
     [
-        (["ingest", "mir1k", "corpus", "--split-rule", "coin"], "--split-rule: must be one of singers, huang2014, got 'coin'"),
+        (["ingest", "mir1k", "corpus", "--split-rule", "coin"], "--split-rule: must be one of singers, huang2014, huang2014-singer, got 'coin'"),
         (["ingest", "musdb", "corpus", "--format", "ogg"], "--format: must be one of auto, stems, hq, got 'ogg'"),
         (
             ["ingest", "ikala", "corpus", "--valid-fraction", "0.5", "--test-fraction", "0.5"],

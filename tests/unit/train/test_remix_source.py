@@ -165,6 +165,17 @@ def test_a_pitch_change_plays_each_stem_at_its_own_drawn_speed(datadir):
     plain = _source(datadir, aligned=1.0, batch_size=8).draw(3)
     pitched = _source(datadir, aligned=1.0, batch_size=8, pitch=3.0).draw(3)
     assert all(np.array_equal(x, y) for x, y in zip(plain[:2], pitched[:2]))
+    # open_batches (what `train --remix-pitch` reaches) hands the range to the source and says it
+    sampler = PatchSampler.from_datadir(datadir, patch_frames=128)
+    source = open_batches(datadir, sampler, "vocals", torch.device("cpu"), range(9, 10), batch_size=24, seed=3,
+                          remix="fresh", remix_aligned=0.1, remix_gain_db=3.0, remix_pitch=3.0)
+    try:
+        assert "pitch and tempo within +-3 semitones" in source.message
+        mixture, _ = next(iter(source))
+        assert torch.equal(mixture, _source(datadir, batch_size=24, pitch=3.0).batch(9)[0])
+        assert not torch.equal(mixture, _source(datadir, batch_size=24).batch(9)[0])
+    finally:
+        source.close()
 
 
 def test_batches_are_a_function_of_seed_and_step_only(datadir):
