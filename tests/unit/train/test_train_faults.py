@@ -426,22 +426,21 @@ def test_an_interrupted_session_reports_throughput_and_the_last_row_loss(datadir
 
 @pytest.mark.parametrize("text", [
     "Application timeout caused pair closure",  # Gloo, inside DDP's buffer broadcast (seen under load)
-    "[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:4242",
     "Timed out waiting 30000ms for send operation to complete",
 ])
 def test_a_failed_collective_is_a_lost_peer_whatever_gloo_words_it(text):
-    """Gloo words the same fault several ways, one of them ("Application timeout caused pair
+    """Gloo words a timed-out peer several ways, one of them ("Application timeout caused pair
     closure", raised by DDP's forward) without naming gloo: each is a PeerLostError (exit 3)
-    saying what happened, and an unrelated RuntimeError, or any error of a single process, is not."""
+    saying what happened, and an unrelated RuntimeError, or any error of a single process, is not.
+    (A closed connection is the survivor test's, tests/integration/test_train_faults_commands.py.)"""
     from stemforge.core.errors import PeerLostError
     from stemforge.train.distributed import DistributedEnv, ProcessGroup
 
     group = ProcessGroup(DistributedEnv(rank=0, world_size=2), torch.device("cpu"), timeout_s=30)
     lost = group.peer_lost(RuntimeError(text), step=7)
     assert isinstance(lost, PeerLostError)
-    timed_out = "closed by peer" not in text
     assert str(lost).startswith("rank 0 at step 7: ")
-    assert ("no answer from another process within 30 s" in str(lost)) == timed_out, str(lost)
+    assert "no answer from another process within 30 s (--dist-timeout)" in str(lost), str(lost)
     assert group.peer_lost(RuntimeError("CUDA out of memory"), step=7) is None
     single = ProcessGroup(DistributedEnv(), torch.device("cpu"))
     assert single.peer_lost(RuntimeError(text), step=7) is None
