@@ -27,7 +27,7 @@ hop``, zeros outside the track), the mixture is ``vocals + accompaniment`` (what
 and the evaluation take; a recipe that stored another mixture is not reproduced). The result is
 cut to the model's bins and laid out as the other sources give it (float16-rounded,
 ``[batch, channels, n_bins, P]``), so a model cannot tell a fresh aligned example from a stored
-crop (``tests/test_remix_source.py``: equal to the stored magnitudes to float16 rounding).
+crop (``tests/unit/train/test_remix_source.py``: equal to the stored magnitudes to float16 rounding).
 
 Every draw of step ``s`` comes from ``numpy.random.default_rng(step_seed_sequence(seed, rank,
 s, STREAM_REMIX))``: a pure function of the run's seed and the step, so a resumed run draws what
