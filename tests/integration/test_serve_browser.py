@@ -18,13 +18,13 @@ import base64
 import contextlib
 import io
 import os
-import socket
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from support.serve import serving as live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -75,27 +75,8 @@ def server(tmp_path_factory):
 @contextlib.contextmanager
 def serving(app):
     """Run ``app`` in uvicorn on a free loopback port, as `stemforge serve` runs it; yields the base URL."""
-    import uvicorn
-
-    from stemforge.serve.connection import server_config
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    srv = uvicorn.Server(server_config(app, app.state.settings))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    try:
+    with live_server(app) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(15)
-        sock.close()
 
 
 @pytest.fixture(scope="module")

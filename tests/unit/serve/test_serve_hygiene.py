@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import socket
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -27,8 +26,9 @@ with warnings.catch_warnings():
 
 from stemforge.core.errors import StemforgeError
 from stemforge.serve import ServeSettings, create_app
-from stemforge.serve.connection import server_config
 from stemforge.serve.hosts import host_name, normalize_origin
+
+from support.serve import serving
 
 RATE = 8000
 
@@ -155,30 +155,13 @@ MIN_RATE_KIB = 64.0
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """A uvicorn server as the CLI runs it, on a free 127.0.0.1 port; yields ``(port, app)``."""
-    import uvicorn
-
     work = tmp_path_factory.mktemp("hygiene") / "work"
     settings = ServeSettings(
         max_upload_mb=4, max_seconds=5.0, work_dir=work, upload_timeout_s=TIMEOUT, upload_min_rate_kib=MIN_RATE_KIB
     )
     app = create_app(Halves(), settings, render_png=None)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(server_config(app, settings))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    try:
+    with serving(app) as port:
         yield port, app
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
 
 
 def connect(port: int) -> socket.socket:
