@@ -174,20 +174,19 @@ class RemixBatches:
             av = int(rng.integers(0, self._max_start(i) * hop + 1))
             aa = int(rng.integers(0, self._max_start(j) * hop + 1))
             gain = np.float32(10.0 ** (rng.uniform(-self.gain_db, self.gain_db) / 20.0)) if self.gain_db > 0 else np.float32(1)
+            down_v = down_a = PITCH_GRID  # the speed down / PITCH_GRID of each stem: 1 unless pitched
             if self.pitch > 0:
-                up = PITCH_GRID
-                down_v, down_a = (int(round(up * 2.0 ** (u / 12.0))) for u in rng.uniform(-self.pitch, self.pitch, 2))
-                voc[b] = self._played_at(self.vocals[i], av, up, down_v) * gain
-                acc[b] = self._played_at(self.accompaniment[j], aa, up, down_a)
-                continue
-            voc[b] = self._segment(self.vocals[i], av) * gain
-            acc[b] = self._segment(self.accompaniment[j], aa)
+                semitones = rng.uniform(-self.pitch, self.pitch, 2)
+                down_v, down_a = (int(round(PITCH_GRID * 2.0 ** (u / 12.0))) for u in semitones)
+            voc[b] = self._played_at(self.vocals[i], av, down_v) * gain
+            acc[b] = self._played_at(self.accompaniment[j], aa, down_a)
         return voc, acc, norm
 
-    def _played_at(self, x: np.ndarray, a: int, up: int, down: int) -> np.ndarray:
-        """``span`` samples of ``x [channels, n]`` from ``a - lead`` on, played ``down / up``
-        times as fast (float32 ``[channels, span]``; :meth:`_segment` when ``up == down``)."""
-        if up == down:
+    def _played_at(self, x: np.ndarray, a: int, down: int) -> np.ndarray:
+        """``span`` samples of ``x [channels, n]`` from ``a - lead`` on, played ``down /
+        PITCH_GRID`` times as fast (float32 ``[channels, span]``; :meth:`_segment` at speed 1)."""
+        up = PITCH_GRID
+        if down == up:
             return self._segment(x, a)
         need = -(-self.span * down // up)  # ceil: enough input for span output samples
         y = resample_poly(self._segment(x, a, need), up, down, axis=-1)
