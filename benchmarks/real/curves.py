@@ -10,15 +10,17 @@ rows, runs in columns), with each run's best.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from mir1k import read_metrics, validation_curve  # noqa: E402  (the reading of metrics.csv, shared)
 
 
 def validation(run: Path) -> dict[int, float]:
     """``{step: vocals GNSDR (dB)}`` of a run's validations."""
-    with open(run / "metrics.csv", newline="") as f:
-        return {int(r["step"]): float(r["val_gnsdr_vocals"]) for r in csv.DictReader(f) if r.get("val_gnsdr_vocals")}
+    return {step: vocals for step, _, vocals, _ in validation_curve(read_metrics(run / "metrics.csv"))}
 
 
 def main(argv: list[str] | None = None) -> int:
