@@ -28,12 +28,6 @@ from stemforge.model.spleeter import (
 )
 
 
-#: Spleeter's model input: 512 frames of the lowest 1024 bins.
-
-
-# ---------------------------------------------------------------- against the reference port
-
-
 # ---------------------------------------------------------------- bad folders and files
 
 
