@@ -2,8 +2,8 @@
 
 ``tests/unit/<package>/`` holds the tests of one package of stemforge, in process, on inputs made
 at test time (the inner loop: ``pytest -m "not integration"``); ``tests/integration/`` the tests
-that run whole commands as real processes (subprocesses, torchrun, a browser, the demo) or read
-real audio. Every test under ``tests/integration/`` is marked ``integration`` here, by its folder.
+that run whole commands (as real processes: subprocesses, torchrun, a browser, the demo; or the
+CLI's own tests, its usage, help and output, through Typer's runner) or read real audio. Every test under ``tests/integration/`` is marked ``integration`` here, by its folder.
 
 Fixtures: synthetic corpora made at test time (``dsd100_corpus``), tiny DataDirs ingested once
 per session and shared read-only (``tiny_datadirs``), the real-data folder when configured.

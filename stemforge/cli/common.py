@@ -36,7 +36,7 @@ DEFAULT_DATA_DIR = "stemforge-data"
 DATA_ENV = "STEMFORGE_DATA"
 
 #: stemforge.karaoke.align.MIN_SCORE (derive-vocals, ingest pairs), written out so that --help
-#: stays fast without importing numpy; tests/unit/cli/test_cli_usage.py holds them equal.
+#: stays fast without importing numpy; tests/integration/test_cli_usage.py holds them equal.
 MIN_SCORE = 0.45
 
 DATA_HELP = f"DataDir to use (default: ${DATA_ENV} if set, else ./{DEFAULT_DATA_DIR})."

@@ -2,7 +2,7 @@
 separate` and a really small disk under `stemforge augment` (processes on a small tmpfs), ingest,
 augment, separate and evaluate writing plain progress lines into a log, and MIR-1K's ingest
 through a pipe in a real process. The one-line refusals in process:
-tests/unit/cli/test_reliability_io.py."""
+tests/integration/test_reliability_io.py."""
 
 from __future__ import annotations
 

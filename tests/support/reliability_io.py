@@ -1,4 +1,4 @@
-"""What tests/unit/cli/test_reliability_io.py and tests/integration/test_reliability_io_commands.py
+"""What tests/integration/test_reliability_io.py and tests/integration/test_reliability_io_commands.py
 share."""
 
 from __future__ import annotations
