@@ -1,7 +1,6 @@
 """MIR-1K: the huang2014 protocol (train abjones and amy, valid their songs abjones_5 and amy_9, test
-every other singer) and clips that are not 16 kHz stereo, on synthetic trees and, when
-$STEMFORGE_REAL_DATA is set, on the real clips. The real clips:
-tests/integration/test_mir1k_real.py."""
+every other singer) and clips that are not 16 kHz stereo, on synthetic trees. On the real clips
+($STEMFORGE_REAL_DATA): tests/integration/test_mir1k_real.py."""
 
 from __future__ import annotations
 
