@@ -163,25 +163,19 @@ def test_a_pitch_change_plays_each_stem_at_its_own_drawn_speed(datadir):
             assert abs(peak - f * speed) < 1.0, (b, peak, f * speed)
             speeds.append(speed)
     assert min(speeds) < 0.9 and max(speeds) > 1.1  # the draws span the range
-    _aligned_unchanged_and_passed_on(datadir, {"pitch": 3.0}, {"remix_pitch": 3.0},
-                                     "pitch and tempo within +-3 semitones", step=9, batch_size=24)
-
-
-def _aligned_unchanged_and_passed_on(datadir, option: dict, flag: dict, says: str, step: int, batch_size: int):
-    """Aligned originals are the same with and without a remix ``option`` (RemixBatches'
-    keywords); open_batches given the ``flag`` (its keywords: what the `train` option reaches)
-    hands it to the source, whose batches it changes, and says it in its message."""
+    # aligned originals are the same with or without a pitch change
     plain = _source(datadir, aligned=1.0, batch_size=8).draw(3)
-    changed = _source(datadir, aligned=1.0, batch_size=8, **option).draw(3)
-    assert all(np.array_equal(x, y) for x, y in zip(plain[:2], changed[:2]))
+    pitched = _source(datadir, aligned=1.0, batch_size=8, pitch=3.0).draw(3)
+    assert all(np.array_equal(x, y) for x, y in zip(plain[:2], pitched[:2]))
+    # open_batches (what `train --remix-pitch` reaches) hands the range to the source and says it
     sampler = PatchSampler.from_datadir(datadir, patch_frames=128)
-    source = open_batches(datadir, sampler, "vocals", torch.device("cpu"), range(step, step + 1), batch_size=batch_size,
-                          seed=3, remix="fresh", remix_aligned=0.1, remix_gain_db=3.0, **flag)
+    source = open_batches(datadir, sampler, "vocals", torch.device("cpu"), range(9, 10), batch_size=24, seed=3,
+                          remix="fresh", remix_aligned=0.1, remix_gain_db=3.0, remix_pitch=3.0)
     try:
-        assert says in source.message
+        assert "pitch and tempo within +-3 semitones" in source.message
         mixture, _ = next(iter(source))
-        assert torch.equal(mixture, _source(datadir, batch_size=batch_size, **option).batch(step)[0])
-        assert not torch.equal(mixture, _source(datadir, batch_size=batch_size).batch(step)[0])
+        assert torch.equal(mixture, _source(datadir, batch_size=24, pitch=3.0).batch(9)[0])
+        assert not torch.equal(mixture, _source(datadir, batch_size=24).batch(9)[0])
     finally:
         source.close()
 
@@ -217,8 +211,21 @@ def test_an_equalizer_gives_each_stem_its_own_drawn_gains(datadir):
             gains.append(e[list(at.values())])
     gains = np.array(gains)
     assert gains.std(axis=0).min() > 1.0  # examples and stems differ
-    _aligned_unchanged_and_passed_on(datadir, {"eq": 6.0}, {"remix_eq": 6.0}, "each stem equalized within +-6 dB",
-                                     step=4, batch_size=12)
+    # aligned originals are the same with or without the equalizer
+    aligned = _source(datadir, aligned=1.0, batch_size=8).draw(3)
+    equalized = _source(datadir, aligned=1.0, batch_size=8, eq=6.0).draw(3)
+    assert all(np.array_equal(x, y) for x, y in zip(aligned[:2], equalized[:2]))
+    # open_batches (what `train --remix-eq` reaches) hands the range to the source and says it
+    sampler = PatchSampler.from_datadir(datadir, patch_frames=128)
+    source = open_batches(datadir, sampler, "vocals", torch.device("cpu"), range(4, 5), batch_size=12, seed=3,
+                          remix="fresh", remix_aligned=0.1, remix_gain_db=3.0, remix_eq=6.0)
+    try:
+        assert "each stem equalized within +-6 dB" in source.message
+        mixture, _ = next(iter(source))
+        assert torch.equal(mixture, _source(datadir, batch_size=12, eq=6.0).batch(4)[0])
+        assert not torch.equal(mixture, _source(datadir, batch_size=12).batch(4)[0])
+    finally:
+        source.close()
 
 
 def test_batches_are_a_function_of_seed_and_step_only(datadir):
