@@ -141,7 +141,6 @@ class _Request:
     remix_aligned: float = 0.1
     remix_gain_db: float = 3.0
     remix_pitch: float = 0.0
-    remix_eq: float = 0.0
 
 
 def open_batches(
@@ -165,7 +164,6 @@ def open_batches(
     remix_aligned: float = 0.1,
     remix_gain_db: float = 3.0,
     remix_pitch: float = 0.0,
-    remix_eq: float = 0.0,
 ) -> BatchSource:
     """The batches of ``steps`` (crops of ``sampler`` for ``(seed, rank, step)``).
 
@@ -180,14 +178,14 @@ def open_batches(
     it reads, as a sentence; tracks read so far, from 0, and in all). ``remix="fresh"``: the
     remix source (:mod:`.remix`; ``data_mode`` and ``workers`` do not apply), each example an
     aligned original with probability ``remix_aligned``, else a remix with a vocal gain within
-    ``+-remix_gain_db`` dB, each stem's pitch and tempo changed within ``+-remix_pitch``
-    semitones and each stem equalized with gains within ``+-remix_eq`` dB.
+    ``+-remix_gain_db`` dB and each stem's pitch and tempo changed within ``+-remix_pitch``
+    semitones.
     """
     scale = track_norms(datadir, "train") if plain else None
     if data_mode not in DATA_MODES:
         raise StemforgeError(f"data_mode must be one of {DATA_MODES}, got {data_mode!r}")
     request = _Request(datadir, sampler, target, device, steps, batch_size, seed, rank, first_bin, n_bins, scale,
-                       progress, remix, remix_aligned, remix_gain_db, remix_pitch, remix_eq)
+                       progress, remix, remix_aligned, remix_gain_db, remix_pitch)
     if remix == "fresh":
         return _remix_source(request, plain)
     if remix != "stored":
@@ -246,11 +244,9 @@ def _remix_source(r: _Request, plain: bool) -> BatchSource:
         report = lambda done, total: r.progress(what, done, total)  # noqa: E731
     remix = RemixBatches(r.datadir, r.target, r.batch_size, r.seed, r.rank, r.device, r.sampler.patch_frames,
                          r.remix_aligned, r.remix_gain_db, r.first_bin, r.n_bins, plain=plain, progress=report,
-                         pitch=r.remix_pitch, eq=r.remix_eq)
+                         pitch=r.remix_pitch)
     message = (f"fresh remixes every step from the train split's waveforms ({len(remix.tracks):,} tracks, {length}): "
                f"{r.remix_aligned:.0%} aligned originals, vocal gain within +-{r.remix_gain_db:g} dB")
     if r.remix_pitch > 0:
         message += f", each stem's pitch and tempo within +-{r.remix_pitch:g} semitones"
-    if r.remix_eq > 0:
-        message += f", each stem equalized within +-{r.remix_eq:g} dB"
     return BatchSource(ResidentIter(remix, r.steps), "remix", message)

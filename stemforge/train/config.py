@@ -37,7 +37,7 @@ SELECT_MODES = ("loss", "sdr")
 #: TrainConfig fields a resumed run must keep (they decide which batches and updates come next).
 RESUME_FIXED = ("batch_size", "lr", "seed", "patch_frames", "min_vocal_db", "betas", "eps",
                 "lr_schedule", "patience", "early_stop", "freeze_bn", "remix", "remix_aligned", "remix_gain_db",
-                "remix_pitch", "ema", "select", "warmup", "remix_eq")
+                "remix_pitch", "ema", "select", "warmup")
 
 
 @dataclass(frozen=True)
@@ -145,9 +145,6 @@ class TrainConfig(_Config):
             ``u`` drawn uniformly in ``[-remix_pitch, +remix_pitch]`` semitones for each stem
             independently: pitch and tempo change together (resampling), as other singers and
             songs would sound (0: off; aligned originals are never changed).
-        remix_eq: with ``fresh``, each stem of a remix passes its own random equalizer: gains
-            drawn uniformly in ``[-remix_eq, +remix_eq]`` dB at octaves from 62.5 Hz, smooth in
-            between (0: off; aligned originals are never changed).
         ema: keep an exponential moving average of the weights with this decay per step
             (e.g. 0.995; None: off); the average is what is validated and what best.pt and
             model.pt hold (last.pt holds both).
@@ -164,7 +161,7 @@ class TrainConfig(_Config):
 
     _HASH_IF_SET: ClassVar[tuple[str, ...]] = ("lr_schedule", "patience", "early_stop", "freeze_bn", "dist_timeout",
                                                "remix", "remix_aligned", "remix_gain_db", "ema", "select", "warmup",
-                                               "remix_pitch", "remix_eq")
+                                               "remix_pitch")
 
     steps: int = field(default=10000, metadata=_flag("Optimizer steps in total."))
     batch_size: int = field(default=64, metadata=_flag("Crops per step (per process).", "--batch-size", "-b"))
@@ -216,9 +213,6 @@ class TrainConfig(_Config):
     remix_pitch: float = field(default=0.0, metadata=_flag(
         "With --remix fresh: each remixed stem's pitch and tempo changed together (resampled) by a draw within "
         "+-this many semitones (0: off)."))
-    remix_eq: float = field(default=0.0, metadata=_flag(
-        "With --remix fresh: each remixed stem through its own random equalizer, gains drawn within +-this many dB "
-        "at octaves from 62.5 Hz (0: off)."))
     ema: float | None = field(default=None, metadata=_flag(
         "Exponential moving average of the weights with this decay per step (e.g. 0.995): validated and saved in "
         "best.pt/model.pt (default: off).", show_default=False))
@@ -246,8 +240,7 @@ class TrainConfig(_Config):
             raise StemforgeError(f"TrainConfig: remix must be one of {REMIX_MODES}, got {self.remix!r}")
         if self.select not in SELECT_MODES:
             raise StemforgeError(f"TrainConfig: select must be one of {SELECT_MODES}, got {self.select!r}")
-        for name, lo, hi in (("remix_aligned", 0.0, 1.0), ("remix_gain_db", 0.0, 60.0), ("remix_pitch", 0.0, 12.0),
-                             ("remix_eq", 0.0, 24.0)):
+        for name, lo, hi in (("remix_aligned", 0.0, 1.0), ("remix_gain_db", 0.0, 60.0), ("remix_pitch", 0.0, 12.0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi):
                 raise StemforgeError(f"TrainConfig: {name} must be a number in [{lo:g}, {hi:g}], got {v!r}")

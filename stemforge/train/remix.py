@@ -17,12 +17,6 @@ stored waveforms (``wave_vocals``, ``wave_accompaniment`` of the shards, held in
   of ``r`` from its offset (``scipy.signal.resample_poly`` by ``PITCH_GRID / round(PITCH_GRID *
   r)``, so ``r`` is a multiple of ``1 / PITCH_GRID``), which moves pitch and tempo together, as
   another singer or song would (the seed's pitch-shift and time-stretch, in one step).
-  With ``remix_eq > 0`` each of the two stems then passes its own random equalizer, as another
-  voice, microphone or mix would colour it: gains ``e ~ U(-remix_eq, +remix_eq)`` dB drawn at
-  the octave frequencies ``EQ_LOWEST * 2 ** k`` below the Nyquist frequency (7 at 16 kHz: 62.5 Hz
-  to 4 kHz), interpolated linearly in dB over log frequency (flat beyond the end points) and
-  applied with zero phase to the crop's samples (one real FFT of the crop: its ends wrap, by
-  the curve's short response).
   Its magnitudes are those ``augment`` would store for a one-crop remix track: divided by the
   maximum of the crop's own mixture magnitude (``normalization="max_mixture"``; the plain
   ``|STFT|`` under ``"none"``).
@@ -60,8 +54,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: The SeedSequence stream of the remix draws (0: crops, 1: dropout).
 STREAM_REMIX = 2
-#: The equalizer's lowest control frequency (Hz); the others are its octaves below Nyquist.
-EQ_LOWEST = 62.5
 #: A pitch change's speed is a multiple of ``1 / PITCH_GRID`` (0.3-0.6 semitones apart within an
 #: octave): a small resampling ratio keeps ``resample_poly``'s filter short.
 PITCH_GRID = 32
@@ -78,7 +70,6 @@ class RemixBatches:
         patch_frames: frames per crop ``P``.
         aligned: probability of an aligned original; gain_db: the vocal gain's half range (dB).
         pitch: the half range of each remixed stem's pitch change (semitones; 0: none).
-        eq: the half range of each remixed stem's equalizer gains (dB; 0: none).
         first_bin, n_bins: the model's bins (:func:`~stemforge.train.layout.model_bins`).
         plain: the plain ``|STFT|`` (no division: a model trained on normalization "none").
         progress: ``progress(done, total)`` while the waveforms are read (tracks).
@@ -90,7 +81,7 @@ class RemixBatches:
     def __init__(self, datadir: "DataDir", target: str, batch_size: int, seed: int, rank: int,
                  device: torch.device, patch_frames: int, aligned: float, gain_db: float,
                  first_bin: int = 1, n_bins: int | None = None, plain: bool = False,
-                 progress: Callable[[int, int], None] | None = None, pitch: float = 0.0, eq: float = 0.0):
+                 progress: Callable[[int, int], None] | None = None, pitch: float = 0.0):
         self.config = config = datadir.config
         self.target = target
         self.batch_size = int(batch_size)
@@ -100,7 +91,6 @@ class RemixBatches:
         self.aligned = float(aligned)
         self.gain_db = float(gain_db)
         self.pitch = float(pitch)
-        self.eq = float(eq)
         self.first_bin, self.n_bins = model_bins(config.n_bins, first_bin, n_bins)
         rows = datadir.select(split="train")
         self.tracks = TrackList.from_rows(rows)
@@ -137,12 +127,6 @@ class RemixBatches:
         #: samples of one crop's STFT input: frames k = 0..P-1 centred on a + k * hop
         self.span = (self.patch_frames - 1) * hop + n_fft
         self.lead = n_fft // 2 if config.center else 0
-        #: the equalizer's control frequencies (Hz) and, per rfft bin of a crop, log2 of its
-        #: frequency clamped to their range
-        nyquist = config.sample_rate / 2
-        self.eq_freqs = EQ_LOWEST * 2.0 ** np.arange(int(np.ceil(np.log2(nyquist / EQ_LOWEST))))
-        freqs = np.fft.rfftfreq(self.span, 1.0 / config.sample_rate)
-        self._eq_at = np.log2(np.clip(freqs, self.eq_freqs[0], self.eq_freqs[-1]))
 
     @property
     def channels(self) -> int:
@@ -196,19 +180,7 @@ class RemixBatches:
                 down_v, down_a = (int(round(PITCH_GRID * 2.0 ** (u / 12.0))) for u in semitones)
             voc[b] = self._played_at(self.vocals[i], av, down_v) * gain
             acc[b] = self._played_at(self.accompaniment[j], aa, down_a)
-            if self.eq > 0:
-                eq_v, eq_a = rng.uniform(-self.eq, self.eq, (2, len(self.eq_freqs)))
-                voc[b] = self.equalized(voc[b], eq_v)
-                acc[b] = self.equalized(acc[b], eq_a)
         return voc, acc, norm
-
-    def equalized(self, x: np.ndarray, gains_db: np.ndarray) -> np.ndarray:
-        """``x [channels, span]`` through the zero-phase equalizer of ``gains_db`` (one per
-        :attr:`eq_freqs`, dB; linear in dB over log frequency between them, flat beyond):
-        float32 ``[channels, span]``."""
-        curve = 10.0 ** (np.interp(self._eq_at, np.log2(self.eq_freqs), gains_db) / 20.0)
-        y = np.fft.irfft(np.fft.rfft(x, axis=-1) * curve, n=self.span, axis=-1)
-        return y.astype(np.float32)
 
     def _played_at(self, x: np.ndarray, a: int, down: int) -> np.ndarray:
         """``span`` samples of ``x [channels, n]`` from ``a - lead`` on, played ``down /

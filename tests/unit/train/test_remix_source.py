@@ -68,12 +68,10 @@ def _replay(src: RemixBatches, step: int) -> list[tuple]:
         av = int(rng.integers(0, last[i] * hop + 1))
         aa = int(rng.integers(0, last[j] * hop + 1))
         g = float(rng.uniform(-src.gain_db, src.gain_db))
-        draw = ("remix", i, av, j, aa, g)
         if src.pitch > 0:
-            draw += tuple(rng.uniform(-src.pitch, src.pitch, 2))
-        if src.eq > 0:
-            draw += tuple(rng.uniform(-src.eq, src.eq, (2, len(src.eq_freqs))))
-        out.append(draw)
+            out.append(("remix", i, av, j, aa, g, *rng.uniform(-src.pitch, src.pitch, 2)))
+        else:
+            out.append(("remix", i, av, j, aa, g))
     return out
 
 
@@ -176,54 +174,6 @@ def test_a_pitch_change_plays_each_stem_at_its_own_drawn_speed(datadir):
         mixture, _ = next(iter(source))
         assert torch.equal(mixture, _source(datadir, batch_size=24, pitch=3.0).batch(9)[0])
         assert not torch.equal(mixture, _source(datadir, batch_size=24).batch(9)[0])
-    finally:
-        source.close()
-
-
-def test_an_equalizer_gives_each_stem_its_own_drawn_gains(datadir):
-    """With ``eq`` each remixed stem passes its own equalizer: a tone at a control frequency
-    comes out times ``10 ** (e / 20)`` of that frequency's drawn gain ``e`` (within +-eq dB),
-    each stem and example with its own gains; aligned originals are never changed, and ``eq=0``
-    draws what it always drew."""
-    src = _source(datadir, aligned=0.0, batch_size=12, eq=6.0)
-    sr = src.config.sample_rate
-    assert list(src.eq_freqs) == [62.5, 125, 250, 500, 1000, 2000, 4000]  # octaves below 8 kHz
-    at = {500.0: 3, 2000.0: 5}  # two control frequencies and their index
-    t = np.arange(src.vocals[0].shape[-1]) / sr
-    tones = sum(0.1 * np.sin(2 * np.pi * f * t) for f in at)[None].astype(np.float32)
-    for stems in (src.vocals, src.accompaniment):
-        for k, x in enumerate(stems):
-            stems[k] = tones[:, : x.shape[-1]]
-    voc, acc, _ = src.draw(4)
-    draws = _replay(src, 4)
-    window = np.hanning(src.span)
-    freqs = np.fft.rfftfreq(src.span, 1 / sr)
-    plain = np.abs(np.fft.rfft(src._segment(tones, src.lead)[0] * window))  # a crop of the tones, no gain
-    gains = []
-    for b, draw in enumerate(draws):
-        g, e_v, e_a = draw[5], draw[-2], draw[-1]
-        for y, e in ((voc[b, 0] / np.float32(10 ** (g / 20)), e_v), (acc[b, 0], e_a)):
-            spectrum = np.abs(np.fft.rfft(y * window))
-            for f, k in at.items():
-                bin_ = int(np.argmin(np.abs(freqs - f)))
-                assert np.all(np.abs(e) <= 6.0)
-                np.testing.assert_allclose(spectrum[bin_] / plain[bin_], 10 ** (e[k] / 20), rtol=0.02)
-            gains.append(e[list(at.values())])
-    gains = np.array(gains)
-    assert gains.std(axis=0).min() > 1.0  # examples and stems differ
-    # aligned originals are the same with or without the equalizer
-    aligned = _source(datadir, aligned=1.0, batch_size=8).draw(3)
-    equalized = _source(datadir, aligned=1.0, batch_size=8, eq=6.0).draw(3)
-    assert all(np.array_equal(x, y) for x, y in zip(aligned[:2], equalized[:2]))
-    # open_batches (what `train --remix-eq` reaches) hands the range to the source and says it
-    sampler = PatchSampler.from_datadir(datadir, patch_frames=128)
-    source = open_batches(datadir, sampler, "vocals", torch.device("cpu"), range(4, 5), batch_size=12, seed=3,
-                          remix="fresh", remix_aligned=0.1, remix_gain_db=3.0, remix_eq=6.0)
-    try:
-        assert "each stem equalized within +-6 dB" in source.message
-        mixture, _ = next(iter(source))
-        assert torch.equal(mixture, _source(datadir, batch_size=12, eq=6.0).batch(4)[0])
-        assert not torch.equal(mixture, _source(datadir, batch_size=12).batch(4)[0])
     finally:
         source.close()
 

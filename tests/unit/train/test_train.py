@@ -117,7 +117,7 @@ def test_cli_train_options_are_derived_from_train_config(monkeypatch):
                                              "compile", "patch_frames", "min_vocal_db", "val_every", "checkpoint_every",
                                              "log_every", "tensorboard", "deterministic", "lr_schedule", "patience",
                                              "early_stop", "freeze_bn", "dist_timeout", "remix", "remix_aligned",
-                                             "remix_gain_db", "remix_pitch", "remix_eq", "ema", "select", "warmup"}
+                                             "remix_gain_db", "remix_pitch", "ema", "select", "warmup"}
     for f, flag in derived:
         option = options[f.name]
         assert option.help == flag.help_text(f) and option.default is None, f.name

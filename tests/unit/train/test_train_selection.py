@@ -195,15 +195,13 @@ def test_warmup_ramps_the_learning_rate_then_holds_it():
 
 def test_train_config_checks_the_new_fields():
     for bad in (dict(remix="bogus"), dict(select="si-sdr"), dict(ema=1.0), dict(ema=0.0), dict(remix_aligned=1.5),
-                dict(remix_gain_db=-1.0), dict(warmup=-1), dict(remix_pitch=13), dict(remix_eq=-1), dict(remix_eq=25)):
+                dict(remix_gain_db=-1.0), dict(warmup=-1)):
         with pytest.raises(StemforgeError):
             TrainConfig(**bad)
     cfg = TrainConfig(remix="fresh", remix_aligned=0.25, remix_gain_db=6, ema=0.995, select="sdr", warmup=100)
     assert cfg.remix_gain_db == 6.0 and isinstance(cfg.remix_gain_db, float)
-    assert TrainConfig().hash == TrainConfig(remix="stored", ema=None, select="loss", warmup=0, remix_pitch=0,
-                                             remix_eq=0).hash
+    assert TrainConfig().hash == TrainConfig(remix="stored", ema=None, select="loss", warmup=0).hash
     assert TrainConfig().hash != cfg.hash
-    assert TrainConfig(remix="fresh", remix_eq=6).hash != TrainConfig(remix="fresh").hash
 
 
 def test_cli_options_parse(monkeypatch):
@@ -213,10 +211,10 @@ def test_cli_options_parse(monkeypatch):
     seen = {}
     monkeypatch.setattr(cli_train, "_train", lambda **kw: seen.update(kw))
     r = CliRunner().invoke(app, ["train", "x", "--remix", "fresh", "--remix-aligned", "0.2", "--remix-gain-db", "6",
-                                 "--ema", "0.995", "--select", "sdr", "--warmup", "50", "--remix-eq", "6"])
+                                 "--ema", "0.995", "--select", "sdr", "--warmup", "50"])
     assert r.exit_code == 0, r.output
     assert seen["given"] == {"remix": "fresh", "remix_aligned": 0.2, "remix_gain_db": 6.0, "ema": 0.995, "select": "sdr",
-                             "warmup": 50, "remix_eq": 6.0}
+                             "warmup": 50}
     monkeypatch.undo()
     for argv, hint in ((["--remix", "bogus"], "--remix"), (["--ema", "2"], "--ema"), (["--select", "x"], "--select")):
         r = CliRunner().invoke(app, ["train", "x", *argv])
