@@ -49,6 +49,15 @@ INTEGRATION = TESTS / "integration"
 pytest_plugins = sorted(f"support.{p.stem}" for p in (TESTS / "support").glob("*.py") if p.stem != "__init__")
 
 
+def pytest_ignore_collect(collection_path, config):
+    """Under ``-m "not integration"`` (the inner loop) tests/integration/ is not collected at all:
+    its modules were imported and their asserts rewritten only for every test in them to be
+    deselected (0.7 of the 5.9 CPU-seconds each xdist worker spent collecting)."""
+    if " ".join(config.getoption("markexpr", "").split()) == "not integration" and Path(collection_path).resolve() == INTEGRATION:
+        return True
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark every test under tests/integration/ ``integration`` (the folder is the rule)."""
     for item in items:
