@@ -145,3 +145,30 @@ print(seen[-1], len(seen[-1]), blas())
     line = out.stdout.strip()
     assert line.startswith("[1, 1] 2 "), line  # both OpenBLAS libraries at one thread while scoring
     assert line.endswith("[2, 2]"), line  # restored
+
+
+def test_a_two_net_checkpoint_is_scored_by_worker_processes_as_in_process(datadir_and_model, tmp_path):
+    """Two nets are 2 x 79 tensors: sent to the pool's workers as themselves, each went as a
+    shared-memory file descriptor and every `evaluate --workers 2` of a two-net checkpoint
+    failed with "too many fds". The workers score what one process scores."""
+    import torch
+
+    from stemforge.evaluate.datadir import evaluate_datadir
+    from stemforge.model import UNet, UNetConfig
+    from stemforge.model.checkpoint import combine_checkpoints, save_checkpoint
+    from stemforge.separate.separator import Separator
+
+    root, dd, _ = datadir_and_model
+    one = {}
+    for seed, target in enumerate(("vocals", "accompaniment")):
+        cfg = UNetConfig(width=0.125, target=target)
+        net = UNet(cfg, generator=torch.Generator().manual_seed(seed))
+        one[target] = save_checkpoint(tmp_path / f"{target}.pt", net, cfg, dd.config, target, 0)
+    both = combine_checkpoints(one["vocals"], one["accompaniment"], tmp_path / "both.pt")
+    sep = Separator.from_checkpoint(both, device="cpu")
+    assert sum(len(net.state_dict()) for net in sep.nets.values()) > 150
+    inline = evaluate_datadir(sep, dd, split="all", workers=1)
+    pooled = evaluate_datadir(sep, dd, split="all", workers=2)
+    assert not pooled.failed and pooled.meta["workers"] == 2
+    cols = ["uid", "method", "stem", "sdr", "sir", "sar"]
+    pd.testing.assert_frame_equal(inline.table[cols], pooled.table[cols])
