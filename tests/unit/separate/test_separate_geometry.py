@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from stemforge.core import audio, dsp
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import AudioError, CheckpointError, StemforgeError
-from stemforge.separate.separator import RATIO_EPS, Separator
+from stemforge.separate.separator import RATIO_EPS, Separator, mask_at_power
 from stemforge.synth.songs import synthesize_song
 from stemforge.model.checkpoint import save_checkpoint, save_nets_checkpoint
 from stemforge.model import UNet, UNetConfig, pad_frames
@@ -124,6 +124,41 @@ def test_two_net_ratio_mask_is_the_complement_for_the_accompaniment(song):
     np.testing.assert_allclose(mm.mask + m_sw, 1.0, atol=1e-5)
     assert 0.05 < float(mm.mask.mean()) < 0.95
 
+
+
+class _Complement(torch.nn.Module):
+    """``1 - net(x)``: the accompaniment net that one net implies."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.config = net.config  # the bins it sees
+
+    def forward(self, x):
+        return 1.0 - self.net(x)
+
+
+def test_one_nets_mask_at_a_power_is_the_ratio_mask_of_the_net_and_its_complement(song):
+    m = np.array([0.0, 0.2, 0.5, 0.8, 1.0], dtype=np.float32)
+    assert mask_at_power(m, 1.0) is m
+    np.testing.assert_allclose(mask_at_power(m, 0.5), [0.0, 1 / 3, 0.5, 2 / 3, 1.0], atol=1e-6)  # sqrt(.8) = 2 sqrt(.2)
+    np.testing.assert_allclose(mask_at_power(1 - m, 3.0), 1 - mask_at_power(m, 3.0), atol=1e-6)
+    net = fullband_net()
+    plain = Separator(net, FULLBAND, "vocals", "cpu", window_frames=None)
+    assert plain.mask_power == 1.0 and plain.post_filter == "the net's mask"
+    soft = Separator(net, FULLBAND, "vocals", "cpu", window_frames=None, mask_power=0.5)
+    assert soft.post_filter == "the net's mask at power 0.5"
+    as_two = Separator({"vocals": net, "accompaniment": _Complement(net)}, FULLBAND, device="cpu", window_frames=None, mask_power=0.5)
+    bins = slice(1, 1025)  # the net's bins; above them the extension of each mask
+    m1, m_soft, m_two = (s.model_mask(song).values[..., bins] for s in (plain, soft, as_two))
+    np.testing.assert_allclose(m_soft, mask_at_power(m1, 0.5), atol=1e-6)
+    np.testing.assert_allclose(m_soft, m_two, atol=1e-6)
+    assert np.abs(m_soft - m1).max() > 0.05  # the power changed the mask
+    # a net read as an accompaniment net at the same power gives the complementary vocals
+    acc = Separator(net, FULLBAND, "accompaniment", "cpu", window_frames=None, mask_power=0.5)
+    np.testing.assert_allclose(acc.model_mask(song).values[..., bins], 1 - m_soft, atol=1e-6)
+    got = soft.separate(song, 44100)
+    assert energy_db(got["vocals"] + got["accompaniment"] - song, song) < -100
 
 def test_window_plan_for_the_tf_same_net_shifts_by_64_frames():
     """Spleeter's TensorFlow 'same' padding (1 before, 2 after) over six stride-2 levels: the net

@@ -13,7 +13,7 @@ import pytest
 from stemforge.core import audio
 from stemforge.core.config import SpectrogramConfig
 from stemforge.core.errors import StemforgeError
-from stemforge.separate.separator import DEFAULT_MASK_POWER, WIENER_MASK_POWER, Separator
+from stemforge.separate.separator import DEFAULT_MASK_POWER, SINGLE_MASK_POWER, WIENER_MASK_POWER, Separator
 from stemforge.separate.wiener import wiener_em
 
 from support.wiener import blockwise_reference, norbert_wiener, rel, soft_start
@@ -79,7 +79,9 @@ def test_separator_wiener_is_norbert_on_blocks_of_the_grid_and_independent_of_th
 
 def test_separator_options_and_their_defaults():
     mask = lambda x: np.full((2, PLAIN.n_frames(x.shape[-1]), PLAIN.n_bins), 0.5, np.float32)  # noqa: E731
-    assert Separator.from_mask_fn(mask, PLAIN).mask_power == DEFAULT_MASK_POWER == 1.5
+    assert DEFAULT_MASK_POWER == 1.5  # two nets' (tests/integration/test_post_filter_cli.py)
+    assert Separator.from_mask_fn(mask, PLAIN).mask_power == SINGLE_MASK_POWER == 1.0  # one mask: as given
+    assert Separator.from_mask_fn(mask, PLAIN, mask_power=2).post_filter == "the given mask at power 2"
     assert Separator.from_mask_fn(mask, PLAIN, wiener_iterations=1).mask_power == 1.0
     assert Separator.from_mask_fn(mask, PLAIN, wiener_iterations=1, mask_power=2).mask_power == 2.0
     with pytest.raises(StemforgeError, match="hard_mask or wiener_iterations"):
