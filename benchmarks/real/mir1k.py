@@ -165,7 +165,7 @@ def validation_curve(rows: list[dict[str, str]]) -> list[tuple[int, float, float
     return out
 
 
-def plot_curve(curve, best_step: int | None, out_png: Path, title: str, test_gnsdr: float | None, n_valid: int) -> None:
+def plot_curve(curve, best_step: int | None, out_png: Path, title: str, test_gnsdr: float | None, n_valid: int, inference: str = "") -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -181,7 +181,7 @@ def plot_curve(curve, best_step: int | None, out_png: Path, title: str, test_gns
             ax.plot([c[1]], [c[2]], marker="*", ms=14, color="tab:red", ls="none", label=f"best.pt (step {c[0]})")
     ax.axhline(7.45, color="gray", ls="--", lw=1, label="Huang et al. 2015 DRNN, test vocals 7.45 dB")
     if test_gnsdr is not None:
-        ax.axhline(test_gnsdr, color="tab:red", ls=":", lw=1, label=f"this model, test vocals {test_gnsdr:.2f} dB")
+        ax.axhline(test_gnsdr, color="tab:red", ls=":", lw=1, label=f"this model, test vocals {test_gnsdr:.2f} dB" + (f" ({inference})" if inference else ""))
     ax.set_xlabel("training wall-clock minutes (validations included)")
     ax.set_ylabel("GNSDR (dB)")
     ax.set_title(title)
@@ -314,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         result["test"] = {**summary_rows(report), "clips": report["meta"]["tracks"], "bss_eval": report["meta"]["bss_eval"]}
     test_v = result["test"]["model"]["vocals"]["gnsdr"] if "test" in result else None
     plot_curve(curve, result["validation"]["best_step"], out / "quality_vs_minutes.png",
-               f"MIR-1K, recipe {a.recipe}: U-Net width {recipe['width']}, 2 CPU cores", test_v, n_valid)
+               f"MIR-1K, recipe {a.recipe}: U-Net width {recipe['width']}, 2 CPU cores", test_v, n_valid,
+               " ".join(f"--{k} {v}" for k, v in evaluate.items()))
     result["published"] = [{"method": n, "gnsdr": g, "gsir": i, "gsar": s} for n, g, i, s in PUBLISHED]
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     (out / "result.json").write_text(json.dumps(result, indent=1))
