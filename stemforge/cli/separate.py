@@ -79,9 +79,9 @@ def separate(
     channels: 16 kHz mono for a model trained on the default seed geometry, 44.1 kHz stereo for
     Spleeter's nets) and applied full band: the stems keep the input's sample rate and channels,
     and vocals + accompaniment equals the input. `--sample-rate 16000 --mono` gives the seed's
-    16 kHz output. A two-net checkpoint's masks are combined by a ratio mask
-    (--mask-power); --wiener-iterations adds the multichannel Wiener filter. Files are processed one by
-    one; a file that fails is reported in one line and the others go on (exit code 1). Existing
+    16 kHz output. Two nets' masks make one ratio mask (--mask-power, which below 1 also softens
+    one net's mask); --wiener-iterations adds the multichannel Wiener filter. Files go one by one;
+    a file that fails is reported in one line and the others go on (exit code 1). Existing
     outputs are never overwritten without --force.
 
     Example: stemforge separate model.pt song1.mp3 song2.wav -o separated --format flac
