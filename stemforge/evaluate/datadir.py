@@ -405,7 +405,7 @@ def evaluate_datadir(
     ]
     total = len(records)
     workers = min(int(workers), total)
-    setup = (pack_for_workers(separator) if workers > 1 else separator, str(datadir.path), cfg, frame_seconds, frames, workers > 1)
+    setup = (separator, str(datadir.path), cfg, frame_seconds, frames, workers > 1)
     try:
         results = map_ordered(_score_record, records, workers=workers, initializer=_init_scorer, initargs=setup)
         for i, (rec, result, exc) in enumerate(results):
@@ -463,29 +463,6 @@ def evaluate_datadir(
 _SCORER: dict[str, Any] = {}
 
 
-def pack_for_workers(separator: Any) -> bytes:
-    """``separator`` as the bytes :func:`torch.save` writes (its weights inline), for the pool's
-    workers. Sent as itself, each of its tensors would travel as a shared-memory file
-    descriptor, and a process pool can hand a new worker only about 250 of them: a two-net
-    checkpoint (2 x 79 tensors) failed every ``evaluate --workers 2`` with "too many fds"."""
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(separator, buf)
-    return buf.getvalue()
-
-
-def unpack_in_worker(packed: bytes) -> Any:
-    """The separator :func:`pack_for_workers` packed."""
-    import io
-
-    import torch
-
-    return torch.load(io.BytesIO(packed), weights_only=False)  # on the devices it was packed from
-
-
 def _init_scorer(separator: Any, path: str, config: SpectrogramConfig, frame_seconds: float, frames: bool, in_worker: bool) -> None:
     # numpy and scipy each bring their own OpenBLAS; threadpool_limits limits only the libraries
     # loaded when it is called, so scipy.linalg is imported first
@@ -499,8 +476,6 @@ def _init_scorer(separator: Any, path: str, config: SpectrogramConfig, frame_sec
         import torch
 
         torch.set_num_threads(1)
-    if isinstance(separator, bytes):
-        separator = unpack_in_worker(separator)
     _SCORER.update(
         separator=separator,
         reader=DataDir.open(path).reader(),
