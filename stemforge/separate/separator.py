@@ -24,9 +24,10 @@ three layers:
    tracks, docs/separation.md), the accompaniment's its complement (which ``input - vocals``
    is). A one-net model's mask ``m`` is used as the net gives it, or, with ``mask_power`` p
    other than 1, as the ratio mask of ``m`` and ``1 - m`` at p (:func:`mask_at_power`; 0.5 was
-   0.3-0.5 dB better on MIR-1K's validation of an unseen singer, docs/separation.md). Bins above the net's extent get one value per frame and channel, the
-   extension (:data:`~stemforge.separate.mapping.EXTENSIONS`): by default the *top-band value*,
-   the mixture-magnitude-weighted mean of the mask over ``EXTEND_BAND`` of the top bin (6 to
+   0.3-0.5 dB better on MIR-1K's validation of an unseen singer, docs/separation.md). Bins
+   above the net's extent get one value per frame and channel, the extension
+   (:data:`~stemforge.separate.mapping.EXTENSIONS`): by default the *top-band value*, the
+   mixture-magnitude-weighted mean of the mask over ``EXTEND_BAND`` of the top bin (6 to
    7.5 kHz for the seed; 8.3 to 10.3 kHz for Spleeter's 11 kHz extent); ``zeros`` and
    ``average`` are Spleeter's two choices (docs/separation.md compares them).
    Long songs go through the network in windows of ``window_frames`` frames whose starts are
@@ -133,18 +134,21 @@ MaskFn = Callable[[np.ndarray], np.ndarray]
 ProgressFn = Callable[[float], None]
 
 
+def ratio_mask(v: Any, a: Any, power: float) -> Any:
+    """The vocals mask ``(v**p + eps/2) / (v**p + a**p + eps)`` of non-negative ``v`` and ``a``
+    (same shape; numpy or torch), ``eps`` = :data:`RATIO_EPS`, ``p`` = ``power``."""
+    v, a = v**power, a**power
+    return (v + RATIO_EPS / 2) / (v + a + RATIO_EPS)
+
+
 def mask_at_power(mask: Any, power: float) -> Any:
     """One mask ``m`` (values in [0, 1], any shape; numpy or torch) at exponent ``power``: the
-    two-net ratio mask of ``m`` and its complement, ``(m**p + eps/2) / (m**p + (1 - m)**p +
-    eps)`` (``eps`` = :data:`RATIO_EPS`), so one net is read as two nets whose accompaniment net
-    is ``1 - m``. Power 1 returns ``mask`` itself; below 1 pulls it towards 0.5 (more of each
-    stem kept: fewer artefacts, more leakage), above 1 towards 0 or 1. Symmetric: the
-    complement of ``m`` at ``p`` is the complement of the result, so a net trained on the
-    accompaniment gives the same stems."""
-    if power == 1.0:
-        return mask
-    m = mask**power
-    return (m + RATIO_EPS / 2) / (m + (1.0 - mask) ** power + RATIO_EPS)
+    :func:`ratio_mask` of ``m`` and its complement, so one net is read as two nets whose
+    accompaniment net is ``1 - m``. Power 1 returns ``mask`` itself; below 1 pulls it towards
+    0.5 (more of each stem kept: fewer artefacts, more leakage), above 1 towards 0 or 1.
+    Symmetric: the complement of ``m`` at ``p`` is the complement of the result, so a net
+    trained on the accompaniment gives the same stems."""
+    return mask if power == 1.0 else ratio_mask(mask, 1.0 - mask, power)
 
 
 @dataclass(frozen=True)
@@ -530,10 +534,7 @@ class Separator:
                         raise StemforgeError(f"the {t} model returned shape {tuple(out.shape)} for input {tuple(inp.shape)}")
                     outs[t] = out.float()
                 if two:
-                    p = self.mask_power
-                    v = (outs["vocals"] * inp) ** p
-                    a = (outs["accompaniment"] * inp) ** p
-                    mask = (v + RATIO_EPS / 2) / (v + a + RATIO_EPS)
+                    mask = ratio_mask(outs["vocals"] * inp, outs["accompaniment"] * inp, self.mask_power)
                 else:
                     mask = mask_at_power(outs.get("vocals", outs.get("accompaniment")), self.mask_power)
                 m_all = mask.cpu().numpy()

@@ -125,7 +125,6 @@ def test_two_net_ratio_mask_is_the_complement_for_the_accompaniment(song):
     assert 0.05 < float(mm.mask.mean()) < 0.95
 
 
-
 class _Complement(torch.nn.Module):
     """``1 - net(x)``: the accompaniment net that one net implies."""
 
@@ -159,6 +158,7 @@ def test_one_nets_mask_at_a_power_is_the_ratio_mask_of_the_net_and_its_complemen
     np.testing.assert_allclose(acc.model_mask(song).values[..., bins], 1 - m_soft, atol=1e-6)
     got = soft.separate(song, 44100)
     assert energy_db(got["vocals"] + got["accompaniment"] - song, song) < -100
+
 
 def test_window_plan_for_the_tf_same_net_shifts_by_64_frames():
     """Spleeter's TensorFlow 'same' padding (1 before, 2 after) over six stride-2 levels: the net
