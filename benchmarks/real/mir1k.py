@@ -99,6 +99,18 @@ PUBLISHED = [
 ]
 
 
+def with_overrides(options: dict[str, object], items: list[str], flag: str, command: str) -> dict[str, object]:
+    """``options`` with each ``KEY=VALUE`` of ``items`` (the values of ``flag``) replacing or
+    adding the ``stemforge COMMAND`` option ``--KEY``."""
+    out = dict(options)
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{flag} {item!r}: expected KEY=VALUE (a stemforge {command} option without its dashes)")
+        out[key.lstrip("-")] = value
+    return out
+
+
 def recipe_args(recipe: dict[str, object]) -> list[str]:
     out: list[str] = []
     for k, v in recipe.items():
@@ -208,7 +220,7 @@ def print_table(result: dict) -> None:
     rows = []
     if test is not None:
         m, o = test["model"], test["oracle"]
-        inference = " ".join(f"--{k} {v}" for k, v in result.get("evaluate_options", {}).items())
+        inference = " ".join(recipe_args(result.get("evaluate_options", {})))
         rows.append((f"stemforge {result['recipe']} (this run{', ' + inference if inference else ''}; BSS Eval v3)", m["vocals"]["gnsdr"], m["vocals"]["gsir"], m["vocals"]["gsar"]))
         rows.append(("  same, BSS Eval v2 gain-only", m["vocals"].get("gnsdr_v2"), m["vocals"].get("gsir_v2"), m["vocals"].get("gsar_v2")))
     rows += PUBLISHED
@@ -264,17 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = dict(RECIPES[a.recipe])
     if a.steps is not None:
         recipe["steps"] = a.steps
-    for item in a.option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--option {item!r}: expected KEY=VALUE (a stemforge train option without its dashes)")
-        recipe[key.lstrip("-")] = value
-    evaluate = dict(EVALUATE[a.recipe])
-    for item in a.evaluate_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--evaluate-option {item!r}: expected KEY=VALUE (a stemforge evaluate option without its dashes)")
-        evaluate[key.lstrip("-")] = value
+    recipe = with_overrides(recipe, a.option, "--option", "train")
+    evaluate = with_overrides(EVALUATE[a.recipe], a.evaluate_option, "--evaluate-option", "evaluate")
     result: dict = {"recipe": a.recipe, "options": recipe, "evaluate_options": evaluate, "split_rule": a.split_rule, "root": str(a.root), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                     "cpu_count": os.cpu_count(), "test_evaluations": 0}
 
@@ -315,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     test_v = result["test"]["model"]["vocals"]["gnsdr"] if "test" in result else None
     plot_curve(curve, result["validation"]["best_step"], out / "quality_vs_minutes.png",
                f"MIR-1K, recipe {a.recipe}: U-Net width {recipe['width']}, 2 CPU cores", test_v, n_valid,
-               " ".join(f"--{k} {v}" for k, v in evaluate.items()))
+               " ".join(recipe_args(evaluate)))
     result["published"] = [{"method": n, "gnsdr": g, "gsir": i, "gsar": s} for n, g, i, s in PUBLISHED]
     result["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     (out / "result.json").write_text(json.dumps(result, indent=1))
