@@ -14,6 +14,10 @@ from stemforge.core.config import SpectrogramConfig, _Config
 from stemforge.core.config import patch_frames as geometry_patch_frames
 from stemforge.core.errors import StemforgeError
 
+#: Training losses of ``mask * mixture - target`` (``stemforge train --loss``; :func:`~stemforge.model.unet.loss_fn`):
+#: ``l1`` (the seed's) and ``l2``.
+LOSSES = ("l1", "l2")
+
 #: Channel counts of the seed's network (width 1.0).
 BASE_ENCODER_CHANNELS = (16, 32, 64, 128, 256, 512)
 BASE_DECODER_CHANNELS = (256, 128, 64, 32, 16, 1)

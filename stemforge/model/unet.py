@@ -60,7 +60,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from stemforge.core.errors import StemforgeError
-from stemforge.model.config import FRAME_MULTIPLE, UNetConfig
+from stemforge.model.config import FRAME_MULTIPLE, LOSSES, UNetConfig
 
 #: Decoder blocks (1-based) followed by dropout during training.
 DROPOUT_BLOCKS = (1, 2, 3)
@@ -335,13 +335,16 @@ def non_finite_parameters(state: dict[str, Any]) -> list[str]:
     ]
 
 
-def loss_fn(mask: torch.Tensor, mixture: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The seed's training loss: ``mean(|mask * mixture - target|)`` (L1, mean over all elements).
+def loss_fn(mask: torch.Tensor, mixture: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
+    """The training loss of ``error = mask * mixture - target``, a mean over all elements:
+    ``l1`` = ``mean(|error|)`` (the seed's), ``l2`` = ``mean(error ** 2)`` (errors weighted by
+    their energy, as SDR weights them).
 
     Args:
         mask: ``[batch, channels, n_bins, n_frames]`` network output.
         mixture: same shape, normalized mixture magnitudes (the network input).
         target: same shape, normalized magnitudes of the target stem.
+        kind: one of :data:`LOSSES`.
 
     Returns:
         scalar tensor.
@@ -350,7 +353,12 @@ def loss_fn(mask: torch.Tensor, mixture: torch.Tensor, target: torch.Tensor) -> 
         raise StemforgeError(
             f"loss_fn: shapes differ: mask {tuple(mask.shape)}, mixture {tuple(mixture.shape)}, target {tuple(target.shape)}"
         )
-    return (mask * mixture - target).abs().mean()
+    error = mask * mixture - target
+    if kind == "l1":
+        return error.abs().mean()
+    if kind == "l2":
+        return error.square().mean()
+    raise StemforgeError(f"loss_fn: kind must be one of {LOSSES}, got {kind!r}")
 
 
 def pad_frames(x: torch.Tensor, multiple: int = FRAME_MULTIPLE) -> torch.Tensor:

@@ -20,6 +20,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 from stemforge.core.config import _Config
 from stemforge.core.errors import StemforgeError
+from stemforge.model.config import LOSSES
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 #: Learning-rate schedules: ``constant``; ``plateau`` (halved after ``patience`` validations
@@ -37,7 +38,7 @@ SELECT_MODES = ("loss", "sdr")
 #: TrainConfig fields a resumed run must keep (they decide which batches and updates come next).
 RESUME_FIXED = ("batch_size", "lr", "seed", "patch_frames", "min_vocal_db", "betas", "eps",
                 "lr_schedule", "patience", "early_stop", "freeze_bn", "remix", "remix_aligned", "remix_gain_db",
-                "remix_pitch", "ema", "select", "warmup")
+                "remix_pitch", "ema", "select", "warmup", "phase_sensitive", "loss")
 
 
 @dataclass(frozen=True)
@@ -145,12 +146,18 @@ class TrainConfig(_Config):
             ``u`` drawn uniformly in ``[-remix_pitch, +remix_pitch]`` semitones for each stem
             independently: pitch and tempo change together (resampling), as other singers and
             songs would sound (0: off; aligned originals are never changed).
+        phase_sensitive: with ``fresh``, the target is each stem's truncated phase-sensitive
+            magnitude ``|S| cos(angle S - angle X)`` clipped to ``[0, |X|]`` (Erdogan et al.
+            2015; :func:`~stemforge.train.remix.phase_sensitive`) instead of ``|S|``: the L1
+            loss then counts what the mixture's phase, which the output keeps, makes of it.
         ema: keep an exponential moving average of the weights with this decay per step
             (e.g. 0.995; None: off); the average is what is validated and what best.pt and
             model.pt hold (last.pt holds both).
         select: what picks best.pt: ``loss`` (the validation loss) or ``sdr`` (GNSDR in dB of the
             target stem over the valid split's whole tracks, BSS Eval v3, as ``stemforge evaluate``
             computes it; both are logged to metrics.csv).
+        loss: the training (and validation) loss of ``mask * mixture - target``: ``l1`` (the
+            seed's) or ``l2`` (:func:`~stemforge.model.unet.loss_fn`).
         warmup: the learning rate rises linearly from ``lr / warmup`` to ``lr`` over the first
             ``warmup`` steps (0: none).
 
@@ -161,7 +168,7 @@ class TrainConfig(_Config):
 
     _HASH_IF_SET: ClassVar[tuple[str, ...]] = ("lr_schedule", "patience", "early_stop", "freeze_bn", "dist_timeout",
                                                "remix", "remix_aligned", "remix_gain_db", "ema", "select", "warmup",
-                                               "remix_pitch")
+                                               "remix_pitch", "phase_sensitive", "loss")
 
     steps: int = field(default=10000, metadata=_flag("Optimizer steps in total."))
     batch_size: int = field(default=64, metadata=_flag("Crops per step (per process).", "--batch-size", "-b"))
@@ -213,6 +220,9 @@ class TrainConfig(_Config):
     remix_pitch: float = field(default=0.0, metadata=_flag(
         "With --remix fresh: each remixed stem's pitch and tempo changed together (resampled) by a draw within "
         "+-this many semitones (0: off)."))
+    phase_sensitive: bool = field(default=False, metadata=_flag(
+        "With --remix fresh: the target is the stem's magnitude projected on the mixture's phase, |S| cos(angle S - "
+        "angle X), clipped to [0, |X|] (the truncated phase-sensitive target), instead of |S|."))
     ema: float | None = field(default=None, metadata=_flag(
         "Exponential moving average of the weights with this decay per step (e.g. 0.995): validated and saved in "
         "best.pt/model.pt (default: off).", show_default=False))
@@ -220,6 +230,8 @@ class TrainConfig(_Config):
         "What picks best.pt: loss (validation loss on fixed crops) | sdr (GNSDR of the target on the valid split's "
         "whole tracks, BSS Eval v3; mono DataDirs)."))
     warmup: int = field(default=0, metadata=_flag("Linear learning-rate warm-up over the first N steps."))
+    loss: str = field(default="l1", metadata=_flag(
+        "l1 (the seed's: mean |mask * mixture - target|) | l2 (mean squared: loud bins weigh as SDR weighs them)."))
 
     def __post_init__(self) -> None:
         def positive_int(name: str, minimum: int = 1) -> None:
@@ -238,6 +250,8 @@ class TrainConfig(_Config):
         positive_int("warmup", 0)
         if self.remix not in REMIX_MODES:
             raise StemforgeError(f"TrainConfig: remix must be one of {REMIX_MODES}, got {self.remix!r}")
+        if self.loss not in LOSSES:
+            raise StemforgeError(f"TrainConfig: loss must be one of {LOSSES}, got {self.loss!r}")
         if self.select not in SELECT_MODES:
             raise StemforgeError(f"TrainConfig: select must be one of {SELECT_MODES}, got {self.select!r}")
         for name, lo, hi in (("remix_aligned", 0.0, 1.0), ("remix_gain_db", 0.0, 60.0), ("remix_pitch", 0.0, 12.0)):

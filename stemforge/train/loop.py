@@ -1,4 +1,4 @@
-"""The training loop: Adam on the L1 loss of ``mask * mixture`` against the target magnitude.
+"""The training loop: Adam on the loss (L1 or L2) of ``mask * mixture`` against the target magnitude.
 
 ``train(datadir, out_dir, train_config, unet_config)`` trains the U-Net on the ``train`` rows
 of a DataDir, validates on fixed crops of its ``valid`` rows and writes the run folder
@@ -8,7 +8,7 @@ train.json). It is :func:`~stemforge.train.setup.resolve_run` (what to train, ch
 
 A step, top to bottom in :func:`_loop`: the schedule sets the learning rate
 (:mod:`.schedule`); the next batch (:mod:`.batches`) goes forward and backward through
-:class:`TrainStep` (autocast, the L1 loss, the GradScaler, Adam); at log steps the mean loss is
+:class:`TrainStep` (autocast, the loss, the GradScaler, Adam); at log steps the mean loss is
 reported, at validation steps the model is scored (:mod:`.validation`) and the best weights
 kept, at checkpoint steps last.pt is written; all processes agree on Ctrl-C.
 
@@ -66,7 +66,7 @@ CPU_NOTE_S = 900.0
 
 
 class TrainStep:
-    """Forward, L1 loss, backward and Adam update of one batch: the step :func:`train` runs
+    """Forward, loss (``config.loss``), backward and Adam update of one batch: the step :func:`train` runs
     (also what ``benchmarks/train.py`` times on in-memory tensors).
 
     Args:
@@ -94,7 +94,7 @@ class TrainStep:
         self.generator.manual_seed(step_torch_seed(self.config.seed, self.rank, step))
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             mask = self.model(mixture, generator=self.generator)
-        loss = loss_fn(mask.float(), mixture, target)
+        loss = loss_fn(mask.float(), mixture, target, self.config.loss)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -289,7 +289,7 @@ class Session:
                               seed=cfg.seed, rank=env.rank, data_mode=cfg.data_mode, workers=cfg.workers,
                               prefetch=cfg.prefetch, progress=loading, remix=cfg.remix,
                               remix_aligned=cfg.remix_aligned, remix_gain_db=cfg.remix_gain_db,
-                              remix_pitch=cfg.remix_pitch, **bins)
+                              remix_pitch=cfg.remix_pitch, phase_sensitive=cfg.phase_sensitive, **bins)
         closing.callback(source.close)
         self.batches = iter(source)
         self.data_mode, self.data_message = source.mode, source.message
@@ -460,7 +460,7 @@ def _validate(s: Session, step: int) -> float | None:
         return None
     cfg, env = s.cfg, s.env
     model = s.eval_model
-    val = validation_loss(model, s.valset, s.dev, cfg.batch_size, cfg.precision, env.rank, env.world_size)
+    val = validation_loss(model, s.valset, s.dev, cfg.batch_size, cfg.precision, env.rank, env.world_size, cfg.loss)
     score = val
     if s.scorer is not None:  # every process scores alike (the same weights, the same tracks)
         s.final_sdr = {k: float(v) for k, v in s.scorer(model).items()}

@@ -101,8 +101,8 @@ def validation_set(
 
 
 def validation_loss(model: torch.nn.Module, valset: ValidationSet, device: torch.device, batch_size: int,
-                    precision: str = "fp32", rank: int = 0, world_size: int = 1) -> float:
-    """Mean L1 loss of ``model`` (eval mode, no dropout) over the crops of ``valset``; with
+                    precision: str = "fp32", rank: int = 0, world_size: int = 1, loss: str = "l1") -> float:
+    """Mean loss (``loss``: :data:`~stemforge.model.unet.LOSSES`) of ``model`` (eval mode, no dropout) over the crops of ``valset``; with
     several processes each takes every ``world_size``-th crop and the sums are all-reduced.
     ``precision`` as :attr:`~stemforge.train.config.TrainConfig.precision`. Returns a float
     (NaN without crops)."""
@@ -119,7 +119,7 @@ def validation_loss(model: torch.nn.Module, valset: ValidationSet, device: torch
                 tgt = valset.target[sel].to(device).float()
                 with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                     mask = model(mix)
-                total[0] += loss_fn(mask.float(), mix, tgt).double() * sel.numel()
+                total[0] += loss_fn(mask.float(), mix, tgt, loss).double() * sel.numel()
                 total[1] += sel.numel()
     finally:
         model.train(was_training)

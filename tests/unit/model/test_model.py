@@ -138,13 +138,17 @@ def test_config_validation_hash_and_round_trip() -> None:
             UNetConfig(**bad)
 
 
-def test_loss_fn_is_l1_of_masked_mixture() -> None:
+def test_loss_fn_is_l1_or_l2_of_masked_mixture() -> None:
     mixture = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
     mask = torch.full_like(mixture, 0.5)
     target = torch.zeros_like(mixture)
     assert loss_fn(mask, mixture, target).item() == pytest.approx(1.25)
+    assert loss_fn(mask, mixture, target, "l1").item() == pytest.approx(1.25)
+    assert loss_fn(mask, mixture, target, "l2").item() == pytest.approx((0.25 + 1 + 2.25 + 4) / 4)
     with pytest.raises(StemforgeError, match="shapes differ"):
         loss_fn(mask, mixture, target[..., :1])
+    with pytest.raises(StemforgeError, match="kind must be one of"):
+        loss_fn(mask, mixture, target, "huber")
 
 
 def test_pad_frames() -> None:

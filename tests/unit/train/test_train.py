@@ -58,6 +58,11 @@ def test_train_config_validation_and_epochs(datadir):
         TrainConfig(batch_size=0)
     with pytest.raises(StemforgeError, match="data_mode"):
         TrainConfig(data_mode="disk")
+    with pytest.raises(StemforgeError, match="loss must be one of"):
+        TrainConfig(loss="huber")
+    # the options added later keep the hash of a configuration that leaves them at their defaults
+    assert TrainConfig(loss="l1", phase_sensitive=False).hash == TrainConfig().hash
+    assert TrainConfig(loss="l2").hash != TrainConfig().hash
     cfg = TrainConfig(lr=1, betas=[0.5, 0.9])
     assert cfg.lr == 1.0 and cfg.betas == (0.5, 0.9)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
@@ -117,7 +122,8 @@ def test_cli_train_options_are_derived_from_train_config(monkeypatch):
                                              "compile", "patch_frames", "min_vocal_db", "val_every", "checkpoint_every",
                                              "log_every", "tensorboard", "deterministic", "lr_schedule", "patience",
                                              "early_stop", "freeze_bn", "dist_timeout", "remix", "remix_aligned",
-                                             "remix_gain_db", "remix_pitch", "ema", "select", "warmup"}
+                                             "remix_gain_db", "remix_pitch", "phase_sensitive", "ema", "select", "warmup",
+                                             "loss"}
     for f, flag in derived:
         option = options[f.name]
         assert option.help == flag.help_text(f) and option.default is None, f.name
@@ -388,3 +394,20 @@ def test_run_folder_paths_metrics_on_resume_and_model_linked_to_best(datadir, tm
     rundir.write_info(spec, "memory")
     assert '"data_mode": "memory"' in rundir.info.read_text()
     assert not [p.name for p in rundir.path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("kind", ["l1", "l2"])
+def test_train_step_minimizes_the_configured_loss(kind):
+    """TrainStep's loss is loss_fn of the config's kind: the value it returns is the mean
+    absolute (l1) or squared (l2) error of the masked mixture, computed before the update."""
+    from stemforge.model import UNet
+    from stemforge.train.loop import TrainStep
+
+    model = UNet(UNetConfig(width=0.125, dropout=0.0))
+    x = torch.rand(2, 1, 512, 64, generator=torch.Generator().manual_seed(0))
+    t = 0.3 * x
+    with torch.no_grad():
+        error = model(x) * x - t
+    expected = error.abs().mean() if kind == "l1" else error.square().mean()
+    step = TrainStep(model, model.parameters(), TrainConfig(loss=kind, lr=1e-3), torch.device("cpu"))
+    assert step(0, x, t).item() == pytest.approx(expected.item(), rel=1e-5)
