@@ -141,7 +141,6 @@ class _Request:
     remix_aligned: float = 0.1
     remix_gain_db: float = 3.0
     remix_pitch: float = 0.0
-    phase_sensitive: bool = False
 
 
 def open_batches(
@@ -165,7 +164,6 @@ def open_batches(
     remix_aligned: float = 0.1,
     remix_gain_db: float = 3.0,
     remix_pitch: float = 0.0,
-    phase_sensitive: bool = False,
 ) -> BatchSource:
     """The batches of ``steps`` (crops of ``sampler`` for ``(seed, rank, step)``).
 
@@ -181,18 +179,15 @@ def open_batches(
     remix source (:mod:`.remix`; ``data_mode`` and ``workers`` do not apply), each example an
     aligned original with probability ``remix_aligned``, else a remix with a vocal gain within
     ``+-remix_gain_db`` dB and each stem's pitch and tempo changed within ``+-remix_pitch``
-    semitones; ``phase_sensitive``: its targets are the stems' phase-sensitive magnitudes
-    (:func:`.remix.phase_sensitive`).
+    semitones.
     """
     scale = track_norms(datadir, "train") if plain else None
     if data_mode not in DATA_MODES:
         raise StemforgeError(f"data_mode must be one of {DATA_MODES}, got {data_mode!r}")
     request = _Request(datadir, sampler, target, device, steps, batch_size, seed, rank, first_bin, n_bins, scale,
-                       progress, remix, remix_aligned, remix_gain_db, remix_pitch, phase_sensitive)
+                       progress, remix, remix_aligned, remix_gain_db, remix_pitch)
     if remix == "fresh":
         return _remix_source(request, plain)
-    if phase_sensitive:
-        raise StemforgeError("phase-sensitive targets need fresh remixes (--remix fresh): the stored crops hold magnitudes only")
     if remix != "stored":
         raise StemforgeError(f"remix must be 'stored' or 'fresh', got {remix!r}")
     if data_mode in ("auto", "memory"):
@@ -249,11 +244,9 @@ def _remix_source(r: _Request, plain: bool) -> BatchSource:
         report = lambda done, total: r.progress(what, done, total)  # noqa: E731
     remix = RemixBatches(r.datadir, r.target, r.batch_size, r.seed, r.rank, r.device, r.sampler.patch_frames,
                          r.remix_aligned, r.remix_gain_db, r.first_bin, r.n_bins, plain=plain, progress=report,
-                         pitch=r.remix_pitch, phase_sensitive=r.phase_sensitive)
+                         pitch=r.remix_pitch)
     message = (f"fresh remixes every step from the train split's waveforms ({len(remix.tracks):,} tracks, {length}): "
                f"{r.remix_aligned:.0%} aligned originals, vocal gain within +-{r.remix_gain_db:g} dB")
     if r.remix_pitch > 0:
         message += f", each stem's pitch and tempo within +-{r.remix_pitch:g} semitones"
-    if r.phase_sensitive:
-        message += "; phase-sensitive targets"
     return BatchSource(ResidentIter(remix, r.steps), "remix", message)

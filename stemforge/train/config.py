@@ -38,7 +38,7 @@ SELECT_MODES = ("loss", "sdr")
 #: TrainConfig fields a resumed run must keep (they decide which batches and updates come next).
 RESUME_FIXED = ("batch_size", "lr", "seed", "patch_frames", "min_vocal_db", "betas", "eps",
                 "lr_schedule", "patience", "early_stop", "freeze_bn", "remix", "remix_aligned", "remix_gain_db",
-                "remix_pitch", "ema", "select", "warmup", "phase_sensitive", "loss")
+                "remix_pitch", "ema", "select", "warmup", "loss")
 
 
 @dataclass(frozen=True)
@@ -146,10 +146,6 @@ class TrainConfig(_Config):
             ``u`` drawn uniformly in ``[-remix_pitch, +remix_pitch]`` semitones for each stem
             independently: pitch and tempo change together (resampling), as other singers and
             songs would sound (0: off; aligned originals are never changed).
-        phase_sensitive: with ``fresh``, the target is each stem's truncated phase-sensitive
-            magnitude ``|S| cos(angle S - angle X)`` clipped to ``[0, |X|]`` (Erdogan et al.
-            2015; :func:`~stemforge.train.remix.phase_sensitive`) instead of ``|S|``: the L1
-            loss then counts what the mixture's phase, which the output keeps, makes of it.
         ema: keep an exponential moving average of the weights with this decay per step
             (e.g. 0.995; None: off); the average is what is validated and what best.pt and
             model.pt hold (last.pt holds both).
@@ -168,7 +164,7 @@ class TrainConfig(_Config):
 
     _HASH_IF_SET: ClassVar[tuple[str, ...]] = ("lr_schedule", "patience", "early_stop", "freeze_bn", "dist_timeout",
                                                "remix", "remix_aligned", "remix_gain_db", "ema", "select", "warmup",
-                                               "remix_pitch", "phase_sensitive", "loss")
+                                               "remix_pitch", "loss")
 
     steps: int = field(default=10000, metadata=_flag("Optimizer steps in total."))
     batch_size: int = field(default=64, metadata=_flag("Crops per step (per process).", "--batch-size", "-b"))
@@ -220,9 +216,6 @@ class TrainConfig(_Config):
     remix_pitch: float = field(default=0.0, metadata=_flag(
         "With --remix fresh: each remixed stem's pitch and tempo changed together (resampled) by a draw within "
         "+-this many semitones (0: off)."))
-    phase_sensitive: bool = field(default=False, metadata=_flag(
-        "With --remix fresh: the target is the stem's magnitude projected on the mixture's phase, |S| cos(angle S - "
-        "angle X), clipped to [0, |X|] (the truncated phase-sensitive target), instead of |S|."))
     ema: float | None = field(default=None, metadata=_flag(
         "Exponential moving average of the weights with this decay per step (e.g. 0.995): validated and saved in "
         "best.pt/model.pt (default: off).", show_default=False))

@@ -289,7 +289,7 @@ class Session:
                               seed=cfg.seed, rank=env.rank, data_mode=cfg.data_mode, workers=cfg.workers,
                               prefetch=cfg.prefetch, progress=loading, remix=cfg.remix,
                               remix_aligned=cfg.remix_aligned, remix_gain_db=cfg.remix_gain_db,
-                              remix_pitch=cfg.remix_pitch, phase_sensitive=cfg.phase_sensitive, **bins)
+                              remix_pitch=cfg.remix_pitch, **bins)
         closing.callback(source.close)
         self.batches = iter(source)
         self.data_mode, self.data_message = source.mode, source.message

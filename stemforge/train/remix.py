@@ -80,10 +80,8 @@ class RemixBatches:
     def __init__(self, datadir: "DataDir", target: str, batch_size: int, seed: int, rank: int,
                  device: torch.device, patch_frames: int, aligned: float, gain_db: float,
                  first_bin: int = 1, n_bins: int | None = None, plain: bool = False,
-                 progress: Callable[[int, int], None] | None = None, pitch: float = 0.0,
-                 phase_sensitive: bool = False):
+                 progress: Callable[[int, int], None] | None = None, pitch: float = 0.0):
         self.config = config = datadir.config
-        self.phase_sensitive = bool(phase_sensitive)
         self.target = target
         self.batch_size = int(batch_size)
         self.seed, self.rank = int(seed), int(rank)
@@ -201,10 +199,8 @@ class RemixBatches:
         n_bins]`` (stereo), every bin of the DataDir."""
         cfg = self.config
         stems = np.stack([voc + acc, voc, acc], axis=1)  # [B, 3, C, span]
-        spec = dsp.stft_frames(stems, 0, self.patch_frames, cfg.n_fft, cfg.hop_length, self.window, center=False)
-        mag = np.abs(spec).astype(np.float32, copy=False)  # [B, 3, C, P, S]
-        if self.phase_sensitive:
-            mag[:, 1:] = phase_sensitive(spec[:, 1:], spec[:, :1], mag[:, :1])
+        mag = np.abs(dsp.stft_frames(stems, 0, self.patch_frames, cfg.n_fft, cfg.hop_length, self.window, center=False))
+        mag = mag.astype(np.float32, copy=False)  # [B, 3, C, P, S]
         div = norm.copy()
         own = np.isnan(div)
         if own.any():
@@ -227,24 +223,6 @@ class RemixBatches:
         mix = to_model_layout(mags["mixture"], None, self.first_bin, self.n_bins)
         tgt = to_model_layout(mags[self.target], None, self.first_bin, self.n_bins)
         return mix.to(self.device).float(), tgt.to(self.device).float()
-
-
-def phase_sensitive(stem: np.ndarray, mixture: np.ndarray, mixture_mag: np.ndarray) -> np.ndarray:
-    """The truncated phase-sensitive target of a stem (Erdogan et al., ICASSP 2015): the stem's
-    STFT projected on the mixture's phase, ``|S| cos(angle S - angle X) = Re(S conj(X)) / |X|``,
-    clipped to ``[0, |X|]`` (0 where ``|X|`` is 0).
-
-    Args:
-        stem: complex ``S``, any shape broadcasting with ``mixture``.
-        mixture: complex ``X``; mixture_mag: ``|X|`` (float32, as ``mixture``).
-
-    Returns:
-        float32 magnitudes, the broadcast shape.
-    """
-    dot = (stem.real * mixture.real + stem.imag * mixture.imag).astype(np.float32, copy=False)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(mixture_mag > 0, dot / mixture_mag, np.float32(0))
-    return np.clip(out, 0.0, mixture_mag).astype(np.float32, copy=False)
 
 
 def _channels_first(x: np.ndarray) -> np.ndarray:

@@ -12,13 +12,12 @@ import pytest
 import torch
 
 from stemforge.core.config import SpectrogramConfig
-from stemforge.core.errors import StemforgeError
 from stemforge.model import UNetConfig
 from stemforge.store import DataDir
 from stemforge.train.batches import open_batches
 from stemforge.train.config import TrainConfig
 from stemforge.train.loop import train
-from stemforge.train.remix import STREAM_REMIX, RemixBatches, phase_sensitive
+from stemforge.train.remix import STREAM_REMIX, RemixBatches
 from stemforge.train.sampling import PatchSampler, step_seed_sequence
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -216,32 +215,6 @@ def test_accompaniment_target_and_plain_magnitudes(datadir):
     np.testing.assert_allclose(pm["vocals"][0].astype(np.float32), mags["vocals"][0].astype(np.float32) * src.norms[i],
                                rtol=2e-3, atol=float(src.norms[i]) * 2**-23)
     assert not np.allclose(pm["vocals"][0].astype(np.float32), mags["vocals"][0].astype(np.float32), rtol=0.1)
-
-
-def test_phase_sensitive_target_projects_on_the_mixture_phase():
-    """|S| cos(angle S - angle X), clipped to [0, |X|]: in phase it is |S| (up to |X|), opposite
-    it is 0, at 60 degrees half of |S|, and 0 where the mixture is silent."""
-    x = np.array([2.0, 2.0, 1j, 1.0, 0.0, 1.0], np.complex64)
-    s = np.array([1.0, 3.0, -1j, np.exp(1j * np.pi / 3), 1.0, 0.0], np.complex64)
-    got = phase_sensitive(s, x, np.abs(x).astype(np.float32))
-    assert got.dtype == np.float32
-    np.testing.assert_allclose(got, [1.0, 2.0, 0.0, 0.5, 0.0, 0.0], atol=1e-6)
-
-
-def test_phase_sensitive_batches_keep_the_mixture_and_change_the_targets(datadir):
-    """With ``phase_sensitive`` the mixture of a step is unchanged, each target is at most the
-    mixture and at most the stem's magnitude, and it is below ``|S|`` where the stems overlap
-    (their phases are not the mixture's); open_batches refuses it for stored crops."""
-    plain, ps = _source(datadir, batch_size=4), _source(datadir, batch_size=4, phase_sensitive=True)
-    a, b = plain.magnitudes(*plain.draw(5)), ps.magnitudes(*ps.draw(5))
-    np.testing.assert_array_equal(a["mixture"], b["mixture"])
-    for stem in ("vocals", "accompaniment"):
-        got, mag, mix = (d.astype(np.float32) for d in (b[stem], a[stem], a["mixture"]))
-        assert (got >= 0).all() and (got <= mix * (1 + 2e-3)).all() and (got <= mag * (1 + 2e-3) + 2**-24).all()
-        assert np.abs(got - mag).mean() > 0.01 * mag.mean()  # synthetic stems overlap in few bins: 3-4 %
-    sampler = PatchSampler.from_datadir(datadir, patch_frames=128)
-    with pytest.raises(StemforgeError, match="fresh remixes"):
-        open_batches(datadir, sampler, "vocals", torch.device("cpu"), range(2), batch_size=4, seed=0, phase_sensitive=True)
 
 
 def test_a_run_with_fresh_remixes_and_ema_resumes_bit_exactly(datadir, tmp_path):

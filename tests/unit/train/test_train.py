@@ -61,7 +61,7 @@ def test_train_config_validation_and_epochs(datadir):
     with pytest.raises(StemforgeError, match="loss must be one of"):
         TrainConfig(loss="huber")
     # the options added later keep the hash of a configuration that leaves them at their defaults
-    assert TrainConfig(loss="l1", phase_sensitive=False).hash == TrainConfig().hash
+    assert TrainConfig(loss="l1").hash == TrainConfig().hash
     assert TrainConfig(loss="l2").hash != TrainConfig().hash
     cfg = TrainConfig(lr=1, betas=[0.5, 0.9])
     assert cfg.lr == 1.0 and cfg.betas == (0.5, 0.9)
@@ -122,8 +122,7 @@ def test_cli_train_options_are_derived_from_train_config(monkeypatch):
                                              "compile", "patch_frames", "min_vocal_db", "val_every", "checkpoint_every",
                                              "log_every", "tensorboard", "deterministic", "lr_schedule", "patience",
                                              "early_stop", "freeze_bn", "dist_timeout", "remix", "remix_aligned",
-                                             "remix_gain_db", "remix_pitch", "phase_sensitive", "ema", "select", "warmup",
-                                             "loss"}
+                                             "remix_gain_db", "remix_pitch", "ema", "select", "warmup", "loss"}
     for f, flag in derived:
         option = options[f.name]
         assert option.help == flag.help_text(f) and option.default is None, f.name
