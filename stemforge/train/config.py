@@ -152,10 +152,10 @@ class TrainConfig(_Config):
         select: what picks best.pt: ``loss`` (the validation loss) or ``sdr`` (GNSDR in dB of the
             target stem over the valid split's whole tracks, BSS Eval v3, as ``stemforge evaluate``
             computes it; both are logged to metrics.csv).
-        loss: the training (and validation) loss of ``mask * mixture - target``: ``l1`` (the
-            seed's) or ``l2`` (:func:`~stemforge.model.unet.loss_fn`).
         warmup: the learning rate rises linearly from ``lr / warmup`` to ``lr`` over the first
             ``warmup`` steps (0: none).
+        loss: the training (and validation) loss of ``mask * mixture - target``: ``l1`` (the
+            seed's) or ``l2`` (:func:`~stemforge.model.unet.loss_fn`).
 
     ``lr_schedule``, ``patience``, ``early_stop``, ``freeze_bn``, ``dist_timeout`` and the fields
     after them enter the hash only when they differ from their defaults, so the configurations of runs recorded before they existed keep their hashes.

@@ -102,7 +102,8 @@ def validation_set(
 
 def validation_loss(model: torch.nn.Module, valset: ValidationSet, device: torch.device, batch_size: int,
                     precision: str = "fp32", rank: int = 0, world_size: int = 1, loss: str = "l1") -> float:
-    """Mean loss (``loss``: :data:`~stemforge.model.unet.LOSSES`) of ``model`` (eval mode, no dropout) over the crops of ``valset``; with
+    """Mean loss of ``model`` (eval mode, no dropout) over the crops of ``valset``, ``loss``
+    one of :data:`~stemforge.model.config.LOSSES` (:func:`~stemforge.model.unet.loss_fn`); with
     several processes each takes every ``world_size``-th crop and the sums are all-reduced.
     ``precision`` as :attr:`~stemforge.train.config.TrainConfig.precision`. Returns a float
     (NaN without crops)."""
