@@ -23,6 +23,7 @@ COMMAND_ORDER = (
     "import-chainer",
     "import-spleeter",
     "combine",
+    "ensemble",
     "separate",
     "evaluate",
     "serve",

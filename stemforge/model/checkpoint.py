@@ -34,8 +34,18 @@ ships two), written by ``import-spleeter`` and ``combine`` (:func:`save_nets_che
     nets                     {"vocals": NET, "accompaniment": NET}, NET being
                              {"unet_config", "unet_config_hash", "target", "step", "model_state"}
 
-Both nets see the same magnitudes (one spectrogram configuration, the same ``n_bins`` and
-``channels``). A writer uses the lowest version that holds what it writes, so one-net checkpoints
+Format version 3 holds an ensemble: two or more nets of one target whose masks are averaged
+(:class:`~stemforge.model.ensemble.MaskEnsemble`), written by ``stemforge ensemble``
+(:func:`save_ensemble_checkpoint`, :func:`ensemble_checkpoints`); for separation only, like
+version 2::
+
+    format, format_version 3, stemforge_version, spectrogram_config, spectrogram_config_hash,
+    manifest_hash (None), extra
+    target                   "vocals" | "accompaniment"
+    members                  [NET, NET, ...], NET as in version 2 (its target the ensemble's)
+
+Both nets (every member) see the same magnitudes (one spectrogram configuration, the same
+``n_bins`` and ``channels``). A writer uses the lowest version that holds what it writes, so one-net checkpoints
 stay readable by earlier stemforge versions. Loading refuses weights that are not finite numbers
 (NaN or inf): a net with them would write NaN audio.
 
@@ -71,6 +81,7 @@ from stemforge.core.config import SpectrogramConfig, check_config
 from stemforge.core.errors import CheckpointError, StemforgeError
 from stemforge.core.files import atomic_open, regular_file_problem
 from stemforge.model.config import TARGETS, UNetConfig
+from stemforge.model.ensemble import MaskEnsemble, members_problem
 from stemforge.model.unet import UNet, count_parameters, non_finite_parameters
 
 FORMAT_NAME = "stemforge-checkpoint"
@@ -78,8 +89,10 @@ FORMAT_NAME = "stemforge-checkpoint"
 FORMAT_VERSION = 1
 #: The version of two-net checkpoints.
 NETS_FORMAT_VERSION = 2
+#: The version of ensemble checkpoints.
+ENSEMBLE_FORMAT_VERSION = 3
 #: Versions this stemforge reads.
-READ_VERSIONS = (FORMAT_VERSION, NETS_FORMAT_VERSION)
+READ_VERSIONS = (FORMAT_VERSION, NETS_FORMAT_VERSION, ENSEMBLE_FORMAT_VERSION)
 #: The key of the checksum in a checkpoint, and the prefix of its value (the algorithm).
 CHECKSUM_KEY = "checksum"
 CHECKSUM_PREFIX = "sha256:"
@@ -93,6 +106,7 @@ _REQUIRED_KEYS = (
     "model_state",
 )
 _REQUIRED_NETS_KEYS = ("format_version", "spectrogram_config", "nets")
+_REQUIRED_ENSEMBLE_KEYS = ("format_version", "spectrogram_config", "target", "members")
 _REQUIRED_NET_KEYS = ("unet_config", "target", "step", "model_state")
 
 
@@ -103,12 +117,13 @@ class Checkpoint:
     Attributes:
         path: the file it was read from.
         model: the :class:`UNet` with the stored weights, in eval mode; in a two-net checkpoint,
-            the first net of :attr:`nets` (the vocals net).
-        unet_config: its :class:`UNetConfig`.
+            the first net of :attr:`nets` (the vocals net); in an ensemble, the
+            :class:`~stemforge.model.ensemble.MaskEnsemble` of its members.
+        unet_config: its :class:`UNetConfig` (an ensemble's: its first member's).
         spectrogram_config: the :class:`SpectrogramConfig` of the data it was trained on (the
             separator must compute magnitudes the same way).
         target: ``"vocals"`` or ``"accompaniment"``: what ``model``'s mask extracts.
-        step: optimizer steps taken (by ``model``).
+        step: optimizer steps taken (by ``model``; an ensemble's: its first member's).
         raw: the whole stored dict (see the module docstring), for resuming.
         nets: every net by target, in :data:`~stemforge.model.config.TARGETS` order: one entry
             (``{target: model}``) or two (``{"vocals": UNet, "accompaniment": UNet}``). Each
@@ -117,6 +132,7 @@ class Checkpoint:
             ``a = mask_a * x`` a separator combines two nets as Spleeter does: vocals mask
             ``(v**2 + eps/2) / (v**2 + a**2 + eps)``, accompaniment its complement.
         steps: optimizer steps of each net, by target.
+        member_steps: an ensemble's optimizer steps of each member, in order; empty otherwise.
     """
 
     path: Path
@@ -128,6 +144,7 @@ class Checkpoint:
     raw: dict[str, Any] = field(repr=False)
     nets: dict[str, UNet] = field(default_factory=dict, repr=False)
     steps: dict[str, int] = field(default_factory=dict)
+    member_steps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.nets:
@@ -139,6 +156,11 @@ class Checkpoint:
     def targets(self) -> tuple[str, ...]:
         """Targets of the nets held: ``("vocals",)``, ``("accompaniment",)`` or both."""
         return tuple(self.nets)
+
+    @property
+    def members(self) -> int:
+        """Nets averaged into the mask: 1, or an ensemble's members."""
+        return max(1, len(self.member_steps))
 
     def net(self, target: str) -> UNet:
         """The net whose mask extracts ``target``; CheckpointError when the checkpoint has none."""
@@ -179,7 +201,8 @@ class Checkpoint:
 
     def summary(self) -> dict[str, Any]:
         """Plain facts for a terminal table or a log line (``target`` is ``vocals+accompaniment``
-        for a two-net checkpoint; ``parameters`` counts every net)."""
+        for a two-net checkpoint; ``members`` is an ensemble's nets, else 1; ``parameters``
+        counts every net)."""
         return {
             "path": str(self.path),
             "target": "+".join(self.targets),
@@ -190,6 +213,7 @@ class Checkpoint:
             "width": self.unet_config.width,
             "n_bins": self.unet_config.n_bins,
             "channels": self.unet_config.channels,
+            "members": self.members,
             "parameters": sum(count_parameters(net) for net in self.nets.values()),
             "unet_config": self.unet_config.hash,
             "spectrogram_config": self.spectrogram_config.hash,
@@ -302,16 +326,7 @@ def save_nets_checkpoint(
                 f"{first.channels} channels, accompaniment {config.n_bins} bins x {config.channels} channels"
             )
         first = first or config
-        step = steps.get(target, 0)
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise StemforgeError(f"save_nets_checkpoint: step of the {target} net must be a non-negative int, got {step!r}")
-        entries[target] = {
-            "unet_config": config.to_dict(),
-            "unet_config_hash": config.hash,
-            "target": target,
-            "step": step,
-            "model_state": OrderedDict((k, v.detach().cpu().clone()) for k, v in model.state_dict().items()),
-        }
+        entries[target] = _net_entry(model, steps.get(target, 0), f"save_nets_checkpoint: the {target} net")
     payload: dict[str, Any] = {
         "format": FORMAT_NAME,
         "format_version": NETS_FORMAT_VERSION,
@@ -324,6 +339,108 @@ def save_nets_checkpoint(
     }
     _atomic_torch_save(payload, path)
     return path
+
+
+def _net_entry(model: UNet, step: Any, what: str) -> dict[str, Any]:
+    """The stored form of one net of a version-2 or version-3 checkpoint (NET in the module
+    docstring); StemforgeError naming ``what`` for a bad step."""
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise StemforgeError(f"{what}: step must be a non-negative int, got {step!r}")
+    config = model.config
+    return {
+        "unet_config": config.to_dict(),
+        "unet_config_hash": config.hash,
+        "target": config.target,
+        "step": step,
+        "model_state": OrderedDict((k, v.detach().cpu().clone()) for k, v in model.state_dict().items()),
+    }
+
+
+def save_ensemble_checkpoint(
+    path: str | os.PathLike,
+    members: list[nn.Module],
+    spectrogram_config: SpectrogramConfig,
+    steps: list[int] | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write an ensemble checkpoint (format version 3) atomically and return its path.
+
+    Args:
+        path: destination file; missing parent folders are created.
+        members: two or more :class:`UNet` of one target that see the same magnitudes
+            (:data:`~stemforge.model.ensemble.SHARED_FIELDS` equal); their masks are averaged.
+        spectrogram_config: how the magnitudes they see are computed.
+        steps: optimizer steps of each member (0 when not given).
+        extra: plain values (see :func:`save_checkpoint`).
+
+    Raises:
+        StemforgeError: a member is not a UNet, or the members do not fit together.
+        CheckpointError: a value cannot be stored, or the file cannot be written.
+    """
+    path = Path(path)
+    nets = [_unwrap(m) for m in members]
+    bad = [type(m).__name__ for m in nets if not isinstance(m, UNet)]
+    if bad:
+        raise StemforgeError(f"save_ensemble_checkpoint: members must be UNets, got {', '.join(bad)}")
+    problem = members_problem([m.config for m in nets])
+    if problem:
+        raise StemforgeError(f"save_ensemble_checkpoint: {problem}")
+    steps = list(steps) if steps is not None else [0] * len(nets)
+    if len(steps) != len(nets):
+        raise StemforgeError(f"save_ensemble_checkpoint: {len(steps)} steps for {len(nets)} members")
+    payload: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": ENSEMBLE_FORMAT_VERSION,
+        "stemforge_version": __version__,
+        "spectrogram_config": spectrogram_config.to_dict(),
+        "spectrogram_config_hash": spectrogram_config.hash,
+        "target": nets[0].config.target,
+        "members": [_net_entry(m, s, f"save_ensemble_checkpoint: member {i}") for i, (m, s) in enumerate(zip(nets, steps), start=1)],
+        "manifest_hash": None,
+        "extra": _plain(extra, path, "extra"),
+    }
+    _atomic_torch_save(payload, path)
+    return path
+
+
+def ensemble_checkpoints(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Write the ensemble checkpoint ``out`` of the nets in ``paths`` (one-net checkpoints of
+    one target, or ensembles, whose members are taken one by one); ``extra`` records
+    ``ensemble_of`` (the files' names).
+
+    Raises:
+        CheckpointError: a file is unreadable or holds two nets (vocals and accompaniment);
+            fewer than two nets in all; the nets extract different targets or see different
+            inputs (the file and the values named).
+        ConfigMismatchError: two were trained on magnitudes computed differently.
+    """
+    members: list[UNet] = []
+    steps: list[int] = []
+    sources: list[Checkpoint] = []
+    for path in paths:
+        ckpt = load_checkpoint(path)
+        if len(ckpt.nets) != 1:
+            raise CheckpointError(f"{ckpt.path}: holds {' and '.join(ckpt.targets)} nets; an ensemble takes nets of one target")
+        if sources:
+            first = sources[0]
+            check_config(f"{ckpt.path} against {first.path}", first.spectrogram_config,
+                         ckpt.spectrogram_config.hash, ckpt.spectrogram_config.to_dict())
+        if isinstance(ckpt.model, MaskEnsemble):
+            members += list(ckpt.model.members)
+            steps += list(ckpt.member_steps)
+        else:
+            members.append(ckpt.model)
+            steps.append(ckpt.step)
+        sources.append(ckpt)
+        problem = members_problem([m.config for m in members]) if len(members) > 1 else None
+        if problem:
+            raise CheckpointError(f"{ckpt.path}: does not fit the nets before it: {problem}")
+    if len(members) < 2:
+        raise CheckpointError(f"an ensemble needs at least two nets, got {len(members)} (from {', '.join(str(c.path) for c in sources) or 'no file'})")
+    return save_ensemble_checkpoint(
+        out, members, sources[0].spectrogram_config, steps=steps,
+        extra={"ensemble_of": [c.path.name for c in sources]},
+    )
 
 
 def combine_checkpoints(
@@ -359,7 +476,8 @@ def combine_checkpoints(
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint` or :func:`save_nets_checkpoint`.
+    """Read a checkpoint written by :func:`save_checkpoint`, :func:`save_nets_checkpoint` or
+    :func:`save_ensemble_checkpoint`.
 
     Args:
         path: the checkpoint file.
@@ -394,7 +512,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
             f"{path}: checkpoint format version {version!r}; this stemforge reads versions "
             + ", ".join(map(str, READ_VERSIONS))
         )
-    required = _REQUIRED_KEYS if version == FORMAT_VERSION else _REQUIRED_NETS_KEYS
+    required = {FORMAT_VERSION: _REQUIRED_KEYS, NETS_FORMAT_VERSION: _REQUIRED_NETS_KEYS}.get(version, _REQUIRED_ENSEMBLE_KEYS)
     missing = [k for k in required if k not in raw]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint: missing {missing}")
@@ -402,6 +520,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
         spectrogram_config = SpectrogramConfig.from_dict(raw["spectrogram_config"])
     except (StemforgeError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: stored configuration cannot be read: {exc}") from exc
+    if version == ENSEMBLE_FORMAT_VERSION:
+        return _load_ensemble(path, raw, spectrogram_config, map_location)
     if version == FORMAT_VERSION:
         entries = {raw.get("target"): raw}
         where = {raw.get("target"): str(path)}
@@ -415,27 +535,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
     nets: dict[str, UNet] = {}
     steps: dict[str, int] = {}
     for target, entry in entries.items():
-        what = where[target]
-        if not isinstance(entry, dict):
-            raise CheckpointError(f"{what}: is a {type(entry).__name__}, not a dict")
-        missing = [k for k in _REQUIRED_NET_KEYS if k not in entry]
-        if missing:
-            raise CheckpointError(f"{what}: incomplete checkpoint: missing {missing}")
-        try:
-            unet_config = UNetConfig.from_dict(entry["unet_config"])
-        except (StemforgeError, TypeError, AttributeError) as exc:
-            raise CheckpointError(f"{what}: stored configuration cannot be read: {exc}") from exc
-        step = entry["step"]
-        if isinstance(step, bool) or not isinstance(step, int):
-            raise CheckpointError(f"{what}: step is {step!r}, not an integer")
-        if target != unet_config.target:
-            raise CheckpointError(f"{what}: target {target!r} disagrees with unet_config.target {unet_config.target!r}")
-        model = UNet(unet_config)
-        load_model_state(model, entry["model_state"], what)
-        if isinstance(map_location, (str, torch.device)):
-            model.to(map_location)
-        nets[target] = model.eval()
-        steps[target] = step
+        nets[target], steps[target] = _load_net(entry, target, where[target], map_location)
     first = next(iter(nets))
     if len(nets) == 2:
         v, a = (nets[t].config for t in TARGETS)
@@ -454,6 +554,55 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
         raw=raw,
         nets=nets,
         steps=steps,
+    )
+
+
+def _load_net(entry: Any, target: Any, what: str, map_location: Any) -> tuple[UNet, int]:
+    """The net (eval mode) and its step stored in ``entry`` (a version-1 checkpoint or a NET of
+    version 2 or 3), which must extract ``target``; CheckpointError naming ``what``."""
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{what}: is a {type(entry).__name__}, not a dict")
+    missing = [k for k in _REQUIRED_NET_KEYS if k not in entry]
+    if missing:
+        raise CheckpointError(f"{what}: incomplete checkpoint: missing {missing}")
+    try:
+        unet_config = UNetConfig.from_dict(entry["unet_config"])
+    except (StemforgeError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{what}: stored configuration cannot be read: {exc}") from exc
+    step = entry["step"]
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise CheckpointError(f"{what}: step is {step!r}, not an integer")
+    if target != unet_config.target:
+        raise CheckpointError(f"{what}: target {target!r} disagrees with unet_config.target {unet_config.target!r}")
+    model = UNet(unet_config)
+    load_model_state(model, entry["model_state"], what)
+    if isinstance(map_location, (str, torch.device)):
+        model.to(map_location)
+    return model.eval(), step
+
+
+def _load_ensemble(path: Path, raw: dict, spectrogram_config: SpectrogramConfig, map_location: Any) -> Checkpoint:
+    """The :class:`Checkpoint` of a version-3 ``raw`` read from ``path``."""
+    target, entries = raw["target"], raw["members"]
+    if target not in TARGETS:
+        raise CheckpointError(f"{path}: target {target!r} is not one of {list(TARGETS)}")
+    if not isinstance(entries, list) or len(entries) < 2:
+        found = f"{len(entries)} net(s)" if isinstance(entries, list) else f"a {type(entries).__name__}"
+        raise CheckpointError(f"{path}: an ensemble's members must be a list of two or more nets, found {found}")
+    loaded = [_load_net(e, target, f"{path} (member {i})", map_location) for i, e in enumerate(entries, start=1)]
+    problem = members_problem([net.config for net, _ in loaded])
+    if problem:
+        raise CheckpointError(f"{path}: the members do not fit together: {problem}")
+    model = MaskEnsemble([net for net, _ in loaded]).eval()
+    return Checkpoint(
+        path=path,
+        model=model,
+        unet_config=model.config,
+        spectrogram_config=spectrogram_config,
+        target=target,
+        step=loaded[0][1],
+        raw=raw,
+        member_steps=tuple(step for _, step in loaded),
     )
 
 

@@ -315,10 +315,10 @@ def polyphase_conv(deconv: nn.ConvTranspose2d) -> nn.Conv2d:
 
 
 def inference_net(model: nn.Module) -> nn.Module:
-    """The network as the Separator runs it: :meth:`UNet.for_inference` for a stemforge
-    :class:`UNet`; any other module (a test's stand-in) copied, in eval mode, without gradients
-    and channels-last."""
-    if isinstance(model, UNet):
+    """The network as the Separator runs it: its ``for_inference()`` copy for a stemforge
+    :class:`UNet` or :class:`~stemforge.model.ensemble.MaskEnsemble`; any other module (a test's
+    stand-in) copied, in eval mode, without gradients and channels-last."""
+    if callable(getattr(model, "for_inference", None)):
         return model.for_inference()
     net = copy.deepcopy(model).eval()
     for p in net.parameters():

@@ -379,7 +379,12 @@ def plain_input(config: SpectrogramConfig, model_config: SpectrogramConfig) -> b
 
 def _init_net(ckpt: Checkpoint, target: str | None) -> tuple[UNetConfig, Any]:
     """The UNetConfig (``target`` set) and the net a fine-tune of ``ckpt`` starts from: its one
-    net, or the ``target`` net of a two-net checkpoint."""
+    net, or the ``target`` net of a two-net checkpoint; CheckpointError for an ensemble."""
+    if ckpt.members > 1:
+        raise CheckpointError(
+            f"{ckpt.path}: an ensemble of {ckpt.members} nets (stemforge ensemble) cannot be fine-tuned: "
+            "start from one of its members' own checkpoints"
+        )
     if target is None:
         if len(ckpt.targets) > 1:
             raise StemforgeError(f"{ckpt.path} holds {' and '.join(ckpt.targets)} nets: choose one with --target")

@@ -147,6 +147,31 @@ print(seen[-1], len(seen[-1]), blas())
     assert line.endswith("[2, 2]"), line  # restored
 
 
+def test_an_ensemble_checkpoint_is_scored_by_worker_processes_as_in_process(datadir_and_model, tmp_path):
+    """An ensemble's members travel to the pool's workers with the separator; each worker's
+    scores equal one process's, and differ from either member's alone."""
+    import torch
+
+    from stemforge.evaluate.datadir import evaluate_datadir
+    from stemforge.model import UNet, UNetConfig
+    from stemforge.model.checkpoint import ensemble_checkpoints, save_checkpoint
+    from stemforge.separate.separator import Separator
+
+    root, dd, _ = datadir_and_model
+    cfg = UNetConfig(width=0.125)
+    paths = [save_checkpoint(tmp_path / f"m{seed}.pt", UNet(cfg, generator=torch.Generator().manual_seed(seed)),
+                             cfg, dd.config, "vocals", 0) for seed in (0, 1)]
+    sep = Separator.from_checkpoint(ensemble_checkpoints(paths, tmp_path / "e.pt"), device="cpu")
+    inline = evaluate_datadir(sep, dd, split="all", workers=1)
+    pooled = evaluate_datadir(sep, dd, split="all", workers=2)
+    alone = evaluate_datadir(Separator.from_checkpoint(paths[0], device="cpu"), dd, split="all", workers=1)
+    assert not pooled.failed and pooled.meta["workers"] == 2
+    cols = ["uid", "method", "stem", "sdr", "sir", "sar"]
+    pd.testing.assert_frame_equal(inline.table[cols], pooled.table[cols])
+    model = inline.table["method"] == "model"
+    assert not np.allclose(inline.table.loc[model, "sdr"], alone.table.loc[alone.table["method"] == "model", "sdr"])
+
+
 def test_a_two_net_checkpoint_is_scored_by_worker_processes_as_in_process(datadir_and_model, tmp_path):
     """Two nets are 2 x 79 tensors: sent to the pool's workers as themselves, each went as a
     shared-memory file descriptor and every `evaluate --workers 2` of a two-net checkpoint
