@@ -81,7 +81,7 @@ from stemforge.core.config import SpectrogramConfig, check_config
 from stemforge.core.errors import CheckpointError, StemforgeError
 from stemforge.core.files import atomic_open, regular_file_problem
 from stemforge.model.config import TARGETS, UNetConfig
-from stemforge.model.ensemble import MaskEnsemble, members_problem
+from stemforge.model.ensemble import MaskEnsemble, check_members, members_problem
 from stemforge.model.unet import UNet, count_parameters, non_finite_parameters
 
 FORMAT_NAME = "stemforge-checkpoint"
@@ -379,12 +379,7 @@ def save_ensemble_checkpoint(
     """
     path = Path(path)
     nets = [_unwrap(m) for m in members]
-    bad = [type(m).__name__ for m in nets if not isinstance(m, UNet)]
-    if bad:
-        raise StemforgeError(f"save_ensemble_checkpoint: members must be UNets, got {', '.join(bad)}")
-    problem = members_problem([m.config for m in nets])
-    if problem:
-        raise StemforgeError(f"save_ensemble_checkpoint: {problem}")
+    check_members(nets, "save_ensemble_checkpoint")
     steps = list(steps) if steps is not None else [0] * len(nets)
     if len(steps) != len(nets):
         raise StemforgeError(f"save_ensemble_checkpoint: {len(steps)} steps for {len(nets)} members")

@@ -36,6 +36,17 @@ def members_problem(configs: Sequence[UNetConfig]) -> str | None:
     return None
 
 
+def check_members(members: Sequence[nn.Module], what: str) -> None:
+    """StemforgeError, its message starting with ``what``, unless ``members`` are two or more
+    :class:`UNet` that can be one ensemble (:func:`members_problem`)."""
+    bad = [type(m).__name__ for m in members if not isinstance(m, UNet)]
+    if bad:
+        raise StemforgeError(f"{what}: members must be UNets, got {', '.join(bad)}")
+    problem = members_problem([m.config for m in members])
+    if problem:
+        raise StemforgeError(f"{what}: {problem}")
+
+
 class MaskEnsemble(nn.Module):
     """The mean mask of two or more nets that see the same magnitudes and extract one target.
 
@@ -52,12 +63,7 @@ class MaskEnsemble(nn.Module):
     def __init__(self, members: Sequence[UNet]):
         super().__init__()
         members = list(members)
-        bad = [type(m).__name__ for m in members if not isinstance(m, UNet)]
-        if bad:
-            raise StemforgeError(f"MaskEnsemble: members must be UNets, got {', '.join(bad)}")
-        problem = members_problem([m.config for m in members])
-        if problem:
-            raise StemforgeError(f"MaskEnsemble: {problem}")
+        check_members(members, "MaskEnsemble")
         self.members = nn.ModuleList(members)
 
     @property
