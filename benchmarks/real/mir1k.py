@@ -90,14 +90,14 @@ RECIPES: dict[str, dict[str, object]] = {
 #: models tried by 0.30 and 0.46 dB against the mask as the net gives it (an L2-trained net's
 #: masks are softer, and 0.75 was its best; docs/benchmarks.md). The training's own validation
 #: (``--select sdr``) scores the mask as given.
-#: Nets per recipe, trained at once with seeds ``seed, seed + 1, ...`` and averaged by
-#: ``stemforge ensemble`` (1: one net, the run's model.pt).
-MEMBERS: dict[str, int] = {"quick": 1, "full": 1}
-
 EVALUATE: dict[str, dict[str, object]] = {
     "quick": {"mask-power": 0.5},
     "full": {"mask-power": 0.5},
 }
+
+#: Nets per recipe, trained at once with seeds ``seed, seed + 1, ...`` and averaged by
+#: ``stemforge ensemble`` (1: one net, the run's model.pt).
+MEMBERS: dict[str, int] = {"quick": 1, "full": 1}
 
 #: Published vocals GNSDR / GSIR / GSAR (dB) on MIR-1K, the same protocol (train on abjones and
 #: amy, test on the other 825 clips, 0 dB mixtures): Huang et al., IEEE/ACM TASLP 2015, Tables
@@ -153,13 +153,15 @@ class LoadSampler:
 
 def run_stage(name: str, cmd: list[str], log: Path) -> dict[str, object]:
     """Run one stemforge command (stdout+stderr to ``log``); wall and CPU seconds, load."""
-    return run_together(name, [cmd], [log])
+    stage = run_together(name, [cmd], [log])
+    return {**stage, "command": stage["command"][0]}
 
 
 def run_together(name: str, cmds: list[list[str]], logs: list[Path], threads: int | None = None) -> dict[str, object]:
     """Run stemforge commands at the same time (each one's stdout+stderr to its log; with
     ``threads``, each limited to that many torch/BLAS threads: ``OMP_NUM_THREADS``) and wait for
-    all; wall seconds (the first start to the last end), CPU seconds of them all, the load."""
+    all; the commands as shown, wall seconds (the first start to the last end), CPU seconds of
+    them all, the load."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "MPLBACKEND": "Agg", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     if threads is not None:
@@ -187,7 +189,18 @@ def run_together(name: str, cmds: list[list[str]], logs: list[Path], threads: in
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     print(f"[{name}] {wall / 60:.1f} min wall, {cpu / 60:.1f} CPU-min, load {loads['mean']:.1f} "
           f"({loads['min']:.1f}-{loads['max']:.1f})", flush=True)
-    return {"command": shown[0] if len(shown) == 1 else shown, "wall_s": wall, "cpu_s": cpu, "load": loads}
+    return {"command": shown, "wall_s": wall, "cpu_s": cpu, "load": loads}
+
+
+def merge_stages(stages: list[dict[str, object]]) -> dict[str, object]:
+    """One stage's figures for stages run one after the other (``run_together``'s results): their
+    commands, wall and CPU seconds summed, the load weighted by wall time; one stage as it is."""
+    if len(stages) == 1:
+        return dict(stages[0])
+    wall = sum(st["wall_s"] for st in stages)
+    return {"command": [c for st in stages for c in st["command"]], "wall_s": wall, "cpu_s": sum(st["cpu_s"] for st in stages),
+            "load": {"mean": sum(st["load"]["mean"] * st["wall_s"] for st in stages) / wall,
+                     "min": min(st["load"]["min"] for st in stages), "max": max(st["load"]["max"] for st in stages)}}
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:
@@ -227,8 +240,8 @@ def plot_curve(runs: list[tuple[str, list, int | None]], out_png: Path, title: s
                     label="validation GNSDR, accompaniment")
         for c in curve:
             if c[0] == best_step:
-                ax.plot([c[1]], [c[2]], marker="*", ms=14, color="tab:red", ls="none",
-                        label="best.pt of each run" if len(runs) > 1 and i == 0 else (None if len(runs) > 1 else f"best.pt (step {c[0]})"))
+                star = f"best.pt (step {c[0]})" if len(runs) == 1 else ("best.pt of each run" if i == 0 else None)
+                ax.plot([c[1]], [c[2]], marker="*", ms=14, color="tab:red", ls="none", label=star)
     if valid_model is not None and len(runs) > 1:
         end = max(c[1] for _, curve, _ in runs for c in curve)
         ax.plot([end], [valid_model], marker="D", ms=8, color="black", ls="none",
@@ -292,7 +305,10 @@ def print_table(result: dict) -> None:
         print(f"validation of the model as tested ({inference or 'the mask as given'}): vocals GNSDR {m['vocals']['gnsdr']:.2f}, "
               f"accompaniment {m['accompaniment']['gnsdr']:.2f} dB")
     t = result["train"]
-    runs = f"{t['members']} runs at once of " if t.get("members", 1) > 1 else ""
+    runs = ""
+    if t.get("members", 1) > 1:
+        waves = t.get("waves", 1)
+        runs = f"{t['members']} runs at once of " if waves == 1 else f"{t['members']} runs in {waves} waves of "
     print(f"training: {runs}{t['steps']} steps, {t['wall_min']:.1f} min wall, {t['cpu_min']:.1f} CPU-min, "
           f"{t['patches_per_s']:.1f} patches/s, load {t['load']['mean']:.1f}")
     if test is not None:
@@ -342,11 +358,10 @@ def main(argv: list[str] | None = None) -> int:
                                                  "--workers", str(a.workers)], out / "ingest.log")
     seed = int(recipe.get("seed", 0))
     seeds = [seed + i for i in range(members)]
-    n_waves = 1
     if members == 1:
         runs = [run]
-        train = run_stage("train", py + ["train", str(data), "--out", str(run), "--device", "cpu", "--no-tensorboard",
-                                         *recipe_args(recipe)], out / "train.log")
+        waves = [run_stage("train", py + ["train", str(data), "--out", str(run), "--device", "cpu", "--no-tensorboard",
+                                          *recipe_args(recipe)], out / "train.log")]
         shutil.copyfile(run / "model.pt", out / "model.pt")
     else:
         # The nets train as many at a time as there are cores, one thread each (the U-Net's
@@ -361,11 +376,6 @@ def main(argv: list[str] | None = None) -> int:
             waves.append(run_together("train", [py + ["train", str(data), "--out", str(runs[i]), "--device", "cpu", "--no-tensorboard",
                                                       *recipe_args({**recipe, "seed": seeds[i]})] for i in part],
                                       [out / f"train{i}.log" for i in part], threads=1))
-        train = {"command": [c for wv in waves for c in wv["command"]], "wall_s": sum(wv["wall_s"] for wv in waves),
-                 "cpu_s": sum(wv["cpu_s"] for wv in waves), "waves": len(waves),
-                 "load": {"mean": sum(wv["load"]["mean"] * wv["wall_s"] for wv in waves) / sum(wv["wall_s"] for wv in waves),
-                          "min": min(wv["load"]["min"] for wv in waves), "max": max(wv["load"]["max"] for wv in waves)}}
-        n_waves = len(waves)
         result["ensemble"] = run_stage("ensemble", py + ["ensemble", *[str(r / "model.pt") for r in runs], "-o", str(out / "model.pt"),
                                                          "--force"], out / "ensemble.log")
     per_run = []
@@ -375,13 +385,14 @@ def main(argv: list[str] | None = None) -> int:
         best = max(curve, key=lambda c: c[2]) if curve else None
         rates = [float(x["patches_per_s"]) for x in rows if x.get("patches_per_s")]
         per_run.append({
-            "seed": sd, "rows": rows, "curve": curve, "steps": int(rows[-1]["step"]), "elapsed_min": float(rows[-1]["elapsed_s"]) / 60,
+            "seed": sd, "curve": curve, "steps": int(rows[-1]["step"]), "elapsed_min": float(rows[-1]["elapsed_s"]) / 60,
             "patches_per_s": sum(rates) / len(rates) if rates else float("nan"),
             "best_step": best[0] if best else None, "best_gnsdr_vocals": best[2] if best else float("nan"),
             "best_gnsdr_accompaniment": best[3] if best else float("nan"),
         })
-    train.update(members=members, steps=per_run[0]["steps"], wall_min=train["wall_s"] / 60, cpu_min=train["cpu_s"] / 60,
-                 patches_per_s=sum(r["patches_per_s"] for r in per_run) / n_waves)  # of the runs at once
+    train = merge_stages(waves)
+    train.update(members=members, waves=len(waves), steps=per_run[0]["steps"], wall_min=train["wall_s"] / 60, cpu_min=train["cpu_s"] / 60,
+                 patches_per_s=sum(r["patches_per_s"] for r in per_run) / len(waves))  # of the runs at once
     result["train"] = train
     sys.path.insert(0, str(REPO))  # this checkout's stemforge, as the commands run it
     from stemforge.store import DataDir
