@@ -1,20 +1,21 @@
 """``stemforge combine``: a vocals checkpoint and an accompaniment checkpoint as one two-net
 checkpoint; ``stemforge ensemble``: nets of one target as one checkpoint that averages their
-masks."""
+masks; ``stemforge defaults``: the separation defaults a checkpoint carries."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import typer
 
-from stemforge.cli.common import OverwriteOutput, cli_errors, out
+from stemforge.cli.common import OverwriteOutput, check_mask_power, cli_errors, out
 
 
 def register(app: typer.Typer) -> None:
     app.command("combine")(combine)
     app.command("ensemble")(ensemble)
+    app.command("defaults")(defaults)
 
 
 def combine(
@@ -76,3 +77,43 @@ def ensemble(
             f"wrote {output}: {summary['members']} {summary['target']} nets averaged, {summary['parameters']:,} parameters, "
             f"spectrogram config {summary['spectrogram_config']}"
         )
+
+
+def defaults(
+    model: Path = typer.Argument(..., help="A checkpoint (stemforge train's model.pt, an ensemble, two nets)."),
+    mask_power: Optional[float] = typer.Option(
+        None, "--mask-power", metavar="P", show_default=False, callback=check_mask_power,
+        help="Store P as the mask power separate, evaluate and serve use when given no --mask-power (see their --help).",
+    ),
+    clear: bool = typer.Option(False, "--clear", help="Remove the stored defaults: the commands' own apply again."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Write the checkpoint with its new defaults here instead of rewriting MODEL."
+    ),
+    force: OverwriteOutput = False,
+) -> None:
+    """Show or set the separation defaults a checkpoint carries, so that the model separates as
+    it was scored (a recipe that evaluated at --mask-power 0.5 stores 0.5 with its model.pt).
+
+    Without --mask-power or --clear it prints them. An option given to separate, evaluate or
+    serve overrides the stored value; with --wiener-iterations the stored power is not used.
+    MODEL is rewritten in place (atomically, weights and training state unchanged) unless -o.
+
+    Example: stemforge defaults runs/mir1k/model.pt --mask-power 0.5
+    """
+    if clear and mask_power is not None:
+        raise typer.BadParameter("give --mask-power or --clear, not both", param_hint="--clear")
+    if output is not None and mask_power is None and not clear:
+        raise typer.BadParameter("needs --mask-power or --clear (without them the defaults are shown)", param_hint="--output")
+    with cli_errors():
+        from stemforge.core.errors import CheckpointError
+        from stemforge.model.checkpoint import load_checkpoint, set_inference_defaults
+
+        if mask_power is None and not clear:
+            stored = load_checkpoint(model).inference
+            out(f"{model}: " + (f"mask power {stored['mask_power']:g}" if stored else "no stored defaults (the commands' own apply)"))
+            return
+        if output is not None and output.exists() and not force:
+            raise CheckpointError(f"{output}: exists; pass --force to overwrite it")
+        written = set_inference_defaults(model, mask_power, output)
+        stored = load_checkpoint(written).inference
+        out(f"wrote {written}: " + (f"mask power {stored['mask_power']:g} by default" if stored else "no stored defaults"))

@@ -108,7 +108,7 @@ Threads = Annotated[int, typer.Option("--threads", help="CPU threads for PyTorch
 #: The separator options of separate, evaluate and serve (docs/separation.md, "Post-filters").
 MaskPower = Annotated[Optional[float], typer.Option(
     "--mask-power", metavar="P", show_default=False, callback=check_mask_power,
-    help="Exponent of the ratio mask v^P / (v^P + a^P) of a two-net model (2 is Spleeter's; default 1.5, or 1 with the Wiener filter), or of one net's mask m and 1 - m (default 1: m as it is; below 1 softer).",
+    help="Exponent of the ratio mask v^P / (v^P + a^P) of a two-net model (2 is Spleeter's; default 1.5, or 1 with the Wiener filter), or of one net's mask m and 1 - m (default 1: m as it is; below 1 softer). A checkpoint's own default (stemforge defaults) comes before these.",
 )]
 WienerIterations = Annotated[int, typer.Option(
     "--wiener-iterations", min=0, max=10, metavar="N",

@@ -24,6 +24,7 @@ COMMAND_ORDER = (
     "import-spleeter",
     "combine",
     "ensemble",
+    "defaults",
     "separate",
     "evaluate",
     "serve",

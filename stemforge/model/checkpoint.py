@@ -44,6 +44,12 @@ version 2::
     target                   "vocals" | "accompaniment"
     members                  [NET, NET, ...], NET as in version 2 (its target the ensemble's)
 
+Every version may also hold ``inference``, the separation defaults a user fixed for this
+checkpoint (``stemforge defaults``, :func:`set_inference_defaults`): ``{"mask_power": P}``,
+which separate, evaluate and serve use when given no ``--mask-power`` (without the Wiener
+filter). A checkpoint without it separates with the Separator's own defaults; a reader that
+predates the key ignores it.
+
 Both nets (every member) see the same magnitudes (one spectrogram configuration, the same
 ``n_bins`` and ``channels``). A writer uses the lowest version that holds what it writes, so one-net checkpoints
 stay readable by earlier stemforge versions. Loading refuses weights that are not finite numbers
@@ -108,6 +114,9 @@ _REQUIRED_KEYS = (
 _REQUIRED_NETS_KEYS = ("format_version", "spectrogram_config", "nets")
 _REQUIRED_ENSEMBLE_KEYS = ("format_version", "spectrogram_config", "target", "members")
 _REQUIRED_NET_KEYS = ("unet_config", "target", "step", "model_state")
+#: The optional key of separation defaults, and the defaults it may hold.
+INFERENCE_KEY = "inference"
+INFERENCE_FIELDS = ("mask_power",)
 
 
 @dataclass
@@ -192,6 +201,11 @@ class Checkpoint:
     def stemforge_version(self) -> str | None:
         return self.raw.get("stemforge_version")
 
+    @property
+    def inference(self) -> dict[str, float]:
+        """The separation defaults stored with it (``{"mask_power": P}``), ``{}`` when none."""
+        return dict(self.raw.get(INFERENCE_KEY) or {})
+
     def check_spectrogram_config(self, expected: SpectrogramConfig) -> None:
         """Raise :class:`~stemforge.core.errors.ConfigMismatchError` unless the checkpoint was trained
         on magnitudes computed with ``expected`` (a DataDir's config, say)."""
@@ -201,8 +215,8 @@ class Checkpoint:
 
     def summary(self) -> dict[str, Any]:
         """Plain facts for a terminal table or a log line (``target`` is ``vocals+accompaniment``
-        for a two-net checkpoint; ``members`` is an ensemble's nets, else 1; ``parameters``
-        counts every net)."""
+        for a two-net checkpoint; ``members`` is an ensemble's nets, else 1; ``mask_power`` the
+        stored separation default or None; ``parameters`` counts every net)."""
         return {
             "path": str(self.path),
             "target": "+".join(self.targets),
@@ -214,6 +228,7 @@ class Checkpoint:
             "n_bins": self.unet_config.n_bins,
             "channels": self.unet_config.channels,
             "members": self.members,
+            "mask_power": self.inference.get("mask_power"),
             "parameters": sum(count_parameters(net) for net in self.nets.values()),
             "unet_config": self.unet_config.hash,
             "spectrogram_config": self.spectrogram_config.hash,
@@ -511,6 +526,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
     missing = [k for k in required if k not in raw]
     if missing:
         raise CheckpointError(f"{path}: incomplete checkpoint: missing {missing}")
+    _check_inference(raw.get(INFERENCE_KEY), path)
     try:
         spectrogram_config = SpectrogramConfig.from_dict(raw["spectrogram_config"])
     except (StemforgeError, TypeError, AttributeError) as exc:
@@ -550,6 +566,47 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Check
         nets=nets,
         steps=steps,
     )
+
+
+def _check_inference(value: Any, path: Path) -> None:
+    """CheckpointError naming ``path`` unless ``value`` (the ``inference`` key) is None or a dict
+    of :data:`INFERENCE_FIELDS` whose mask power is a number above 0 (the Separator checks its
+    upper bound)."""
+    if value is None:
+        return
+    if not isinstance(value, dict) or set(value) - set(INFERENCE_FIELDS):
+        found = sorted(map(str, value)) if isinstance(value, dict) else type(value).__name__
+        raise CheckpointError(f"{path}: separation defaults must be a dict of {list(INFERENCE_FIELDS)}, found {found}")
+    power = value.get("mask_power")
+    if power is not None and (isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 < power < float("inf")):
+        raise CheckpointError(f"{path}: stored mask power must be a number above 0, found {power!r}")
+
+
+def set_inference_defaults(path: str | os.PathLike, mask_power: float | None, out: str | os.PathLike | None = None) -> Path:
+    """Store (or, with ``mask_power`` None, remove) a checkpoint's separation default and return
+    the file written: ``out``, or ``path`` itself rewritten atomically. Everything else is kept
+    as it was (weights, training state, ``stemforge_version``); any format version.
+
+    Args:
+        path: a checkpoint :func:`load_checkpoint` reads.
+        mask_power: the mask power ``p`` (see :class:`~stemforge.separate.separator.Separator`)
+            that separate, evaluate and serve use when given none; above 0.
+        out: where to write; None for ``path``.
+
+    Raises:
+        CheckpointError: ``path`` cannot be read, ``mask_power`` is not a number above 0, or the
+            file cannot be written.
+    """
+    path = Path(path)
+    load_checkpoint(path)  # every check of a readable checkpoint, in one line
+    raw = read_torch_file(path, "stemforge checkpoint")
+    payload = {k: v for k, v in raw.items() if k not in (CHECKSUM_KEY, INFERENCE_KEY)}
+    if mask_power is not None:
+        _check_inference({"mask_power": mask_power}, path)
+        payload[INFERENCE_KEY] = {"mask_power": float(mask_power)}
+    target = Path(out) if out is not None else path
+    _atomic_torch_save(payload, target)
+    return target
 
 
 def _load_net(entry: Any, target: Any, what: str, map_location: Any) -> tuple[UNet, int]:

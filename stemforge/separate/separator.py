@@ -383,7 +383,9 @@ class Separator:
         and wrap it.
 
         ``options`` are the keyword arguments of :class:`Separator` (``hard_mask``,
-        ``window_frames``...). Raises :class:`~stemforge.core.errors.CheckpointError` for a bad
+        ``window_frames``...). Without ``mask_power`` (None) and without the Wiener filter, the
+        mask power stored with the checkpoint (``stemforge defaults``,
+        :attr:`~stemforge.model.checkpoint.Checkpoint.inference`) is used, if any. Raises :class:`~stemforge.core.errors.CheckpointError` for a bad
         file or a geometry the Separator cannot apply (one line naming the file and why).
         """
         from stemforge.model.checkpoint import load_checkpoint
@@ -391,6 +393,9 @@ class Separator:
         dev = resolve_device(device)
         ckpt = load_checkpoint(path, map_location=dev)
         model = dict(ckpt.nets) if len(ckpt.nets) > 1 else ckpt.model
+        stored = ckpt.inference.get("mask_power")
+        if stored is not None and options.get("mask_power") is None and not options.get("wiener_iterations"):
+            options = {**options, "mask_power": stored}
         try:
             sep = cls(model, ckpt.spectrogram_config, ckpt.target, dev, **options)
         except CheckpointError:

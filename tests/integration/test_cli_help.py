@@ -82,7 +82,7 @@ def test_root_help_lists_commands_in_pipeline_order_with_whole_summaries():
     listed = re.findall(r"^  ([a-z][a-z0-9-]+)\s", text.split("Commands:")[1], re.M)
     assert listed == list(COMMAND_ORDER) == [
         "synth", "ingest", "derive-vocals", "info", "validate", "augment", "train",
-        "import-chainer", "import-spleeter", "combine", "ensemble", "separate", "evaluate", "serve", "demo",
+        "import-chainer", "import-spleeter", "combine", "ensemble", "defaults", "separate", "evaluate", "serve", "demo",
     ]
     flat = " ".join(text.split())
     assert "Train the U-Net (Jansson et al. 2017) on a DataDir's train split; validate on its valid split." in flat
