@@ -16,12 +16,14 @@ before it runs), with a fixed seed:
    recipe of several nets (``MEMBERS``, ``--members``) trains ``DIR/run0, run1, ...`` with seeds
    ``seed, seed + 1, ...``, as many at a time as there are cores, one thread each, then
    ``stemforge ensemble`` writes DIR/model.pt, the mean of their best.pt masks;
-3. ``stemforge evaluate DIR/model.pt DIR/data --split valid <the recipe's inference options>``:
-   the validation split scored as the test split will be (what recipes are compared on);
-4. unless ``--skip-test``: ``stemforge evaluate DIR/model.pt DIR/data --split test <the
-   recipe's inference options>`` (BSS Eval v3 as mir_eval, and v2 gain-only), the only look at
-   the test split. The quick and full recipes evaluate at ``--mask-power 0.5`` (below,
-   ``EVALUATE``): separate DIR/model.pt with the same option to hear what was scored.
+3. ``stemforge defaults DIR/model.pt --mask-power P``: model.pt carries the recipe's mask power
+   (0.5 for the quick and full recipes, below ``EVALUATE``), so ``stemforge separate
+   DIR/model.pt`` (or serve, or evaluate) separates as the recipe was scored without being told;
+4. ``stemforge evaluate DIR/model.pt DIR/data --split valid <the recipe's other inference
+   options>``: the validation split scored as the test split will be (what recipes are compared
+   on); the script stops if the report's mask power is not the stored one;
+5. unless ``--skip-test``: ``stemforge evaluate DIR/model.pt DIR/data --split test`` likewise
+   (BSS Eval v3 as mir_eval, and v2 gain-only), the only look at the test split.
 
 Ablations choose options on validation only: ``--split-rule huang2014-singer`` ingests with amy
 training and the singer abjones validating (how options carry to an unseen singer, which the
@@ -30,7 +32,7 @@ then never evaluated), ``--option KEY=VALUE`` (repeatable) replaces or adds one 
 recipe's ``stemforge train`` options, ``--evaluate-option KEY=VALUE`` one of its ``stemforge
 evaluate`` options.
 
-It writes ``DIR/model.pt`` (what ``stemforge separate`` takes; a copy of the run's model.pt),
+It writes ``DIR/model.pt`` (what ``stemforge separate`` takes; the run's model.pt with the recipe's mask power),
 ``DIR/result.json`` (GNSDR/GSIR/GSAR per stem of the model and the ideal ratio mask, v3 and v2;
 training wall and CPU minutes, steps, patches/s, the load average; the recipe's options and
 commands), ``DIR/quality_vs_minutes.png`` (validation GNSDR of the vocals against training
@@ -267,6 +269,14 @@ def summary_rows(report: dict) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
+def check_scored_power(report: dict, expected: float | None, where: Path) -> None:
+    """Stop unless ``report`` (an evaluate report.json) was scored at the mask power the recipe
+    stored in model.pt (``expected``; None: nothing stored, nothing to check)."""
+    got = report["meta"].get("mask_power")
+    if expected is not None and got != float(expected):
+        raise SystemExit(f"{where}: scored at mask power {got}, not the {expected} stored in model.pt")
+
+
 def print_table(result: dict) -> None:
     test = result.get("test")
     print()
@@ -405,23 +415,32 @@ def main(argv: list[str] | None = None) -> int:
                   "curve": [{"step": c[0], "minutes": c[1], "gnsdr_vocals": c[2], "gnsdr_accompaniment": c[3]} for c in r["curve"]]}
                  for r in per_run],
     }
+    # model.pt carries the recipe's mask power (`stemforge defaults`), so that `stemforge separate
+    # model.pt` separates as the recipe is scored; the evaluations below rely on it (not told).
+    stored = {k: v for k, v in evaluate.items() if k == "mask-power"}
+    if stored:
+        result["defaults"] = run_stage("defaults", py + ["defaults", str(out / "model.pt"), *recipe_args(stored)], out / "defaults.log")
+    told = {k: v for k, v in evaluate.items() if k not in stored}
     # The validation split scored as the test split will be: the model written (an ensemble's
     # mean mask), with the recipe's inference options. What a recipe is chosen on.
     valid_csv = out / "valid" / "report.csv"
     valid_csv.parent.mkdir(exist_ok=True)
     result["evaluate_valid"] = run_stage("evaluate-valid", py + ["evaluate", str(out / "model.pt"), str(data), "--split", "valid",
                                                                  "-o", str(valid_csv), "--device", "cpu", "--workers", str(a.workers),
-                                                                 *recipe_args(evaluate)], out / "evaluate-valid.log")
-    result["validation"]["model"] = summary_rows(json.loads(valid_csv.with_suffix(".json").read_text()))["model"]
+                                                                 *recipe_args(told)], out / "evaluate-valid.log")
+    valid_report = json.loads(valid_csv.with_suffix(".json").read_text())
+    check_scored_power(valid_report, stored.get("mask-power"), valid_csv)
+    result["validation"]["model"] = summary_rows(valid_report)["model"]
     if not a.skip_test:
         report_csv = out / "test" / "report.csv"
         report_csv.parent.mkdir(exist_ok=True)
         result["evaluate"] = run_stage("evaluate", py + ["evaluate", str(out / "model.pt"), str(data), "--split", "test",
                                                          "-o", str(report_csv), "--device", "cpu", "--workers", str(a.workers),
-                                                         *recipe_args(evaluate)],
+                                                         *recipe_args(told)],
                                        out / "evaluate.log")
         result["test_evaluations"] = 1
         report = json.loads(report_csv.with_suffix(".json").read_text())
+        check_scored_power(report, stored.get("mask-power"), report_csv)
         result["test"] = {**summary_rows(report), "clips": report["meta"]["tracks"], "bss_eval": report["meta"]["bss_eval"]}
     test_v = result["test"]["model"]["vocals"]["gnsdr"] if "test" in result else None
     nets = f"{members} U-Nets" if members > 1 else "U-Net"
