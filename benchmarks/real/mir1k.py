@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if recipe.get("precision") == "bf16" and cpu_bf16_flags() == set():
         print("warning: this CPU lists neither avx512_bf16 nor amx_bf16, so bf16 trains slower than fp32 here: "
-              "--option precision=fp32 --steps 1250 is what fitted the quick recipe's 30 minutes on a CPU without them (7.34 dB on test)", flush=True)
+              "--option precision=fp32 --steps 1250 instead (on the CPU the recipes were measured on, those fp32 steps took 26 minutes: 7.34 dB on test)", flush=True)
     members = a.members if a.members is not None else MEMBERS[a.recipe]
     if members < 1:
         raise SystemExit(f"--members {members}: give 1 or more")
