@@ -17,7 +17,7 @@ before it runs), with a fixed seed:
    ``seed, seed + 1, ...``, as many at a time as there are cores, one thread each, then
    ``stemforge ensemble`` writes DIR/model.pt, the mean of their best.pt masks;
 3. ``stemforge defaults DIR/model.pt --mask-power P``: model.pt carries the recipe's mask power
-   (0.5 for the quick and full recipes, below ``EVALUATE``), so ``stemforge separate
+   (quick 0.5, full 0.75: below, ``EVALUATE``), so ``stemforge separate
    DIR/model.pt`` (or serve, or evaluate) separates as the recipe was scored without being told;
 4. ``stemforge evaluate DIR/model.pt DIR/data --split valid <the recipe's other inference
    options>``: the validation split scored as the test split will be (what recipes are compared
