@@ -115,5 +115,4 @@ def defaults(
         if output is not None and output.exists() and not force:
             raise CheckpointError(f"{output}: exists; pass --force to overwrite it")
         written = set_inference_defaults(model, mask_power, output)
-        stored = load_checkpoint(written).inference
-        out(f"wrote {written}: " + (f"mask power {stored['mask_power']:g} by default" if stored else "no stored defaults"))
+        out(f"wrote {written}: " + (f"mask power {mask_power:g} by default" if mask_power is not None else "no stored defaults"))

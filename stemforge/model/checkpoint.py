@@ -598,8 +598,7 @@ def set_inference_defaults(path: str | os.PathLike, mask_power: float | None, ou
             file cannot be written.
     """
     path = Path(path)
-    load_checkpoint(path)  # every check of a readable checkpoint, in one line
-    raw = read_torch_file(path, "stemforge checkpoint")
+    raw = load_checkpoint(path).raw  # every check of a readable checkpoint, in one line; raw is the file as read
     payload = {k: v for k, v in raw.items() if k not in (CHECKSUM_KEY, INFERENCE_KEY)}
     if mask_power is not None:
         _check_inference({"mask_power": mask_power}, path)
